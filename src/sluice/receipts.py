@@ -1,0 +1,82 @@
+"""Receipts: the ledger entry each RAW object ends with (see docs/contracts.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sluice import __version__
+from sluice.events import S3ObjectRef
+from sluice.keys import receipt_key
+
+RECEIPT_VERSION = 1
+MAX_RECEIPT_ERRORS = 1000
+"""Errors kept in the receipt itself; the full list goes to PROCESSED ``errors/``."""
+
+Status = Literal["processed", "rejected"]
+Kind = Literal["data", "image", "unsupported"]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Receipt:
+    status: Status
+    kind: Kind
+    source: dict[str, Any]
+    dataset: str | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors_truncated: bool = False
+    stats: dict[str, int] = field(default_factory=dict)
+    handler_version: str = __version__
+    processed_at: str = field(default_factory=utc_now)
+
+    def to_json(self) -> bytes:
+        body = {"receipt_version": RECEIPT_VERSION, **self.__dict__}
+        return json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def source_of(
+    ref: S3ObjectRef, *, etag: str | None, version_id: str | None, size: int | None
+) -> dict[str, Any]:
+    """The receipt's ``source`` block; what S3 told us wins over what the event said."""
+    return {
+        "bucket": ref.bucket,
+        "key": ref.key,
+        "etag": etag or ref.etag,
+        "version_id": version_id or ref.version_id,
+        "size": size if size is not None else ref.size,
+        "sequencer": ref.sequencer,
+    }
+
+
+def rejected(source: dict[str, Any], kind: Kind, code: str, message: str) -> Receipt:
+    return Receipt(
+        status="rejected", kind=kind, source=source, errors=[{"code": code, "message": message}]
+    )
+
+
+def write_receipt(s3: Any, processed_bucket: str, receipt: Receipt) -> str:
+    key = receipt_key(receipt.source["key"])
+    s3.put_object(
+        Bucket=processed_bucket,
+        Key=key,
+        Body=receipt.to_json(),
+        ContentType="application/json",
+    )
+    return key
+
+
+def read_receipt(s3: Any, processed_bucket: str, raw_key: str) -> dict[str, Any] | None:
+    """The receipt of ``raw_key``, or None when there is none yet."""
+    try:
+        response = s3.get_object(Bucket=processed_bucket, Key=receipt_key(raw_key))
+    except s3.exceptions.NoSuchKey:
+        return None
+    result: dict[str, Any] = json.loads(response["Body"].read())
+    return result

@@ -1,0 +1,93 @@
+"""The part every handler shares: event in, objects processed, partial batch response out.
+
+A handler module builds its clients and configuration once at import (cold start) and
+calls :func:`run` with a function that processes one S3 object. SQS batches go through
+Powertools' ``BatchProcessor`` so one failing message is reported in
+``batchItemFailures`` and never fails or repeats the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from sluice.events import S3ObjectRef, event_kind, refs_from_event, refs_from_sqs_body
+
+ObjectProcessor = Callable[[S3ObjectRef], None]
+ObjectFilter = Callable[[S3ObjectRef], bool]
+
+_OBJECT_LOG_KEYS = ("bucket", "key", "etag", "version_id")
+
+
+def make_logger(function: str) -> Logger:
+    """Structured JSON logger; service name and level come from the Powertools variables."""
+    return Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", f"sluice-{function}"))
+
+
+def created_only(ref: S3ObjectRef) -> bool:
+    return ref.is_created
+
+
+def _process_refs(
+    refs: list[S3ObjectRef], process: ObjectProcessor, accepts: ObjectFilter, logger: Logger
+) -> int:
+    done = 0
+    for ref in refs:
+        logger.append_keys(bucket=ref.bucket, key=ref.key, etag=ref.etag, version_id=ref.version_id)
+        try:
+            if not accepts(ref):
+                logger.info(
+                    "skipping event this handler does not act on", event_name=ref.event_name
+                )
+                continue
+            process(ref)
+            done += 1
+        finally:
+            logger.remove_keys(list(_OBJECT_LOG_KEYS))
+    return done
+
+
+def run(
+    event: Mapping[str, Any],
+    context: Any,
+    process: ObjectProcessor,
+    logger: Logger,
+    accepts: ObjectFilter = created_only,
+) -> dict[str, Any]:
+    """Process every object named by ``event``.
+
+    SQS batches return a partial batch response. Direct S3 and EventBridge events (manual
+    invocation) raise on the first failure, so the caller sees it.
+    """
+    kind = event_kind(event)
+    if kind != "sqs":
+        count = _process_refs(refs_from_event(event), process, accepts, logger)
+        return {"processed": count}
+
+    def record_handler(record: SQSRecord) -> None:
+        logger.append_keys(message_id=record.message_id)
+        try:
+            refs = refs_from_sqs_body(record.body)
+            if not refs:
+                logger.info("skipping message without objects (e.g. s3:TestEvent)")
+            _process_refs(refs, process, accepts, logger)
+        except Exception:
+            logger.exception("message failed; it stays on the queue for a retry")
+            raise
+        finally:
+            logger.remove_keys(["message_id"])
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    response = process_partial_response(
+        event=dict(event), record_handler=record_handler, processor=processor, context=context
+    )
+    return dict(response)
