@@ -1,0 +1,150 @@
+"""Streaming S3 writes with bounded memory.
+
+:class:`MultipartWriter` is a write-only, non-seekable file object: bytes written to it
+are buffered up to one part and sent with ``UploadPart``; ``close()`` completes the
+upload, and leaving a ``with`` block on an exception aborts it, so a failed stream
+never leaves a partial object behind (the bucket's lifecycle rule cleans up after a
+crash). Objects smaller than one part are sent with a single ``PutObject``.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+MIB = 1024 * 1024
+MIN_PART_SIZE = 5 * MIB
+DEFAULT_PART_SIZE = 8 * MIB
+MAX_PARTS = 10_000
+
+
+class MultipartWriter(io.RawIOBase):
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        self._s3 = s3
+        self.bucket = bucket
+        self.key = key
+        self._content_type = content_type
+        self._metadata = metadata or {}
+        self._part_size = part_size
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._written = 0
+        self._finished = False
+        self.etag: str | None = None
+
+    # io.RawIOBase protocol -------------------------------------------------------------
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._written
+
+    def write(self, data: Any) -> int:
+        if self.closed or self._finished:
+            raise ValueError("write to a closed MultipartWriter")
+        view = memoryview(data).cast("B")
+        self._buffer += view
+        self._written += len(view)
+        while len(self._buffer) >= self._part_size:
+            self._send_part(bytes(self._buffer[: self._part_size]))
+            del self._buffer[: self._part_size]
+        return len(view)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._written
+
+    # upload ----------------------------------------------------------------------------
+    def _send_part(self, body: bytes) -> None:
+        if self._upload_id is None:
+            response = self._s3.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                ContentType=self._content_type,
+                Metadata=self._metadata,
+            )
+            self._upload_id = response["UploadId"]
+        part_number = len(self._parts) + 1
+        if part_number > MAX_PARTS:
+            raise ValueError(f"{self.key}: more than {MAX_PARTS} parts; raise part_size")
+        response = self._s3.upload_part(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self._upload_id,
+            PartNumber=part_number,
+            Body=body,
+        )
+        self._parts.append({"PartNumber": part_number, "ETag": response["ETag"]})
+        # Grow parts as the object grows so 10,000 parts cover far more than 80 GB.
+        if part_number in (1000, 5000):
+            self._part_size *= 4
+
+    def complete(self) -> None:
+        """Finish the object; after this the writer is closed."""
+        if self._finished:
+            return
+        if self._upload_id is None:
+            response = self._s3.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=bytes(self._buffer),
+                ContentType=self._content_type,
+                Metadata=self._metadata,
+            )
+        else:
+            if self._buffer:
+                self._send_part(bytes(self._buffer))
+            response = self._s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        self._buffer = bytearray()
+        self._finished = True
+        self.etag = str(response.get("ETag", "")).strip('"') or None
+        super().close()
+
+    def abort(self) -> None:
+        """Drop everything written; no object is created."""
+        if self._finished:
+            return
+        if self._upload_id is not None:
+            self._s3.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
+            )
+        self._buffer = bytearray()
+        self._finished = True
+        super().close()
+
+    def close(self) -> None:
+        self.complete()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.complete()
+
+    def __del__(self) -> None:
+        # IOBase.__del__ would close() and so complete an abandoned upload; never do that:
+        # an upload nobody completed is left for the lifecycle rule to abort.
+        pass
