@@ -2,8 +2,9 @@
 
 Handlers are fed by SQS messages whose bodies are S3 event notifications. For manual
 invocation (``aws lambda invoke``) and tests they also accept a direct S3 notification and
-an EventBridge "Object Created" event. Keys in S3 notifications are URL-encoded with ``+``
-for spaces, so they are decoded with ``unquote_plus``; EventBridge carries keys as they are.
+an EventBridge "Object Created" event. Keys in both are URL-encoded with ``+`` for spaces
+and ``%2B`` for a literal plus, so they are decoded with ``unquote_plus`` (as Powertools'
+``S3EventBridgeNotificationObject.key`` does); moto also encodes ``/`` as ``%2F``.
 """
 
 from __future__ import annotations
@@ -104,9 +105,10 @@ def refs_from_eventbridge(event: Mapping[str, Any]) -> list[S3ObjectRef]:
     return [
         S3ObjectRef(
             bucket=bucket,
-            key=key,
+            key=unquote_plus(key),
             event_name=str(event.get("detail-type", "")),
-            etag=normalize_etag(_optional_str(obj.get("etag"))),
+            # S3 spells it "etag" in EventBridge events; moto sends "eTag" as in notifications.
+            etag=normalize_etag(_optional_str(obj.get("etag") or obj.get("eTag"))),
             version_id=_optional_str(obj.get("version-id")),
             size=_optional_int(obj.get("size")),
             sequencer=_optional_str(obj.get("sequencer")),
