@@ -20,7 +20,13 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from sluice.events import S3ObjectRef, event_kind, refs_from_event, refs_from_sqs_body
+from sluice.events import (
+    S3ObjectRef,
+    UnsupportedEventError,
+    event_kind,
+    refs_from_event,
+    refs_from_sqs_body,
+)
 
 ObjectProcessor = Callable[[S3ObjectRef], None]
 ObjectFilter = Callable[[S3ObjectRef], bool]
@@ -51,6 +57,10 @@ def _process_refs(
                 continue
             process(ref)
             done += 1
+        except Exception:
+            # Logged here, while the object's keys are still on the logger.
+            logger.exception("processing failed")
+            raise
         finally:
             logger.remove_keys(list(_OBJECT_LOG_KEYS))
     return done
@@ -76,13 +86,15 @@ def run(
     def record_handler(record: SQSRecord) -> None:
         logger.append_keys(message_id=record.message_id)
         try:
-            refs = refs_from_sqs_body(record.body)
+            try:
+                refs = refs_from_sqs_body(record.body)
+            except UnsupportedEventError:
+                logger.exception("message is not an S3 event; it stays on the queue for a retry")
+                raise
             if not refs:
                 logger.info("skipping message without objects (e.g. s3:TestEvent)")
+            # Failures are logged inside, with the object's bucket, key and ETag.
             _process_refs(refs, process, accepts, logger)
-        except Exception:
-            logger.exception("message failed; it stays on the queue for a retry")
-            raise
         finally:
             logger.remove_keys(["message_id"])
 
