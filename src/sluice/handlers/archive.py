@@ -1,0 +1,452 @@
+"""Archive handler: move each receipt's source object from RAW to ARCHIVE.
+
+Triggered by PROCESSED ``receipts/`` objects (the transform's last write), so an input
+is only archived once its outputs exist. For each receipt:
+
+1. Read the receipt. A ``receipts/`` object that is not a sluice receipt (bad JSON, wrong
+   shape, or naming a bucket other than RAW) is logged as an error with
+   ``code=invalid_receipt`` and skipped: a retry cannot repair it, and dead-lettering
+   would only move the same message around. Nothing is lost, because the RAW object is
+   left untouched and still shows up in the inputs = receipts = archived check.
+2. HeadObject the RAW key. When RAW holds a newer object than the receipt names (other
+   ETag, or other version id when both are known) it is left alone: it has its own
+   receipt. When RAW no longer holds the key and ARCHIVE holds the receipt's ETag, the
+   move already happened (duplicate delivery, or a retry after deleting): success.
+3. Copy server side (no object bytes through the function) to
+   ``keys.archive_key_for(kind, status, raw key)``, pinned to the exact source version
+   (``VersionId`` when the bucket has versions, and ``CopySourceIfMatch`` always):
+   ``CopyObject`` up to 5 GiB, above that a multipart copy with ``UploadPartCopy`` that
+   this module drives itself, so that it carries ContentType, Content-Encoding/
+   Disposition/Language, Cache-Control, Expires and user metadata the same way whatever
+   s3transfer version the runtime bundles (older ones dropped them on multipart copies).
+   Every copy gets the ``ARCHIVE_STORAGE_CLASS`` and the user metadata key
+   ``sluice-source-etag`` (the RAW ETag), which is how step 2 recognises its own work. A
+   crash after copying and before deleting does not copy again: when ARCHIVE already
+   holds the ETag, the retry goes straight to verification.
+4. Verify before deleting anything (:func:`copy_problems`): sizes must be equal and the
+   ``sluice-source-etag`` stamp present; ETags must be equal when both are plain MD5
+   ETags (single-part, not SSE-KMS/SSE-C: those ETags are not content hashes, and a
+   multipart copy's ETag is a hash of its parts); and every full-object checksum
+   (CRC32, CRC32C, CRC64NVME, SHA1, SHA256) that both sides report must be equal. A
+   multipart copy asks S3 for a full-object checksum of the source's CRC algorithm, so a
+   source with one (S3 has given every new object a CRC since 2024) is compared end to
+   end. A failed verification raises and leaves RAW as it was; the retry copies again.
+5. Delete the RAW object: on a versioned bucket the exact version that was copied (no
+   delete marker is left, and a newer upload is never touched); on an unversioned bucket
+   a conditional delete (``IfMatch`` the ETag), which fails harmlessly when the key was
+   overwritten meanwhile. Deleting one version makes the key's previous version, if any,
+   current again; such versions were superseded before they could be archived (their
+   receipts said so) and RAW's lifecycle rule for noncurrent versions is what removes
+   them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import boto3
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from sluice.config import env_choice, env_str
+from sluice.events import S3ObjectRef, normalize_etag
+from sluice.keys import RECEIPTS_PREFIX, archive_key_for
+from sluice.runtime import make_logger, run
+
+SOURCE_ETAG_METADATA = "sluice-source-etag"
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+MAX_SINGLE_COPY_BYTES = 5 * GIB
+"""CopyObject's limit; larger objects need a multipart copy."""
+DEFAULT_PART_SIZE = 512 * MIB
+MIN_PART_SIZE = 5 * MIB
+MAX_PARTS = 10_000
+DEFAULT_COPY_CONCURRENCY = 8
+MAX_RECEIPT_BYTES = 16 * MIB
+"""Far above any real receipt (errors are capped at 1,000); reading stops there."""
+
+STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
+"""Classes readable at once. GLACIER and DEEP_ARCHIVE are left out on purpose: the tag and
+bundle handlers read archived images synchronously; move cold data with a lifecycle rule."""
+
+_CARRIED_HEADERS = (
+    "ContentType",
+    "ContentEncoding",
+    "ContentDisposition",
+    "ContentLanguage",
+    "CacheControl",
+    "Expires",
+)
+_CHECKSUM_FIELDS = (
+    "ChecksumCRC32",
+    "ChecksumCRC32C",
+    "ChecksumCRC64NVME",
+    "ChecksumSHA1",
+    "ChecksumSHA256",
+)
+_FULL_OBJECT_CRCS = ("CRC64NVME", "CRC32C", "CRC32")
+_KMS_ENCRYPTION = ("aws:kms", "aws:kms:dsse")
+
+Outcome = Literal["archived", "already_archived", "superseded", "source_missing", "skipped"]
+
+
+class ArchiveVerificationError(RuntimeError):
+    """The archive copy does not match its source; the source was not deleted."""
+
+
+class InvalidReceiptError(ValueError):
+    """A receipts/ object that is not a sluice receipt."""
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    raw_bucket: str
+    archive_bucket: str
+    storage_class: str = "STANDARD"
+    multipart_threshold: int = MAX_SINGLE_COPY_BYTES
+    part_size: int = DEFAULT_PART_SIZE
+    max_concurrency: int = DEFAULT_COPY_CONCURRENCY
+
+    def __post_init__(self) -> None:
+        if not MIN_PART_SIZE <= self.part_size <= MAX_SINGLE_COPY_BYTES:
+            raise ValueError(
+                f"part_size must be between {MIN_PART_SIZE} and {MAX_SINGLE_COPY_BYTES}"
+            )
+        if not 0 <= self.multipart_threshold <= MAX_SINGLE_COPY_BYTES:
+            raise ValueError(f"multipart_threshold must be at most {MAX_SINGLE_COPY_BYTES}")
+
+
+@dataclass(frozen=True)
+class ArchiveRequest:
+    """What one receipt asks for: move this RAW object to this ARCHIVE key."""
+
+    source_bucket: str
+    source_key: str
+    source_etag: str
+    source_version_id: str | None
+    archive_key: str
+    status: str
+    kind: str
+
+
+def parse_receipt(body: bytes, raw_bucket: str) -> ArchiveRequest:
+    """The archive request a receipt stands for; raises :class:`InvalidReceiptError`."""
+    try:
+        receipt = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise InvalidReceiptError(f"not JSON: {error}") from None
+    if not isinstance(receipt, dict):
+        raise InvalidReceiptError("not a JSON object")
+    if receipt.get("receipt_version") != 1:
+        raise InvalidReceiptError(f"unsupported receipt_version {receipt.get('receipt_version')!r}")
+    status, kind, source = receipt.get("status"), receipt.get("kind"), receipt.get("source")
+    if status not in ("processed", "rejected"):
+        raise InvalidReceiptError(f"unknown status {status!r}")
+    if kind not in ("data", "image", "unsupported"):
+        raise InvalidReceiptError(f"unknown kind {kind!r}")
+    if not isinstance(source, dict):
+        raise InvalidReceiptError("source is not an object")
+    bucket, key, etag = source.get("bucket"), source.get("key"), source.get("etag")
+    version_id = source.get("version_id")
+    if bucket != raw_bucket:
+        # Never let a receipt point the function at another bucket.
+        raise InvalidReceiptError(f"source bucket {bucket!r} is not the RAW bucket")
+    if not isinstance(key, str) or not key:
+        raise InvalidReceiptError("source.key is missing")
+    if not isinstance(etag, str) or not normalize_etag(etag):
+        raise InvalidReceiptError("source.etag is missing")
+    if version_id is not None and not isinstance(version_id, str):
+        raise InvalidReceiptError("source.version_id is not a string")
+    return ArchiveRequest(
+        source_bucket=bucket,
+        source_key=key,
+        source_etag=str(normalize_etag(etag)),
+        source_version_id=version_id or None,
+        archive_key=archive_key_for(kind, status, key),
+        status=status,
+        kind=kind,
+    )
+
+
+def _error_status(error: Any) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _is_missing(error: Any) -> bool:
+    code = error.response.get("Error", {}).get("Code")
+    return _error_status(error) == 404 or code in ("NoSuchKey", "NoSuchVersion", "404")
+
+
+def head(s3: Any, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
+    """HeadObject with checksums, or None when there is no such object (or version)."""
+    try:
+        response: dict[str, Any] = s3.head_object(
+            Bucket=bucket, Key=key, ChecksumMode="ENABLED", **extra
+        )
+    except s3.exceptions.ClientError as error:
+        if _is_missing(error):
+            return None
+        raise
+    return response
+
+
+def _plain_md5_etag(head_response: Mapping[str, Any]) -> str | None:
+    etag = normalize_etag(head_response.get("ETag")) or ""
+    if (
+        len(etag) != 32
+        or "-" in etag
+        or head_response.get("ServerSideEncryption") in _KMS_ENCRYPTION
+        or head_response.get("SSECustomerAlgorithm")
+    ):
+        return None
+    return etag
+
+
+def _full_object_checksum(head_response: Mapping[str, Any], field: str) -> str | None:
+    value = head_response.get(field)
+    if not isinstance(value, str) or "-" in value:
+        return None  # composite checksums ("...-N") depend on the part layout
+    if head_response.get("ChecksumType") == "COMPOSITE":
+        return None
+    return value
+
+
+def copy_problems(
+    source: Mapping[str, Any], archived: Mapping[str, Any], source_etag: str
+) -> list[str]:
+    """Why ``archived`` is not a faithful copy of ``source`` (empty: it is). Pure."""
+    problems = []
+    if source.get("ContentLength") != archived.get("ContentLength"):
+        problems.append(
+            f"size {archived.get('ContentLength')} != source size {source.get('ContentLength')}"
+        )
+    stamp = archived.get("Metadata", {}).get(SOURCE_ETAG_METADATA)
+    if stamp != source_etag:
+        problems.append(f"{SOURCE_ETAG_METADATA} is {stamp!r}, expected {source_etag!r}")
+    source_md5, archived_md5 = _plain_md5_etag(source), _plain_md5_etag(archived)
+    if source_md5 and archived_md5 and source_md5 != archived_md5:
+        problems.append(f"ETag {archived_md5} != source ETag {source_md5}")
+    for field in _CHECKSUM_FIELDS:
+        ours, theirs = _full_object_checksum(source, field), _full_object_checksum(archived, field)
+        if ours and theirs and ours != theirs:
+            problems.append(f"{field} {theirs} != source {field} {ours}")
+    return problems
+
+
+def _copy_source(request: ArchiveRequest, source: Mapping[str, Any]) -> dict[str, str]:
+    copy_source = {"Bucket": request.source_bucket, "Key": request.source_key}
+    if source.get("VersionId"):
+        copy_source["VersionId"] = str(source["VersionId"])
+    return copy_source
+
+
+def _destination_args(
+    source: Mapping[str, Any], request: ArchiveRequest, storage_class: str
+) -> dict[str, Any]:
+    args: dict[str, Any] = {name: source[name] for name in _CARRIED_HEADERS if source.get(name)}
+    args["Metadata"] = {**source.get("Metadata", {}), SOURCE_ETAG_METADATA: request.source_etag}
+    args["StorageClass"] = storage_class
+    return args
+
+
+def _single_copy(
+    s3: Any, request: ArchiveRequest, source: Mapping[str, Any], settings: ArchiveSettings
+) -> str | None:
+    response = s3.copy_object(
+        Bucket=settings.archive_bucket,
+        Key=request.archive_key,
+        CopySource=_copy_source(request, source),
+        CopySourceIfMatch=str(source["ETag"]),
+        MetadataDirective="REPLACE",
+        **_destination_args(source, request, settings.storage_class),
+    )
+    version_id: str | None = response.get("VersionId")
+    return version_id
+
+
+def part_ranges(size: int, part_size: int) -> list[tuple[int, int]]:
+    """Inclusive byte ranges covering ``size`` in at most 10,000 parts of >= ``part_size``."""
+    needed = -(-size // MAX_PARTS)
+    part_size = max(part_size, -(-needed // MIB) * MIB)
+    return [(start, min(start + part_size, size) - 1) for start in range(0, size, part_size)]
+
+
+def _multipart_copy(
+    s3: Any, request: ArchiveRequest, source: Mapping[str, Any], settings: ArchiveSettings
+) -> str | None:
+    create_args = _destination_args(source, request, settings.storage_class)
+    algorithm = next(
+        (crc for crc in _FULL_OBJECT_CRCS if _full_object_checksum(source, f"Checksum{crc}")),
+        None,
+    )
+    if algorithm:
+        create_args.update(ChecksumAlgorithm=algorithm, ChecksumType="FULL_OBJECT")
+    upload_id = s3.create_multipart_upload(
+        Bucket=settings.archive_bucket, Key=request.archive_key, **create_args
+    )["UploadId"]
+    copy_source = _copy_source(request, source)
+
+    def copy_part(numbered_range: tuple[int, tuple[int, int]]) -> dict[str, Any]:
+        number, (first, last) = numbered_range
+        result = s3.upload_part_copy(
+            Bucket=settings.archive_bucket,
+            Key=request.archive_key,
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource=copy_source,
+            CopySourceIfMatch=str(source["ETag"]),
+            CopySourceRange=f"bytes={first}-{last}",
+        )["CopyPartResult"]
+        part = {"PartNumber": number, "ETag": result["ETag"]}
+        part.update({name: result[name] for name in _CHECKSUM_FIELDS if result.get(name)})
+        return part
+
+    ranges = list(enumerate(part_ranges(int(source["ContentLength"]), settings.part_size), 1))
+    try:
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(settings.max_concurrency, len(ranges)))
+        ) as pool:
+            parts = list(pool.map(copy_part, ranges))
+        response = s3.complete_multipart_upload(
+            Bucket=settings.archive_bucket,
+            Key=request.archive_key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+    except Exception:
+        s3.abort_multipart_upload(
+            Bucket=settings.archive_bucket, Key=request.archive_key, UploadId=upload_id
+        )
+        raise
+    version_id: str | None = response.get("VersionId")
+    return version_id
+
+
+def _delete_source(s3: Any, request: ArchiveRequest, source: Mapping[str, Any]) -> bool:
+    """Delete exactly the version that was archived; False if RAW changed meanwhile."""
+    version_id = source.get("VersionId")
+    try:
+        if version_id:
+            s3.delete_object(
+                Bucket=request.source_bucket, Key=request.source_key, VersionId=version_id
+            )
+        else:
+            s3.delete_object(
+                Bucket=request.source_bucket, Key=request.source_key, IfMatch=str(source["ETag"])
+            )
+    except s3.exceptions.ClientError as error:
+        if _error_status(error) == 412:
+            return False
+        raise
+    return True
+
+
+def archive_object(s3: Any, settings: ArchiveSettings, request: ArchiveRequest) -> Outcome:
+    """Move one RAW object to ARCHIVE (module docstring: steps 2-5). Idempotent."""
+    log: dict[str, Any] = {"source_key": request.source_key, "archive_key": request.archive_key}
+    source = head(s3, request.source_bucket, request.source_key)
+    if source is None:
+        held = head(s3, settings.archive_bucket, request.archive_key)
+        if held and held.get("Metadata", {}).get(SOURCE_ETAG_METADATA) == request.source_etag:
+            logger.info("already archived", **log)
+            return "already_archived"
+        logger.warning(
+            "source is gone and the archive does not hold it; nothing to archive",
+            code="source_missing",
+            **log,
+        )
+        return "source_missing"
+
+    current_version = source.get("VersionId")
+    if normalize_etag(source.get("ETag")) != request.source_etag or (
+        request.source_version_id
+        and current_version
+        and current_version != request.source_version_id
+    ):
+        logger.info(
+            "RAW holds a newer object than the receipt names; leaving it to its own receipt",
+            current_etag=normalize_etag(source.get("ETag")),
+            current_version_id=current_version,
+            **log,
+        )
+        return "superseded"
+
+    archived = head(s3, settings.archive_bucket, request.archive_key)
+    if archived is None or copy_problems(source, archived, request.source_etag):
+        size = int(source["ContentLength"])
+        copy = _multipart_copy if size > settings.multipart_threshold else _single_copy
+        version_id = copy(s3, request, source, settings)
+        extra = {"VersionId": version_id} if version_id else {}
+        archived = head(s3, settings.archive_bucket, request.archive_key, **extra)
+        if archived is None:
+            raise ArchiveVerificationError(f"{request.archive_key}: copy is missing after copying")
+        logger.info("copied", bytes=size, multipart=copy is _multipart_copy, **log)
+
+    problems = copy_problems(source, archived, request.source_etag)
+    if problems:
+        raise ArchiveVerificationError(
+            f"{request.archive_key}: archive copy does not match its source, RAW object kept: "
+            + "; ".join(problems)
+        )
+    if not _delete_source(s3, request, source):
+        logger.info("RAW changed after the copy; the newer object is left to its receipt", **log)
+    logger.info("archived", storage_class=settings.storage_class, **log)
+    return "archived"
+
+
+def archive_receipt(
+    s3: Any, settings: ArchiveSettings, receipt_bucket: str, receipt_key: str
+) -> Outcome:
+    """Read one receipt and carry out what it asks (module docstring: step 1)."""
+    try:
+        body = s3.get_object(Bucket=receipt_bucket, Key=receipt_key)["Body"].read(
+            MAX_RECEIPT_BYTES + 1
+        )
+    except s3.exceptions.NoSuchKey:
+        logger.warning("receipt is gone; a newer event will name its replacement")
+        return "skipped"
+    try:
+        if len(body) > MAX_RECEIPT_BYTES:
+            raise InvalidReceiptError(f"larger than {MAX_RECEIPT_BYTES} bytes")
+        request = parse_receipt(body, settings.raw_bucket)
+    except InvalidReceiptError as error:
+        logger.error(
+            "not a sluice receipt; skipped, nothing archived",
+            code="invalid_receipt",
+            receipt_key=receipt_key,
+            reason=str(error),
+        )
+        return "skipped"
+    return archive_object(s3, settings, request)
+
+
+def is_receipt_event(ref: S3ObjectRef) -> bool:
+    return ref.is_created and ref.key.startswith(RECEIPTS_PREFIX) and ref.key.endswith(".json")
+
+
+_ENV = os.environ
+PROCESSED_BUCKET = env_str(_ENV, "PROCESSED_BUCKET")
+SETTINGS = ArchiveSettings(
+    raw_bucket=env_str(_ENV, "RAW_BUCKET"),
+    archive_bucket=env_str(_ENV, "ARCHIVE_BUCKET"),
+    storage_class=env_choice(_ENV, "ARCHIVE_STORAGE_CLASS", "STANDARD", STORAGE_CLASSES),
+)
+logger = make_logger("archive")
+s3_client = boto3.client("s3")
+
+
+def _archive(ref: S3ObjectRef) -> None:
+    archive_receipt(s3_client, SETTINGS, ref.bucket, ref.key)
+
+
+def _is_receipt_event(ref: S3ObjectRef) -> bool:
+    return ref.bucket == PROCESSED_BUCKET and is_receipt_event(ref)
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return run(event, context, _archive, logger, accepts=_is_receipt_event)
