@@ -2,13 +2,15 @@
 
 :class:`MultipartWriter` is a write-only, non-seekable file object: bytes written to it
 are buffered up to one part and sent with ``UploadPart``; ``close()`` completes the
-upload, and leaving a ``with`` block on an exception aborts it, so a failed stream
-never leaves a partial object behind (the bucket's lifecycle rule cleans up after a
-crash). Objects smaller than one part are sent with a single ``PutObject``.
+upload, and leaving a ``with`` block on an exception (or failing to complete) aborts it,
+so a failed stream never leaves a partial object behind (the bucket's lifecycle rule
+cleans up after a crash). Objects smaller than one part are sent with a single
+``PutObject``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 from typing import Any
 
@@ -64,8 +66,10 @@ class MultipartWriter(io.RawIOBase):
         self._buffer += view
         self._written += len(view)
         while len(self._buffer) >= self._part_size:
-            self._send_part(bytes(self._buffer[: self._part_size]))
-            del self._buffer[: self._part_size]
+            # Read the size once: _send_part may grow it, and the bytes it sent are these.
+            size = self._part_size
+            self._send_part(bytes(self._buffer[:size]))
+            del self._buffer[:size]
         return len(view)
 
     @property
@@ -101,23 +105,30 @@ class MultipartWriter(io.RawIOBase):
         """Finish the object; after this the writer is closed."""
         if self._finished:
             return
-        if self._upload_id is None:
-            response = self._s3.put_object(
-                Bucket=self.bucket,
-                Key=self.key,
-                Body=bytes(self._buffer),
-                ContentType=self._content_type,
-                Metadata=self._metadata,
-            )
-        else:
-            if self._buffer:
-                self._send_part(bytes(self._buffer))
-            response = self._s3.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
-            )
+        try:
+            if self._upload_id is None:
+                response = self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=bytes(self._buffer),
+                    ContentType=self._content_type,
+                    Metadata=self._metadata,
+                )
+            else:
+                if self._buffer:
+                    self._send_part(bytes(self._buffer))
+                response = self._s3.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
+        except Exception:
+            # The original error matters more than a failed abort; the lifecycle rule
+            # removes an upload that even the abort could not.
+            with contextlib.suppress(Exception):
+                self.abort()
+            raise
         self._buffer = bytearray()
         self._finished = True
         self.etag = str(response.get("ETag", "")).strip('"') or None
