@@ -1,0 +1,551 @@
+"""The local runner: plays the Lambda service's SQS poller against the emulator.
+
+moto holds the queues, functions and event source mappings Terraform created, but it
+cannot execute a function without Docker. The runner reads that wiring back from the
+emulator (never from a copy in Python) and, for every function with an SQS event source,
+does what the Lambda service does:
+
+- one worker process per function, started with the function's environment variables
+  plus the platform's (``AWS_LAMBDA_FUNCTION_NAME``, region, ``AWS_ENDPOINT_URL`` and fake
+  keys), so the handler module imports at its own cold start, like in a sandbox;
+- long-polls the mapping's queue, filling a batch up to ``BatchSize`` or until
+  ``MaximumBatchingWindowInSeconds`` has passed;
+- invokes ``handler(event, context)`` with the exact SQS event record shape and a context
+  whose remaining time follows the function's ``Timeout`` (enforced: a timed-out
+  invocation fails);
+- settles the batch as Lambda does (:func:`sluice.local.invocation.settle_batch`): deletes
+  what succeeded and leaves the rest to reappear after the queue's visibility timeout;
+  the queue's redrive policy then moves exhausted messages to the dead-letter queue
+  (moto applies ``maxReceiveCount`` on receive, as SQS does);
+- writes START/END/REPORT and everything the function prints to its CloudWatch log group
+  in the emulator, one stream per worker, and to the worker's log file.
+
+Which mappings it serves: moto's own SQS event source mappings are not inert. When a
+message is sent to a queue with an *enabled* mapping, ``moto.sqs.models.Queue.add_message``
+receives it at once (raising its receive count and starting its visibility timeout),
+tries to run the function in Docker and, failing that, makes it visible again. A second
+poller on that queue would race moto for every message and inflate receive counts towards
+the dead-letter queue. ``add_message`` skips mappings whose ``enabled`` flag is false, so
+the local environment creates its mappings disabled (``event_source_mappings_enabled =
+false`` in ``env/local.tfvars``) and the runner serves exactly those. Enabled mappings are
+reported and left alone: the emulator owns them.
+
+Usage::
+
+    python -m sluice.local.runner --endpoint-url http://127.0.0.1:4566 --environment local
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from sluice.local import awsenv
+from sluice.local.cloudwatch import CloudWatchLogStream, LineTee, lambda_log_stream_name
+from sluice.local.invocation import (
+    LambdaContext,
+    Settlement,
+    round_trip_json,
+    settle_batch,
+    sqs_event,
+)
+from sluice.local.wiring import FunctionWiring, QueueSource, discover
+
+Handler = Callable[[dict[str, Any], Any], Any]
+ShouldStop = Callable[[], bool]
+
+MAX_MESSAGES_PER_RECEIVE = 10  # SQS ReceiveMessage limit
+MAX_WAIT_SECONDS = 20  # SQS long-poll limit
+# Variables a worker inherits from the runner; everything else comes from the function.
+_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+class InvocationTimeout(BaseException):
+    """Raised into a handler at its deadline; a BaseException so handlers cannot swallow it."""
+
+
+class HandlerInitError(Exception):
+    """The handler module failed to import or does not expose the handler."""
+
+
+def import_handler(handler: str) -> Handler:
+    """``package.module.function`` -> the function, importing the module (the cold start)."""
+    module_name, _, attribute = handler.rpartition(".")
+    if not module_name:
+        raise HandlerInitError(f"handler {handler!r} is not of the form module.function")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise HandlerInitError(f"cannot import {module_name}: {error!r}") from error
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise HandlerInitError(f"module {module_name} has no callable {attribute!r}")
+    result: Handler = function
+    return result
+
+
+def function_process_env(
+    wiring: FunctionWiring, endpoint_url: str, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a worker: the function's variables plus what Lambda sets."""
+    source = os.environ if base is None else base
+    env = {name: source[name] for name in _PASSTHROUGH if name in source}
+    env.update(wiring.environment)
+    # Reserved variables: Lambda sets these itself and a function cannot override them.
+    env.update(awsenv.FAKE_CREDENTIALS)
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint_url,
+            "AWS_REGION": wiring.region,
+            "AWS_DEFAULT_REGION": wiring.region,
+            "AWS_LAMBDA_FUNCTION_NAME": wiring.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(wiring.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": wiring.log_group,
+            "_HANDLER": wiring.handler,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`InvocationTimeout` in this (main) thread after ``seconds``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum: int, _frame: FrameType | None) -> None:
+        raise InvocationTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass
+class _Stats:
+    invocations: int = 0
+    messages_deleted: int = 0
+    messages_retried: int = 0
+
+
+@dataclass
+class FunctionWorker:
+    """Hosts one function: receives its queues' batches and invokes it in this process."""
+
+    wiring: FunctionWiring
+    sqs: Any
+    logs: Any | None = None
+    poll_wait_seconds: int = 2
+    enforce_timeout: bool = True
+    platform_out: TextIO = field(default_factory=lambda: sys.__stderr__ or sys.stderr)
+    stats: _Stats = field(default_factory=_Stats)
+    _handler: Handler | None = field(default=None, init=False)
+    _init_ms: float | None = field(default=None, init=False)
+    _init_reported: bool = field(default=False, init=False)
+    _stream: CloudWatchLogStream | None = field(default=None, init=False)
+    _tees: list[LineTee] = field(default_factory=list, init=False)
+
+    @property
+    def sources(self) -> tuple[QueueSource, ...]:
+        return tuple(s for s in self.wiring.sources if not s.emulator_polls)
+
+    @property
+    def log_stream_name(self) -> str | None:
+        return self._stream.stream if self._stream else None
+
+    def _platform(self, message: str) -> None:
+        """Runner diagnostics: the worker's log file only, not the function's log group."""
+        print(f"[runner {self.wiring.name}] {message}", file=self.platform_out, flush=True)
+
+    def _log_line(self, line: str) -> None:
+        if self._stream is not None:
+            self._stream.append(line)
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[FunctionWorker]:
+        """Create the log stream, capture stdout/stderr into it, and run the cold start."""
+        if self.logs is not None:
+            self._stream = CloudWatchLogStream(
+                self.logs, self.wiring.log_group, lambda_log_stream_name(), on_error=self._platform
+            )
+            os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = self._stream.stream
+        saved = sys.stdout, sys.stderr
+        self._tees = [LineTee(sys.stdout, self._log_line), LineTee(sys.stderr, self._log_line)]
+        sys.stdout, sys.stderr = self._tees[0], self._tees[1]
+        try:
+            with contextlib.suppress(HandlerInitError):
+                self._try_init()
+            self._flush_logs()
+            yield self
+        finally:
+            self._flush_logs()
+            sys.stdout, sys.stderr = saved
+
+    def _flush_logs(self) -> None:
+        for tee in self._tees:
+            tee.drain()
+        if self._stream is not None:
+            self._stream.flush()
+
+    def _try_init(self) -> Handler:
+        """Import the handler once; after a failed init Lambda retries it on the next invoke."""
+        if self._handler is not None:
+            return self._handler
+        started = time.perf_counter()
+        try:
+            self._handler = import_handler(self.wiring.handler)
+        except HandlerInitError:
+            traceback.print_exc()
+            raise
+        finally:
+            self._init_ms = (time.perf_counter() - started) * 1000
+        return self._handler
+
+    def receive_batch(self, source: QueueSource, should_stop: ShouldStop) -> list[dict[str, Any]]:
+        """Long-poll ``source``; then fill the batch until full or its window has passed."""
+        messages = self._receive(
+            source, min(source.batch_size, MAX_MESSAGES_PER_RECEIVE), self.poll_wait_seconds
+        )
+        if not messages or source.batching_window_seconds <= 0:
+            return messages
+        window_ends = time.monotonic() + source.batching_window_seconds
+        while len(messages) < source.batch_size and not should_stop():
+            remaining = window_ends - time.monotonic()
+            if remaining <= 0:
+                break
+            wanted = min(source.batch_size - len(messages), MAX_MESSAGES_PER_RECEIVE)
+            wait = max(1, min(int(remaining), MAX_WAIT_SECONDS))
+            messages.extend(self._receive(source, wanted, wait))
+        return messages
+
+    def _receive(self, source: QueueSource, count: int, wait: int) -> list[dict[str, Any]]:
+        response = self.sqs.receive_message(
+            QueueUrl=source.queue_url,
+            MaxNumberOfMessages=count,
+            WaitTimeSeconds=wait,
+            AttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        return messages
+
+    def invoke(self, source: QueueSource, messages: Sequence[dict[str, Any]]) -> Settlement:
+        """One invocation for one batch, settled and logged the way Lambda does it."""
+        ids = [message["MessageId"] for message in messages]
+        context = LambdaContext(
+            function_name=self.wiring.name,
+            invoked_function_arn=self.wiring.arn,
+            memory_limit_in_mb=str(self.wiring.memory_mb),
+            log_group_name=self.wiring.log_group,
+            log_stream_name=self.log_stream_name or "",
+            timeout_seconds=self.wiring.timeout_seconds,
+        )
+        request_id = context.aws_request_id
+        print(f"START RequestId: {request_id} Version: $LATEST", flush=True)
+        started = time.perf_counter()
+        settlement: Settlement
+        try:
+            handler = self._try_init()
+            event = sqs_event(messages, source.queue_arn, self.wiring.region)
+            with _deadline(self.wiring.timeout_seconds) if self.enforce_timeout else _nothing():
+                response = handler(event, context)
+            settlement = settle_batch(
+                ids,
+                round_trip_json(response),
+                report_batch_item_failures=source.report_batch_item_failures,
+            )
+        except InvocationTimeout:
+            print(
+                f"{_utc_stamp()} {request_id} Task timed out after"
+                f" {self.wiring.timeout_seconds:.2f} seconds",
+                flush=True,
+            )
+            settlement = Settlement(delete=(), retry=tuple(ids), reason="timed out")
+        except (Exception, SystemExit) as error:
+            # Lambda logs the error with its traceback, and the whole batch is retried.
+            print(f"[ERROR] {type(error).__name__}: {error}", file=sys.stderr)
+            traceback.print_exc()
+            settlement = Settlement(
+                delete=(), retry=tuple(ids), reason=f"function error {type(error).__name__}"
+            )
+        duration_ms = (time.perf_counter() - started) * 1000
+        self.stats.invocations += 1
+        max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        report = (
+            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms"
+            f"\tBilled Duration: {int(duration_ms) + 1} ms\tMemory Size: {self.wiring.memory_mb} MB"
+            f"\tMax Memory Used: {max_rss_mb} MB"
+        )
+        if self._init_ms is not None and not self._init_reported:
+            # The first REPORT after a cold start carries its duration, as in Lambda.
+            report += f"\tInit Duration: {self._init_ms:.2f} ms"
+            self._init_reported = self._handler is not None
+        print(f"END RequestId: {request_id}", flush=True)
+        print(report, flush=True)
+        self._settle(source, messages, settlement)
+        self._flush_logs()
+        return settlement
+
+    def _settle(
+        self, source: QueueSource, messages: Sequence[dict[str, Any]], settlement: Settlement
+    ) -> None:
+        handles = {m["MessageId"]: m["ReceiptHandle"] for m in messages}
+        to_delete = [handles[message_id] for message_id in settlement.delete]
+        for start in range(0, len(to_delete), MAX_MESSAGES_PER_RECEIVE):
+            chunk = to_delete[start : start + MAX_MESSAGES_PER_RECEIVE]
+            response = self.sqs.delete_message_batch(
+                QueueUrl=source.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)],
+            )
+            for failure in response.get("Failed", []):
+                # The message reappears and is delivered again: at least once, as in Lambda.
+                self._platform(f"could not delete a message: {failure.get('Message')}")
+        self.stats.messages_deleted += len(settlement.delete)
+        self.stats.messages_retried += len(settlement.retry)
+        if settlement.retry:
+            self._platform(
+                f"{len(settlement.retry)} of {len(messages)} messages left for retry"
+                f" ({settlement.reason})"
+            )
+
+    def poll_once(self, should_stop: ShouldStop = lambda: False) -> int:
+        """Receive and invoke at most one batch per source; the number of messages handled."""
+        handled = 0
+        for source in self.sources:
+            if should_stop():
+                break
+            messages = self.receive_batch(source, should_stop)
+            if messages:
+                self.invoke(source, messages)
+                handled += len(messages)
+        return handled
+
+    def serve(self, should_stop: ShouldStop) -> None:
+        while not should_stop():
+            try:
+                self.poll_once(should_stop)
+            except Exception as error:
+                self._platform(f"polling failed, retrying: {error!r}")
+                time.sleep(1)
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _utc_stamp() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the current batch finishes before the loop ends."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def install(self) -> StopFlag:
+        signal.signal(signal.SIGTERM, self._set)
+        signal.signal(signal.SIGINT, self._set)
+        return self
+
+    def _set(self, _signum: int, _frame: FrameType | None) -> None:
+        self._event.set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+
+# --- supervisor -------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    wiring: FunctionWiring
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float = 0.0
+    backoff: float = 1.0
+
+
+class Supervisor:
+    """Starts one worker process per function and restarts the ones that crash."""
+
+    def __init__(
+        self,
+        wirings: Sequence[FunctionWiring],
+        endpoint_url: str,
+        log_dir: Path,
+        *,
+        python: str = sys.executable,
+        out: TextIO = sys.stdout,
+    ) -> None:
+        self._children = [_Child(wiring) for wiring in wirings]
+        self._endpoint_url = endpoint_url
+        self._log_dir = log_dir
+        self._python = python
+        self._out = out
+
+    def _say(self, message: str) -> None:
+        print(f"{_utc_stamp()} runner: {message}", file=self._out, flush=True)
+
+    def _start(self, child: _Child) -> None:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self._log_dir / f"{child.wiring.name}.log"
+        with log_path.open("ab") as log:
+            child.process = subprocess.Popen(
+                [
+                    self._python,
+                    "-m",
+                    "sluice.local.runner",
+                    "--endpoint-url",
+                    self._endpoint_url,
+                    "--worker",
+                    child.wiring.name,
+                ],
+                env=function_process_env(child.wiring, self._endpoint_url),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        child.started_at = time.monotonic()
+        self._say(f"worker {child.wiring.name} started (pid {child.process.pid}, log {log_path})")
+
+    def run(self, should_stop: StopFlag) -> None:
+        for child in self._children:
+            self._start(child)
+        while not should_stop.wait(0.5):
+            now = time.monotonic()
+            for child in self._children:
+                if child.process is None:
+                    if now >= child.restart_at:
+                        self._start(child)
+                    continue
+                code = child.process.poll()
+                if code is None:
+                    if now - child.started_at > 60:
+                        child.backoff = 1.0
+                    continue
+                child.process = None
+                child.restart_at = now + child.backoff
+                self._say(
+                    f"worker {child.wiring.name} exited with {code}; restarting in"
+                    f" {child.backoff:.0f}s (see {self._log_dir / (child.wiring.name + '.log')})"
+                )
+                child.backoff = min(child.backoff * 2, 30.0)
+        self.stop()
+
+    def stop(self, grace_seconds: float = 30.0) -> None:
+        running = [c.process for c in self._children if c.process and c.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._say("stopped")
+
+
+def _serve_worker(endpoint_url: str, function_name: str) -> int:
+    sqs = awsenv.client("sqs", endpoint_url)
+    logs = awsenv.client("logs", endpoint_url)
+    wirings = discover(awsenv.client("lambda", endpoint_url), sqs, function_name=function_name)
+    if not wirings:
+        print(f"no SQS event source mapping for {function_name}", file=sys.stderr)
+        return 2
+    stop = StopFlag().install()
+    worker = FunctionWorker(wirings[0], sqs, logs)
+    with worker.open():
+        worker.serve(stop)
+    return 0
+
+
+def _serve_all(endpoint_url: str, environment: str | None, log_dir: Path) -> int:
+    stop = StopFlag().install()
+    wirings = discover(
+        awsenv.client("lambda", endpoint_url),
+        awsenv.client("sqs", endpoint_url),
+        environment=environment,
+    )
+    served = []
+    for wiring in wirings:
+        print(wiring.describe(), flush=True)
+        for source in wiring.sources:
+            if source.emulator_polls:
+                print(
+                    f"  ! mapping {source.mapping_uuid} is {source.state}: the emulator polls it"
+                    " itself, so the runner leaves it alone (create local mappings disabled)",
+                    flush=True,
+                )
+            if source.has_filter_criteria:
+                print(f"  ! mapping {source.mapping_uuid} has FilterCriteria: not applied locally")
+        if any(not s.emulator_polls for s in wiring.sources):
+            served.append(wiring)
+    if not served:
+        scope = f" of environment {environment!r}" if environment else ""
+        print(
+            f"no disabled SQS event source mapping{scope} found at {endpoint_url}:"
+            " apply the Terraform with the local variables first",
+            file=sys.stderr,
+        )
+        return 2
+    Supervisor(served, endpoint_url, log_dir).run(stop)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sluice.local.runner",
+        description="Serve the emulator's SQS event source mappings with the local handlers.",
+    )
+    parser.add_argument("--endpoint-url", required=True, help="emulator URL")
+    parser.add_argument(
+        "--environment", help="only functions whose SLUICE_ENV is this (default: all)"
+    )
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=Path(".sluice/local/logs"),
+        help="where each worker's log file goes (default: %(default)s)",
+    )
+    parser.add_argument("--worker", metavar="FUNCTION", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return _serve_worker(args.endpoint_url, args.worker)
+    return _serve_all(args.endpoint_url, args.environment, args.log_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
