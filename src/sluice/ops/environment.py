@@ -163,6 +163,14 @@ def _read_json(path: Path) -> Any:
         raise OutputsNotFoundError(f"outputs file {path} is not valid JSON: {exc}") from None
 
 
+def terraform_error(stderr: str) -> str:
+    """The first ``Error:`` line of Terraform's framed diagnostics, else the first line."""
+    lines = [line.strip("│╷╵ \t") for line in stderr.splitlines()]
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if line.startswith("Error:")]
+    return (errors or lines or ["no error output"])[0]
+
+
 def _terraform_outputs(project_dir: Path, environment: str) -> Any:
     hint = f"run ./deploy.sh {environment} apply, or pass --outputs"
     terraform = shutil.which("terraform")
@@ -173,7 +181,7 @@ def _terraform_outputs(project_dir: Path, environment: str) -> Any:
         )
     try:
         completed = subprocess.run(
-            [terraform, "output", "-json", "environments"],
+            [terraform, "output", "-no-color", "-json", "environments"],
             cwd=project_dir,
             capture_output=True,
             text=True,
@@ -186,9 +194,7 @@ def _terraform_outputs(project_dir: Path, environment: str) -> Any:
             f" {hint}"
         ) from None
     if completed.returncode != 0:
-        # Terraform frames its diagnostics in box-drawing characters; keep the first line.
-        lines = (line.strip("│╷╵ \t") for line in completed.stderr.splitlines())
-        reason = next((line for line in lines if line), "no error output")
+        reason = terraform_error(completed.stderr)
         raise OutputsNotFoundError(
             f"no outputs for environment {environment!r}: `terraform output` in {project_dir}"
             f" failed ({reason}): {hint}"
