@@ -215,10 +215,13 @@ def pixel_labels(data: bytes, *, max_pixels: int = MAX_OFFLINE_IMAGE_PIXELS) -> 
     background = Image.new("RGBA", sample.size, (255, 255, 255, 255))
     rgb = Image.alpha_composite(background, sample).convert("RGB")
 
-    hsv_pixels = list(rgb.convert("HSV").getdata())
-    luminance = list(rgb.convert("L").getdata())
-    total = len(hsv_pixels)
-    colours = Counter(_colour_name(h, s, v) for h, s, v in hsv_pixels)
+    # Raw bytes: three per pixel for HSV, one for L (getdata() is deprecated in Pillow 13).
+    hsv = rgb.convert("HSV").tobytes()
+    luminance = rgb.convert("L").tobytes()
+    total = len(luminance)
+    colours = Counter(
+        _colour_name(hsv[index], hsv[index + 1], hsv[index + 2]) for index in range(0, len(hsv), 3)
+    )
 
     labels = [Label(f"colour:{name}", _percent(count, total)) for name, count in colours.items()]
     labels.append(Label("tone:dark", _percent(sum(1 for y in luminance if y < _DARK_BELOW), total)))

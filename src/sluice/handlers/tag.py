@@ -1,0 +1,331 @@
+"""Tag handler: label each archived image and keep per-label counts exact.
+
+Triggered by ARCHIVE ``images/`` objects. For each one:
+
+1. HeadObject with ``IfMatch`` = the event's ETag. 412/404 means the object changed or
+   went away since the event: a newer event covers it, so this one is skipped. The
+   labeler then reads exactly that version (``VersionId``), never a later one.
+2. Take a lease on the image's item in the images table (a conditional UpdateItem that
+   also creates the item if the transform has not). Runs for one image are serialised by
+   it; a second delivery that finds the lease held fails and is retried after the
+   visibility timeout. A crashed run's lease expires with its invocation's deadline.
+3. If the item already holds labels from this labeler for this ETag, stop: duplicate
+   delivery costs no labeler call. (Labels are computed once per content version and
+   labeler; changing the thresholds applies to new images.)
+4. Label it (:mod:`sluice.labelers`). An image that cannot be labelled gets an empty
+   label set and ``label_error`` on its item, instead of a retry loop.
+5. Diff against what the image may already have, and apply each change in its own
+   transaction (:mod:`sluice.labels`), so counts never move on a duplicate. Before any
+   membership is written, its label is added to the item's ``labels_touched`` set, so the
+   item always names a superset of the image's memberships; a run that crashed halfway
+   leaves no membership a later run (even for different content) cannot find and remove.
+6. Record the result on the item (``labels``, ``labeler``, ``labels_updated_at``,
+   ``archive_etag``, ``archive_version_id``, ``label_error``) and release the lease in
+   the same conditional write, so a run that lost its lease cannot overwrite a newer one.
+   Only these attributes are written: the transform's attributes are left as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import boto3
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from sluice.config import env_choice, env_float, env_int, env_str
+from sluice.events import S3ObjectRef, normalize_etag
+from sluice.keys import ARCHIVE_IMAGES_PREFIX, image_id
+from sluice.labelers import (
+    ImageObject,
+    Label,
+    Labeler,
+    OfflineLabeler,
+    RekognitionLabeler,
+    UnlabelableImageError,
+)
+from sluice.labels import add_membership, remove_membership
+from sluice.receipts import utc_now
+from sluice.runtime import make_logger, run
+
+LEASE_MARGIN_SECONDS = 30.0
+DEFAULT_LEASE_SECONDS = 900.0 + LEASE_MARGIN_SECONDS
+
+TagOutcome = Literal["tagged", "unchanged", "skipped"]
+
+
+class ImageBusyError(RuntimeError):
+    """Another invocation holds this image's lease; the message is retried later."""
+
+
+class LeaseLostError(RuntimeError):
+    """This run's lease expired and another run took the image over."""
+
+
+@dataclass(frozen=True)
+class TagSettings:
+    archive_bucket: str
+    images_table: str
+    labels_table: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    owner: str
+    seconds: float = DEFAULT_LEASE_SECONDS
+    clock: Callable[[], float] = time.time
+
+
+def _strings(attribute: dict[str, Any] | None) -> list[str]:
+    if not attribute:
+        return []
+    if "SS" in attribute:
+        return list(attribute["SS"])
+    return [value["S"] for value in attribute.get("L", []) if "S" in value]
+
+
+def _acquire_lease(
+    dynamodb: Any, settings: TagSettings, item_id: str, archive_key: str, lease: Lease
+) -> dict[str, Any]:
+    """Take the image's lease and return its item as it stands."""
+    now = lease.clock()
+    try:
+        response = dynamodb.update_item(
+            TableName=settings.images_table,
+            Key={"image_id": {"S": item_id}},
+            UpdateExpression=(
+                "SET tag_lease_owner = :owner, tag_lease_until = :until,"
+                " archive_key = if_not_exists(archive_key, :archive_key)"
+            ),
+            ConditionExpression=(
+                "attribute_not_exists(tag_lease_until) OR tag_lease_until < :now"
+                " OR tag_lease_owner = :owner"
+            ),
+            ExpressionAttributeValues={
+                ":owner": {"S": lease.owner},
+                ":until": {"N": f"{now + lease.seconds:.3f}"},
+                ":now": {"N": f"{now:.3f}"},
+                ":archive_key": {"S": archive_key},
+            },
+            ReturnValues="ALL_NEW",
+        )
+    except dynamodb.exceptions.ConditionalCheckFailedException:
+        raise ImageBusyError(f"image {item_id} is being tagged by another invocation") from None
+    item: dict[str, Any] = response["Attributes"]
+    return item
+
+
+def _release_lease(dynamodb: Any, settings: TagSettings, item_id: str, lease: Lease) -> None:
+    with contextlib.suppress(dynamodb.exceptions.ConditionalCheckFailedException):
+        dynamodb.update_item(
+            TableName=settings.images_table,
+            Key={"image_id": {"S": item_id}},
+            UpdateExpression="REMOVE tag_lease_owner, tag_lease_until",
+            ConditionExpression="tag_lease_owner = :owner",
+            ExpressionAttributeValues={":owner": {"S": lease.owner}},
+        )
+
+
+def _already_tagged(item: dict[str, Any], etag: str, labeler: str) -> bool:
+    return (
+        item.get("archive_etag", {}).get("S") == etag
+        and item.get("labeler", {}).get("S") == labeler
+        and "labels" in item
+        and set(_strings(item.get("labels_touched"))) <= set(_strings(item.get("labels")))
+    )
+
+
+def _mark_touched(
+    dynamodb: Any, settings: TagSettings, item_id: str, names: list[str], lease: Lease
+) -> None:
+    try:
+        dynamodb.update_item(
+            TableName=settings.images_table,
+            Key={"image_id": {"S": item_id}},
+            UpdateExpression="ADD labels_touched :names",
+            ConditionExpression="tag_lease_owner = :owner",
+            ExpressionAttributeValues={":names": {"SS": names}, ":owner": {"S": lease.owner}},
+        )
+    except dynamodb.exceptions.ConditionalCheckFailedException:
+        raise LeaseLostError(f"image {item_id}: lease lost before labelling") from None
+
+
+def _record_labels(
+    dynamodb: Any,
+    settings: TagSettings,
+    item_id: str,
+    image: ImageObject,
+    labels: list[Label],
+    labeler: str,
+    label_error: str | None,
+    lease: Lease,
+) -> None:
+    names = [label.name for label in labels]
+    sets = [
+        "labels = :labels",
+        "labeler = :labeler",
+        "labels_updated_at = :now",
+        "archive_etag = :etag",
+    ]
+    removes = ["tag_lease_owner", "tag_lease_until"]
+    values: dict[str, Any] = {
+        ":labels": {"L": [{"S": name} for name in names]},
+        ":labeler": {"S": labeler},
+        ":now": {"S": utc_now()},
+        ":etag": {"S": image.etag},
+        ":owner": {"S": lease.owner},
+    }
+    for attribute, value in (
+        ("archive_version_id", image.version_id),
+        ("label_error", label_error),
+    ):
+        if value:
+            sets.append(f"{attribute} = :{attribute}")
+            values[f":{attribute}"] = {"S": value}
+        else:
+            removes.append(attribute)
+    if names:
+        sets.append("labels_touched = :touched")
+        values[":touched"] = {"SS": names}
+    else:
+        removes.append("labels_touched")
+    try:
+        dynamodb.update_item(
+            TableName=settings.images_table,
+            Key={"image_id": {"S": item_id}},
+            UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+            ConditionExpression="tag_lease_owner = :owner",
+            ExpressionAttributeValues=values,
+        )
+    except dynamodb.exceptions.ConditionalCheckFailedException:
+        raise LeaseLostError(f"image {item_id}: lease lost before recording labels") from None
+
+
+def _head_event_version(s3: Any, ref: S3ObjectRef) -> dict[str, Any] | None:
+    """The object version the event announced, or None if it changed or went away."""
+    extra = {"IfMatch": ref.etag} if ref.etag else {}
+    try:
+        response: dict[str, Any] = s3.head_object(Bucket=ref.bucket, Key=ref.key, **extra)
+    except s3.exceptions.ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status in (404, 412):
+            return None
+        raise
+    return response
+
+
+def tag_image(
+    s3: Any,
+    dynamodb: Any,
+    labeler: Labeler,
+    settings: TagSettings,
+    ref: S3ObjectRef,
+    lease: Lease,
+) -> TagOutcome:
+    """Label one archived image and bring its memberships and counts in line (idempotent)."""
+    head = _head_event_version(s3, ref)
+    if head is None:
+        logger.info("image changed or was removed since this event; a newer event covers it")
+        return "skipped"
+    image = ImageObject(
+        bucket=ref.bucket,
+        key=ref.key,
+        etag=str(normalize_etag(head.get("ETag"))),
+        version_id=head.get("VersionId"),
+        size=head.get("ContentLength"),
+    )
+    item_id = image_id(ref.key)
+    item = _acquire_lease(dynamodb, settings, item_id, ref.key, lease)
+    try:
+        if _already_tagged(item, image.etag, labeler.name):
+            _release_lease(dynamodb, settings, item_id, lease)
+            logger.info("image already labelled for this content", image_id=item_id)
+            return "unchanged"
+        label_error = None
+        try:
+            labels = labeler.detect(image)
+        except UnlabelableImageError as error:
+            labels, label_error = [], str(error)
+            logger.warning("image cannot be labelled", image_id=item_id, reason=label_error)
+        wanted = {label.name for label in labels}
+        possibly_held = set(_strings(item.get("labels"))) | set(
+            _strings(item.get("labels_touched"))
+        )
+        if wanted:
+            _mark_touched(dynamodb, settings, item_id, sorted(wanted), lease)
+        added = removed = 0
+        for label in labels:
+            added += add_membership(
+                dynamodb,
+                settings.labels_table,
+                label.name,
+                item_id,
+                archive_key=ref.key,
+                confidence=label.confidence,
+            )
+        for name in sorted(possibly_held - wanted):
+            removed += remove_membership(dynamodb, settings.labels_table, name, item_id)
+        _record_labels(dynamodb, settings, item_id, image, labels, labeler.name, label_error, lease)
+    except BaseException:
+        _release_lease(dynamodb, settings, item_id, lease)
+        raise
+    logger.info(
+        "image labelled",
+        image_id=item_id,
+        labeler=labeler.name,
+        labels=sorted(wanted),
+        memberships_added=added,
+        memberships_removed=removed,
+    )
+    return "tagged"
+
+
+def build_labeler(name: str, s3: Any, *, min_confidence: float, max_labels: int) -> Labeler:
+    if name == "offline":
+        return OfflineLabeler(s3, min_confidence=min_confidence, max_labels=max_labels)
+    return RekognitionLabeler(
+        boto3.client("rekognition"), min_confidence=min_confidence, max_labels=max_labels
+    )
+
+
+def is_archived_image(ref: S3ObjectRef) -> bool:
+    return ref.is_created and ref.key.startswith(ARCHIVE_IMAGES_PREFIX)
+
+
+_ENV = os.environ
+SETTINGS = TagSettings(
+    archive_bucket=env_str(_ENV, "ARCHIVE_BUCKET"),
+    images_table=env_str(_ENV, "IMAGES_TABLE"),
+    labels_table=env_str(_ENV, "LABELS_TABLE"),
+)
+logger = make_logger("tag")
+s3_client = boto3.client("s3")
+dynamodb_client = boto3.client("dynamodb")
+LABELER = build_labeler(
+    env_choice(_ENV, "LABELER", "rekognition", ("rekognition", "offline")),
+    s3_client,
+    min_confidence=env_float(_ENV, "LABEL_MIN_CONFIDENCE", 80.0, minimum=0.0, maximum=100.0),
+    max_labels=env_int(_ENV, "LABEL_MAX_LABELS", 10, minimum=1, maximum=100),
+)
+
+
+def _accepts(ref: S3ObjectRef) -> bool:
+    return ref.bucket == SETTINGS.archive_bucket and is_archived_image(ref)
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    def process(ref: S3ObjectRef) -> None:
+        # The lease outlives this invocation's deadline, after which a crashed run is dead.
+        lease = Lease(
+            owner=f"{context.aws_request_id}/{uuid.uuid4().hex}",
+            seconds=context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS,
+        )
+        tag_image(s3_client, dynamodb_client, LABELER, SETTINGS, ref, lease)
+
+    return run(event, context, process, logger, accepts=_accepts)

@@ -1,0 +1,471 @@
+"""Archive handler against moto: server-side move RAW -> ARCHIVE, verified, idempotent."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from types import ModuleType
+from typing import Any
+
+import pytest
+from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.s3events import object_event_for
+
+from sluice.receipts import Receipt, write_receipt
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def archive(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("ARCHIVE_STORAGE_CLASS", "STANDARD_IA")
+    return load_handler("archive")
+
+
+class S3Proxy:
+    """The real (moto) client, with some operations replaced to inject faults."""
+
+    def __init__(self, client: Any, **overrides: Any) -> None:
+        self._client = client
+        self._overrides = overrides
+
+    def __getattr__(self, name: str) -> Any:
+        return self._overrides.get(name) or getattr(self._client, name)
+
+
+def put_raw(p: Pipeline, key: str, body: bytes, **extra: Any) -> dict[str, Any]:
+    response: dict[str, Any] = p.s3.put_object(Bucket=p.raw, Key=key, Body=body, **extra)
+    return response
+
+
+def receipt_event(
+    p: Pipeline,
+    raw_key: str,
+    *,
+    status: str = "processed",
+    kind: str = "image",
+    with_version: bool = True,
+) -> dict[str, Any]:
+    """Write the receipt the transform would write for RAW's current object; its event."""
+    head = p.s3.head_object(Bucket=p.raw, Key=raw_key)
+    source = {
+        "bucket": p.raw,
+        "key": raw_key,
+        "etag": head["ETag"].strip('"'),
+        "version_id": head.get("VersionId") if with_version else None,
+        "size": head["ContentLength"],
+        "sequencer": None,
+    }
+    receipt = Receipt(status=status, kind=kind, source=source)  # type: ignore[arg-type]
+    key = write_receipt(p.s3, p.processed, receipt)
+    return object_event_for(p.s3, p.processed, key)
+
+
+def raw_versions(p: Pipeline, key: str) -> tuple[list[Any], list[Any]]:
+    listing = p.s3.list_object_versions(Bucket=p.raw, Prefix=key)
+    versions = [v for v in listing.get("Versions", []) if v["Key"] == key]
+    markers = [m for m in listing.get("DeleteMarkers", []) if m["Key"] == key]
+    return versions, markers
+
+
+def archive_versions(p: Pipeline, key: str) -> list[Any]:
+    listing = p.s3.list_object_versions(Bucket=p.archive, Prefix=key)
+    return [v for v in listing.get("Versions", []) if v["Key"] == key]
+
+
+def test_single_copy_keeps_headers_metadata_and_storage_class_then_deletes_source(
+    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "cams/front door/2026 11+22 ü.jpg"
+    body = os.urandom(2048)
+    put = put_raw(
+        pipeline,
+        key,
+        body,
+        ContentType="image/jpeg",
+        ContentDisposition='attachment; filename="x.jpg"',
+        CacheControl="max-age=60",
+        ContentLanguage="en",
+        Metadata={"uploader": "cli"},
+    )
+    result = archive.handler(receipt_event(pipeline, key), lambda_context)
+
+    assert result == {"batchItemFailures": []}
+    head = pipeline.s3.head_object(Bucket=pipeline.archive, Key=f"images/{key}")
+    assert head["ContentType"] == "image/jpeg"
+    assert head["ContentDisposition"] == 'attachment; filename="x.jpg"'
+    assert head["CacheControl"] == "max-age=60"
+    assert head["ContentLanguage"] == "en"
+    assert head["Metadata"] == {"uploader": "cli", "sluice-source-etag": put["ETag"].strip('"')}
+    assert head["StorageClass"] == "STANDARD_IA"
+    assert head["ETag"] == put["ETag"]
+    archived = pipeline.s3.get_object(Bucket=pipeline.archive, Key=f"images/{key}")
+    assert archived["Body"].read() == body
+    # The exact version is gone: no object, and no delete marker left behind.
+    assert raw_versions(pipeline, key) == ([], [])
+
+
+def test_multipart_copy_for_large_objects(pipeline: Pipeline, archive: ModuleType) -> None:
+    key = "big/scan.tiff"
+    body = os.urandom(12 * MIB)
+    put_raw(pipeline, key, body, ContentType="image/tiff", Metadata={"site": "lab-2"})
+    settings = archive.ArchiveSettings(
+        raw_bucket=pipeline.raw,
+        archive_bucket=pipeline.archive,
+        storage_class="GLACIER_IR",
+        multipart_threshold=5 * MIB,
+        part_size=5 * MIB,
+    )
+    calls: list[str] = []
+
+    def upload_part_copy(**kwargs: Any) -> Any:
+        calls.append(kwargs["CopySourceRange"])
+        return pipeline.s3.upload_part_copy(**kwargs)
+
+    def copy_object(**kwargs: Any) -> Any:
+        raise AssertionError("a large object must not go through CopyObject")
+
+    s3 = S3Proxy(pipeline.s3, upload_part_copy=upload_part_copy, copy_object=copy_object)
+    request = archive.parse_receipt(
+        Receipt(
+            status="processed",
+            kind="image",
+            source={"bucket": pipeline.raw, "key": key, "etag": _etag(pipeline, key)},
+        ).to_json(),
+        pipeline.raw,
+    )
+
+    assert archive.archive_object(s3, settings, request) == "archived"
+    assert set(calls) == {
+        f"bytes=0-{5 * MIB - 1}",
+        f"bytes={5 * MIB}-{10 * MIB - 1}",
+        f"bytes={10 * MIB}-{12 * MIB - 1}",
+    }
+    head = pipeline.s3.head_object(Bucket=pipeline.archive, Key=f"images/{key}")
+    assert head["ETag"].strip('"').endswith("-3")
+    assert head["ContentType"] == "image/tiff"
+    assert head["Metadata"]["site"] == "lab-2"
+    assert head["StorageClass"] == "GLACIER_IR"
+    archived = pipeline.s3.get_object(Bucket=pipeline.archive, Key=f"images/{key}")
+    assert archived["Body"].read() == body
+    assert raw_versions(pipeline, key) == ([], [])
+
+
+def _etag(p: Pipeline, key: str) -> str:
+    return str(p.s3.head_object(Bucket=p.raw, Key=key)["ETag"].strip('"'))
+
+
+def test_failed_multipart_copy_is_aborted_and_source_kept(
+    pipeline: Pipeline, archive: ModuleType
+) -> None:
+    key = "big/broken.bin"
+    put_raw(pipeline, key, os.urandom(11 * MIB))
+    settings = archive.ArchiveSettings(
+        pipeline.raw, pipeline.archive, multipart_threshold=5 * MIB, part_size=5 * MIB
+    )
+
+    def upload_part_copy(**kwargs: Any) -> Any:
+        if kwargs["PartNumber"] == 2:
+            raise RuntimeError("network went away")
+        return pipeline.s3.upload_part_copy(**kwargs)
+
+    request = archive.ArchiveRequest(
+        pipeline.raw, key, _etag(pipeline, key), None, f"data/{key}", "processed", "data"
+    )
+    with pytest.raises(RuntimeError, match="network"):
+        archive.archive_object(
+            S3Proxy(pipeline.s3, upload_part_copy=upload_part_copy), settings, request
+        )
+
+    assert pipeline.s3.list_multipart_uploads(Bucket=pipeline.archive).get("Uploads", []) == []
+    assert archive_versions(pipeline, f"data/{key}") == []
+    assert len(raw_versions(pipeline, key)[0]) == 1
+
+
+def test_duplicate_delivery_copies_once(
+    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "data/readings.json"
+    put_raw(pipeline, key, b'{"a": 1}', ContentType="application/json")
+    event = receipt_event(pipeline, key, kind="data")
+
+    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+
+    assert len(archive_versions(pipeline, f"data/{key}")) == 1
+    assert raw_versions(pipeline, key) == ([], [])
+
+
+def test_crash_between_copy_and_delete_resumes_without_copying_again(
+    pipeline: Pipeline, archive: ModuleType
+) -> None:
+    key = "photos/cat.png"
+    put_raw(pipeline, key, b"png bytes", ContentType="image/png")
+    receipt_event(pipeline, key, with_version=False)  # what moto server's events look like
+    receipt_key = f"receipts/{key}.json"
+
+    def delete_object(**kwargs: Any) -> Any:
+        raise ConnectionError("function timed out")
+
+    crashing = S3Proxy(pipeline.s3, delete_object=delete_object)
+    with pytest.raises(ConnectionError):
+        archive.archive_receipt(crashing, archive.SETTINGS, pipeline.processed, receipt_key)
+    assert len(raw_versions(pipeline, key)[0]) == 1
+
+    outcome = archive.archive_receipt(
+        pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key
+    )
+
+    assert outcome == "archived"
+    assert len(archive_versions(pipeline, f"images/{key}")) == 1
+    assert raw_versions(pipeline, key) == ([], [])
+
+
+def test_source_gone_and_archive_holds_it_is_success(
+    pipeline: Pipeline, archive: ModuleType
+) -> None:
+    key = "photos/dog.jpg"
+    put_raw(pipeline, key, b"jpeg")
+    receipt_event(pipeline, key)
+    receipt_key = f"receipts/{key}.json"
+    assert (
+        archive.archive_receipt(pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key)
+        == "archived"
+    )
+
+    again = archive.archive_receipt(pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key)
+
+    assert again == "already_archived"
+    assert len(archive_versions(pipeline, f"images/{key}")) == 1
+
+
+def test_source_gone_and_not_archived_is_logged_not_retried(
+    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "photos/vanished.jpg"
+    put_raw(pipeline, key, b"jpeg")
+    event = receipt_event(pipeline, key)
+    version = pipeline.s3.head_object(Bucket=pipeline.raw, Key=key)["VersionId"]
+    pipeline.s3.delete_object(Bucket=pipeline.raw, Key=key, VersionId=version)
+
+    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+    assert (
+        archive.archive_receipt(
+            pipeline.s3, archive.SETTINGS, pipeline.processed, f"receipts/{key}.json"
+        )
+        == "source_missing"
+    )
+
+
+def test_newer_raw_version_is_left_alone(
+    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "photos/overwritten.jpg"
+    put_raw(pipeline, key, b"first upload")
+    event = receipt_event(pipeline, key)
+    newer = put_raw(pipeline, key, b"second upload, with its own receipt to come")
+
+    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+
+    head = pipeline.s3.head_object(Bucket=pipeline.raw, Key=key)
+    assert head["VersionId"] == newer["VersionId"]
+    assert archive_versions(pipeline, f"images/{key}") == []
+
+
+def test_same_bytes_uploaded_again_is_a_newer_version_too(
+    pipeline: Pipeline, archive: ModuleType
+) -> None:
+    key = "photos/twice.jpg"
+    put_raw(pipeline, key, b"identical")
+    receipt_event(pipeline, key)
+    put_raw(pipeline, key, b"identical")
+
+    outcome = archive.archive_receipt(
+        pipeline.s3, archive.SETTINGS, pipeline.processed, f"receipts/{key}.json"
+    )
+
+    assert outcome == "superseded"
+
+
+def test_rejected_inputs_are_archived_under_rejected(
+    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "inbox/notes.docx"
+    put_raw(pipeline, key, b"PK\x03\x04 not supported", ContentType="application/msword")
+    event = receipt_event(pipeline, key, status="rejected", kind="unsupported")
+
+    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+
+    head = pipeline.s3.head_object(Bucket=pipeline.archive, Key=f"rejected/{key}")
+    assert head["ContentType"] == "application/msword"
+    assert raw_versions(pipeline, key) == ([], [])
+
+
+def test_zero_byte_object_is_archived(pipeline: Pipeline, archive: ModuleType) -> None:
+    key = "empty.json"
+    put_raw(pipeline, key, b"")
+    receipt_event(pipeline, key, status="rejected", kind="data")
+    outcome = archive.archive_receipt(
+        pipeline.s3, archive.SETTINGS, pipeline.processed, f"receipts/{key}.json"
+    )
+    assert outcome == "archived"
+    assert (
+        pipeline.s3.head_object(Bucket=pipeline.archive, Key=f"rejected/{key}")["ContentLength"]
+        == 0
+    )
+
+
+def test_verification_failure_keeps_the_source_and_fails_the_message(
+    pipeline: Pipeline,
+    archive: ModuleType,
+    lambda_context: FakeContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = "photos/corrupted.jpg"
+    put_raw(pipeline, key, b"the real bytes")
+    event = receipt_event(pipeline, key)
+
+    def copy_object(**kwargs: Any) -> Any:
+        # A copy that lands the wrong bytes under the right stamp.
+        return pipeline.s3.put_object(
+            Bucket=kwargs["Bucket"], Key=kwargs["Key"], Body=b"other", Metadata=kwargs["Metadata"]
+        )
+
+    monkeypatch.setattr(archive, "s3_client", S3Proxy(pipeline.s3, copy_object=copy_object))
+    result = archive.handler(event, lambda_context)
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
+    assert len(raw_versions(pipeline, key)[0]) == 1
+    with pytest.raises(archive.ArchiveVerificationError, match="size 5 != source size 14"):
+        archive.archive_receipt(
+            S3Proxy(pipeline.s3, copy_object=copy_object),
+            archive.SETTINGS,
+            pipeline.processed,
+            f"receipts/{key}.json",
+        )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[]",
+        b'{"receipt_version": 1, "status": "processed", "kind": "image", "source": {}}',
+        b'{"receipt_version": 1, "status": "processed", "kind": "image",'
+        b' "source": {"bucket": "someone-elses-bucket", "key": "k", "etag": "e"}}',
+        b'{"receipt_version": 2, "status": "processed", "kind": "image", "source": {}}',
+    ],
+    ids=["bad-json", "not-object", "no-source-key", "foreign-bucket", "future-version"],
+)
+def test_a_receipts_object_that_is_not_a_receipt_is_skipped(
+    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext, body: bytes
+) -> None:
+    put_raw(pipeline, "k", b"stays where it is")
+    pipeline.s3.put_object(Bucket=pipeline.processed, Key="receipts/k.json", Body=body)
+    event = object_event_for(pipeline.s3, pipeline.processed, "receipts/k.json")
+
+    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+    assert (
+        pipeline.s3.get_object(Bucket=pipeline.raw, Key="k")["Body"].read() == b"stays where it is"
+    )
+    assert pipeline.s3.list_objects_v2(Bucket=pipeline.archive).get("KeyCount") == 0
+
+
+def test_events_it_does_not_act_on_are_ignored(
+    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+) -> None:
+    put_raw(pipeline, "photo.jpg", b"raw")
+    pipeline.s3.put_object(Bucket=pipeline.processed, Key="data/photo.json", Body=b"{}")
+    event = object_event_for(pipeline.s3, pipeline.processed, "data/photo.json")
+    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+    assert pipeline.s3.list_objects_v2(Bucket=pipeline.archive).get("KeyCount") == 0
+
+
+def test_unversioned_raw_bucket_uses_a_conditional_delete(
+    pipeline: Pipeline, archive: ModuleType
+) -> None:
+    pipeline.s3.create_bucket(Bucket="plain-raw")
+    pipeline.s3.put_object(Bucket="plain-raw", Key="a.csv", Body=b"x,y\n")
+    etag = pipeline.s3.head_object(Bucket="plain-raw", Key="a.csv")["ETag"].strip('"')
+    settings = archive.ArchiveSettings("plain-raw", pipeline.archive)
+    request = archive.ArchiveRequest(
+        "plain-raw", "a.csv", etag, None, "data/a.csv", "processed", "data"
+    )
+    deletes: list[dict[str, Any]] = []
+
+    def delete_object(**kwargs: Any) -> Any:
+        deletes.append(kwargs)
+        return pipeline.s3.delete_object(**kwargs)
+
+    s3 = S3Proxy(pipeline.s3, delete_object=delete_object)
+    assert archive.archive_object(s3, settings, request) == "archived"
+    assert deletes == [{"Bucket": "plain-raw", "Key": "a.csv", "IfMatch": f'"{etag}"'}]
+    assert pipeline.s3.list_objects_v2(Bucket="plain-raw").get("KeyCount") == 0
+
+
+# verification rules (pure) -------------------------------------------------------------
+
+
+@pytest.fixture
+def rules(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The module without moto: these tests call only pure functions."""
+    for name in ("RAW_BUCKET", "PROCESSED_BUCKET", "ARCHIVE_BUCKET"):
+        monkeypatch.setenv(name, f"unused-{name.lower()}")
+    return load_handler("archive")
+
+
+MD5 = "0123456789abcdef0123456789abcdef"
+STAMP = {"sluice-source-etag": MD5}
+
+
+def test_copy_problems_accepts_a_faithful_copy(rules: ModuleType) -> None:
+    source = {"ContentLength": 10, "ETag": f'"{MD5}"', "ChecksumCRC32": "AAAA"}
+    copy = {**source, "Metadata": STAMP}
+    assert rules.copy_problems(source, copy, MD5) == []
+
+
+def test_copy_problems_flags_each_mismatch(rules: ModuleType) -> None:
+    source = {"ContentLength": 10, "ETag": f'"{MD5}"', "ChecksumSHA256": "abc="}
+    copy = {
+        "ContentLength": 11,
+        "ETag": '"ffffffffffffffffffffffffffffffff"',
+        "ChecksumSHA256": "xyz=",
+        "Metadata": {},
+    }
+    problems = rules.copy_problems(source, copy, MD5)
+    assert len(problems) == 4
+    assert any("size" in p for p in problems)
+    assert any("sluice-source-etag" in p for p in problems)
+    assert any("ETag" in p for p in problems)
+    assert any("ChecksumSHA256" in p for p in problems)
+
+
+def test_copy_problems_skips_values_that_are_not_content_hashes(rules: ModuleType) -> None:
+    source = {"ContentLength": 10, "ETag": f'"{MD5}-2"', "ChecksumCRC32C": "AAAA==-2"}
+    copy = {
+        "ContentLength": 10,
+        "ETag": '"ffffffffffffffffffffffffffffffff"',
+        "ChecksumCRC32C": "BBBB==",
+        "Metadata": STAMP,
+    }
+    assert rules.copy_problems(source, copy, MD5) == []
+    kms_source = {"ContentLength": 10, "ETag": f'"{MD5}"', "ServerSideEncryption": "aws:kms"}
+    kms_copy = {
+        "ContentLength": 10,
+        "ETag": '"ffffffffffffffffffffffffffffffff"',
+        "Metadata": STAMP,
+    }
+    assert rules.copy_problems(kms_source, kms_copy, MD5) == []
+
+
+def test_part_ranges_cover_the_object_within_the_part_limit(rules: ModuleType) -> None:
+    assert rules.part_ranges(12 * MIB, 5 * MIB) == [
+        (0, 5 * MIB - 1),
+        (5 * MIB, 10 * MIB - 1),
+        (10 * MIB, 12 * MIB - 1),
+    ]
+    huge = 5 * 1024**4  # S3's largest object
+    ranges = rules.part_ranges(huge, 5 * MIB)
+    assert len(ranges) <= 10_000
+    assert ranges[0][0] == 0 and ranges[-1][1] == huge - 1
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
