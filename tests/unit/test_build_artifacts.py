@@ -1,0 +1,392 @@
+"""scripts/build_artifacts.py: reproducible zips, the wheel-tag and ELF checks, a real layer.
+
+Everything here is offline except ``test_real_x86_64_layer_build_from_pypi``, which
+downloads the layer's wheels once into build/cache/ (later runs reuse the cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "scripts" / "build_artifacts.py"
+PACKAGE_DIR = REPO_ROOT / "src" / "sluice"
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_artifacts", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+ba = _load_script()
+X86 = ba.TARGETS["x86_64"]
+ARM = ba.TARGETS["arm64"]
+
+
+@pytest.fixture(autouse=True)
+def _no_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- function code zip -------------------------------------------------------------------
+
+
+def test_code_zip_is_byte_identical_when_built_twice(tmp_path: Path) -> None:
+    first = ba.build_code_zip(tmp_path / "one")
+    second = ba.build_code_zip(tmp_path / "two")
+    assert first.name == second.name == "sluice-code.zip"
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_code_zip_ignores_file_times_and_permissions(tmp_path: Path) -> None:
+    package = tmp_path / "src" / "sluice"
+    shutil.copytree(PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = ba.build_code_zip(tmp_path / "before", package).read_bytes()
+    for path in package.rglob("*.py"):
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+        path.chmod(0o600)
+    after = ba.build_code_zip(tmp_path / "after", package).read_bytes()
+    assert before == after
+
+
+def test_code_zip_holds_exactly_the_package(tmp_path: Path) -> None:
+    package = tmp_path / "src" / "sluice"
+    shutil.copytree(PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    # What a working tree accumulates and a function must never ship.
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "config.cpython-312.pyc").write_bytes(b"\0")
+    (package / "notes.txt").write_text("scratch")
+    (package / ".DS_Store").write_bytes(b"\0")
+    (package / "config.py~").write_text("backup")
+    (package / "schemas_extra").mkdir()
+    (package / "schemas_extra" / "extra.json").write_text("{}")
+
+    with zipfile.ZipFile(ba.build_code_zip(tmp_path / "out", package)) as zf:
+        files = {name for name in zf.namelist() if not name.endswith("/")}
+
+    expected = {
+        "sluice/" + path.relative_to(PACKAGE_DIR).as_posix()
+        for path in PACKAGE_DIR.rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and (path.suffix in {".py", ".json"} or path.name == "py.typed")
+    } | {"sluice/schemas_extra/extra.json"}
+    assert files == expected
+    assert "sluice/__init__.py" in files
+    assert "sluice/py.typed" in files
+    assert all(name.startswith("sluice/") for name in files)
+
+
+def test_code_zip_entries_have_fixed_times_and_modes(tmp_path: Path) -> None:
+    with zipfile.ZipFile(ba.build_code_zip(tmp_path)) as zf:
+        infos = zf.infolist()
+    assert [i.filename for i in infos] == sorted(i.filename for i in infos)
+    for info in infos:
+        assert info.date_time == (1980, 1, 1, 0, 0, 0), info.filename
+        mode = info.external_attr >> 16
+        if info.filename.endswith("/"):
+            assert mode == 0o040755, info.filename
+        else:
+            assert mode == 0o100644, info.filename
+            assert info.compress_type == zipfile.ZIP_DEFLATED
+
+
+def test_code_zip_honours_source_date_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000001")  # 2023-11-14T22:13:21Z
+    with zipfile.ZipFile(ba.build_code_zip(tmp_path)) as zf:
+        times = {info.date_time for info in zf.infolist()}
+    assert times == {(2023, 11, 14, 22, 13, 20)}  # zip times have two-second resolution
+
+
+def test_code_zip_is_small_and_importable(tmp_path: Path) -> None:
+    code_zip = ba.build_code_zip(tmp_path)
+    assert code_zip.stat().st_size < 200 * 1024
+    # Lambda puts the zip's root on sys.path: `sluice.handlers.<name>.handler` must resolve.
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import sluice, sluice.handlers; "
+        "assert sluice.__file__.startswith(sys.argv[1]), sluice.__file__"
+    )
+    subprocess.run([sys.executable, "-I", "-c", probe, str(code_zip)], check=True)
+
+
+def test_cli_code_only_builds_no_layer(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--code-only", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sluice-code.zip"]
+    code_zip = tmp_path / "sluice-code.zip"
+    assert f"sha256={_digest(code_zip)}" in result.stdout
+    assert str(code_zip.stat().st_size) in result.stdout
+
+
+# --- wheel tags --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "target"),
+    [
+        ("py3-none-any", X86),
+        ("py2.py3-none-any", ARM),
+        ("py37-none-any", X86),
+        ("cp312-cp312-manylinux_2_17_x86_64", X86),
+        ("cp312-cp312-manylinux2014_x86_64", X86),
+        ("cp312-cp312-manylinux1_x86_64", X86),
+        ("cp312-cp312-manylinux_2_28_aarch64", ARM),
+        ("cp312-cp312-manylinux2014_aarch64", ARM),
+        ("cp312-cp312-manylinux_2_34_x86_64", X86),
+        ("cp38-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64", X86),
+        ("cp312-none-any", X86),
+    ],
+)
+def test_tag_checker_accepts_tags_the_runtime_loads(tag: str, target: object) -> None:
+    assert ba.tag_rejection(tag, target) is None
+
+
+@pytest.mark.parametrize(
+    ("tag", "target", "reason"),
+    [
+        ("cp312-cp312-macosx_11_0_arm64", ARM, "not a manylinux platform"),
+        ("cp312-cp312-win_amd64", X86, "not a manylinux platform"),
+        ("cp312-cp312-musllinux_1_2_x86_64", X86, "not a manylinux platform"),
+        ("cp312-cp312-linux_x86_64", X86, "not a manylinux platform"),
+        ("cp312-cp312-manylinux_2_17_x86_64", ARM, "for x86_64, not aarch64"),
+        ("cp312-cp312-manylinux2014_aarch64", X86, "for aarch64, not x86_64"),
+        ("cp312-cp312-manylinux_2_35_x86_64", X86, "needs glibc 2.35, the runtime has 2.34"),
+        ("cp311-cp311-manylinux_2_17_x86_64", X86, "not CPython 3.12"),
+        ("cp313-abi3-manylinux_2_17_x86_64", X86, "does not run on CPython 3.12"),
+        ("py2-none-any", X86, "not Python 3"),
+        ("pp310-pypy310_pp73-manylinux_2_17_x86_64", X86, "not CPython"),
+        ("cp312-cp312", X86, "malformed"),
+    ],
+)
+def test_tag_checker_rejects_tags_the_runtime_cannot_load(
+    tag: str, target: object, reason: str
+) -> None:
+    rejection = ba.tag_rejection(tag, target)
+    assert rejection is not None
+    assert reason in rejection
+
+
+def _fake_dist(site: Path, name: str, *tags: str) -> None:
+    dist_info = site / f"{name}-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    lines = ["Wheel-Version: 1.0", "Generator: test", "Root-Is-Purelib: false"]
+    lines += [f"Tag: {tag}" for tag in tags]
+    (dist_info / "WHEEL").write_text("\n".join(lines) + "\n")
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+
+
+def test_check_wheel_tags_names_each_unfit_distribution(tmp_path: Path) -> None:
+    _fake_dist(tmp_path, "pure", "py3-none-any")
+    _fake_dist(
+        tmp_path,
+        "native_ok",
+        "cp312-cp312-manylinux_2_17_aarch64",
+        "cp312-cp312-manylinux2014_aarch64",
+    )
+    _fake_dist(tmp_path, "mac_only", "cp312-cp312-macosx_11_0_arm64")
+    _fake_dist(tmp_path, "wrong_arch", "cp312-cp312-manylinux_2_17_x86_64")
+    _fake_dist(tmp_path, "too_new", "cp312-cp312-manylinux_2_39_aarch64")
+
+    problems = ba.check_wheel_tags(tmp_path, ARM)
+
+    assert len(problems) == 3
+    assert problems[0].startswith("mac_only-1.0.dist-info: no tag runs on python3.12")
+    assert problems[1].startswith("too_new-1.0.dist-info:") and "glibc 2.39" in problems[1]
+    assert problems[2].startswith("wrong_arch-1.0.dist-info:") and "x86_64" in problems[2]
+
+
+def test_check_wheel_tags_refuses_installs_without_wheel_metadata(tmp_path: Path) -> None:
+    (tmp_path / "legacy-1.0.dist-info").mkdir()
+    problems = ba.check_wheel_tags(tmp_path, X86)
+    assert problems == ["legacy-1.0.dist-info: no WHEEL file, so not installed from a wheel"]
+    assert ba.check_wheel_tags(tmp_path / "legacy-1.0.dist-info", X86)  # nothing installed
+
+
+# --- ELF machine -------------------------------------------------------------------------
+
+
+def _elf_header(machine: int, *, elf_class: int = 2, little_endian: bool = True) -> bytes:
+    order = "little" if little_endian else "big"
+    ident = b"\x7fELF" + bytes([elf_class, 1 if little_endian else 2, 1]) + bytes(9)
+    return (
+        ident + (3).to_bytes(2, order) + machine.to_bytes(2, order) + (1).to_bytes(4, order)
+    ) + bytes(40)
+
+
+def test_elf_machine_reads_e_machine_in_either_byte_order() -> None:
+    assert ba.elf_machine(_elf_header(62)) == 62
+    assert ba.elf_machine(_elf_header(183)) == 183
+    assert ba.elf_machine(_elf_header(183, little_endian=False)) == 183
+    assert ba.elf_machine(b"MZ\x90\x00" + bytes(60)) is None  # a Windows DLL
+    assert ba.elf_machine(b"\x7fELF") is None  # truncated
+
+
+def test_check_elf_machines_flags_foreign_native_code(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "good.cpython-312-aarch64-linux-gnu.so").write_bytes(_elf_header(183))
+    (pkg / "libgood.so.1.2").write_bytes(_elf_header(183))
+    (pkg / "bad.cpython-312-x86_64-linux-gnu.so").write_bytes(_elf_header(62))
+    (pkg / "helper").write_bytes(_elf_header(62))  # an executable without .so
+    (pkg / "old32.so").write_bytes(_elf_header(183, elf_class=1))
+    (pkg / "fake.so").write_bytes(b"not a library")
+    (pkg / "module.py").write_text("x = 1\n")
+
+    problems = ba.check_elf_machines(tmp_path, ARM)
+
+    assert problems == [
+        "pkg/bad.cpython-312-x86_64-linux-gnu.so: built for ELF machine 62, arm64 needs 183",
+        "pkg/fake.so: a shared library that is not an ELF file",
+        "pkg/helper: built for ELF machine 62, arm64 needs 183",
+        "pkg/old32.so: 32-bit ELF, Lambda runs 64-bit code",
+    ]
+    assert ba.check_elf_machines(tmp_path / "pkg", X86) != []
+
+
+# --- requirements ------------------------------------------------------------------------
+
+
+def test_pinned_requirements_refuses_anything_but_exact_pins() -> None:
+    assert ba.pinned_requirements("# c\nPillow==13.0.0  # why\n\nrpds_py==1.0\n") == {
+        "pillow": "13.0.0",
+        "rpds-py": "1.0",
+    }
+    with pytest.raises(ba.BuildError, match="line 2: 'jsonschema>=4' is not 'name==version'"):
+        ba.pinned_requirements("pillow==13.0.0\njsonschema>=4\n")
+    with pytest.raises(ba.BuildError, match="pin nothing"):
+        ba.pinned_requirements("# nothing\n")
+
+
+def test_check_pins_reports_unpinned_and_mismatched_distributions(tmp_path: Path) -> None:
+    _fake_dist(tmp_path, "Pinned", "py3-none-any")
+    _fake_dist(tmp_path, "sneaky_dep", "py3-none-any")
+    _fake_dist(tmp_path, "drifted", "py3-none-any")
+    problems = ba.check_pins(tmp_path, {"pinned": "1.0", "drifted": "2.0"})
+    assert problems == [
+        "drifted: pinned 2.0, installed 1.0",
+        "sneaky-dep==1.0 is installed but not pinned in the requirements",
+    ]
+
+
+def test_layer_requirements_are_in_step_with_pyproject() -> None:
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    pins = ba.pinned_requirements(ba.REQUIREMENTS.read_text())
+    for line in pyproject["project"]["dependencies"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is a runtime dependency but not in the layer"
+        assert requirement.specifier.contains(pins[name]), (
+            f"layer pins {name}=={pins[name]}, pyproject wants {requirement.specifier}"
+        )
+
+
+def test_layer_wheels_are_selected_for_the_target_not_this_machine() -> None:
+    args = ba.pip_target_args(ARM)
+    platforms = [args[i + 1] for i, arg in enumerate(args) if arg == "--platform"]
+    assert platforms[0] == "manylinux_2_34_aarch64"  # newest the runtime loads, preferred
+    assert "manylinux_2_17_aarch64" in platforms and "manylinux2014_aarch64" in platforms
+    assert all(p.endswith("_aarch64") for p in platforms)
+    assert "--only-binary=:all:" in args
+    assert args[args.index("--python-version") + 1] == "3.12"
+    assert args[args.index("--abi") + 1] == "cp312"
+    assert ba.cache_key(b"a==1\n", ARM) != ba.cache_key(b"a==1\n", X86)
+    assert ba.cache_key(b"a==1\n", ARM) != ba.cache_key(b"a==2\n", ARM)
+
+
+# --- the real layer ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_layer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """The x86_64 layer built twice from the same inputs (wheels cached in build/cache)."""
+    saved = os.environ.pop("SOURCE_DATE_EPOCH", None)
+    try:
+        cache = REPO_ROOT / "build" / "cache"
+        first = ba.build_layer_zip(tmp_path_factory.mktemp("layer1"), X86, cache_root=cache)
+        second = ba.build_layer_zip(tmp_path_factory.mktemp("layer2"), X86, cache_root=cache)
+        yield first, second
+    finally:
+        if saved is not None:
+            os.environ["SOURCE_DATE_EPOCH"] = saved
+
+
+def test_real_x86_64_layer_build_from_pypi(real_layer: tuple[Path, Path]) -> None:
+    first, second = real_layer
+    assert first.name == "sluice-layer-x86_64.zip"
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as zf:
+        names = zf.namelist()
+        wheel_files = {n: zf.read(n).decode() for n in names if n.endswith(".dist-info/WHEEL")}
+    assert all(name.startswith("python/") for name in names)
+    for package in ("PIL", "jsonschema", "aws_lambda_powertools", "ijson", "fastjsonschema"):
+        assert f"python/{package}/__init__.py" in names, package
+    assert "python/boto3/__init__.py" in names
+    assert not any("__pycache__" in n or n.endswith((".pyc", "/RECORD")) for n in names)
+    assert not any(n.startswith("python/bin/") for n in names)
+    assert len(wheel_files) == len(ba.pinned_requirements(ba.REQUIREMENTS.read_text()))
+    for name, text in wheel_files.items():
+        tags = ba.wheel_tags(text)
+        assert any(ba.tag_rejection(tag, X86) is None for tag in tags), (name, tags)
+    assert any("manylinux" in text for text in wheel_files.values())  # Pillow et al.
+
+
+def _cpython_312() -> str | None:
+    candidates = [
+        shutil.which("python3.12"),
+        *Path.home().glob(".pyenv/versions/3.12*/bin/python3.12"),
+    ]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [str(candidate), "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.stdout.strip() == "True":
+            return str(candidate)
+    return None
+
+
+def test_real_layer_imports_on_cpython_312(real_layer: tuple[Path, Path], tmp_path: Path) -> None:
+    python312 = _cpython_312()
+    if python312 is None or os.uname().machine != "x86_64":
+        pytest.skip("needs a CPython 3.12 interpreter on an x86_64 machine")
+    with zipfile.ZipFile(real_layer[0]) as zf:
+        zf.extractall(tmp_path)
+    # As in Lambda: /opt/python on sys.path, the runtime's own site-packages out of the way.
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        # The distributions with native code; the pure-Python rest is covered by the tags.
+        "import PIL.Image, PIL.ImageOps, rpds, ijson, jsonschema; "
+        "assert PIL.Image.__file__.startswith(sys.argv[1]); "
+        "assert ijson.backend == 'yajl2_c', ijson.backend"
+    )
+    subprocess.run([python312, "-I", "-S", "-c", probe, str(tmp_path / "python")], check=True)
