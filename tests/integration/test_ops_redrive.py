@@ -1,0 +1,163 @@
+"""``sluice redrive`` against moto: dead letters go back to the queue their bucket feeds.
+
+moto does not implement SQS's message-move task, so these tests run the fallback (receive,
+send, then delete) through the ``auto`` method; the task path is tested with a stubbed
+client in tests/unit/test_cli_ops.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import Pipeline
+from tests.integration.ops_support import (
+    ENVIRONMENT,
+    make_environment,
+    s3_notification,
+    write_outputs_file,
+)
+
+from sluice.cli import main
+from sluice.ops.environment import Environment
+from sluice.ops.queues import describe_message, queue_depth
+from sluice.ops.redrive import BATCHES, DRY_RUN, _Targets, redrive
+
+
+@pytest.fixture
+def environment(pipeline: Pipeline) -> Environment:
+    return make_environment(pipeline, max_receive_count=1)
+
+
+def dead_letter(sqs: Any, environment: Environment, function: str, body: str) -> None:
+    """Fail a message the way the pipeline would: received past maxReceiveCount."""
+    url = environment.queue_urls[function]
+    sqs.send_message(QueueUrl=url, MessageBody=body)
+    for _ in range(2):  # the second receive finds it over the limit and dead-letters it
+        sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)
+    assert queue_depth(sqs, function, url).total == 0
+
+
+@pytest.fixture
+def dead_letters(pipeline: Pipeline, environment: Environment) -> dict[str, str]:
+    """One dead letter from each queue, keyed by the queue; plus one that names nothing."""
+    bodies = {
+        "transform": s3_notification(pipeline.raw, "in/a b+c ü.jpg"),
+        "archive": s3_notification(pipeline.processed, "receipts/in/x.jpg.json"),
+        "tag": s3_notification(pipeline.archive, "images/in/x.jpg"),
+        "bundle": s3_notification(pipeline.work, "requests/r1.json"),
+    }
+    for function, body in bodies.items():
+        dead_letter(pipeline.sqs, environment, function, body)
+    pipeline.sqs.send_message(QueueUrl=environment.dead_letter_queue_url, MessageBody="garbage")
+    assert queue_depth(pipeline.sqs, "dlq", environment.dead_letter_queue_url).visible == 5
+    return bodies
+
+
+def drain(sqs: Any, url: str) -> list[str]:
+    bodies = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        bodies += [m["Body"] for m in messages]
+        for m in messages:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return bodies
+
+
+def test_redrive_returns_each_dead_letter_to_its_source_queue(
+    pipeline: Pipeline, environment: Environment, dead_letters: dict[str, str]
+) -> None:
+    report = redrive(pipeline.sqs, environment)
+
+    assert report.method == BATCHES
+    assert report.fallback_reason and "message-move task unavailable" in report.fallback_reason
+    assert report.moved == 4
+    assert sorted(m.target or "" for m in report.moves) == sorted(dead_letters)
+    for function, body in dead_letters.items():
+        assert drain(pipeline.sqs, environment.queue_urls[function]) == [body]
+    # The message whose source cannot be told stays, visible again, and is reported.
+    [left] = report.left
+    assert left.target is None
+    assert left.subject.startswith("SQS message body is not JSON")
+    assert not report.ok
+    assert drain(pipeline.sqs, environment.dead_letter_queue_url) == ["garbage"]
+
+
+def test_redrive_cli_empties_the_dead_letter_queue(
+    pipeline: Pipeline,
+    environment: Environment,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = s3_notification(pipeline.raw, "retry/me.json")
+    dead_letter(pipeline.sqs, environment, "transform", body)
+    outputs = write_outputs_file(environment, tmp_path / "outputs.json")
+
+    code = main(["redrive", "-e", ENVIRONMENT, "--outputs", str(outputs)])
+
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "moved -> transform" in out and "retry/me.json" in out
+    dlq = queue_depth(pipeline.sqs, "dlq", environment.dead_letter_queue_url)
+    assert dlq.total == 0
+    assert drain(pipeline.sqs, environment.queue_urls["transform"]) == [body]
+
+
+def test_dry_run_moves_nothing_and_leaves_messages_visible(
+    pipeline: Pipeline,
+    environment: Environment,
+    dead_letters: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = redrive(pipeline.sqs, environment, dry_run=True)
+
+    assert report.method == DRY_RUN
+    assert report.dead_letters_before == 5
+    assert sorted(m.target or "" for m in report.moves) == sorted(dead_letters)
+    assert len(report.left) == 1
+    for function in dead_letters:
+        assert queue_depth(pipeline.sqs, function, environment.queue_urls[function]).total == 0
+    dlq = queue_depth(pipeline.sqs, "dlq", environment.dead_letter_queue_url)
+    assert (dlq.visible, dlq.in_flight) == (5, 0)
+
+    outputs = write_outputs_file(environment, tmp_path / "outputs.json")
+    code = main(["redrive", "--dry-run", "-e", ENVIRONMENT, "--outputs", str(outputs)])
+    assert code == 0
+    assert "would move -> transform" in capsys.readouterr().out
+    assert queue_depth(pipeline.sqs, "dlq", environment.dead_letter_queue_url).visible == 5
+
+
+def test_max_limits_how_many_move(pipeline: Pipeline, environment: Environment) -> None:
+    for index in range(3):
+        dead_letter(
+            pipeline.sqs, environment, "transform", s3_notification(pipeline.raw, f"k{index}")
+        )
+
+    report = redrive(pipeline.sqs, environment, limit=2)
+
+    assert report.method == BATCHES and report.fallback_reason is None
+    assert report.moved == 2
+    assert queue_depth(pipeline.sqs, "t", environment.queue_urls["transform"]).visible == 2
+    assert queue_depth(pipeline.sqs, "d", environment.dead_letter_queue_url).visible == 1
+
+
+def test_source_arn_from_sqs_wins_over_the_bucket(
+    pipeline: Pipeline, environment: Environment
+) -> None:
+    """Real SQS names the source queue (DeadLetterQueueSourceArn); moto does not."""
+    tag_arn = pipeline.sqs.get_queue_attributes(
+        QueueUrl=environment.queue_urls["tag"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    message = {
+        "MessageId": "m1",
+        "ReceiptHandle": "h",
+        "Body": s3_notification(pipeline.raw, "x.jpg"),
+        "Attributes": {"DeadLetterQueueSourceArn": tag_arn},
+    }
+
+    url, move = _Targets(pipeline.sqs, environment).plan(message)  # type: ignore[arg-type]
+
+    assert url == environment.queue_urls["tag"]
+    assert move.target == "tag"
+    assert describe_message(message).source_queue_arn == tag_arn  # type: ignore[arg-type]
