@@ -68,8 +68,11 @@ class MultipartWriter(io.RawIOBase):
         while len(self._buffer) >= self._part_size:
             # Read the size once: _send_part may grow it, and the bytes it sent are these.
             size = self._part_size
-            self._send_part(bytes(self._buffer[:size]))
-            del self._buffer[:size]
+            # Hand the buffer itself to UploadPart and keep only the (small) overflow, so a
+            # part is never held twice: memory stays at one part plus one write.
+            part, self._buffer = self._buffer, self._buffer[size:]
+            del part[size:]
+            self._send_part(part)
         return len(view)
 
     @property
@@ -77,7 +80,7 @@ class MultipartWriter(io.RawIOBase):
         return self._written
 
     # upload ----------------------------------------------------------------------------
-    def _send_part(self, body: bytes) -> None:
+    def _send_part(self, body: bytes | bytearray) -> None:
         if self._upload_id is None:
             response = self._s3.create_multipart_upload(
                 Bucket=self.bucket,
@@ -116,7 +119,7 @@ class MultipartWriter(io.RawIOBase):
                 )
             else:
                 if self._buffer:
-                    self._send_part(bytes(self._buffer))
+                    self._send_part(self._buffer)
                 response = self._s3.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=self.key,
