@@ -1,0 +1,574 @@
+"""Streaming validation and projection of JSON data files (pure: bytes in, bytes out).
+
+Two input formats, each written back in the same format:
+
+* ``array``: one JSON array of records. The file is one document, so anything that makes
+  it unreadable as a whole (not UTF-8, malformed JSON, a top-level value that is not an
+  array, nesting deeper than ``max_depth``, a single record over ``max_record_bytes``)
+  rejects the whole file with the position where it went wrong.
+* ``lines``: JSON Lines (``.jsonl``/``.ndjson``). The file is record-oriented, so a line
+  that is not JSON, too deep or too long is one invalid record (with its line number);
+  only bytes that are not UTF-8 reject the whole file.
+
+Memory stays flat whatever the file size: the input is read in ``CHUNK_BYTES`` pieces,
+records are built one at a time from ijson's ``basic_parse`` events (its ``items()`` builds
+path prefixes whose cost grows with the square of the nesting depth: a 40 KB file of
+nested brackets takes a gigabyte), and output goes to the caller's writer as it is made.
+
+Valid records (by the dataset's schema) are projected and written out; every violation of
+every invalid record goes to ``on_error`` (the caller streams the full report) and the
+first ``max_errors`` are kept for the receipt. A UTF-8 byte order mark is accepted and
+skipped (``RecordsResult.bom_skipped``). Numbers with a fraction or exponent are parsed as
+``Decimal`` so that huge values (``1e400``) are validated like any other and, if a schema
+lets one through, the record is reported as out of range instead of writing invalid JSON.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+import ijson
+
+from sluice.datasets import Dataset
+
+try:
+    _ijson: Any = ijson.get_backend("yajl2_c")
+except ImportError:  # pragma: no cover - the pure-Python backend is slower but equivalent
+    _ijson = ijson
+
+RecordFormat = Literal["array", "lines"]
+ErrorSink = Callable[[dict[str, Any]], None]
+Problem = tuple[str, str, str]
+"""(JSON path, error code, message) for one thing wrong with a record."""
+
+CHUNK_BYTES = 64 * 1024
+FLUSH_BYTES = 256 * 1024
+DEFAULT_MAX_DEPTH = 32
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+DEFAULT_MAX_ERRORS = 1000
+DEFAULT_DETAILED_RECORDS = 10_000
+UTF8_BOM = codecs.BOM_UTF8
+
+
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+@dataclass(frozen=True)
+class FilePosition:
+    """Where in the file: 0-based byte offset, 1-based line and (byte) column."""
+
+    byte: int
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"byte {self.byte} (line {self.line}, column {self.column})"
+
+
+class FileRejectedError(Exception):
+    """The file cannot be read as a whole; nothing from it may be kept."""
+
+    def __init__(self, code: str, message: str, position: FilePosition | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.position = position
+
+    def as_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.position is not None:
+            error.update(
+                byte=self.position.byte, line=self.position.line, column=self.position.column
+            )
+        return error
+
+
+@dataclass
+class RecordsResult:
+    records_total: int = 0
+    records_valid: int = 0
+    records_invalid: int = 0
+    errors_total: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    bom_skipped: bool = False
+
+    @property
+    def errors_truncated(self) -> bool:
+        return self.errors_total > len(self.errors)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "records_total": self.records_total,
+            "records_valid": self.records_valid,
+            "records_invalid": self.records_invalid,
+        }
+
+
+# --- input: UTF-8 check, positions, record size cap -------------------------------------
+
+
+class _CheckedReader:
+    """Hands the source's bytes on unchanged after checking they are UTF-8.
+
+    It remembers the last chunk and the line count before it, so a parser error can be
+    turned into a byte/line/column position, and it stops a single record from growing
+    past ``max_record_bytes`` (the parser would otherwise buffer it whole).
+    """
+
+    def __init__(self, source: Readable, max_record_bytes: int | None) -> None:
+        self._source = source
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._max_record_bytes = max_record_bytes
+        self._started = False
+        self._done = False
+        self.bom_skipped = False
+        self.chunk = b""
+        self.chunk_start = 0
+        self._lines_before = 0
+        self._column_before = 0
+        self.record_start = 0
+        self.records_completed = 0
+
+    @property
+    def end(self) -> int:
+        return self.chunk_start + len(self.chunk)
+
+    def position(self, offset_in_chunk: int) -> FilePosition:
+        head = self.chunk[:offset_in_chunk]
+        newlines = head.count(b"\n")
+        if newlines:
+            column = offset_in_chunk - head.rfind(b"\n")
+        else:
+            column = self._column_before + offset_in_chunk + 1
+        return FilePosition(
+            byte=self.chunk_start + offset_in_chunk,
+            line=self._lines_before + newlines + 1,
+            column=column,
+        )
+
+    def mark_record_end(self) -> None:
+        self.record_start = self.end
+        self.records_completed += 1
+
+    def _advance(self, data: bytes) -> None:
+        previous = self.chunk
+        newlines = previous.count(b"\n")
+        self._lines_before += newlines
+        if newlines:
+            self._column_before = len(previous) - previous.rfind(b"\n") - 1
+        else:
+            self._column_before += len(previous)
+        self.chunk_start += len(previous)
+        self.chunk = data
+
+    def _first_read(self, size: int) -> bytes:
+        self._started = True
+        data = self._source.read(size)
+        while 0 < len(data) < len(UTF8_BOM):
+            more = self._source.read(size)
+            if not more:
+                break
+            data += more
+        if data.startswith(UTF8_BOM):
+            self.bom_skipped = True
+            self.chunk_start = len(UTF8_BOM)
+            self._column_before = len(UTF8_BOM)
+            self.record_start = len(UTF8_BOM)
+            data = data[len(UTF8_BOM) :]
+        return data
+
+    def read(self, size: int = CHUNK_BYTES) -> bytes:
+        if self._done or size == 0:  # ijson probes read(0) for the stream's type
+            return b""
+        size = CHUNK_BYTES if size is None or size < 0 else size
+        data = self._source.read(size) if self._started else self._first_read(size)
+        self._advance(data)
+        pending = len(self._decoder.getstate()[0])
+        try:
+            self._decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            offset = exc.start - pending
+            bad = data[offset] if 0 <= offset < len(data) else None
+            where = self.position(max(offset, 0))
+            what = f"invalid byte 0x{bad:02x}" if bad is not None else "incomplete sequence"
+            raise FileRejectedError(
+                "not_utf8", f"file is not UTF-8: {what} at {where}", where
+            ) from None
+        if not data:
+            self._done = True
+        limit = self._max_record_bytes
+        if limit is not None and self.end - self.record_start > limit + size:
+            raise FileRejectedError(
+                "record_too_large",
+                f"record {self.records_completed} is larger than {limit} bytes"
+                f" (no record ended between byte {self.record_start} and byte {self.end})",
+            )
+        return data
+
+
+# --- malformed JSON positions -------------------------------------------------------------
+
+
+def _yajl_error_offset(error: Exception, chunk: bytes) -> int | None:
+    """The offset in ``chunk`` where yajl stopped, recovered from its verbose message.
+
+    yajl shows 30 bytes either side of the error (newlines as spaces) after
+    ``40 - offset`` spaces when ``offset < 30`` and after 10 spaces otherwise; the offset
+    is the one that reproduces that line from the chunk. None when ambiguous or unknown.
+    """
+    raw = error.args[0] if error.args else None
+    message = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+    if not isinstance(message, bytes):
+        return None
+    lines = message.split(b"\n")
+    if len(lines) < 3 or b"(right here)" not in lines[2]:
+        return None
+    shown = lines[1]
+    text = chunk.replace(b"\n", b" ").replace(b"\r", b" ")
+    candidates = set()
+    for offset in range(min(29, len(text)) + 1):
+        if shown == b" " * (40 - offset) + text[: offset + 30]:
+            candidates.add(offset)
+    if shown.startswith(b" " * 10):
+        body = shown[10:]
+        start = text.find(body) if body else -1
+        while start >= 0:
+            offset = start + 30
+            if offset <= len(text) and text[start : offset + 30] == body:
+                candidates.add(offset)
+            start = text.find(body, start + 1)
+    return candidates.pop() if len(candidates) == 1 else None
+
+
+def _malformed(error: Exception, reader: _CheckedReader) -> FileRejectedError:
+    raw = error.args[0] if error.args else ""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    # Only yajl's first line: the lines after it quote the file's content.
+    reason = text.split("\n", 1)[0].strip() or type(error).__name__
+    if not reader.chunk:  # the parser wanted more after the end of the file
+        position = reader.position(0)
+        return FileRejectedError(
+            "malformed_json", f"malformed JSON at {position}: {reason}", position
+        )
+    offset = _yajl_error_offset(error, reader.chunk)
+    if offset is not None and offset > 0:
+        offset -= 1  # yajl counts the offending byte as consumed; point at it
+    if offset is None:
+        position = reader.position(len(reader.chunk))
+        return FileRejectedError(
+            "malformed_json",
+            f"malformed JSON between byte {reader.chunk_start} and byte {position.byte}: {reason}",
+            position,
+        )
+    position = reader.position(offset)
+    return FileRejectedError("malformed_json", f"malformed JSON at {position}: {reason}", position)
+
+
+# --- building records -----------------------------------------------------------------------
+
+_SCALAR_NAMES = {
+    "string": "a string",
+    "number": "a number",
+    "integer": "a number",
+    "double": "a number",
+    "boolean": "a boolean",
+    "null": "null",
+    "start_map": "an object",
+}
+
+
+def _array_records(reader: _CheckedReader, max_depth: int) -> Iterator[Any]:
+    """Elements of the top-level array, built one at a time from parser events."""
+    events = _ijson.basic_parse(reader, buf_size=CHUNK_BYTES)
+    try:
+        first = next(events, None)
+        if first is None:
+            raise FileRejectedError(
+                "malformed_json", "file holds no JSON value", reader.position(0)
+            )
+        if first[0] != "start_array":
+            found = _SCALAR_NAMES.get(first[0], first[0])
+            raise FileRejectedError(
+                "wrong_shape",
+                f"top-level JSON value is {found}; expected an array of records",
+                reader.position(0),
+            )
+        # stack[0] stands for the top-level array, which is never materialised.
+        stack: list[Any] = [None]
+        key: Any = None
+        for event, value in events:
+            if event == "map_key":
+                key = value
+            elif event == "start_map" or event == "start_array":
+                container: Any = {} if event == "start_map" else []
+                if len(stack) > 1:
+                    parent = stack[-1]
+                    if type(parent) is dict:
+                        parent[key] = container
+                    else:
+                        parent.append(container)
+                stack.append(container)
+                if len(stack) > max_depth + 1:
+                    raise FileRejectedError(
+                        "too_deep",
+                        f"record {reader.records_completed} is nested deeper than"
+                        f" {max_depth} levels",
+                    )
+            elif event == "end_map" or event == "end_array":
+                done = stack.pop()
+                if len(stack) == 1:
+                    reader.mark_record_end()
+                    yield done
+            elif len(stack) == 1:
+                reader.mark_record_end()
+                yield value
+            else:
+                parent = stack[-1]
+                if type(parent) is dict:
+                    parent[key] = value
+                else:
+                    parent.append(value)
+    except ijson.JSONError as exc:
+        raise _malformed(exc, reader) from None
+
+
+def _lines(reader: _CheckedReader, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """``(line number, line)`` for each line; the line is None when it is too long."""
+    pending = bytearray()
+    too_long = False
+    number = 1
+    while chunk := reader.read(CHUNK_BYTES):
+        start = 0
+        while (newline := chunk.find(b"\n", start)) >= 0:
+            if too_long:
+                yield number, None
+            elif pending:
+                pending += chunk[start:newline]
+                too_long = len(pending) > max_line_bytes
+                yield number, None if too_long else bytes(pending)
+            elif newline - start > max_line_bytes:
+                yield number, None
+            else:
+                yield number, chunk[start:newline]
+            pending.clear()
+            too_long = False
+            number += 1
+            start = newline + 1
+        if not too_long:
+            pending += chunk[start:]
+            if len(pending) > max_line_bytes:
+                too_long = True
+                pending.clear()
+    if too_long:
+        yield number, None
+    elif pending:
+        yield number, bytes(pending)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        number = float(value)
+        if number in (float("inf"), float("-inf")):
+            raise ValueError("number out of range")
+        return number
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _encode(record: Any) -> bytes:
+    return json.dumps(
+        record,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        allow_nan=False,
+        default=_json_default,
+    ).encode("utf-8")
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+
+class _BufferedSink:
+    """Collects small writes so the writer sees a few large ones."""
+
+    def __init__(self, out: Writable) -> None:
+        self._out = out
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._out.write(bytes(self._buffer))
+            self._buffer.clear()
+
+
+class _Collector:
+    def __init__(self, on_error: ErrorSink, max_errors: int) -> None:
+        self.result = RecordsResult()
+        self._on_error = on_error
+        self._max_errors = max_errors
+
+    def invalid(self, errors: list[dict[str, Any]]) -> None:
+        self.result.records_invalid += 1
+        for error in errors:
+            self.result.errors_total += 1
+            if len(self.result.errors) < self._max_errors:
+                self.result.errors.append(error)
+            self._on_error(error)
+
+
+def _check_record(
+    record: Any, dataset: Dataset, detailed: bool
+) -> tuple[bytes | None, list[Problem]]:
+    """The projected record as JSON, or the list of (path, code, message) that are wrong."""
+    if dataset.is_valid(record):
+        try:
+            return _encode(dataset.project(record)), []
+        except ValueError:
+            return None, [("$", "number_out_of_range", "a number is too large for a double")]
+    found = dataset.violations(record) if detailed else dataset.first_violation(record)
+    return None, [(v.path, "schema_violation", v.message) for v in found]
+
+
+def _error(index: int, problem: Problem, line: int | None) -> dict[str, Any]:
+    path, code, message = problem
+    error: dict[str, Any] = {"record_index": index, "path": path, "code": code, "message": message}
+    if line is not None:
+        error["line"] = line
+    return error
+
+
+def transform_records(
+    source: Readable,
+    fmt: RecordFormat,
+    dataset: Dataset,
+    out: Writable,
+    on_error: ErrorSink,
+    *,
+    max_errors: int = DEFAULT_MAX_ERRORS,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    detailed_records: int = DEFAULT_DETAILED_RECORDS,
+) -> RecordsResult:
+    """Validate every record of ``source``; write the valid ones, projected, to ``out``.
+
+    The first ``detailed_records`` invalid records list every violation; later ones list
+    the first violation found, which keeps a file of millions of bad records within a
+    Lambda's time limit. Raises :class:`FileRejectedError` when the file cannot be read as a
+    whole; the caller must then discard what was written to ``out`` and ``on_error``.
+    """
+    collector = _Collector(on_error, max_errors)
+    sink = _BufferedSink(out)
+    if fmt == "array":
+        reader = _CheckedReader(source, max_record_bytes)
+        _transform_array(reader, dataset, sink, collector, max_depth, detailed_records)
+    else:
+        reader = _CheckedReader(source, None)
+        _transform_lines(
+            reader, dataset, sink, collector, max_depth, max_record_bytes, detailed_records
+        )
+    sink.flush()
+    collector.result.bom_skipped = reader.bom_skipped
+    return collector.result
+
+
+def _transform_array(
+    reader: _CheckedReader,
+    dataset: Dataset,
+    sink: _BufferedSink,
+    collector: _Collector,
+    max_depth: int,
+    detailed_records: int,
+) -> None:
+    result = collector.result
+    first = True
+    for index, record in enumerate(_array_records(reader, max_depth)):
+        result.records_total += 1
+        detailed = result.records_invalid < detailed_records
+        encoded, problems = _check_record(record, dataset, detailed)
+        if encoded is None:
+            collector.invalid([_error(index, problem, None) for problem in problems])
+            continue
+        result.records_valid += 1
+        sink.write(b"[\n" if first else b",\n")
+        sink.write(encoded)
+        first = False
+    sink.write(b"[]\n" if first else b"\n]\n")
+
+
+def _transform_lines(
+    reader: _CheckedReader,
+    dataset: Dataset,
+    sink: _BufferedSink,
+    collector: _Collector,
+    max_depth: int,
+    max_line_bytes: int,
+    detailed_records: int,
+) -> None:
+    result = collector.result
+    index = 0
+    for line_number, line in _lines(reader, max_line_bytes):
+        if line is not None and not line.strip():
+            continue  # blank lines separate nothing and are not records
+        if line is None:
+            encoded = None
+            problems = [("$", "record_too_large", f"line is longer than {max_line_bytes} bytes")]
+        else:
+            detailed = result.records_invalid < detailed_records
+            encoded, problems = _check_line(line, dataset, max_depth, detailed)
+        result.records_total += 1
+        if encoded is None:
+            collector.invalid([_error(index, problem, line_number) for problem in problems])
+        else:
+            result.records_valid += 1
+            sink.write(encoded)
+            sink.write(b"\n")
+        index += 1
+
+
+def _check_line(
+    line: bytes, dataset: Dataset, max_depth: int, detailed: bool
+) -> tuple[bytes | None, list[Problem]]:
+    try:
+        record = json.loads(
+            line.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as exc:
+        return None, [
+            ("$", "invalid_json", f"line is not valid JSON: {exc.msg} at column {exc.colno}")
+        ]
+    except ValueError as exc:
+        return None, [("$", "invalid_json", f"line is not valid JSON: {exc}")]
+    except RecursionError:
+        return None, [("$", "too_deep", f"record is nested deeper than {max_depth} levels")]
+    if isinstance(record, dict | list) and _deeper_than(record, max_depth):
+        return None, [("$", "too_deep", f"record is nested deeper than {max_depth} levels")]
+    return _check_record(record, dataset, detailed)
