@@ -67,7 +67,7 @@ def write_request(
     notify: str | None = None,
     bundle_id: str | None = None,
 ) -> BundleRequest:
-    bundle_id = bundle_id or new_bundle_id()
+    bundle_id = new_bundle_id() if bundle_id is None else bundle_id
     if not BUNDLE_ID_PATTERN.fullmatch(bundle_id):
         raise BundleRequestError(
             f"bundle id {bundle_id!r} must be 1-128 letters, digits, '.', '_' or '-',"
