@@ -52,6 +52,7 @@ from sluice.ops.environment import (
     connection_for,
     find_project_dir,
     resolve_environment,
+    running_stack_endpoint,
 )
 from sluice.ops.queues import QueueDepth
 from sluice.ops.redrive import METHODS, TASK, RedriveReport, redrive
@@ -356,6 +357,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Environment, Clients]:
         region=args.region,
         endpoint_url=args.endpoint_url,
         outputs_region=environment.region,
+        stack_endpoint=running_stack_endpoint(project_dir, args.environment),
     )
     args.resolved_endpoint = connection.endpoint_url
     clients = Clients.build(connection, emulator=connection.endpoint_url is not None)

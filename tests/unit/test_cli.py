@@ -18,6 +18,7 @@ from sluice.ops.environment import (
     connection_for,
     find_project_dir,
     resolve_environment,
+    running_stack_endpoint,
     terraform_error,
 )
 
@@ -275,6 +276,23 @@ def test_local_defaults_to_the_emulator() -> None:
 
     assert connection.endpoint_url == LOCAL_ENDPOINT_URL
     assert connection.region == "us-east-1"
+
+
+def test_local_endpoint_comes_from_the_running_stack(tmp_path: Path) -> None:
+    write(tmp_path / ".sluice/local/stack.json", {"endpoint_url": "http://127.0.0.1:4599"})
+    recorded = running_stack_endpoint(tmp_path, "local")
+
+    connection = connection_for(
+        "local",
+        region=None,
+        endpoint_url=None,
+        outputs_region=None,
+        stack_endpoint=recorded,
+        env={},
+    )
+
+    assert connection.endpoint_url == "http://127.0.0.1:4599"
+    assert running_stack_endpoint(tmp_path, "dev") is None
 
 
 def test_endpoint_flag_then_environment_variable() -> None:

@@ -54,6 +54,20 @@ def outputs_path(project_dir: Path, environment: str) -> Path:
     return project_dir / ".sluice" / environment / "outputs.json"
 
 
+def running_stack_endpoint(project_dir: Path, environment: str) -> str | None:
+    """The endpoint the local stack recorded in ``.sluice/<env>/stack.json`` when it came up.
+
+    ``sluice up`` may serve the emulator on another port than the default; reading the
+    record spares the user an ``--endpoint-url`` that restates it.
+    """
+    try:
+        stack = json.loads((project_dir / ".sluice" / environment / "stack.json").read_text())
+    except (OSError, ValueError):
+        return None
+    endpoint = stack.get("endpoint_url") if isinstance(stack, dict) else None
+    return endpoint if isinstance(endpoint, str) and endpoint else None
+
+
 def find_project_dir(start: Path) -> Path:
     """The nearest directory at or above ``start`` holding ``.sluice/`` or the root module."""
     for candidate in (start, *start.parents):
@@ -242,12 +256,17 @@ def connection_for(
     region: str | None,
     endpoint_url: str | None,
     outputs_region: str | None,
+    stack_endpoint: str | None = None,
     env: Mapping[str, str] = os.environ,
 ) -> Connection:
-    """Flags win, then the environment variables boto3 honours, then the outputs."""
+    """Flags win, then the environment variables boto3 honours, then the outputs.
+
+    The local environment's endpoint falls back to the running stack's record, then to
+    the default emulator address.
+    """
     endpoint = endpoint_url or env.get("AWS_ENDPOINT_URL") or None
     if endpoint is None and environment == LOCAL_ENVIRONMENT:
-        endpoint = LOCAL_ENDPOINT_URL
+        endpoint = stack_endpoint or LOCAL_ENDPOINT_URL
     chosen_region = (
         region or outputs_region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     )
