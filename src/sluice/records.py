@@ -262,7 +262,9 @@ def _malformed(error: Exception, reader: _CheckedReader) -> FileRejectedError:
         )
     offset = _yajl_error_offset(error, reader.chunk)
     if offset is not None and offset > 0:
-        offset -= 1  # yajl counts the offending byte as consumed; point at it
+        # yajl stops at or just after the offending token; its last byte read is in or
+        # right before it, hence "near".
+        offset -= 1
     if offset is None:
         position = reader.position(len(reader.chunk))
         return FileRejectedError(
@@ -271,7 +273,9 @@ def _malformed(error: Exception, reader: _CheckedReader) -> FileRejectedError:
             position,
         )
     position = reader.position(offset)
-    return FileRejectedError("malformed_json", f"malformed JSON at {position}: {reason}", position)
+    return FileRejectedError(
+        "malformed_json", f"malformed JSON near {position}: {reason}", position
+    )
 
 
 # --- building records -----------------------------------------------------------------------

@@ -1,0 +1,532 @@
+"""Transform handler: turn each new RAW object into its outputs and, last, its receipt.
+
+What an object becomes depends on its extension (case-insensitive):
+
+* ``.json`` (one JSON array of records), ``.jsonl``/``.ndjson`` (JSON Lines), under a
+  dataset prefix (``sluice.datasets``): every record is validated against the dataset's
+  schema; valid records, projected, go to PROCESSED ``data/<raw key>`` in the input's
+  format; the full invalid-record report goes to ``errors/<raw key>.jsonl``. Both are
+  streamed (``sluice.records``, ``MultipartWriter``): memory does not grow with the file.
+* ``.jpg``/``.jpeg``/``.png``/``.webp``/``.gif``/``.tif``/``.tiff``: thumbnails to
+  ``thumbnails/<size>/<raw key without ext>.<ext>`` (``sluice.images``) and the image's
+  metadata item in the images table.
+* anything else: rejected, ``unsupported_type``.
+
+Status rule: **processed** when the input could be read as a whole, even if some or all
+of its records are invalid (they are listed in the receipt and the report); **rejected**
+when it could not (empty, not UTF-8, malformed JSON, wrong top-level shape, too deep, not
+the image format its name says, truncated, a decompression bomb, no dataset for its
+prefix, unsupported type). A rejection is a verdict on the input and is never retried;
+unexpected failures (throttling, network, bugs) raise, so the message is retried and
+finally dead-lettered.
+
+Idempotency and ordering (DESIGN decision 4): the object is read with ``IfMatch`` the
+event's ETag. If it is gone or has changed, a newer upload (with its own event) or the
+archive handler got there first: the event is a duplicate when the receipt already names
+this ETag, stale otherwise, and in both cases nothing is done. Every output is a PUT
+derived only from the input and the metadata item is an UpdateItem that sets
+``created_at`` once, so a retry after a crash redoes the same work; the receipt is the
+last write. Outputs a previous version of the same key left behind and this version does
+not produce (an errors report, data of a now-rejected file, thumbnails of a now-rejected
+image) are deleted so PROCESSED always matches the receipt.
+
+Records are personal data: logs carry keys, counts and codes, never a record or a value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from boto3.dynamodb.types import TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from sluice.config import env_choice, env_int, env_int_list, env_str
+from sluice.datasets import Dataset, Registry, load_registry
+from sluice.events import S3ObjectRef, normalize_etag
+from sluice.images import (
+    INPUT_FORMATS,
+    OUTPUT_FORMATS,
+    ImageRejectedError,
+    ImageResult,
+    make_thumbnails,
+)
+from sluice.keys import (
+    DATA_PREFIX,
+    ERRORS_PREFIX,
+    THUMBNAILS_PREFIX,
+    archive_key_for,
+    derived_key,
+    image_id,
+    split_extension,
+)
+from sluice.receipts import (
+    MAX_RECEIPT_ERRORS,
+    Kind,
+    Receipt,
+    read_receipt,
+    source_of,
+    utc_now,
+    write_receipt,
+)
+from sluice.records import FileRejectedError, RecordFormat, transform_records
+from sluice.runtime import make_logger, run
+from sluice.s3io import MultipartWriter
+
+DATA_FORMATS: dict[str, RecordFormat] = {".json": "array", ".jsonl": "lines", ".ndjson": "lines"}
+DATA_CONTENT_TYPES = {"array": "application/json", "lines": "application/x-ndjson"}
+ERRORS_CONTENT_TYPE = "application/x-ndjson"
+
+# Not-found and precondition codes that mean "this event's object is no longer current".
+_GONE_OR_CHANGED = {"NoSuchKey", "NoSuchVersion", "PreconditionFailed", "404", "412"}
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    raw_bucket: str
+    processed_bucket: str
+    images_table: str
+    thumbnail_sizes: tuple[int, ...] = (128, 512)
+    thumbnail_format: str = "JPEG"
+    thumbnail_quality: int = 85
+    max_image_pixels: int = 64_000_000
+    max_image_bytes: int = 100 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TransformSettings:
+        return cls(
+            raw_bucket=env_str(env, "RAW_BUCKET"),
+            processed_bucket=env_str(env, "PROCESSED_BUCKET"),
+            images_table=env_str(env, "IMAGES_TABLE"),
+            thumbnail_sizes=env_int_list(
+                env, "THUMBNAIL_SIZES", "128,512", minimum=16, maximum=4096
+            ),
+            thumbnail_format=env_choice(env, "THUMBNAIL_FORMAT", "JPEG", OUTPUT_FORMATS),
+            thumbnail_quality=env_int(env, "THUMBNAIL_QUALITY", 85, minimum=1, maximum=95),
+            max_image_pixels=env_int(env, "MAX_IMAGE_PIXELS", 64_000_000, minimum=1),
+            max_image_bytes=env_int(env, "MAX_IMAGE_BYTES", 100 * 1024 * 1024, minimum=1),
+        )
+
+
+@dataclass(frozen=True)
+class Source:
+    """The object as S3 has it now, confirmed to be the one the event announced."""
+
+    ref: S3ObjectRef
+    etag: str
+    version_id: str | None
+    size: int
+    body: Any
+
+    def receipt_source(self) -> dict[str, Any]:
+        return source_of(self.ref, etag=self.etag, version_id=self.version_id, size=self.size)
+
+
+@dataclass(frozen=True)
+class Clients:
+    s3: Any
+    dynamodb: Any
+
+
+def kind_of(key: str) -> Kind:
+    _, extension = split_extension(key)
+    if extension in DATA_FORMATS:
+        return "data"
+    if extension in INPUT_FORMATS:
+        return "image"
+    return "unsupported"
+
+
+# --- reading the source --------------------------------------------------------------------
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _receipt_names(receipt: Mapping[str, Any] | None, etag: str, version_id: str | None) -> bool:
+    if not receipt:
+        return False
+    source = receipt.get("source") or {}
+    if normalize_etag(source.get("etag")) != etag:
+        return False
+    return version_id is None or source.get("version_id") in (None, version_id)
+
+
+def fetch_source(
+    clients: Clients, settings: TransformSettings, ref: S3ObjectRef, *, with_body: bool
+) -> Source | None:
+    """The object the event names, or None when the event is a duplicate or stale."""
+    s3 = clients.s3
+    etag = ref.etag
+    if ref.version_id is not None and etag is not None:
+        existing = read_receipt(s3, settings.processed_bucket, ref.key)
+        if _receipt_names(existing, etag, ref.version_id):
+            logger.info("duplicate event: this version already has its receipt")
+            return None
+    if etag is None:
+        # Some emitters omit the ETag: take the current object as the one meant.
+        try:
+            head = s3.head_object(Bucket=ref.bucket, Key=ref.key)
+        except ClientError as error:
+            if _error_code(error) not in _GONE_OR_CHANGED:
+                raise
+            logger.info("stale event: the object no longer exists")
+            return None
+        etag = normalize_etag(head.get("ETag")) or ""
+    request = {"Bucket": ref.bucket, "Key": ref.key, "IfMatch": etag}
+    try:
+        response = s3.get_object(**request) if with_body else s3.head_object(**request)
+    except ClientError as error:
+        if _error_code(error) not in _GONE_OR_CHANGED:
+            raise
+        existing = read_receipt(s3, settings.processed_bucket, ref.key)
+        if _receipt_names(existing, etag, ref.version_id):
+            logger.info("duplicate event: already processed, and the object has moved on")
+        else:
+            logger.info("stale event: the object was replaced or deleted since")
+        return None
+    version_id = response.get("VersionId")
+    if ref.version_id is not None and version_id not in (None, ref.version_id):
+        # Same bytes uploaded again: the newer version's own event will handle it.
+        if with_body:
+            response["Body"].close()
+        logger.info("stale event: a newer version with the same content exists")
+        return None
+    return Source(
+        ref=ref,
+        etag=etag,
+        version_id=version_id or ref.version_id,
+        size=int(response.get("ContentLength", 0)),
+        body=response.get("Body"),
+    )
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+
+def _output(bucket: str, key: str, content_type: str, size: int) -> dict[str, Any]:
+    return {"bucket": bucket, "key": key, "content_type": content_type, "size": size}
+
+
+def _delete_if_present(s3: Any, bucket: str, keys: list[str]) -> None:
+    """Remove outputs an earlier version left; HEAD first so no delete marker is made for
+    keys that never existed."""
+    for key in keys:
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _error_code(error) in _GONE_OR_CHANGED:
+                continue
+            raise
+        s3.delete_object(Bucket=bucket, Key=key)
+        logger.info("deleted an output of an earlier version", output_key=key)
+
+
+class _LazyWriter:
+    """Starts its upload on the first write, so no errors report exists without errors."""
+
+    def __init__(self, factory: Callable[[], MultipartWriter]) -> None:
+        self._factory = factory
+        self.writer: MultipartWriter | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.writer is None:
+            self.writer = self._factory()
+        return self.writer.write(data)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+    def complete(self) -> None:
+        if self.writer is not None:
+            self.writer.complete()
+
+
+def _rejected(
+    source: Source, kind: Kind, error: dict[str, Any], dataset: str | None = None
+) -> Receipt:
+    return Receipt(
+        status="rejected",
+        kind=kind,
+        source=source.receipt_source(),
+        dataset=dataset,
+        errors=[error],
+    )
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def transform_data(
+    clients: Clients, settings: TransformSettings, registry: Registry, source: Source
+) -> Receipt:
+    key = source.ref.key
+    bucket = settings.processed_bucket
+    data_key = derived_key(DATA_PREFIX, key)
+    errors_key = derived_key(ERRORS_PREFIX, key, ".jsonl")
+    dataset = registry.for_key(key)
+    if dataset is None:
+        known = ", ".join(registry.prefixes)
+        return _rejected(
+            source,
+            "data",
+            {
+                "code": "unknown_dataset",
+                "message": f"no dataset for this key; data files must be under one of: {known}",
+            },
+        )
+    if source.size == 0:
+        _delete_if_present(clients.s3, bucket, [data_key, errors_key])
+        return _rejected(
+            source, "data", {"code": "empty_file", "message": "empty file"}, dataset.name
+        )
+    fmt = DATA_FORMATS[split_extension(key)[1]]
+    return _stream_records(clients, settings, dataset, source, fmt, data_key, errors_key)
+
+
+def _stream_records(
+    clients: Clients,
+    settings: TransformSettings,
+    dataset: Dataset,
+    source: Source,
+    fmt: RecordFormat,
+    data_key: str,
+    errors_key: str,
+) -> Receipt:
+    s3 = clients.s3
+    bucket = settings.processed_bucket
+    data_out = MultipartWriter(s3, bucket, data_key, content_type=DATA_CONTENT_TYPES[fmt])
+    errors_out = _LazyWriter(
+        lambda: MultipartWriter(s3, bucket, errors_key, content_type=ERRORS_CONTENT_TYPE)
+    )
+
+    def report(error: dict[str, Any]) -> None:
+        errors_out.write(json.dumps(error, ensure_ascii=False).encode("utf-8") + b"\n")
+
+    try:
+        result = transform_records(
+            source.body, fmt, dataset, data_out, report, max_errors=MAX_RECEIPT_ERRORS
+        )
+    except FileRejectedError as rejection:
+        data_out.abort()
+        errors_out.abort()
+        _delete_if_present(s3, bucket, [data_key, errors_key])
+        return _rejected(source, "data", rejection.as_error(), dataset.name)
+    except BaseException:
+        data_out.abort()
+        errors_out.abort()
+        raise
+    data_out.complete()
+    errors_out.complete()
+    outputs = [_output(bucket, data_key, DATA_CONTENT_TYPES[fmt], data_out.bytes_written)]
+    if errors_out.writer is not None:
+        outputs.append(
+            _output(bucket, errors_key, ERRORS_CONTENT_TYPE, errors_out.writer.bytes_written)
+        )
+    else:
+        _delete_if_present(s3, bucket, [errors_key])
+    if result.bom_skipped:
+        logger.info("UTF-8 byte order mark skipped")
+    return Receipt(
+        status="processed",
+        kind="data",
+        source=source.receipt_source(),
+        dataset=dataset.name,
+        outputs=outputs,
+        errors=result.errors,
+        errors_truncated=result.errors_truncated,
+        stats=result.stats(),
+    )
+
+
+# --- images --------------------------------------------------------------------------------
+
+
+def thumbnail_key(raw_key: str, size: int, extension: str) -> str:
+    stem, _ = split_extension(raw_key)
+    return derived_key(f"{THUMBNAILS_PREFIX}{size}/", stem, extension)
+
+
+def transform_image(clients: Clients, settings: TransformSettings, source: Source) -> Receipt:
+    key = source.ref.key
+    output = OUTPUT_FORMATS[settings.thumbnail_format]
+    thumbnail_keys = [
+        thumbnail_key(key, size, output.extension) for size in settings.thumbnail_sizes
+    ]
+    try:
+        if source.size > settings.max_image_bytes:
+            raise ImageRejectedError(
+                "image_too_large",
+                f"image is {source.size} bytes, larger than the limit of"
+                f" {settings.max_image_bytes} bytes",
+            )
+        if source.size == 0:
+            raise ImageRejectedError("empty_file", "empty file")
+        data = source.body.read()
+        result = make_thumbnails(
+            data,
+            expected_format=INPUT_FORMATS[split_extension(key)[1]],
+            sizes=settings.thumbnail_sizes,
+            output_format=settings.thumbnail_format,
+            quality=settings.thumbnail_quality,
+            max_pixels=settings.max_image_pixels,
+        )
+    except ImageRejectedError as rejection:
+        _delete_if_present(clients.s3, settings.processed_bucket, thumbnail_keys)
+        return _rejected(source, "image", {"code": rejection.code, "message": rejection.message})
+    outputs = []
+    keys_by_size = {}
+    for thumbnail in result.thumbnails:
+        out_key = thumbnail_key(key, thumbnail.size, output.extension)
+        clients.s3.put_object(
+            Bucket=settings.processed_bucket,
+            Key=out_key,
+            Body=thumbnail.data,
+            ContentType=thumbnail.content_type,
+        )
+        keys_by_size[str(thumbnail.size)] = out_key
+        outputs.append(
+            _output(settings.processed_bucket, out_key, thumbnail.content_type, len(thumbnail.data))
+        )
+    put_image_item(clients.dynamodb, settings.images_table, source, result, keys_by_size)
+    for note in result.info.notes:
+        logger.info(note)
+    return Receipt(
+        status="processed", kind="image", source=source.receipt_source(), outputs=outputs
+    )
+
+
+_serialize = TypeSerializer().serialize
+
+
+def put_image_item(
+    dynamodb: Any,
+    table: str,
+    source: Source,
+    result: ImageResult,
+    thumbnail_keys: dict[str, str],
+) -> None:
+    """Create or refresh the image's item; ``labels``/``labeler`` (the tag handler's) stay."""
+    info = result.info
+    archive_key = archive_key_for("image", "processed", source.ref.key)
+    now = utc_now()
+    values: dict[str, Any] = {
+        "source_bucket": source.ref.bucket,
+        "source_key": source.ref.key,
+        "source_etag": source.etag,
+        "archive_key": archive_key,
+        "thumbnail_keys": thumbnail_keys,
+        "width": info.width,
+        "height": info.height,
+        "format": info.format,
+        "bytes": info.bytes,
+        "sha256": info.sha256,
+        "animated": info.animated,
+        "updated_at": now,
+    }
+    optional = {
+        "source_version_id": source.version_id,
+        "captured_at": info.captured_at,
+        "camera": info.camera,
+    }
+    values.update({name: value for name, value in optional.items() if value is not None})
+    removed = [name for name, value in optional.items() if value is None]
+    names = {f"#{index}": name for index, name in enumerate([*values, *removed, "created_at"])}
+    by_name = {name: alias for alias, name in names.items()}
+    assignments = [f"{by_name[name]} = :{index}" for index, name in enumerate(values)]
+    assignments.append(f"{by_name['created_at']} = if_not_exists({by_name['created_at']}, :now)")
+    expression = "SET " + ", ".join(assignments)
+    if removed:
+        expression += " REMOVE " + ", ".join(by_name[name] for name in removed)
+    attribute_values = {
+        f":{index}": _serialize(value) for index, value in enumerate(values.values())
+    }
+    attribute_values[":now"] = _serialize(now)
+    dynamodb.update_item(
+        TableName=table,
+        Key={"image_id": {"S": image_id(archive_key)}},
+        UpdateExpression=expression,
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=attribute_values,
+    )
+
+
+def _unsupported(source: Source) -> Receipt:
+    _, extension = split_extension(source.ref.key)
+    return _rejected(
+        source,
+        "unsupported",
+        {
+            "code": "unsupported_type",
+            "message": f"unsupported type: {extension or 'no extension'}"
+            " (expected a JSON data file under a dataset prefix, or a JPEG, PNG, WebP, GIF"
+            " or TIFF image)",
+        },
+    )
+
+
+# --- one object ----------------------------------------------------------------------------
+
+
+def transform_object(
+    clients: Clients, settings: TransformSettings, registry: Registry, ref: S3ObjectRef
+) -> Receipt | None:
+    """Process one RAW object and write its receipt; None when there was nothing to do."""
+    kind = kind_of(ref.key)
+    source = fetch_source(clients, settings, ref, with_body=kind != "unsupported")
+    if source is None:
+        return None
+    try:
+        if kind == "data":
+            receipt = transform_data(clients, settings, registry, source)
+        elif kind == "image":
+            receipt = transform_image(clients, settings, source)
+        else:
+            receipt = _unsupported(source)
+    finally:
+        if source.body is not None:
+            source.body.close()
+    write_receipt(clients.s3, settings.processed_bucket, receipt)
+    logger.info(
+        "input transformed",
+        status=receipt.status,
+        kind=receipt.kind,
+        dataset=receipt.dataset,
+        outputs=len(receipt.outputs),
+        error_codes=sorted({str(error.get("code")) for error in receipt.errors}),
+        stats=receipt.stats,
+    )
+    return receipt
+
+
+# --- cold start ------------------------------------------------------------------------------
+
+SETTINGS = TransformSettings.from_env(os.environ)
+REGISTRY = load_registry()
+logger = make_logger("transform")
+_retrying = Config(retries={"mode": "standard", "max_attempts": 5})
+CLIENTS = Clients(
+    s3=boto3.client("s3", config=_retrying),
+    dynamodb=boto3.client("dynamodb", config=_retrying),
+)
+
+
+def _is_raw_object_created(ref: S3ObjectRef) -> bool:
+    return ref.is_created and ref.bucket == SETTINGS.raw_bucket
+
+
+def _transform(ref: S3ObjectRef) -> None:
+    transform_object(CLIENTS, SETTINGS, REGISTRY, ref)
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return run(event, context, _transform, logger, accepts=_is_raw_object_created)
