@@ -76,13 +76,18 @@ def _arn_parts(arn: str) -> tuple[str, str, str]:
 
 
 def _sqs_mappings(lambda_client: Any, function_name: str | None) -> list[dict[str, Any]]:
+    # Filtered here rather than with the API's FunctionName: moto matches that parameter
+    # only against the exact string the mapping was created with (Terraform passes an ARN).
     paginator = lambda_client.get_paginator("list_event_source_mappings")
-    kwargs = {"FunctionName": function_name} if function_name else {}
     mappings: list[dict[str, Any]] = []
-    for page in paginator.paginate(**kwargs):
+    for page in paginator.paginate():
         for mapping in page.get("EventSourceMappings", []):
-            if str(mapping.get("EventSourceArn", "")).startswith("arn:aws:sqs:"):
-                mappings.append(mapping)
+            if not str(mapping.get("EventSourceArn", "")).startswith("arn:aws:sqs:"):
+                continue
+            function_arn = mapping["FunctionArn"]
+            if function_name and function_name not in (function_arn, _arn_parts(function_arn)[2]):
+                continue
+            mappings.append(mapping)
     return mappings
 
 

@@ -1,0 +1,100 @@
+"""The ``up`` and ``down`` subcommands, for ``sluice`` (src/sluice/cli.py) to register."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sluice.local import awsenv
+from sluice.local.stack import DEFAULT_TIMEOUT_SECONDS, UpError, UpOptions, down, project_root, up
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, got {port}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the timeout must be positive")
+    return value
+
+
+def _root(args: argparse.Namespace) -> Path:
+    """``--project-dir`` when the caller's parser has it (sluice's global option), else cwd."""
+    given = getattr(args, "project_dir", None)
+    return project_root(Path(given) if given else None)
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    try:
+        root = _root(args)
+    except UpError as error:
+        print(f"sluice up: {error}", file=sys.stderr)
+        return 1
+    options = UpOptions(
+        port=args.port, samples=not args.no_samples, timeout=args.timeout, serve=args.serve
+    )
+    return up(options, root)
+
+
+def _run_down(args: argparse.Namespace) -> int:
+    try:
+        root = _root(args)
+    except UpError as error:
+        print(f"sluice down: {error}", file=sys.stderr)
+        return 1
+    return down(root)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``up`` and ``down``; each sets ``run`` to a handler returning an exit code."""
+    up_parser = subparsers.add_parser(
+        "up",
+        help="run the whole pipeline locally (moto server, Terraform, local runner)",
+        description=(
+            "Start a moto server, build the artifacts, apply the root Terraform with"
+            " env/local.tfvars against it, start the local runner, send samples/ through"
+            " and print a summary. Idempotent: run it again after changing code."
+        ),
+    )
+    up_parser.add_argument(
+        "--port",
+        type=_port,
+        default=awsenv.DEFAULT_PORT,
+        help="emulator port on 127.0.0.1 (default: %(default)s)",
+    )
+    up_parser.add_argument(
+        "--no-samples",
+        action="store_true",
+        help="bring the stack up without sending samples/ through it",
+    )
+    up_parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        help="seconds to wait for the samples to go through (default: %(default).0f)",
+    )
+    up_parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the summary, show the function logs and keep serving until Ctrl-C",
+    )
+    up_parser.set_defaults(run=_run_up)
+
+    down_parser = subparsers.add_parser(
+        "down",
+        help="stop the local runner and the moto server that `sluice up` started",
+        description="Stop the local runner, then the moto server (all local state goes with it).",
+    )
+    down_parser.set_defaults(run=_run_down)

@@ -1,0 +1,361 @@
+"""``sluice up`` and ``sluice down``: the whole pipeline on this machine.
+
+``up`` runs, in order and each with a deadline:
+
+1. the emulator: a moto server on 127.0.0.1:<port> (reused when one already answers);
+2. the build: ``scripts/build_artifacts.py`` for the local architecture (its wheel cache
+   makes a rebuild offline and quick);
+3. Terraform: the state bucket in the emulator, ``init`` with ``env/local.backend.hcl``,
+   ``apply`` with ``env/local.tfvars``; the ``environments`` output is cached in
+   ``.sluice/local/outputs.json`` for the CLI;
+4. the runner (:mod:`sluice.local.runner`), restarted so it serves the code and wiring
+   just applied;
+5. unless ``--no-samples``: ``samples/`` uploaded to RAW with ``aws s3 cp --recursive``,
+   a receipt awaited for every input, the queues drained, a bundle requested for the most
+   common label; then the summary.
+
+It is idempotent: run it again after changing code or Terraform. ``down`` stops the
+runner, then the moto server (which holds all local state, Terraform's included).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from sluice.keys import receipt_key
+from sluice.labels import label_counts
+from sluice.local import awsenv, procs, summary
+from sluice.local.emulator import EmulatorError, ensure_moto, stop_moto, tail
+from sluice.local.state import LOCAL_ENVIRONMENT, StateDir
+from sluice.local.terraform import TFVARS, Terraform, TerraformError, hcl_string
+from sluice.ops.audit import pending_messages, wait_until_drained
+from sluice.ops.bundle import wait_for_status, write_request
+from sluice.ops.environment import Environment, select_environment
+from sluice.ops.objects import list_objects
+
+DEFAULT_TIMEOUT_SECONDS = 300.0
+BUILD_TIMEOUT_SECONDS = 900.0
+RUNNER_START_SECONDS = 60.0
+RUNNER_STOP_GRACE_SECONDS = 40.0
+SAMPLES_DIR = "samples"
+
+
+class UpError(RuntimeError):
+    """A step of ``up`` failed; the message says what happened and what to look at."""
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    port: int = awsenv.DEFAULT_PORT
+    samples: bool = True
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    serve: bool = False
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The checkout holding the root Terraform module (``main.tf`` and ``env/``)."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "main.tf").is_file() and (candidate / TFVARS).is_file():
+            return candidate
+    raise UpError(f"no sluice checkout (main.tf and {TFVARS}) at or above {here}")
+
+
+class _Console:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._started = time.monotonic()
+
+    def step(self, message: str) -> None:
+        print(f"[{time.monotonic() - self._started:5.0f}s] {message}", file=self.out, flush=True)
+
+    def progress(self, message: str, *, final: bool = False) -> None:
+        if self.out.isatty():
+            self.out.write("\r\x1b[K" + message + ("\n" if final else ""))
+            self.out.flush()
+        else:
+            print(message, file=self.out, flush=True)
+
+
+def _poll(check: Callable[[], bool], *, deadline: float, interval: float = 1.0) -> bool:
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+# --- steps ------------------------------------------------------------------------------
+
+
+def build_artifacts(state: StateDir, console: _Console) -> None:
+    script = state.root / "scripts" / "build_artifacts.py"
+    if not script.is_file():
+        raise UpError(f"{script} is missing: the build step cannot run")
+    arch = hcl_string(state.root / TFVARS, "architecture") or "x86_64"
+    log = state.path / "build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    console.step(f"build: code and {arch} layer zips into build/ (log {log})")
+    with log.open("ab") as output:
+        try:
+            result = subprocess.run(
+                [sys.executable, str(script), "--arch", arch],
+                cwd=state.root,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                timeout=BUILD_TIMEOUT_SECONDS,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise UpError(
+                f"build took longer than {BUILD_TIMEOUT_SECONDS:.0f} s: see {log}"
+            ) from None
+    if result.returncode != 0:
+        raise UpError(f"build failed (exit {result.returncode}): see {log}\n{tail(log)}")
+
+
+def apply_terraform(state: StateDir, endpoint_url: str, console: _Console) -> Environment:
+    terraform = Terraform(state, endpoint_url, console.out)
+    bucket = terraform.ensure_state_bucket(awsenv.client("s3", endpoint_url))
+    console.step(f"terraform: init (state in s3://{bucket}, log {state.terraform_log})")
+    terraform.init()
+    console.step(f"terraform: apply -var-file={TFVARS} (about a minute against moto)")
+    terraform.apply()
+    document = terraform.environments_output()
+    state.outputs.write_text(_json(document))
+    return select_environment(document, LOCAL_ENVIRONMENT, str(state.outputs))
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, sort_keys=True) + "\n"
+
+
+def stop_runner(state: StateDir) -> int | None:
+    """Stop the runner and its workers; the pid it had, or None if none was running."""
+    pid = state.runner_pid.running_pid()
+    if pid is not None:
+        procs.stop(pid, grace_seconds=RUNNER_STOP_GRACE_SECONDS, group=True)
+    state.runner_pid.clear()
+    return pid
+
+
+def start_runner(
+    state: StateDir, endpoint_url: str, environment: Environment, console: _Console
+) -> int:
+    previous = stop_runner(state)
+    if previous is not None:
+        console.step(f"runner: stopped the previous runner (pid {previous})")
+    offset = state.runner_log.stat().st_size if state.runner_log.exists() else 0
+    process = procs.spawn_detached(
+        [
+            sys.executable,
+            "-m",
+            "sluice.local.runner",
+            "--endpoint-url",
+            endpoint_url,
+            "--environment",
+            LOCAL_ENVIRONMENT,
+            "--log-dir",
+            str(state.worker_logs),
+        ],
+        log_path=state.runner_log,
+        env=awsenv.local_env(endpoint_url),
+        cwd=state.root,
+    )
+    state.runner_pid.write(process.pid)
+    expected = len(environment.function_names) or 1
+
+    def workers_started() -> bool:
+        if process.poll() is not None:
+            raise UpError(
+                f"the runner exited with code {process.returncode}: see {state.runner_log}\n"
+                + tail(state.runner_log)
+            )
+        with state.runner_log.open("rb") as log:
+            log.seek(offset)
+            return log.read().count(b"runner: worker ") >= expected
+
+    if not _poll(workers_started, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
+        raise UpError(f"the runner did not start its workers in time: see {state.runner_log}")
+    console.step(
+        f"runner: serving {expected} functions (pid {process.pid}, log {state.runner_log},"
+        f" function logs in {state.worker_logs}/)"
+    )
+    return process.pid
+
+
+def upload_samples(samples: Path, environment: Environment, endpoint_url: str) -> list[str]:
+    """``aws s3 cp --recursive samples/ s3://<raw>/``, as a user would; the keys sent."""
+    keys = sorted(
+        path.relative_to(samples).as_posix() for path in samples.rglob("*") if path.is_file()
+    )
+    if not keys:
+        return keys
+    aws = Path(sys.executable).with_name("aws")
+    command = str(aws) if aws.exists() else shutil.which("aws")
+    if command is None:
+        raise UpError("the aws CLI is not installed: run ./deploy.sh local (it installs it)")
+    result = subprocess.run(
+        [
+            command,
+            "--endpoint-url",
+            endpoint_url,
+            "s3",
+            "cp",
+            "--recursive",
+            "--only-show-errors",
+            f"{samples}/",
+            f"s3://{environment.raw_bucket}/",
+        ],
+        env=awsenv.local_env(endpoint_url),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise UpError(f"aws s3 cp failed: {result.stderr.strip() or result.stdout.strip()}")
+    return keys
+
+
+def wait_for_receipts(
+    s3: Any, environment: Environment, keys: list[str], deadline: float, console: _Console
+) -> None:
+    wanted = {receipt_key(key): key for key in keys}
+    seen: set[str] = set()
+
+    def all_there() -> bool:
+        present = {item.key for item in list_objects(s3, environment.processed_bucket, "receipts/")}
+        seen.update(present & wanted.keys())
+        console.progress(f"  receipts {len(seen)}/{len(wanted)}", final=len(seen) == len(wanted))
+        return len(seen) == len(wanted)
+
+    if not _poll(all_there, deadline=deadline, interval=1.0):
+        missing = sorted(wanted[key] for key in wanted.keys() - seen)
+        raise UpError(
+            f"timed out: {len(missing)} of {len(wanted)} inputs have no receipt: "
+            + ", ".join(missing[:10])
+            + (" ..." if len(missing) > 10 else "")
+            + "\n  see the function logs in .sluice/local/logs/ and `sluice status --environment"
+            " local`; raise --timeout if the machine is slow"
+        )
+
+
+def request_top_bundle(
+    s3: Any, dynamodb: Any, environment: Environment, deadline: float, console: _Console
+) -> tuple[str | None, dict[str, Any] | None]:
+    labels = label_counts(dynamodb, environment.labels_table) if environment.labels_table else []
+    if not labels:
+        console.step("bundle: no labels yet, nothing to bundle")
+        return None, None
+    label = labels[0][0]
+    request = write_request(s3, environment.work_bucket, [label], match="any")
+    console.step(f"bundle: requested {label!r} (s3://{request.bucket}/{request.key})")
+    status = wait_for_status(s3, request, timeout=max(1.0, deadline - time.monotonic()))
+    if status is None:
+        raise UpError(
+            f"timed out waiting for s3://{request.bucket}/{request.status_key}:"
+            f" see {Path('.sluice/local/logs')}/{environment.function_names.get('bundle', '')}.log"
+        )
+    return label, status
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def up(options: UpOptions, root: Path, out: TextIO = sys.stdout) -> int:
+    console = _Console(out)
+    state = StateDir(root)
+    endpoint_url = awsenv.endpoint_for(options.port)
+    try:
+        console.step(f"emulator: moto server on {endpoint_url}")
+        ensure_moto(options.port, state, out)
+        build_artifacts(state, console)
+        environment = apply_terraform(state, endpoint_url, console)
+        state.write_stack({"endpoint_url": endpoint_url, "port": options.port})
+        start_runner(state, endpoint_url, environment, console)
+        s3 = awsenv.client("s3", endpoint_url)
+        sqs = awsenv.client("sqs", endpoint_url)
+        dynamodb = awsenv.client("dynamodb", endpoint_url)
+        keys: list[str] = []
+        label: str | None = None
+        bundle: dict[str, Any] | None = None
+        if options.samples:
+            deadline = time.monotonic() + options.timeout
+            samples = root / SAMPLES_DIR
+            keys = upload_samples(samples, environment, endpoint_url)
+            console.step(f"samples: uploaded {len(keys)} files with aws s3 cp --recursive")
+            wait_for_receipts(s3, environment, keys, deadline, console)
+            console.step("pipeline: waiting for archive and tag to finish")
+            if not wait_until_drained(
+                lambda: pending_messages(sqs, environment),
+                timeout=max(1.0, deadline - time.monotonic()),
+                interval=1.0,
+            ):
+                raise UpError("timed out waiting for the queues to drain: see .sluice/local/logs/")
+            label, bundle = request_top_bundle(s3, dynamodb, environment, deadline, console)
+        result = summary.collect(s3, sqs, dynamodb, environment, endpoint_url, inputs=keys)
+        result.bundle_label, result.bundle = label, bundle
+        print(summary.render(result), file=out, flush=True)
+    except (EmulatorError, TerraformError, UpError) as error:
+        print(f"sluice up: {error}", file=sys.stderr, flush=True)
+        return 1
+    if options.serve:
+        return serve(state, out)
+    return 0
+
+
+def serve(state: StateDir, out: TextIO) -> int:
+    """Show the functions' logs until Ctrl-C, then stop the stack."""
+    print("\nserving: function logs follow; Ctrl-C stops the stack", file=out, flush=True)
+    offsets = {log: log.stat().st_size for log in state.worker_logs.glob("*.log")}
+    code = 0
+    try:
+        while True:
+            if state.runner_pid.running_pid() is None:
+                print(f"the runner stopped: see {state.runner_log}", file=sys.stderr)
+                code = 1
+                break
+            for log in sorted(state.worker_logs.glob("*.log")):
+                with log.open("rb") as handle:
+                    handle.seek(offsets.get(log, 0))
+                    chunk = handle.read()
+                    offsets[log] = handle.tell()
+                for line in chunk.decode(errors="replace").splitlines():
+                    print(f"{log.stem}| {line}", file=out)
+            out.flush()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("", file=out)
+    down(state.root, out)
+    return code
+
+
+def down(root: Path, out: TextIO = sys.stdout) -> int:
+    state = StateDir(root)
+    runner = stop_runner(state)
+    if runner is not None:
+        print(f"runner: stopped (pid {runner})", file=out, flush=True)
+    stopped_moto = stop_moto(state, out)
+    stack = state.read_stack()
+    for path in (state.stack, state.outputs):
+        path.unlink(missing_ok=True)
+    if runner is None and not stopped_moto:
+        endpoint = stack.get("endpoint_url", awsenv.endpoint_for(awsenv.DEFAULT_PORT))
+        print(
+            f"nothing to stop: no runner or moto server started by sluice up is running"
+            f" (a moto server at {endpoint} that sluice did not start is left alone)",
+            file=out,
+        )
+    return 0

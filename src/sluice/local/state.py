@@ -1,0 +1,79 @@
+"""Where the local stack keeps its pids, logs and cached outputs (``.sluice/local/``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sluice.local.procs import PidFile
+
+LOCAL_ENVIRONMENT = "local"
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """The files of one project's local stack; the directory is git-ignored."""
+
+    root: Path
+    """The project directory (holds the root Terraform module)."""
+
+    @property
+    def path(self) -> Path:
+        return self.root / ".sluice" / LOCAL_ENVIRONMENT
+
+    @property
+    def moto_pid(self) -> PidFile:
+        return PidFile(self.path / "moto.pid", "moto.server")
+
+    @property
+    def moto_log(self) -> Path:
+        return self.path / "moto.log"
+
+    @property
+    def runner_pid(self) -> PidFile:
+        return PidFile(self.path / "runner.pid", "sluice.local.runner")
+
+    @property
+    def runner_log(self) -> Path:
+        return self.path / "runner.log"
+
+    @property
+    def worker_logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def terraform_log(self) -> Path:
+        return self.path / "terraform.log"
+
+    @property
+    def terraform_data_dir(self) -> Path:
+        """``TF_DATA_DIR``: local init must not clobber a dev/prod ``.terraform/``."""
+        return self.path / "terraform"
+
+    @property
+    def terraform_cli_config(self) -> Path:
+        """Written by ``scripts/terraformrc.sh`` (via ``scripts/bootstrap.sh``)."""
+        return self.root / ".sluice" / "terraformrc"
+
+    @property
+    def outputs(self) -> Path:
+        """The ``environments`` Terraform output (read by the CLI, docs/contracts.md)."""
+        return self.path / "outputs.json"
+
+    @property
+    def stack(self) -> Path:
+        """Endpoint and port of the running stack, for ``down`` and other tools."""
+        return self.path / "stack.json"
+
+    def write_stack(self, values: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.stack.write_text(json.dumps(values, indent=2) + "\n")
+
+    def read_stack(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.stack.read_text())
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
