@@ -259,16 +259,9 @@ plan_args=(-input=false -detailed-exitcode "-var-file=$tfvars" "-out=$plan_file"
 plan_status=0
 run terraform plan "${plan_args[@]}" "${extra_plan_args[@]+"${extra_plan_args[@]}"}" ||
   plan_status=$?
-case $plan_status in
-  0)
-    if ((!dry_run)); then
-      say "no changes in $env"
-      exit 0
-    fi
-    ;;
-  2) ;; # changes
-  *) die 1 "terraform plan failed for $env (exit $plan_status)" ;;
-esac
+# -detailed-exitcode: 0 no changes, 2 changes, anything else failed.
+[[ $plan_status == 0 || $plan_status == 2 ]] ||
+  die 1 "terraform plan failed for $env (exit $plan_status)"
 if ((dry_run)); then
   printf '+ terraform show -no-color %q > %q\n' "$plan_file" "$plan_text"
 else
@@ -276,6 +269,10 @@ else
 fi
 say "plan saved: $plan_file (text: $plan_text)"
 
+if [[ $plan_status == 0 && $dry_run != 1 ]]; then
+  say "no changes in $env"
+  exit 0
+fi
 [[ $action == plan ]] && exit 0
 
 if [[ $env == prod ]]; then

@@ -268,6 +268,7 @@ def test_plan_without_changes_stops_before_apply(deploy: Run, tools: Tools) -> N
     result = deploy("dev", "apply", "--auto-approve")
     assert result.returncode == 0, result.stderr
     assert "no changes in dev" in result.stderr
+    assert "terraform show -no-color build/dev.tfplan" in tools.calls()  # for the summary
     assert not any(call.startswith("terraform apply") for call in tools.calls())
 
 
