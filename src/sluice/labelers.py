@@ -149,7 +149,11 @@ class OfflineLabeler:
             raise UnlabelableImageError(
                 f"image is {image.size} bytes, more than the offline labeler's {self._max_bytes}"
             )
-        request: dict[str, Any] = {"Bucket": image.bucket, "Key": image.key, "IfMatch": image.etag}
+        request: dict[str, Any] = {
+            "Bucket": image.bucket,
+            "Key": image.key,
+            "IfMatch": f'"{image.etag}"',
+        }
         if image.version_id:
             request["VersionId"] = image.version_id
         body = self._s3.get_object(**request)["Body"]

@@ -154,7 +154,7 @@ def test_offline_labeler_reads_the_exact_version_and_applies_thresholds() -> Non
     labels = labeler.detect(ImageObject("b", "images/x.png", "etag1", "v1", len(s3.data)))
     assert [label.name for label in labels] == ["shape:landscape", "colour:white"]
     assert s3.requests == [
-        {"Bucket": "b", "Key": "images/x.png", "IfMatch": "etag1", "VersionId": "v1"}
+        {"Bucket": "b", "Key": "images/x.png", "IfMatch": '"etag1"', "VersionId": "v1"}
     ]
     assert labeler.name == "offline"
 

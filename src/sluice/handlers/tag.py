@@ -208,7 +208,8 @@ def _record_labels(
 
 def _head_event_version(s3: Any, ref: S3ObjectRef) -> dict[str, Any] | None:
     """The object version the event announced, or None if it changed or went away."""
-    extra = {"IfMatch": ref.etag} if ref.etag else {}
+    # Quoted, as HTTP wants it: notifications carry the ETag bare.
+    extra = {"IfMatch": f'"{ref.etag}"'} if ref.etag else {}
     try:
         response: dict[str, Any] = s3.head_object(Bucket=ref.bucket, Key=ref.key, **extra)
     except s3.exceptions.ClientError as error:
