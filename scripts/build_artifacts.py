@@ -438,7 +438,11 @@ def download_wheels(requirements: Path, target: Target, cache_root: Path) -> Pat
     try:
         _run_pip(["download", "--quiet", "--dest", str(partial), *pip_target_args(target),
                   "--requirement", str(requirements)])  # fmt: skip
-        partial.rename(wheel_dir)  # only a complete download becomes the cache entry
+        try:
+            partial.rename(wheel_dir)  # only a complete download becomes the cache entry
+        except OSError:
+            if not wheel_dir.is_dir():  # else a concurrent build filled it first: use that
+                raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return wheel_dir
@@ -540,9 +544,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--arch",
-        action="append",
+        action="extend",
+        nargs="+",
         choices=sorted(TARGETS),
-        help="layer architecture; repeat for several (default: x86_64)",
+        help="layer architecture(s): --arch x86_64 arm64 or repeated (default: x86_64)",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "build", help="output directory")
     parser.add_argument(
