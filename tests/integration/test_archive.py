@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import os
 from types import ModuleType
 from typing import Any
 
 import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3.models import s3_backends
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for
 
@@ -87,6 +90,7 @@ def test_single_copy_keeps_headers_metadata_and_storage_class_then_deletes_sourc
         CacheControl="max-age=60",
         ContentLanguage="en",
         Metadata={"uploader": "cli"},
+        Tagging="owner=someone",
     )
     result = archive.handler(receipt_event(pipeline, key), lambda_context)
 
@@ -99,6 +103,10 @@ def test_single_copy_keeps_headers_metadata_and_storage_class_then_deletes_sourc
     assert head["Metadata"] == {"uploader": "cli", "sluice-source-etag": put["ETag"].strip('"')}
     assert head["StorageClass"] == "STANDARD_IA"
     assert head["ETag"] == put["ETag"]
+    # Tags are not carried, on this path as on the multipart one.
+    assert (
+        pipeline.s3.get_object_tagging(Bucket=pipeline.archive, Key=f"images/{key}")["TagSet"] == []
+    )
     archived = pipeline.s3.get_object(Bucket=pipeline.archive, Key=f"images/{key}")
     assert archived["Body"].read() == body
     # The exact version is gone: no object, and no delete marker left behind.
@@ -270,6 +278,34 @@ def test_newer_raw_version_is_left_alone(
     head = pipeline.s3.head_object(Bucket=pipeline.raw, Key=key)
     assert head["VersionId"] == newer["VersionId"]
     assert archive_versions(pipeline, f"images/{key}") == []
+
+
+def test_older_superseded_upload_does_not_resurface_after_the_newer_is_archived(
+    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "photos/rewritten.jpg"
+    older = put_raw(pipeline, key, b"first upload")
+    older_event = receipt_event(pipeline, key)
+    _backdate(pipeline, key, older["VersionId"])
+    put_raw(pipeline, key, b"second upload")
+    newer_event = receipt_event(pipeline, key)
+
+    assert archive.handler(older_event, lambda_context) == {"batchItemFailures": []}
+    assert archive.handler(newer_event, lambda_context) == {"batchItemFailures": []}
+
+    archived = pipeline.s3.get_object(Bucket=pipeline.archive, Key=f"images/{key}")
+    assert archived["Body"].read() == b"second upload"
+    # The older upload is kept as a noncurrent version for the lifecycle rule, not current.
+    versions, markers = raw_versions(pipeline, key)
+    assert [v["VersionId"] for v in versions] == [older["VersionId"]]
+    assert len(markers) == 1 and markers[0]["IsLatest"]
+
+
+def _backdate(p: Pipeline, key: str, version_id: str) -> None:
+    """Make a version a second older: moto stamps LastModified with second precision."""
+    bucket = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets[p.raw]
+    [version] = [v for v in bucket.keys.getlist(key) if v.version_id == version_id]
+    version.last_modified -= datetime.timedelta(seconds=1)
 
 
 def test_same_bytes_uploaded_again_is_a_newer_version_too(

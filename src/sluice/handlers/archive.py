@@ -20,7 +20,9 @@ is only archived once its outputs exist. For each receipt:
    Disposition/Language, Cache-Control, Expires and user metadata the same way whatever
    s3transfer version the runtime bundles (older ones dropped them on multipart copies).
    Every copy gets the ``ARCHIVE_STORAGE_CLASS`` and the user metadata key
-   ``sluice-source-etag`` (the RAW ETag), which is how step 2 recognises its own work. A
+   ``sluice-source-etag`` (the RAW ETag), which is how step 2 recognises its own work.
+   Object tags are not carried on either path (sluice does not use them, and a multipart
+   copy would need extra tagging calls and permissions to carry them). A
    crash after copying and before deleting does not copy again: when ARCHIVE already
    holds the ETag, the retry goes straight to verification.
 4. Verify before deleting anything (:func:`copy_problems`): sizes must be equal and the
@@ -34,10 +36,11 @@ is only archived once its outputs exist. For each receipt:
 5. Delete the RAW object: on a versioned bucket the exact version that was copied (no
    delete marker is left, and a newer upload is never touched); on an unversioned bucket
    a conditional delete (``IfMatch`` the ETag), which fails harmlessly when the key was
-   overwritten meanwhile. Deleting one version makes the key's previous version, if any,
-   current again; such versions were superseded before they could be archived (their
-   receipts said so) and RAW's lifecycle rule for noncurrent versions is what removes
-   them.
+   overwritten meanwhile. Deleting the current version makes the key's previous version,
+   if any, current again: an upload that was overwritten before it could be archived
+   (its receipt found it superseded). It is hidden behind a delete marker, conditional
+   on its ETag and only when it is older than what was archived, so a newer upload is
+   never hidden; RAW's noncurrent-version lifecycle rule removes it later.
 """
 
 from __future__ import annotations
@@ -262,6 +265,7 @@ def _single_copy(
         CopySource=_copy_source(request, source),
         CopySourceIfMatch=str(source["ETag"]),
         MetadataDirective="REPLACE",
+        TaggingDirective="REPLACE",
         **_destination_args(source, request, settings.storage_class),
     )
     version_id: str | None = response.get("VersionId")
@@ -345,6 +349,24 @@ def _delete_source(s3: Any, request: ArchiveRequest, source: Mapping[str, Any]) 
     return True
 
 
+def _hide_resurfaced_version(s3: Any, request: ArchiveRequest, source: Mapping[str, Any]) -> None:
+    current = head(s3, request.source_bucket, request.source_key)
+    if current is None or not current["LastModified"] < source["LastModified"]:
+        return  # nothing there, or a newer upload that has its own receipt
+    try:
+        s3.delete_object(
+            Bucket=request.source_bucket, Key=request.source_key, IfMatch=str(current["ETag"])
+        )
+    except s3.exceptions.ClientError as error:
+        if _error_status(error) != 412:
+            raise
+    logger.info(
+        "hid an older, superseded upload that became current again",
+        source_key=request.source_key,
+        hidden_version_id=current.get("VersionId"),
+    )
+
+
 def archive_object(s3: Any, settings: ArchiveSettings, request: ArchiveRequest) -> Outcome:
     """Move one RAW object to ARCHIVE (module docstring: steps 2-5). Idempotent."""
     log: dict[str, Any] = {"source_key": request.source_key, "archive_key": request.archive_key}
@@ -394,6 +416,8 @@ def archive_object(s3: Any, settings: ArchiveSettings, request: ArchiveRequest) 
         )
     if not _delete_source(s3, request, source):
         logger.info("RAW changed after the copy; the newer object is left to its receipt", **log)
+    elif source.get("VersionId"):
+        _hide_resurfaced_version(s3, request, source)
     logger.info("archived", storage_class=settings.storage_class, **log)
     return "archived"
 
