@@ -273,7 +273,9 @@ def tag_image(
             removed += remove_membership(dynamodb, settings.labels_table, name, item_id)
         _record_labels(dynamodb, settings, item_id, image, labels, labeler.name, label_error, lease)
     except BaseException:
-        _release_lease(dynamodb, settings, item_id, lease)
+        # Best effort, so a retry need not wait for the lease to expire; never mask the error.
+        with contextlib.suppress(Exception):
+            _release_lease(dynamodb, settings, item_id, lease)
         raise
     logger.info(
         "image labelled",
