@@ -30,7 +30,7 @@ else
   echo "bootstrap: installing sluice and its tools into .venv (first run takes a few minutes)"
   [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev]"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "${root}[dev]"
   echo "$wanted" >"$stamp"
 fi
 
