@@ -23,7 +23,6 @@ A subcommand registers a callable ``run(args) -> exit code`` with
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import textwrap
@@ -42,6 +41,7 @@ from botocore.exceptions import (
 )
 
 from sluice import __version__
+from sluice.local.commands import register as register_local_commands
 from sluice.ops.audit import AuditReport, audit, pending_messages, wait_until_drained
 from sluice.ops.bundle import MATCH_MODES, BundleRequestError, wait_for_status, write_request
 from sluice.ops.environment import (
@@ -179,34 +179,6 @@ def _subcommand(
     return parser
 
 
-def _register_local_commands(subparsers: Any) -> None:
-    try:
-        local_commands = importlib.import_module("sluice.local.commands")
-    except ModuleNotFoundError as exc:
-        if exc.name != "sluice.local.commands":
-            raise
-        # The local runtime lands separately; until then say so instead of failing to start.
-        for name in ("up", "down"):
-            _subcommand(
-                subparsers,
-                name,
-                f"{'start' if name == 'up' else 'stop'} the local stack (not installed)",
-                "The local stack commands come from sluice.local.commands, which this"
-                " installation does not have.",
-                _local_missing,
-            )
-        return
-    local_commands.register(subparsers)
-
-
-def _local_missing(args: argparse.Namespace) -> int:
-    _err(
-        f"sluice {args.command}: the local runtime (sluice.local.commands) is not installed"
-        " in this checkout; run ./deploy.sh local instead"
-    )
-    return EXIT_FAILED
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sluice",
@@ -224,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(parser, on_subcommand=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    _register_local_commands(subparsers)
+    register_local_commands(subparsers)
 
     status = _subcommand(
         subparsers,
@@ -427,7 +399,8 @@ def render_audit(report: AuditReport) -> str:
         lines.append("audit clean: inputs = receipts = archived, no dead letters")
     else:
         lines.append(
-            f"audit found {len(report.discrepancies)} discrepancies,"
+            f"audit found {len(report.discrepancies)} discrepanc"
+            f"{'y' if len(report.discrepancies) == 1 else 'ies'},"
             f" {len(report.in_progress)} in progress"
             + ("; rerun with --wait SECONDS to let the queues drain" if report.in_progress else "")
         )

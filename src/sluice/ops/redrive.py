@@ -239,6 +239,16 @@ def redrive_with_task(
         sleep(min(interval, max(0.0, deadline - clock())))
 
 
+def _short_reason(exc: Exception) -> str:
+    # An emulator's 500 carries an HTML page as its message: the code says enough.
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "error"))
+        message = str(error.get("Message", ""))
+        return code if message.lstrip().startswith("<") or not message else f"{code}: {message}"
+    return str(exc) or type(exc).__name__
+
+
 def redrive(
     sqs: SQSClient,
     environment: Environment,
@@ -276,6 +286,6 @@ def redrive(
             # Emulators may not offer the task; moto raises NotImplementedError in-process.
             if method == TASK:
                 raise
-            report.fallback_reason = f"message-move task unavailable ({exc})"
+            report.fallback_reason = f"message-move task unavailable ({_short_reason(exc)})"
     redrive_in_batches(sqs, environment, limit=limit, report=report)
     return report
