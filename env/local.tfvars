@@ -1,0 +1,32 @@
+# The local environment, applied to a moto server (docs/contracts.md, "Local environment").
+# Another port: -var aws_endpoint_url=http://127.0.0.1:<port>.
+region           = "us-east-1"
+aws_endpoint_url = "http://127.0.0.1:4566"
+
+environments = {
+  local = {
+    architecture       = "x86_64"
+    log_retention_days = 1
+    log_level          = "DEBUG"
+
+    # moto would grab every message for a mapping that is enabled and try to run the
+    # function in Docker; the local runner serves these disabled mappings itself.
+    event_source_mappings_enabled = false
+    labeler                       = "offline"
+    max_receive_count             = 3
+
+    thumbnail_sizes        = [64, 128]
+    bundle_url_ttl_seconds = 3600
+
+    # Short timeouts keep the derived visibility timeouts short, so retries come quickly.
+    functions = {
+      transform = { memory_size = 256, timeout = 30 }
+      archive   = { memory_size = 128, timeout = 15 }
+      tag       = { memory_size = 128, timeout = 15 }
+      bundle    = { memory_size = 256, timeout = 60 }
+    }
+
+    # A throw-away environment: `terraform destroy` may empty buckets and drop tables.
+    force_destroy = true
+  }
+}

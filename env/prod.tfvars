@@ -1,0 +1,24 @@
+region = "eu-west-1"
+
+environments = {
+  prod = {
+    architecture       = "arm64"
+    log_retention_days = 365
+    log_level          = "INFO"
+    labeler            = "rekognition"
+
+    # Archived originals are read rarely (tagging once, bundles on request).
+    archive_storage_class = "STANDARD_IA"
+
+    functions = {
+      transform = { memory_size = 2048, maximum_concurrency = 50, batch_size = 10, maximum_batching_window_in_seconds = 1 }
+      archive   = { maximum_concurrency = 50 }
+      tag       = { maximum_concurrency = 5 }
+      bundle    = { maximum_concurrency = 5 }
+    }
+
+    raw_cors_allowed_origins = ["https://sluice.example.com"]
+    alert_emails             = ["sluice-alerts@example.com"]
+    force_destroy            = false
+  }
+}

@@ -1,0 +1,28 @@
+# sluice: one pipeline per environment. Each environment's state, backend and variables
+# live in env/ (see env/README.md); locally the same configuration is applied to an emulator.
+
+module "pipeline" {
+  source   = "./modules/pipeline"
+  for_each = var.environments
+
+  environment   = each.key
+  artifacts_dir = var.artifacts_dir
+
+  # null leaves the pipeline module's default in place (its variables are not nullable).
+  name_prefix                   = each.value.name_prefix
+  architecture                  = each.value.architecture
+  log_retention_days            = each.value.log_retention_days
+  log_level                     = each.value.log_level
+  functions                     = each.value.functions
+  event_source_mappings_enabled = each.value.event_source_mappings_enabled
+  max_receive_count             = each.value.max_receive_count
+  thumbnail_sizes               = each.value.thumbnail_sizes
+  thumbnail_format              = each.value.thumbnail_format
+  archive_storage_class         = each.value.archive_storage_class
+  labeler                       = each.value.labeler
+  bundle_url_ttl_seconds        = each.value.bundle_url_ttl_seconds
+  raw_cors_allowed_origins      = each.value.raw_cors_allowed_origins
+  alert_emails                  = each.value.alert_emails
+  kms_key_arn                   = each.value.kms_key_arn
+  force_destroy                 = each.value.force_destroy
+}

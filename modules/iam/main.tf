@@ -1,0 +1,260 @@
+# One execution role per handler, each with one inline policy that names exactly the
+# queue, log group, bucket prefixes, tables and topic that handler uses (docs/contracts.md).
+
+locals {
+  raw       = var.bucket_arns.raw
+  processed = var.bucket_arns.processed
+  archive   = var.bucket_arns.archive
+  work      = var.bucket_arns.work
+
+  # Multipart writes (streamed outputs, server-side copies of large objects) need these
+  # beside PutObject so an aborted upload can be cleaned up.
+  put_object_actions = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+
+  policy_documents = {
+    transform = data.aws_iam_policy_document.transform.json
+    archive   = data.aws_iam_policy_document.archive.json
+    tag       = data.aws_iam_policy_document.tag.json
+    bundle    = data.aws_iam_policy_document.bundle.json
+  }
+}
+
+data "aws_iam_policy_document" "assume_role" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "this" {
+  for_each = var.functions
+
+  name               = "${var.name_prefix}-${each.key}"
+  description        = "Execution role of the sluice ${each.key} handler."
+  assume_role_policy = data.aws_iam_policy_document.assume_role.json
+  tags               = var.tags
+}
+
+# What every handler needs: its own queue, its own log group, and the bucket key if any.
+data "aws_iam_policy_document" "common" {
+  for_each = var.functions
+
+  statement {
+    sid = "ConsumeOwnQueue"
+    actions = [
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+      "sqs:GetQueueAttributes",
+      "sqs:ChangeMessageVisibility",
+    ]
+    resources = [each.value.queue_arn]
+  }
+
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${each.value.log_group_arn}:*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+
+    content {
+      sid       = "UseBucketKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "transform" {
+  source_policy_documents = [data.aws_iam_policy_document.common["transform"].json]
+
+  statement {
+    sid       = "ReadRaw"
+    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = ["${local.raw}/*"]
+  }
+
+  statement {
+    sid     = "WriteProcessedOutputs"
+    actions = local.put_object_actions
+    resources = [
+      "${local.processed}/data/*",
+      "${local.processed}/errors/*",
+      "${local.processed}/thumbnails/*",
+      "${local.processed}/receipts/*",
+    ]
+  }
+
+  statement {
+    sid       = "ReadReceipts"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.processed}/receipts/*"]
+  }
+
+  # Without ListBucket a missing receipt reads as 403 instead of 404.
+  statement {
+    sid       = "ListProcessed"
+    actions   = ["s3:ListBucket"]
+    resources = [local.processed]
+  }
+
+  statement {
+    sid       = "WriteImageMetadata"
+    actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"]
+    resources = [var.images_table_arn]
+  }
+}
+
+data "aws_iam_policy_document" "archive" {
+  source_policy_documents = [data.aws_iam_policy_document.common["archive"].json]
+
+  statement {
+    sid       = "ReadReceipts"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.processed}/receipts/*"]
+  }
+
+  # Source of the server-side copy, deleted once the copy is verified.
+  statement {
+    sid = "MoveFromRaw"
+    actions = [
+      "s3:GetObject",
+      "s3:GetObjectVersion",
+      "s3:GetObjectTagging",
+      "s3:DeleteObject",
+      "s3:DeleteObjectVersion",
+    ]
+    resources = ["${local.raw}/*"]
+  }
+
+  statement {
+    sid       = "ListRawAndArchive"
+    actions   = ["s3:ListBucket"]
+    resources = [local.raw, local.archive]
+  }
+
+  # Destination of the copy; a copy that keeps the source's tags also needs PutObjectTagging.
+  statement {
+    sid     = "WriteArchive"
+    actions = concat(local.put_object_actions, ["s3:PutObjectTagging"])
+    resources = [
+      "${local.archive}/images/*",
+      "${local.archive}/data/*",
+      "${local.archive}/rejected/*",
+    ]
+  }
+
+  statement {
+    sid     = "VerifyArchive"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${local.archive}/images/*",
+      "${local.archive}/data/*",
+      "${local.archive}/rejected/*",
+    ]
+  }
+}
+
+data "aws_iam_policy_document" "tag" {
+  #checkov:skip=CKV_AWS_356:rekognition:DetectLabels has no resource-level permissions; "*" is the only resource it accepts.
+  source_policy_documents = [data.aws_iam_policy_document.common["tag"].json]
+
+  statement {
+    sid       = "ReadArchivedImages"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.archive}/images/*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.rekognition_enabled ? [1] : []
+
+    content {
+      sid       = "DetectLabels"
+      actions   = ["rekognition:DetectLabels"]
+      resources = ["*"]
+    }
+  }
+
+  statement {
+    sid       = "UpdateImageMetadata"
+    actions   = ["dynamodb:UpdateItem", "dynamodb:GetItem"]
+    resources = [var.images_table_arn]
+  }
+
+  # TransactWriteItems is authorised per contained action, so it needs no action of its own.
+  statement {
+    sid = "MaintainLabels"
+    actions = [
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+      "dynamodb:DeleteItem",
+      "dynamodb:GetItem",
+      "dynamodb:Query",
+      "dynamodb:ConditionCheckItem",
+    ]
+    resources = [var.labels_table_arn]
+  }
+}
+
+data "aws_iam_policy_document" "bundle" {
+  source_policy_documents = [data.aws_iam_policy_document.common["bundle"].json]
+
+  statement {
+    sid       = "ReadRequests"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.work}/requests/*"]
+  }
+
+  statement {
+    sid       = "WriteBundles"
+    actions   = local.put_object_actions
+    resources = ["${local.work}/bundles/*"]
+  }
+
+  # A presigned URL carries its signer's permissions: the URL the handler hands out for a
+  # bundle only works if this role may read it. Reading the status also makes reruns idempotent.
+  statement {
+    sid       = "ReadBundles"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.work}/bundles/*"]
+  }
+
+  # Without ListBucket a missing bundle status reads as 403 instead of 404.
+  statement {
+    sid       = "ListWork"
+    actions   = ["s3:ListBucket"]
+    resources = [local.work]
+  }
+
+  statement {
+    sid       = "ReadArchivedImages"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.archive}/images/*"]
+  }
+
+  statement {
+    sid       = "FindImagesByLabel"
+    actions   = ["dynamodb:Query", "dynamodb:GetItem"]
+    resources = [var.labels_table_arn, var.images_table_arn]
+  }
+
+  statement {
+    sid       = "NotifyBundleReady"
+    actions   = ["sns:Publish"]
+    resources = [var.bundle_topic_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "this" {
+  for_each = var.functions
+
+  name   = "${var.name_prefix}-${each.key}"
+  role   = aws_iam_role.this[each.key].id
+  policy = local.policy_documents[each.key]
+}

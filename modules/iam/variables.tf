@@ -1,0 +1,60 @@
+variable "name_prefix" {
+  description = "Prefix of the role names; a role is named <name_prefix>-<function>."
+  type        = string
+}
+
+variable "functions" {
+  description = "The four handlers (transform, archive, tag, bundle): each one's queue and log group ARN."
+  type = map(object({
+    queue_arn     = string
+    log_group_arn = string
+  }))
+
+  validation {
+    condition     = sort(keys(var.functions)) == sort(["transform", "archive", "tag", "bundle"])
+    error_message = "functions must have exactly the keys transform, archive, tag and bundle."
+  }
+}
+
+variable "bucket_arns" {
+  description = "ARNs of the environment's buckets."
+  type = object({
+    raw       = string
+    processed = string
+    archive   = string
+    work      = string
+  })
+}
+
+variable "images_table_arn" {
+  description = "ARN of the image metadata table."
+  type        = string
+}
+
+variable "labels_table_arn" {
+  description = "ARN of the labels table."
+  type        = string
+}
+
+variable "bundle_topic_arn" {
+  description = "ARN of the topic the bundle handler publishes to."
+  type        = string
+}
+
+variable "rekognition_enabled" {
+  description = "Whether the tag handler may call Rekognition (false when it uses the offline labeler)."
+  type        = bool
+  default     = true
+}
+
+variable "kms_key_arn" {
+  description = "ARN of the KMS key that encrypts the buckets with SSE-KMS, or null for SSE-S3."
+  type        = string
+  default     = null
+}
+
+variable "tags" {
+  description = "Tags added to the roles."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,46 @@
+output "function_name" {
+  description = "Name of the function."
+  value       = aws_lambda_function.this.function_name
+}
+
+output "function_arn" {
+  description = "ARN of the function."
+  value       = aws_lambda_function.this.arn
+}
+
+output "queue_url" {
+  description = "URL of the function's queue, available once its redrive policy is set."
+  value       = aws_sqs_queue.this.url
+
+  # Nothing should send to the queue before failures can be dead-lettered. It also orders
+  # the queue policy after the redrive policy: moto's SetQueueAttributes drops a queue's
+  # Policy whenever a call does not repeat it (moto 5.2, sqs Queue._set_attributes).
+  depends_on = [aws_sqs_queue_redrive_policy.this]
+}
+
+output "queue_arn" {
+  description = "ARN of the function's queue, available once its redrive policy is set."
+  value       = aws_sqs_queue.this.arn
+
+  depends_on = [aws_sqs_queue_redrive_policy.this]
+}
+
+output "queue_name" {
+  description = "Name of the function's queue."
+  value       = aws_sqs_queue.this.name
+}
+
+output "log_group_name" {
+  description = "Name of the function's log group."
+  value       = aws_cloudwatch_log_group.this.name
+}
+
+output "log_group_arn" {
+  description = "ARN of the function's log group."
+  value       = aws_cloudwatch_log_group.this.arn
+}
+
+output "event_source_mapping_uuid" {
+  description = "UUID of the event source mapping from the queue to the function."
+  value       = aws_lambda_event_source_mapping.this.uuid
+}

@@ -1,0 +1,381 @@
+# One sluice environment: four buckets, four handlers fed by their queues, the tables,
+# topics, dead-letter queue and alarms (docs/contracts.md names every piece).
+
+data "aws_caller_identity" "current" {}
+
+data "aws_region" "current" {}
+
+data "aws_partition" "current" {}
+
+locals {
+  name       = "${var.name_prefix}-${var.environment}"
+  account_id = data.aws_caller_identity.current.account_id
+  region     = data.aws_region.current.name
+  partition  = data.aws_partition.current.partition
+  tags       = merge(var.tags, { Environment = var.environment })
+
+  # Built outside Terraform by scripts/build_artifacts.py (docs/contracts.md, "Build artifacts").
+  code_zip_path  = "${var.artifacts_dir}/sluice-code.zip"
+  layer_zip_path = "${var.artifacts_dir}/sluice-layer-${var.architecture}.zip"
+
+  # Bucket names are global: the account and region make them unique without a random suffix.
+  bucket_names = {
+    for bucket in ["raw", "processed", "archive", "work"] :
+    bucket => "${local.name}-${bucket}-${local.account_id}-${local.region}"
+  }
+
+  # What triggers which handler (docs/contracts.md, "Buckets and key layout"). One entry
+  # list per bucket becomes that bucket's single notification configuration.
+  notifications = {
+    raw       = [{ id = "transform-all-objects", function = "transform", events = ["s3:ObjectCreated:*"], filter_prefix = "" }]
+    processed = [{ id = "archive-receipts", function = "archive", events = ["s3:ObjectCreated:*"], filter_prefix = "receipts/" }]
+    archive   = [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = "images/" }]
+    work      = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = "requests/" }]
+  }
+
+  # Buckets allowed to send to each handler's queue.
+  queue_sources = {
+    for function in keys(local.function_defaults) : function => distinct([
+      for bucket, entries in local.notifications : module.bucket[bucket].bucket_arn
+      if anytrue([for entry in entries : entry.function == function])
+    ])
+  }
+
+  function_defaults = {
+    transform = { memory_size = 1024, timeout = 120, batch_size = 5, maximum_batching_window_in_seconds = 0, maximum_concurrency = 10 }
+    archive   = { memory_size = 256, timeout = 60, batch_size = 10, maximum_batching_window_in_seconds = 0, maximum_concurrency = 10 }
+    tag       = { memory_size = 256, timeout = 60, batch_size = 10, maximum_batching_window_in_seconds = 0, maximum_concurrency = 2 }
+    bundle    = { memory_size = 1024, timeout = 900, batch_size = 1, maximum_batching_window_in_seconds = 0, maximum_concurrency = 2 }
+  }
+
+  function_settings = {
+    for function, defaults in local.function_defaults : function => merge(
+      defaults,
+      { for key, value in try(var.functions[function], {}) : key => value if value != null },
+    )
+  }
+
+  # The roles name each function's queue and log group by ARN. They are derived from the
+  # names the lambda module gives them (both are named after the function) rather than
+  # read from its outputs: the functions need the roles, so reading back would be a cycle.
+  function_resource_arns = {
+    for function in keys(local.function_defaults) : function => {
+      queue_arn     = "arn:${local.partition}:sqs:${local.region}:${local.account_id}:${local.name}-${function}"
+      log_group_arn = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/lambda/${local.name}-${function}"
+    }
+  }
+
+  common_environment = {
+    SLUICE_ENV           = var.environment
+    RAW_BUCKET           = module.bucket["raw"].bucket_name
+    PROCESSED_BUCKET     = module.bucket["processed"].bucket_name
+    ARCHIVE_BUCKET       = module.bucket["archive"].bucket_name
+    WORK_BUCKET          = module.bucket["work"].bucket_name
+    IMAGES_TABLE         = module.images_table.table_name
+    LABELS_TABLE         = module.labels_table.table_name
+    POWERTOOLS_LOG_LEVEL = var.log_level
+  }
+
+  function_environment = {
+    transform = {
+      THUMBNAIL_SIZES   = join(",", [for size in var.thumbnail_sizes : tostring(size)])
+      THUMBNAIL_FORMAT  = var.thumbnail_format
+      THUMBNAIL_QUALITY = tostring(var.thumbnail_quality)
+      MAX_IMAGE_PIXELS  = tostring(var.max_image_pixels)
+      MAX_IMAGE_BYTES   = tostring(var.max_image_bytes)
+    }
+    archive = {
+      ARCHIVE_STORAGE_CLASS = var.archive_storage_class
+    }
+    tag = {
+      LABELER              = var.labeler
+      LABEL_MIN_CONFIDENCE = tostring(var.label_min_confidence)
+      LABEL_MAX_LABELS     = tostring(var.label_max_labels)
+    }
+    bundle = {
+      BUNDLE_TOPIC_ARN       = aws_sns_topic.bundles.arn
+      BUNDLE_URL_TTL_SECONDS = tostring(var.bundle_url_ttl_seconds)
+    }
+  }
+}
+
+# --- Storage -------------------------------------------------------------------------------
+
+module "bucket" {
+  source   = "../s3"
+  for_each = local.bucket_names
+
+  bucket_name   = each.value
+  kms_key_arn   = var.kms_key_arn
+  force_destroy = var.force_destroy
+  tags          = local.tags
+
+  # Bundles are downloads with a bounded lifetime; nothing else expires.
+  expiring_prefixes = each.key == "work" ? { "bundles/" = var.bundle_expiration_days } : {}
+
+  # Browsers upload to RAW with presigned PUT or POST and read the ETag to confirm.
+  cors_rules = each.key == "raw" && length(var.raw_cors_allowed_origins) > 0 ? [{
+    allowed_methods = ["PUT", "POST"]
+    allowed_origins = var.raw_cors_allowed_origins
+    expose_headers  = ["ETag"]
+  }] : []
+}
+
+module "images_table" {
+  source = "../dynamodb"
+
+  table_name                  = "${local.name}-images"
+  hash_key                    = "image_id"
+  kms_key_arn                 = var.kms_key_arn
+  deletion_protection_enabled = !var.force_destroy
+  tags                        = local.tags
+}
+
+module "labels_table" {
+  source = "../dynamodb"
+
+  table_name                  = "${local.name}-labels"
+  hash_key                    = "pk"
+  range_key                   = "sk"
+  kms_key_arn                 = var.kms_key_arn
+  deletion_protection_enabled = !var.force_destroy
+  tags                        = local.tags
+}
+
+# --- Handlers ------------------------------------------------------------------------------
+
+module "layer" {
+  source = "../layers"
+
+  layer_name   = "${local.name}-dependencies"
+  description  = "Runtime dependencies of the sluice handlers (layers/requirements.txt)."
+  zip_path     = local.layer_zip_path
+  architecture = var.architecture
+}
+
+resource "aws_sqs_queue" "dead_letter" {
+  name                      = "${local.name}-dlq"
+  message_retention_seconds = 1209600 # 14 days, the SQS maximum: time to inspect and redrive.
+  sqs_managed_sse_enabled   = true
+  tags                      = local.tags
+}
+
+module "function" {
+  source   = "../lambda"
+  for_each = local.function_settings
+
+  function_name = "${local.name}-${each.key}"
+  handler       = "sluice.handlers.${each.key}.handler"
+  role_arn      = module.iam.role_arns[each.key]
+  code_zip_path = local.code_zip_path
+  layer_arns    = [module.layer.layer_version_arn]
+  architecture  = var.architecture
+  memory_size   = each.value.memory_size
+  timeout       = each.value.timeout
+  tags          = local.tags
+
+  environment_variables = merge(
+    local.common_environment,
+    local.function_environment[each.key],
+    { POWERTOOLS_SERVICE_NAME = "sluice-${each.key}" },
+  )
+
+  log_retention_days                 = var.log_retention_days
+  dead_letter_queue_arn              = aws_sqs_queue.dead_letter.arn
+  max_receive_count                  = var.max_receive_count
+  batch_size                         = each.value.batch_size
+  maximum_batching_window_in_seconds = each.value.maximum_batching_window_in_seconds
+  maximum_concurrency                = each.value.maximum_concurrency
+  event_source_mapping_enabled       = var.event_source_mappings_enabled
+}
+
+module "iam" {
+  source = "../iam"
+
+  name_prefix = local.name
+  functions   = local.function_resource_arns
+  bucket_arns = {
+    raw       = module.bucket["raw"].bucket_arn
+    processed = module.bucket["processed"].bucket_arn
+    archive   = module.bucket["archive"].bucket_arn
+    work      = module.bucket["work"].bucket_arn
+  }
+  images_table_arn    = module.images_table.table_arn
+  labels_table_arn    = module.labels_table.table_arn
+  bundle_topic_arn    = aws_sns_topic.bundles.arn
+  rekognition_enabled = var.labeler == "rekognition"
+  kms_key_arn         = var.kms_key_arn
+  tags                = local.tags
+}
+
+check "function_resource_arns" {
+  assert {
+    condition = alltrue([
+      for function, arns in local.function_resource_arns :
+      module.function[function].queue_arn == arns.queue_arn && module.function[function].log_group_arn == arns.log_group_arn
+    ])
+    error_message = "The queue or log group ARNs granted to the execution roles differ from the ones the lambda module created."
+  }
+}
+
+# --- Bucket notifications ------------------------------------------------------------------
+
+data "aws_iam_policy_document" "queue" {
+  for_each = local.queue_sources
+
+  statement {
+    sid       = "AllowBucketNotifications"
+    actions   = ["sqs:SendMessage"]
+    resources = [module.function[each.key].queue_arn]
+
+    principals {
+      type        = "Service"
+      identifiers = ["s3.amazonaws.com"]
+    }
+
+    condition {
+      test     = "ArnEquals"
+      variable = "aws:SourceArn"
+      values   = each.value
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_sqs_queue_policy" "this" {
+  for_each = local.queue_sources
+
+  queue_url = module.function[each.key].queue_url
+  policy    = data.aws_iam_policy_document.queue[each.key].json
+}
+
+module "notifications" {
+  source   = "../notifications"
+  for_each = local.notifications
+
+  bucket_name = module.bucket[each.key].bucket_id
+  queues = [
+    for entry in each.value : {
+      id            = entry.id
+      queue_arn     = module.function[entry.function].queue_arn
+      events        = entry.events
+      filter_prefix = entry.filter_prefix
+    }
+  ]
+
+  # S3 validates that it may send to each queue when the configuration is written.
+  depends_on = [aws_sqs_queue_policy.this]
+}
+
+# --- Topics and alarms ---------------------------------------------------------------------
+
+resource "aws_sns_topic" "bundles" {
+  name              = "${local.name}-bundles"
+  kms_master_key_id = var.bundle_topic_kms_key_id
+  tags              = local.tags
+}
+
+# CloudWatch alarms cannot publish to a topic encrypted with the AWS managed SNS key (its key
+# policy does not admit cloudwatch.amazonaws.com), so the alerts topic has its own key.
+data "aws_iam_policy_document" "alerts_key" {
+  #checkov:skip=CKV_AWS_109:A key policy's Resource "*" means this key only; the account root keeps administration as AWS requires.
+  #checkov:skip=CKV_AWS_111:A key policy's Resource "*" means this key only.
+  #checkov:skip=CKV_AWS_356:A key policy's Resource "*" means this key only.
+  statement {
+    sid       = "AccountAdministers"
+    actions   = ["kms:*"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
+    }
+  }
+
+  statement {
+    sid       = "CloudWatchAlarmsPublish"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    resources = ["*"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["cloudwatch.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_kms_key" "alerts" {
+  description             = "Encrypts the ${local.name} alerts topic; usable by CloudWatch alarms."
+  enable_key_rotation     = true
+  deletion_window_in_days = 7
+  policy                  = data.aws_iam_policy_document.alerts_key.json
+  tags                    = local.tags
+}
+
+resource "aws_kms_alias" "alerts" {
+  name          = "alias/${local.name}-alerts"
+  target_key_id = aws_kms_key.alerts.key_id
+}
+
+resource "aws_sns_topic" "alerts" {
+  name              = "${local.name}-alerts"
+  kms_master_key_id = aws_kms_key.alerts.arn
+  tags              = local.tags
+}
+
+resource "aws_sns_topic_subscription" "alert_email" {
+  for_each = toset(var.alert_emails)
+
+  topic_arn = aws_sns_topic.alerts.arn
+  protocol  = "email"
+  endpoint  = each.value
+}
+
+resource "aws_cloudwatch_metric_alarm" "dead_letter_queue_not_empty" {
+  alarm_name          = "${local.name}-dlq-not-empty"
+  alarm_description   = "Messages reached the ${local.name} dead-letter queue: a handler failed them ${var.max_receive_count} times. Inspect, fix, then redrive."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.dead_letter.name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "function_errors" {
+  for_each = module.function
+
+  alarm_name          = "${each.value.function_name}-errors"
+  alarm_description   = "The ${each.value.function_name} function failed invocations (unhandled errors, timeouts)."
+  namespace           = "AWS/Lambda"
+  metric_name         = "Errors"
+  dimensions          = { FunctionName = each.value.function_name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
+  tags                = local.tags
+}

@@ -1,0 +1,232 @@
+variable "name_prefix" {
+  description = "Prefix of every resource name; resources are named <name_prefix>-<environment>-<thing>."
+  type        = string
+  default     = "sluice"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be lower-case letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "environment" {
+  description = "Name of the environment (local, dev, prod, ...)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]*$", var.environment))
+    error_message = "environment must be lower-case letters and digits, starting with a letter."
+  }
+}
+
+variable "artifacts_dir" {
+  description = "Directory holding sluice-code.zip and sluice-layer-<architecture>.zip (scripts/build_artifacts.py)."
+  type        = string
+}
+
+variable "architecture" {
+  description = "Instruction set of the functions and the layer: x86_64 or arm64."
+  type        = string
+  default     = "arm64"
+  nullable    = false
+
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.architecture)
+    error_message = "architecture must be x86_64 or arm64."
+  }
+}
+
+variable "functions" {
+  description = "Per-handler overrides (transform, archive, tag, bundle) of memory, timeout and event source mapping settings."
+  type = map(object({
+    memory_size                        = optional(number)
+    timeout                            = optional(number)
+    batch_size                         = optional(number)
+    maximum_batching_window_in_seconds = optional(number)
+    maximum_concurrency                = optional(number)
+  }))
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = alltrue([for name in keys(var.functions) : contains(["transform", "archive", "tag", "bundle"], name)])
+    error_message = "functions keys must be among transform, archive, tag and bundle."
+  }
+}
+
+variable "event_source_mappings_enabled" {
+  description = "Whether the event source mappings poll the queues (false where a local runner serves them)."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "max_receive_count" {
+  description = "Receives of one message before its queue moves it to the dead-letter queue."
+  type        = number
+  default     = 5
+  nullable    = false
+}
+
+variable "log_retention_days" {
+  description = "Days the handlers' logs are kept."
+  type        = number
+  default     = 30
+  nullable    = false
+}
+
+variable "log_level" {
+  description = "Powertools log level of the handlers (POWERTOOLS_LOG_LEVEL)."
+  type        = string
+  default     = "INFO"
+  nullable    = false
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL."
+  }
+}
+
+variable "thumbnail_sizes" {
+  description = "Longest side in pixels of each thumbnail the transform handler writes."
+  type        = list(number)
+  default     = [128, 512]
+  nullable    = false
+
+  validation {
+    condition     = length(var.thumbnail_sizes) > 0 && alltrue([for size in var.thumbnail_sizes : size >= 16 && size <= 4096])
+    error_message = "thumbnail_sizes must list at least one size between 16 and 4096."
+  }
+}
+
+variable "thumbnail_format" {
+  description = "Format of the thumbnails: JPEG, WEBP or PNG."
+  type        = string
+  default     = "JPEG"
+  nullable    = false
+
+  validation {
+    condition     = contains(["JPEG", "WEBP", "PNG"], var.thumbnail_format)
+    error_message = "thumbnail_format must be JPEG, WEBP or PNG."
+  }
+}
+
+variable "thumbnail_quality" {
+  description = "Encoder quality of the thumbnails (1-95)."
+  type        = number
+  default     = 85
+  nullable    = false
+}
+
+variable "max_image_pixels" {
+  description = "Largest image (width x height) the transform handler decodes; larger ones are rejected."
+  type        = number
+  default     = 64000000
+  nullable    = false
+}
+
+variable "max_image_bytes" {
+  description = "Largest image file in bytes the transform handler reads; larger ones are rejected."
+  type        = number
+  default     = 104857600
+  nullable    = false
+}
+
+variable "archive_storage_class" {
+  description = "S3 storage class of archived objects."
+  type        = string
+  default     = "STANDARD"
+  nullable    = false
+
+  validation {
+    condition     = contains(["STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"], var.archive_storage_class)
+    error_message = "archive_storage_class must be STANDARD, STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING or GLACIER_IR (classes readable without a restore)."
+  }
+}
+
+variable "labeler" {
+  description = "How the tag handler labels images: rekognition, or offline (no AWS call; for emulators)."
+  type        = string
+  default     = "rekognition"
+  nullable    = false
+
+  validation {
+    condition     = contains(["rekognition", "offline"], var.labeler)
+    error_message = "labeler must be rekognition or offline."
+  }
+}
+
+variable "label_min_confidence" {
+  description = "Minimum confidence (0-100) of a label the tag handler keeps."
+  type        = number
+  default     = 80
+  nullable    = false
+}
+
+variable "label_max_labels" {
+  description = "Most labels the tag handler keeps per image (1-100)."
+  type        = number
+  default     = 10
+  nullable    = false
+}
+
+variable "bundle_url_ttl_seconds" {
+  description = "Lifetime of a bundle's presigned download URL in seconds (at most 7 days)."
+  type        = number
+  default     = 86400
+  nullable    = false
+
+  validation {
+    condition     = var.bundle_url_ttl_seconds >= 1 && var.bundle_url_ttl_seconds <= 604800
+    error_message = "bundle_url_ttl_seconds must be between 1 and 604800."
+  }
+}
+
+variable "bundle_expiration_days" {
+  description = "Days after which bundles in WORK bundles/ are deleted."
+  type        = number
+  default     = 1
+  nullable    = false
+}
+
+variable "raw_cors_allowed_origins" {
+  description = "Origins allowed to upload to RAW from a browser with presigned URLs; an empty list disables CORS."
+  type        = list(string)
+  default     = ["*"]
+  nullable    = false
+}
+
+variable "alert_emails" {
+  description = "Email addresses subscribed to the alerts topic (each must confirm its subscription)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+}
+
+variable "kms_key_arn" {
+  description = "ARN of a customer managed KMS key for SSE-KMS on the buckets and the tables; null uses SSE-S3 and the AWS managed DynamoDB key."
+  type        = string
+  default     = null
+}
+
+variable "bundle_topic_kms_key_id" {
+  description = "KMS key (id, ARN or alias) that encrypts the bundle topic."
+  type        = string
+  default     = "alias/aws/sns"
+  nullable    = false
+}
+
+variable "force_destroy" {
+  description = "Whether destroy may delete non-empty buckets and protected tables (only for throw-away environments)."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "tags" {
+  description = "Tags added to every resource of the environment."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+}

@@ -1,0 +1,67 @@
+variable "bucket_name" {
+  description = "Globally unique name of the bucket."
+  type        = string
+}
+
+variable "kms_key_arn" {
+  description = "ARN of a KMS key for SSE-KMS; null encrypts with SSE-S3 (AES256)."
+  type        = string
+  default     = null
+}
+
+variable "force_destroy" {
+  description = "Whether destroy empties the bucket first (only for throw-away environments)."
+  type        = bool
+  default     = false
+}
+
+variable "noncurrent_version_expiration_days" {
+  description = "Days after which noncurrent object versions are deleted."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.noncurrent_version_expiration_days >= 1
+    error_message = "noncurrent_version_expiration_days must be at least 1."
+  }
+}
+
+variable "abort_incomplete_multipart_upload_days" {
+  description = "Days after which incomplete multipart uploads are aborted and their parts deleted."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.abort_incomplete_multipart_upload_days >= 1
+    error_message = "abort_incomplete_multipart_upload_days must be at least 1."
+  }
+}
+
+variable "expiring_prefixes" {
+  description = "Map of key prefix to the number of days after which current objects under it expire."
+  type        = map(number)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for prefix, days in var.expiring_prefixes : prefix != "" && days >= 1])
+    error_message = "expiring_prefixes keys must be non-empty prefixes and values at least 1 day."
+  }
+}
+
+variable "cors_rules" {
+  description = "CORS rules, for buckets that browsers write to with presigned URLs."
+  type = list(object({
+    allowed_methods = list(string)
+    allowed_origins = list(string)
+    allowed_headers = optional(list(string), ["*"])
+    expose_headers  = optional(list(string), ["ETag"])
+    max_age_seconds = optional(number, 3000)
+  }))
+  default = []
+}
+
+variable "tags" {
+  description = "Tags added to the bucket."
+  type        = map(string)
+  default     = {}
+}

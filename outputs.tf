@@ -1,0 +1,20 @@
+output "environments" {
+  description = "Map of environment name to the names the CLI and the local runner read (docs/contracts.md)."
+  value = {
+    for name, pipeline in module.pipeline : name => {
+      raw_bucket_name       = pipeline.raw_bucket_name
+      processed_bucket_name = pipeline.processed_bucket_name
+      archive_bucket_name   = pipeline.archive_bucket_name
+      work_bucket_name      = pipeline.work_bucket_name
+      queue_urls            = pipeline.queue_urls
+      dead_letter_queue_url = pipeline.dead_letter_queue_url
+      dead_letter_queue_arn = pipeline.dead_letter_queue_arn
+      images_table_name     = pipeline.images_table_name
+      labels_table_name     = pipeline.labels_table_name
+      bundle_topic_arn      = pipeline.bundle_topic_arn
+      alerts_topic_arn      = pipeline.alerts_topic_arn
+      function_names        = pipeline.function_names
+      region                = pipeline.region
+    }
+  }
+}

@@ -1,0 +1,68 @@
+variable "region" {
+  description = "AWS region every environment of this state is deployed in."
+  type        = string
+}
+
+variable "aws_endpoint_url" {
+  description = "URL of an AWS emulator that serves every service (e.g. http://127.0.0.1:4566); null for AWS."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.aws_endpoint_url == null || can(regex("^https?://", var.aws_endpoint_url))
+    error_message = "aws_endpoint_url must be an http:// or https:// URL, or null."
+  }
+}
+
+variable "artifacts_dir" {
+  description = "Directory with sluice-code.zip and sluice-layer-<architecture>.zip, relative to the working directory or absolute."
+  type        = string
+  default     = "build"
+}
+
+variable "tags" {
+  description = "Tags added to every resource, beside Project and ManagedBy."
+  type        = map(string)
+  default     = {}
+}
+
+variable "environments" {
+  description = "Environments deployed by this state, by name; an unset attribute takes the pipeline module's default."
+  type = map(object({
+    name_prefix        = optional(string)
+    architecture       = optional(string)
+    log_retention_days = optional(number)
+    log_level          = optional(string)
+    functions = optional(map(object({
+      memory_size                        = optional(number)
+      timeout                            = optional(number)
+      batch_size                         = optional(number)
+      maximum_batching_window_in_seconds = optional(number)
+      maximum_concurrency                = optional(number)
+    })))
+    event_source_mappings_enabled = optional(bool)
+    max_receive_count             = optional(number)
+    thumbnail_sizes               = optional(list(number))
+    thumbnail_format              = optional(string)
+    archive_storage_class         = optional(string)
+    labeler                       = optional(string)
+    bundle_url_ttl_seconds        = optional(number)
+    raw_cors_allowed_origins      = optional(list(string))
+    alert_emails                  = optional(list(string))
+    kms_key_arn                   = optional(string)
+    force_destroy                 = optional(bool)
+  }))
+
+  validation {
+    condition     = length(var.environments) > 0
+    error_message = "environments must define at least one environment."
+  }
+
+  validation {
+    # Bucket names are <prefix>-<env>-<bucket>-<account id>-<region>, at most 63 characters.
+    condition = alltrue([
+      for name, env in var.environments : length("${coalesce(env.name_prefix, "sluice")}-${name}") <= 24
+    ])
+    error_message = "<name_prefix>-<environment> must be at most 24 characters so bucket names stay within 63."
+  }
+}
