@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REGION, Pipeline
-
 from sluice.events import S3ObjectRef
 from sluice.keys import archive_key_for, derived_key, split_extension
 from sluice.ops.environment import FUNCTIONS, Environment
 from sluice.receipts import Receipt, source_of, write_receipt
+from tests.conftest import REGION, Pipeline
 
 ENVIRONMENT = "test"
 SOURCE_ETAG_METADATA = "sluice-source-etag"

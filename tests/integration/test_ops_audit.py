@@ -6,6 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+
+from sluice.cli import main
+from sluice.ops import audit as audit_module
+from sluice.ops.audit import AuditReport, audit
+from sluice.ops.environment import Environment
 from tests.conftest import Pipeline
 from tests.integration.ops_support import (
     ENVIRONMENT,
@@ -15,11 +20,6 @@ from tests.integration.ops_support import (
     s3_notification,
     write_outputs_file,
 )
-
-from sluice.cli import main
-from sluice.ops import audit as audit_module
-from sluice.ops.audit import AuditReport, audit
-from sluice.ops.environment import Environment
 
 ODD_KEYS = ("photos/a b+c.jpg", "photos/ünïcødé 東京.jpg", "long/" + "x" * 1010 + ".jpg")
 

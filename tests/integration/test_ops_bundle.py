@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.conftest import Pipeline
-from tests.integration.ops_support import ENVIRONMENT, make_environment, write_outputs_file
 
 from sluice.cli import main
 from sluice.ops.bundle import BundleRequest, wait_for_status, write_request
 from sluice.ops.environment import Environment
+from tests.conftest import Pipeline
+from tests.integration.ops_support import ENVIRONMENT, make_environment, write_outputs_file
 
 
 @pytest.fixture

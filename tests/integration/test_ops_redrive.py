@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from sluice.cli import main
+from sluice.ops.environment import Environment
+from sluice.ops.queues import describe_message, queue_depth
+from sluice.ops.redrive import BATCHES, DRY_RUN, _Targets, redrive
 from tests.conftest import Pipeline
 from tests.integration.ops_support import (
     ENVIRONMENT,
@@ -18,11 +23,6 @@ from tests.integration.ops_support import (
     s3_notification,
     write_outputs_file,
 )
-
-from sluice.cli import main
-from sluice.ops.environment import Environment
-from sluice.ops.queues import describe_message, queue_depth
-from sluice.ops.redrive import BATCHES, DRY_RUN, _Targets, redrive
 
 
 @pytest.fixture

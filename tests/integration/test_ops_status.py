@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+
+from sluice.cli import main
+from sluice.ops.environment import Environment
+from sluice.ops.status import collect_status
 from tests.conftest import Pipeline
 from tests.integration.ops_support import (
     ENVIRONMENT,
@@ -14,10 +18,6 @@ from tests.integration.ops_support import (
     s3_notification,
     write_outputs_file,
 )
-
-from sluice.cli import main
-from sluice.ops.environment import Environment
-from sluice.ops.status import collect_status
 
 
 @pytest.fixture

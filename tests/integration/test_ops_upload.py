@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 from boto3.s3.transfer import TransferConfig
-from tests.conftest import Pipeline
-from tests.integration.ops_support import ENVIRONMENT, make_environment, write_outputs_file
 
 from sluice.cli import main
 from sluice.ops import upload as upload_module
 from sluice.ops.upload import Progress, files_to_upload, upload_folder
+from tests.conftest import Pipeline
+from tests.integration.ops_support import ENVIRONMENT, make_environment, write_outputs_file
 
 MIB = 1024 * 1024
 
