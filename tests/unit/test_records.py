@@ -329,6 +329,9 @@ class _CountingSink:
         self.size += len(data)
         return len(data)
 
+    def write_line(self, error: dict[str, Any]) -> None:
+        self.write(json.dumps(error).encode() + b"\n")
+
 
 @pytest.mark.parametrize("fmt", ["array", "lines"])
 def test_memory_stays_flat_for_a_large_stream(fmt: str) -> None:
@@ -355,7 +358,7 @@ def test_memory_stays_flat_for_a_large_stream(fmt: str) -> None:
             fmt,  # type: ignore[arg-type]
             dataset,
             sink,
-            lambda error: errors.write(json.dumps(error).encode()),
+            lambda error: errors.write_line(error),
         )
         _, peak = tracemalloc.get_traced_memory()
     finally:

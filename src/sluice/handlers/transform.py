@@ -180,7 +180,8 @@ def fetch_source(
             logger.info("stale event: the object no longer exists")
             return None
         etag = normalize_etag(head.get("ETag")) or ""
-    request = {"Bucket": ref.bucket, "Key": ref.key, "IfMatch": etag}
+    # The quoted form is what HTTP specifies (and what every S3 implementation accepts).
+    request = {"Bucket": ref.bucket, "Key": ref.key, "IfMatch": f'"{etag}"'}
     try:
         response = s3.get_object(**request) if with_body else s3.head_object(**request)
     except ClientError as error:

@@ -1,0 +1,516 @@
+"""Transform handler against moto: outputs, receipts, rejections, idempotency."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from sluice.keys import archive_key_for, image_id, receipt_key
+from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.s3events import golden, object_event_for, s3_event, s3_record, sqs_batch
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+@pytest.fixture
+def transform(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("THUMBNAIL_SIZES", "128,512")
+    return load_handler("transform")
+
+
+def sample(relative: str) -> bytes:
+    return (SAMPLES / relative).read_bytes()
+
+
+def put(p: Pipeline, key: str, body: bytes) -> dict[str, Any]:
+    response: dict[str, Any] = p.s3.put_object(Bucket=p.raw, Key=key, Body=body)
+    return response
+
+
+def run(transform: ModuleType, event: dict[str, Any], context: FakeContext) -> dict[str, Any]:
+    response: dict[str, Any] = transform.handler(event, context)
+    return response
+
+
+def upload_and_transform(
+    p: Pipeline, transform: ModuleType, context: FakeContext, key: str, body: bytes
+) -> dict[str, Any]:
+    put(p, key, body)
+    response = run(transform, object_event_for(p.s3, p.raw, key), context)
+    assert response == {"batchItemFailures": []}
+    return receipt_of(p, key)
+
+
+def receipt_of(p: Pipeline, key: str) -> dict[str, Any]:
+    body = p.s3.get_object(Bucket=p.processed, Key=receipt_key(key))["Body"].read()
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def processed_keys(p: Pipeline) -> set[str]:
+    response = p.s3.list_objects_v2(Bucket=p.processed)
+    return {item["Key"] for item in response.get("Contents", [])}
+
+
+def read(p: Pipeline, key: str) -> tuple[bytes, str]:
+    response = p.s3.get_object(Bucket=p.processed, Key=key)
+    return response["Body"].read(), response["ContentType"]
+
+
+def image_item(p: Pipeline, raw_key: str) -> dict[str, Any] | None:
+    key = image_id(archive_key_for("image", "processed", raw_key))
+    item: dict[str, Any] | None = p.dynamodb.get_item(
+        TableName=p.images_table, Key={"image_id": {"S": key}}
+    ).get("Item")
+    return item
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def test_valid_json_array_goes_to_data_projected_with_a_receipt(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "retina/2024/scans-2024-q1.json"
+    body = sample("retina/scans-2024-q1.json")
+    receipt = upload_and_transform(pipeline, transform, lambda_context, key, body)
+
+    assert receipt["status"] == "processed"
+    assert receipt["kind"] == "data" and receipt["dataset"] == "retina"
+    assert receipt["stats"] == {"records_total": 50, "records_valid": 50, "records_invalid": 0}
+    assert receipt["errors"] == [] and receipt["errors_truncated"] is False
+    head = pipeline.s3.head_object(Bucket=pipeline.raw, Key=key)
+    assert receipt["source"]["etag"] == head["ETag"].strip('"')
+    assert receipt["source"]["version_id"] == head["VersionId"]
+    assert receipt["source"]["size"] == len(body)
+    assert receipt["handler_version"]
+    data, content_type = read(pipeline, f"data/{key}")
+    assert content_type == "application/json"
+    assert receipt["outputs"] == [
+        {
+            "bucket": pipeline.processed,
+            "key": f"data/{key}",
+            "content_type": "application/json",
+            "size": len(data),
+        }
+    ]
+    records = json.loads(data)
+    originals = json.loads(body)
+    assert records == [
+        {"patient_id": r["patient_id"], "patient_name": r["patient_name"]} for r in originals
+    ]
+    assert processed_keys(pipeline) == {f"data/{key}", receipt_key(key)}
+
+
+def test_partly_invalid_file_lists_errors_and_writes_the_full_report(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "retina/scans-partly-invalid.json"
+    receipt = upload_and_transform(
+        pipeline, transform, lambda_context, key, sample("retina/scans-partly-invalid.json")
+    )
+    assert receipt["status"] == "processed"
+    assert receipt["stats"] == {"records_total": 30, "records_valid": 20, "records_invalid": 10}
+    by_record = {(e["record_index"], e["path"]) for e in receipt["errors"]}
+    assert {(2, "$.patient_id"), (8, "$.scan_date"), (20, "$.scan_date")} <= by_record
+    assert (23, "$.referring_doctor") in by_record
+    report, content_type = read(pipeline, f"errors/{key}.jsonl")
+    assert content_type == "application/x-ndjson"
+    assert [json.loads(line) for line in report.splitlines()] == receipt["errors"]
+    assert [o["key"] for o in receipt["outputs"]] == [f"data/{key}", f"errors/{key}.jsonl"]
+    assert len(json.loads(read(pipeline, f"data/{key}")[0])) == 20
+    # Personal data stays out of the receipt's messages.
+    assert not any("Dr Talo" in e["message"] for e in receipt["errors"])
+
+
+def test_json_lines_stay_json_lines_with_bad_lines_reported(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "retina/scans-mixed.ndjson"
+    receipt = upload_and_transform(
+        pipeline, transform, lambda_context, key, sample("retina/scans-mixed.ndjson")
+    )
+    assert receipt["stats"] == {"records_total": 12, "records_valid": 10, "records_invalid": 2}
+    assert {(e["record_index"], e["line"], e["code"]) for e in receipt["errors"]} >= {
+        (4, 5, "invalid_json"),
+        (9, 10, "schema_violation"),
+    }
+    data, content_type = read(pipeline, f"data/{key}")
+    assert content_type == "application/x-ndjson"
+    assert len([json.loads(line) for line in data.splitlines()]) == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "fragment"),
+    [
+        ("scans-malformed.json", "malformed_json", "malformed JSON near byte"),
+        ("scans-latin1.json", "not_utf8", "file is not UTF-8: invalid byte 0xe9 at byte"),
+    ],
+)
+def test_unreadable_data_file_is_rejected_with_position_and_no_output(
+    pipeline: Pipeline,
+    transform: ModuleType,
+    lambda_context: FakeContext,
+    name: str,
+    code: str,
+    fragment: str,
+) -> None:
+    key = f"retina/{name}"
+    receipt = upload_and_transform(
+        pipeline, transform, lambda_context, key, sample(f"retina/{name}")
+    )
+    assert receipt["status"] == "rejected"
+    assert receipt["outputs"] == []
+    [error] = receipt["errors"]
+    assert error["code"] == code
+    assert fragment in error["message"]
+    assert error["line"] >= 1 and error["byte"] > 0
+    assert processed_keys(pipeline) == {receipt_key(key)}
+
+
+def test_data_file_outside_any_dataset_prefix_is_rejected(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    receipt = upload_and_transform(pipeline, transform, lambda_context, "misc/a.json", b"[]")
+    assert receipt["status"] == "rejected"
+    assert receipt["errors"][0]["code"] == "unknown_dataset"
+    assert "retina/" in receipt["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"), [("retina/empty.json", "data"), ("photos/e.png", "image")]
+)
+def test_zero_byte_file_is_rejected_as_empty(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext, key: str, kind: str
+) -> None:
+    receipt = upload_and_transform(pipeline, transform, lambda_context, key, b"")
+    assert receipt["status"] == "rejected" and receipt["kind"] == kind
+    assert receipt["errors"] == [{"code": "empty_file", "message": "empty file"}]
+
+
+def test_unsupported_type_is_rejected(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    receipt = upload_and_transform(
+        pipeline, transform, lambda_context, "other/notes.txt", sample("other/clinic-notes.txt")
+    )
+    assert receipt["status"] == "rejected" and receipt["kind"] == "unsupported"
+    assert receipt["errors"][0]["code"] == "unsupported_type"
+    assert "unsupported type: .txt" in receipt["errors"][0]["message"]
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+def test_image_gets_thumbnails_and_a_metadata_item(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "photos/Ocean Rotated.JPG"
+    body = sample("photos/ocean-rotated-6.jpg")
+    receipt = upload_and_transform(pipeline, transform, lambda_context, key, body)
+    assert receipt["status"] == "processed" and receipt["kind"] == "image"
+    expected = {
+        "thumbnails/128/photos/Ocean Rotated.jpg": (128, 96),
+        "thumbnails/512/photos/Ocean Rotated.jpg": (512, 384),
+    }
+    assert {o["key"] for o in receipt["outputs"]} == set(expected)
+    for thumbnail_key, size in expected.items():
+        data, content_type = read(pipeline, thumbnail_key)
+        assert content_type == "image/jpeg"
+        thumbnail = Image.open(io.BytesIO(data))
+        # Stored as portrait with orientation 6: upright it is landscape, arrow on top.
+        assert thumbnail.size == size
+        arrow = thumbnail.getpixel((size[0] // 2, size[1] * 36 // 96))
+        assert isinstance(arrow, tuple) and min(arrow) > 200
+
+    item = image_item(pipeline, key)
+    assert item is not None
+    assert item["source_key"] == {"S": key}
+    assert item["archive_key"] == {"S": f"images/{key}"}
+    assert item["width"] == {"N": "640"} and item["height"] == {"N": "480"}
+    assert item["format"] == {"S": "JPEG"}
+    assert item["bytes"] == {"N": str(len(body))}
+    assert item["captured_at"] == {"S": "2024-07-02T11:15:30"}
+    assert item["camera"] == {"S": "Canon EOS R6"}
+    assert item["thumbnail_keys"]["M"]["128"] == {"S": "thumbnails/128/photos/Ocean Rotated.jpg"}
+    assert item["source_etag"]["S"] == receipt["source"]["etag"]
+    assert item["created_at"] == item["updated_at"]
+
+
+def test_thumbnail_format_is_configurable(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeContext
+) -> None:
+    monkeypatch.setenv("THUMBNAIL_FORMAT", "WEBP")
+    monkeypatch.setenv("THUMBNAIL_SIZES", "64")
+    transform = load_handler("transform")
+    receipt = upload_and_transform(
+        pipeline, transform, lambda_context, "p/logo.png", sample("photos/rose-logo-alpha.png")
+    )
+    [output] = receipt["outputs"]
+    assert output["key"] == "thumbnails/64/p/logo.webp"
+    assert output["content_type"] == "image/webp"
+    assert Image.open(io.BytesIO(read(pipeline, output["key"])[0])).mode == "RGBA"
+
+
+def png_bomb(side: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "code"),
+    [
+        ("p/bomb.png", png_bomb(30_000), "decompression_bomb"),
+        ("p/cut.jpg", sample("photos/sunset-beach.jpg")[:6000], "truncated_image"),
+        ("p/liar.jpg", sample("photos/forest-palette.png"), "content_mismatch"),
+    ],
+)
+def test_bad_images_are_rejected_without_outputs(
+    pipeline: Pipeline,
+    transform: ModuleType,
+    lambda_context: FakeContext,
+    key: str,
+    body: bytes,
+    code: str,
+) -> None:
+    receipt = upload_and_transform(pipeline, transform, lambda_context, key, body)
+    assert receipt["status"] == "rejected"
+    assert receipt["errors"][0]["code"] == code
+    assert receipt["outputs"] == []
+    assert processed_keys(pipeline) == {receipt_key(key)}
+    assert image_item(pipeline, key) is None
+
+
+def test_image_over_the_byte_limit_is_rejected_unread(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, lambda_context: FakeContext
+) -> None:
+    monkeypatch.setenv("MAX_IMAGE_BYTES", "1000")
+    transform = load_handler("transform")
+    receipt = upload_and_transform(
+        pipeline, transform, lambda_context, "p/big.webp", sample("photos/ocean-waves.webp")
+    )
+    assert receipt["errors"][0]["code"] == "image_too_large"
+    assert "larger than the limit of 1000 bytes" in receipt["errors"][0]["message"]
+
+
+# --- keys, events --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "retina/with space/a b.json",
+        "retina/plus+sign/a+b.json",
+        "retina/ünïcødé/名前.json",
+        "retina/" + "x" * 990 + ".json",
+    ],
+)
+def test_odd_keys_round_trip(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext, key: str
+) -> None:
+    receipt = upload_and_transform(pipeline, transform, lambda_context, key, b"[]")
+    assert receipt["source"]["key"] == key
+    assert receipt["status"] == "processed"
+    [output] = receipt["outputs"]
+    if len(key.encode()) + len("data/") > 1024:
+        assert output["key"].startswith("data/_long/")
+    else:
+        assert output["key"] == f"data/{key}"
+    assert json.loads(read(pipeline, output["key"])[0]) == []
+
+
+def test_long_image_key_gets_hashed_thumbnail_keys(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "p/" + "y" * 1000 + ".png"
+    receipt = upload_and_transform(
+        pipeline, transform, lambda_context, key, sample("photos/forest-palette.png")
+    )
+    assert receipt["status"] == "processed"
+    assert all(o["key"].startswith("thumbnails/") for o in receipt["outputs"])
+    assert all(len(o["key"].encode()) <= 1024 for o in receipt["outputs"])
+
+
+def test_s3_test_event_is_skipped(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    response = run(transform, sqs_batch(golden("s3_test_event.json")), lambda_context)
+    assert response == {"batchItemFailures": []}
+    assert processed_keys(pipeline) == set()
+
+
+def test_event_without_etag_uses_the_current_object(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "retina/no-etag.json"
+    put(pipeline, key, b"[]")
+    response = run(transform, sqs_batch(s3_event(s3_record(pipeline.raw, key))), lambda_context)
+    assert response == {"batchItemFailures": []}
+    assert receipt_of(pipeline, key)["status"] == "processed"
+
+
+def test_one_failing_message_is_the_only_batch_item_failure(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    put(pipeline, "retina/ok.json", b"[]")
+    good = json.loads(
+        object_event_for(pipeline.s3, pipeline.raw, "retina/ok.json")["Records"][0]["body"]
+    )
+    response = run(transform, sqs_batch(good, "this is not an S3 event"), lambda_context)
+    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
+    assert receipt_of(pipeline, "retina/ok.json")["status"] == "processed"
+
+
+# --- idempotency and ordering --------------------------------------------------------------
+
+
+def receipt_versions(p: Pipeline, key: str) -> int:
+    response = p.s3.list_object_versions(Bucket=p.processed, Prefix=receipt_key(key))
+    return len(response.get("Versions", []))
+
+
+def test_duplicate_delivery_gives_the_same_end_state(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "photos/sunset.jpg"
+    put(pipeline, key, sample("photos/sunset-beach.jpg"))
+    event = object_event_for(pipeline.s3, pipeline.raw, key)
+    run(transform, event, lambda_context)
+    first_receipt = receipt_of(pipeline, key)
+    first_item = image_item(pipeline, key)
+    before = processed_keys(pipeline)
+
+    assert run(transform, event, lambda_context) == {"batchItemFailures": []}
+    assert receipt_of(pipeline, key) == first_receipt
+    assert receipt_versions(pipeline, key) == 1
+    assert processed_keys(pipeline) == before
+    assert image_item(pipeline, key) == first_item
+
+
+def test_duplicate_without_version_id_redoes_the_same_work(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    # Emulators omit versionId: the duplicate is processed again, to the same result.
+    key = "photos/night.jpg"
+    put(pipeline, key, sample("photos/night-rotated-8.jpg"))
+    head = pipeline.s3.head_object(Bucket=pipeline.raw, Key=key)
+    event = sqs_batch(s3_event(s3_record(pipeline.raw, key, etag=head["ETag"].strip('"'))))
+    run(transform, event, lambda_context)
+    first = receipt_of(pipeline, key)
+    first_item = image_item(pipeline, key)
+    before = processed_keys(pipeline)
+    run(transform, event, lambda_context)
+    second = receipt_of(pipeline, key)
+    second_item = image_item(pipeline, key)
+    assert {k: v for k, v in second.items() if k != "processed_at"} == {
+        k: v for k, v in first.items() if k != "processed_at"
+    }
+    assert processed_keys(pipeline) == before
+    assert first_item is not None and second_item is not None
+    assert second_item["created_at"] == first_item["created_at"]
+    assert {k: v for k, v in second_item.items() if k != "updated_at"} == {
+        k: v for k, v in first_item.items() if k != "updated_at"
+    }
+
+
+def test_duplicate_after_archive_moved_the_object_does_nothing(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "retina/moved.json"
+    put(pipeline, key, b"[]")
+    event = object_event_for(pipeline.s3, pipeline.raw, key)
+    run(transform, event, lambda_context)
+    first = receipt_of(pipeline, key)
+    pipeline.s3.delete_object(Bucket=pipeline.raw, Key=key)  # what archive does
+    assert run(transform, event, lambda_context) == {"batchItemFailures": []}
+    assert receipt_of(pipeline, key) == first
+
+
+def test_stale_event_after_a_newer_upload_does_nothing(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "retina/scans.json"
+    put(pipeline, key, sample("retina/scans-partly-invalid.json"))
+    old_event = object_event_for(pipeline.s3, pipeline.raw, key)
+    put(pipeline, key, sample("retina/scans-2024-q1.json"))
+    new_event = object_event_for(pipeline.s3, pipeline.raw, key)
+    run(transform, new_event, lambda_context)
+    newest = receipt_of(pipeline, key)
+
+    assert run(transform, old_event, lambda_context) == {"batchItemFailures": []}
+    assert receipt_of(pipeline, key) == newest
+    assert newest["stats"]["records_invalid"] == 0
+    assert processed_keys(pipeline) == {f"data/{key}", receipt_key(key)}
+
+
+def test_new_version_removes_outputs_the_old_one_left(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    key = "retina/fixed-later.json"
+    upload_and_transform(
+        pipeline, transform, lambda_context, key, sample("retina/scans-partly-invalid.json")
+    )
+    assert f"errors/{key}.jsonl" in processed_keys(pipeline)
+    upload_and_transform(
+        pipeline, transform, lambda_context, key, sample("retina/scans-2024-q1.json")
+    )
+    assert f"errors/{key}.jsonl" not in processed_keys(pipeline)
+    upload_and_transform(pipeline, transform, lambda_context, key, b"[{")
+    assert processed_keys(pipeline) == {receipt_key(key)}
+
+
+def test_crash_before_the_receipt_then_retry_ends_correct(
+    pipeline: Pipeline,
+    transform: ModuleType,
+    lambda_context: FakeContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = "photos/forest.jpg"
+    put(pipeline, key, sample("photos/forest-upside-down-3.jpg"))
+    event = object_event_for(pipeline.s3, pipeline.raw, key)
+    real_write = transform.write_receipt
+    calls = {"n": 0}
+
+    def crash_once(*args: Any, **kwargs: Any) -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("simulated crash before the receipt")
+        result: str = real_write(*args, **kwargs)
+        return result
+
+    monkeypatch.setattr(transform, "write_receipt", crash_once)
+    assert run(transform, event, lambda_context) == {
+        "batchItemFailures": [{"itemIdentifier": "msg-0"}]
+    }
+    assert receipt_key(key) not in processed_keys(pipeline)
+    created = image_item(pipeline, key)
+    assert created is not None
+
+    assert run(transform, event, lambda_context) == {"batchItemFailures": []}
+    receipt = receipt_of(pipeline, key)
+    assert receipt["status"] == "processed"
+    assert {o["key"] for o in receipt["outputs"]} <= processed_keys(pipeline)
+    item = image_item(pipeline, key)
+    assert item is not None and item["created_at"] == created["created_at"]
+
+
+def test_events_for_other_buckets_are_ignored(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    pipeline.s3.put_object(Bucket=pipeline.processed, Key="receipts/x.json", Body=b"{}")
+    event = object_event_for(pipeline.s3, pipeline.processed, "receipts/x.json")
+    assert run(transform, event, lambda_context) == {"batchItemFailures": []}
+    assert processed_keys(pipeline) == {"receipts/x.json"}
