@@ -138,6 +138,8 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "platform": sys.platform,
+        # Other work on the machine skews absolute figures (ratios less so): say how much.
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
