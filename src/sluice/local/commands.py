@@ -45,7 +45,7 @@ def _run_up(args: argparse.Namespace) -> int:
     options = UpOptions(
         port=args.port, samples=not args.no_samples, timeout=args.timeout, serve=args.serve
     )
-    return up(options, root)
+    return up(options, root, state_dir=args.state_dir)
 
 
 def _run_down(args: argparse.Namespace) -> int:
@@ -54,7 +54,16 @@ def _run_down(args: argparse.Namespace) -> int:
     except UpError as error:
         print(f"sluice down: {error}", file=sys.stderr)
         return 1
-    return down(root)
+    return down(root, state_dir=args.state_dir)
+
+
+def _add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the stack keeps pids, logs and outputs (default: .sluice/local); a second"
+        " stack of the same checkout, e.g. the end-to-end tests', needs its own",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -90,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="after the summary, show the function logs and keep serving until Ctrl-C",
     )
+    _add_state_dir(up_parser)
     up_parser.set_defaults(run=_run_up)
 
     down_parser = subparsers.add_parser(
@@ -97,4 +107,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="stop the local runner and the moto server that `sluice up` started",
         description="Stop the local runner, then the moto server (all local state goes with it).",
     )
+    _add_state_dir(down_parser)
     down_parser.set_defaults(run=_run_down)

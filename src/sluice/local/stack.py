@@ -72,16 +72,19 @@ class _Console:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._started = time.monotonic()
+        self._last_progress = ""
 
     def step(self, message: str) -> None:
         print(f"[{time.monotonic() - self._started:5.0f}s] {message}", file=self.out, flush=True)
 
     def progress(self, message: str, *, final: bool = False) -> None:
+        """A line that updates in place on a terminal; elsewhere printed when it changes."""
         if self.out.isatty():
             self.out.write("\r\x1b[K" + message + ("\n" if final else ""))
             self.out.flush()
-        else:
+        elif message != self._last_progress:
             print(message, file=self.out, flush=True)
+        self._last_progress = message
 
 
 def _poll(check: Callable[[], bool], *, deadline: float, interval: float = 1.0) -> bool:
@@ -274,9 +277,11 @@ def request_top_bundle(
 # --- commands ---------------------------------------------------------------------------
 
 
-def up(options: UpOptions, root: Path, out: TextIO = sys.stdout) -> int:
+def up(
+    options: UpOptions, root: Path, out: TextIO = sys.stdout, *, state_dir: Path | None = None
+) -> int:
     console = _Console(out)
-    state = StateDir(root)
+    state = StateDir(root, state_dir.resolve() if state_dir else None)
     endpoint_url = awsenv.endpoint_for(options.port)
     try:
         console.step(f"emulator: moto server on {endpoint_url}")
@@ -310,6 +315,12 @@ def up(options: UpOptions, root: Path, out: TextIO = sys.stdout) -> int:
         print(summary.render(result), file=out, flush=True)
     except (EmulatorError, TerraformError, UpError) as error:
         print(f"sluice up: {error}", file=sys.stderr, flush=True)
+        if state.moto_pid.running_pid() or state.runner_pid.running_pid():
+            print(
+                "sluice up: what is running was left running for inspection;"
+                " `sluice down` stops it",
+                file=sys.stderr,
+            )
         return 1
     if options.serve:
         return serve(state, out)
@@ -338,24 +349,18 @@ def serve(state: StateDir, out: TextIO) -> int:
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("", file=out)
-    down(state.root, out)
+    down(state.root, out, state_dir=state.directory)
     return code
 
 
-def down(root: Path, out: TextIO = sys.stdout) -> int:
-    state = StateDir(root)
+def down(root: Path, out: TextIO = sys.stdout, *, state_dir: Path | None = None) -> int:
+    state = StateDir(root, state_dir.resolve() if state_dir else None)
     runner = stop_runner(state)
     if runner is not None:
         print(f"runner: stopped (pid {runner})", file=out, flush=True)
     stopped_moto = stop_moto(state, out)
-    stack = state.read_stack()
     for path in (state.stack, state.outputs):
         path.unlink(missing_ok=True)
     if runner is None and not stopped_moto:
-        endpoint = stack.get("endpoint_url", awsenv.endpoint_for(awsenv.DEFAULT_PORT))
-        print(
-            f"nothing to stop: no runner or moto server started by sluice up is running"
-            f" (a moto server at {endpoint} that sluice did not start is left alone)",
-            file=out,
-        )
+        print("nothing to stop: no runner or moto server started by sluice up is running", file=out)
     return 0

@@ -18,10 +18,12 @@ class StateDir:
 
     root: Path
     """The project directory (holds the root Terraform module)."""
+    directory: Path | None = None
+    """Where the files go instead of ``<root>/.sluice/local`` (e.g. a test's own)."""
 
     @property
     def path(self) -> Path:
-        return self.root / ".sluice" / LOCAL_ENVIRONMENT
+        return self.directory or self.root / ".sluice" / LOCAL_ENVIRONMENT
 
     @property
     def moto_pid(self) -> PidFile:

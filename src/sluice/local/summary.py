@@ -90,7 +90,7 @@ def try_it(environment: Environment, endpoint_url: str) -> list[str]:
         "export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1"
         "  # the emulator takes any key",
         _aws(endpoint_url, "s3", "cp", "photo.jpg", f"s3://{raw}/"),
-        _aws(endpoint_url, "s3", "cp", "--recursive", "samples/", f"s3://{raw}/again/"),
+        _aws(endpoint_url, "s3", "cp", "--recursive", "photos/", f"s3://{raw}/photos/"),
         """echo '{"labels": ["<label>"], "match": "any"}' > request.json""",
         _aws(endpoint_url, "s3", "cp", "request.json", f"s3://{work}/requests/my-bundle.json"),
         _aws(endpoint_url, "s3", "cp", f"s3://{work}/bundles/my-bundle.json", "-"),

@@ -54,6 +54,7 @@ class _Progress:
     done: int = 0
     last: str = ""
     _printed_at: float = field(default=0.0)
+    _printed: str = ""
 
     def update(self, line: str) -> None:
         plan = _PLAN.search(line)
@@ -74,9 +75,9 @@ class _Progress:
         if self.out.isatty():
             self.out.write("\r\x1b[K" + self._text()[:150] + ("\n" if final else ""))
             self.out.flush()
-        elif final or now - self._printed_at >= 10:
+        elif final or (now - self._printed_at >= 10 and self._text() != self._printed):
             print(self._text(), file=self.out, flush=True)
-            self._printed_at = now
+            self._printed_at, self._printed = now, self._text()
 
     def finish(self) -> None:
         self._show(final=True)
@@ -104,11 +105,11 @@ class Terraform:
             )
         return found
 
-    def run(self, args: Sequence[str], *, label: str, timeout: float) -> str:
+    def run(self, args: Sequence[str], *, label: str, timeout: float, progress: bool = True) -> str:
         """Run ``terraform args``, streaming its output to the log; its output on success."""
         command = [self._executable(), *args, "-no-color"]
         self.state.terraform_log.parent.mkdir(parents=True, exist_ok=True)
-        progress = _Progress(label, self.out)
+        shown = _Progress(label, self.out) if progress else None
         captured: list[str] = []
         with self.state.terraform_log.open("a", encoding="utf-8") as log:
             log.write(f"\n$ {' '.join(command)}\n")
@@ -132,11 +133,13 @@ class Terraform:
                     log.write(line)
                     log.flush()
                     captured.append(line)
-                    progress.update(line)
+                    if shown is not None:
+                        shown.update(line)
                 code = process.wait()
             finally:
                 timer.cancel()
-        progress.finish()
+        if shown is not None:
+            shown.finish()
         if code != 0:
             reason = _first_error(captured)
             timed_out = " (timed out)" if code < 0 else ""
@@ -170,20 +173,40 @@ class Terraform:
             ],
             label="terraform init",
             timeout=INIT_TIMEOUT_SECONDS,
+            progress=False,
         )
 
-    def apply(self) -> None:
+    def apply(self, extra_var_files: Sequence[Path] = ()) -> None:
+        """Apply ``env/local.tfvars`` (then ``extra_var_files``, which win) to the endpoint."""
         self.run(
             [
                 "apply",
                 "-auto-approve",
                 "-input=false",
                 f"-var-file={TFVARS}",
+                *(f"-var-file={path}" for path in extra_var_files),
                 f"-var=aws_endpoint_url={self.endpoint_url}",
             ],
             label="terraform apply",
             timeout=APPLY_TIMEOUT_SECONDS,
         )
+
+    def local_variable(self, name: str) -> Any:
+        """The value ``env/local.tfvars`` gives variable ``name`` (``terraform console``)."""
+        result = subprocess.run(
+            [self._executable(), "console", f"-var-file={TFVARS}"],
+            input=f"jsonencode(var.{name})\n",
+            cwd=self.state.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=INIT_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise TerraformError(f"terraform console failed: {result.stderr.strip()}")
+        # The console prints the JSON text as an HCL string literal, whose escapes are JSON's.
+        return json.loads(json.loads(result.stdout.strip()))
 
     def environments_output(self) -> dict[str, Any]:
         command = [self._executable(), "output", "-json", "environments"]

@@ -1,0 +1,286 @@
+"""End to end: every sample through the deployed pipeline, uploaded with the AWS CLI.
+
+What each sample should become is derived from the sample itself (can Pillow open it, is
+it UTF-8 JSON of the right shape, is it under a dataset prefix), not listed here, so a
+new sample needs no change to this file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from sluice.keys import ARCHIVE_IMAGES_PREFIX, THUMBNAILS_PREFIX, archive_key_for, receipt_key
+from sluice.labels import label_counts
+from sluice.ops.audit import pending_messages, wait_until_drained
+from sluice.ops.objects import list_objects
+from sluice.ops.queues import queue_depth
+from tests.e2e.conftest import ROOT, Stack
+
+pytestmark = pytest.mark.e2e
+
+SAMPLES = ROOT / "samples"
+DATA_EXTENSIONS = {".json", ".jsonl", ".ndjson"}
+DATASET_PREFIXES = ("retina/",)
+PIPELINE_TIMEOUT_SECONDS = 180
+BUNDLE_TIMEOUT_SECONDS = 90
+
+
+@dataclass(frozen=True)
+class Expected:
+    status: str
+    kind: str
+
+
+def _is_image(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception:
+        return False
+    return True
+
+
+def _data_is_readable(path: Path) -> bool:
+    """Whether the file can be read as a whole (record-level errors do not reject a file)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if path.suffix.lower() != ".json":
+        return bool(text.strip())
+    try:
+        return isinstance(json.loads(text), list)
+    except ValueError:
+        return False
+
+
+def expected_outcome(path: Path, key: str) -> Expected:
+    if _is_image(path):
+        return Expected("processed", "image")
+    if path.suffix.lower() in DATA_EXTENSIONS:
+        readable = key.startswith(DATASET_PREFIXES) and _data_is_readable(path)
+        return Expected("processed" if readable else "rejected", "data")
+    return Expected("rejected", "unsupported")
+
+
+SAMPLE_KEYS = {
+    path.relative_to(SAMPLES).as_posix(): path for path in SAMPLES.rglob("*") if path.is_file()
+}
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _get(stack: Stack, bucket: str, key: str) -> bytes:
+    body: bytes = stack.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
+@pytest.fixture(scope="session")
+def receipts(stack: Stack) -> dict[str, dict[str, Any]]:
+    """Upload ``samples/`` with ``aws s3 cp --recursive``; every input's receipt at rest."""
+    assert SAMPLE_KEYS, f"no samples in {SAMPLES}"
+    env = stack.environment
+    stack.aws(
+        "s3", "cp", "--recursive", "--only-show-errors", f"{SAMPLES}/", f"s3://{env.raw_bucket}/"
+    )
+    s3, sqs = stack.client("s3"), stack.client("sqs")
+    wanted = {receipt_key(key): key for key in SAMPLE_KEYS}
+    deadline = time.monotonic() + PIPELINE_TIMEOUT_SECONDS
+    present: set[str] = set()
+    while time.monotonic() < deadline:
+        present = {o.key for o in list_objects(s3, env.processed_bucket, "receipts/")} & set(wanted)
+        if len(present) == len(wanted):
+            break
+        time.sleep(1)
+    missing = sorted(wanted[key] for key in set(wanted) - present)
+    assert not missing, f"no receipt within {PIPELINE_TIMEOUT_SECONDS} s for {missing}"
+    drained = wait_until_drained(
+        lambda: pending_messages(sqs, env),
+        timeout=max(1.0, deadline - time.monotonic()),
+        interval=1.0,
+    )
+    assert drained, "the queues did not drain (archive/tag still busy)"
+    return {
+        key: json.loads(_get(stack, env.processed_bucket, receipt_key(key))) for key in SAMPLE_KEYS
+    }
+
+
+def test_every_input_has_a_receipt_with_the_expected_outcome(
+    receipts: dict[str, dict[str, Any]],
+) -> None:
+    outcomes = {
+        key: Expected(receipt["status"], receipt["kind"]) for key, receipt in receipts.items()
+    }
+    expected = {key: expected_outcome(path, key) for key, path in SAMPLE_KEYS.items()}
+    assert outcomes == expected
+    for key, receipt in receipts.items():
+        assert receipt["source"]["key"] == key
+        assert receipt["source"]["etag"] == _md5(SAMPLE_KEYS[key].read_bytes())
+        if receipt["status"] == "rejected":
+            assert receipt["errors"], f"{key} was rejected without a reason"
+            assert all(error["message"] for error in receipt["errors"])
+
+
+def test_processed_outputs_exist_as_the_receipts_describe(
+    stack: Stack, receipts: dict[str, dict[str, Any]]
+) -> None:
+    s3 = stack.client("s3")
+    for key, receipt in receipts.items():
+        if receipt["status"] != "processed":
+            assert receipt["outputs"] == [], f"rejected {key} lists outputs"
+            continue
+        assert receipt["outputs"], f"processed {key} has no outputs"
+        for output in receipt["outputs"]:
+            head = s3.head_object(Bucket=output["bucket"], Key=output["key"])
+            assert head["ContentLength"] == output["size"], output
+
+
+def test_every_photo_has_one_thumbnail_per_configured_size(
+    stack: Stack, receipts: dict[str, dict[str, Any]]
+) -> None:
+    env = stack.environment
+    config = stack.client("lambda").get_function_configuration(
+        FunctionName=env.function_names["transform"]
+    )
+    sizes = {
+        int(size)
+        for size in config["Environment"]["Variables"].get("THUMBNAIL_SIZES", "128,512").split(",")
+    }
+    photos = {key: r for key, r in receipts.items() if r["kind"] == "image"}
+    assert photos
+    listed: list[str] = []
+    for key, receipt in photos.items():
+        with Image.open(SAMPLE_KEYS[key]) as image:
+            assert max(image.size) > max(sizes), f"{key} is too small to have every size"
+        thumbnails = [
+            o["key"] for o in receipt["outputs"] if o["key"].startswith(THUMBNAILS_PREFIX)
+        ]
+        assert sorted(int(t.split("/")[1]) for t in thumbnails) == sorted(sizes), key
+        listed += thumbnails
+    stored = [
+        o.key for o in list_objects(stack.client("s3"), env.processed_bucket, THUMBNAILS_PREFIX)
+    ]
+    assert sorted(stored) == sorted(listed)
+
+
+def test_raw_is_emptied_and_the_archive_holds_each_input_once(
+    stack: Stack, receipts: dict[str, dict[str, Any]]
+) -> None:
+    env = stack.environment
+    s3 = stack.client("s3")
+    assert [o.key for o in list_objects(s3, env.raw_bucket)] == []
+    expected = {archive_key_for(r["kind"], r["status"], key): key for key, r in receipts.items()}
+    archived = [o.key for o in list_objects(s3, env.archive_bucket)]
+    assert sorted(archived) == sorted(expected)
+    for archive_key, key in expected.items():
+        assert _md5(_get(stack, env.archive_bucket, archive_key)) == _md5(
+            SAMPLE_KEYS[key].read_bytes()
+        ), archive_key
+
+
+def _labels_table(stack: Stack) -> str:
+    table = stack.environment.labels_table
+    assert table, "the Terraform outputs name no labels table"
+    return table
+
+
+def _memberships(stack: Stack, label: str) -> list[dict[str, Any]]:
+    paginator = stack.client("dynamodb").get_paginator("query")
+    items: list[dict[str, Any]] = []
+    for page in paginator.paginate(
+        TableName=_labels_table(stack),
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"LABEL#{label}"}},
+        ConsistentRead=True,
+    ):
+        items += page["Items"]
+    return items
+
+
+def _image_labels(stack: Stack) -> dict[str, list[str]]:
+    paginator = stack.client("dynamodb").get_paginator("scan")
+    labels: dict[str, list[str]] = {}
+    for page in paginator.paginate(TableName=stack.environment.images_table):
+        for item in page["Items"]:
+            values = item.get("labels", {}).get("L", [])
+            labels[item["archive_key"]["S"]] = [value["S"] for value in values]
+    return labels
+
+
+def test_label_counts_equal_memberships_and_image_labels(
+    stack: Stack, receipts: dict[str, dict[str, Any]]
+) -> None:
+    counts = dict(label_counts(stack.client("dynamodb"), _labels_table(stack)))
+    assert counts, "no image was labelled"
+    image_labels = _image_labels(stack)
+    photos = {ARCHIVE_IMAGES_PREFIX + key for key, r in receipts.items() if r["kind"] == "image"}
+    assert set(image_labels) == photos
+    from_images = Counter(label for labels in image_labels.values() for label in set(labels))
+    from_memberships = {label: len(_memberships(stack, label)) for label in counts}
+    assert counts == from_memberships == dict(from_images)
+
+
+def test_a_bundle_for_the_top_label_holds_exactly_its_images(
+    stack: Stack, receipts: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    env = stack.environment
+    (top_label, count), *_ = label_counts(stack.client("dynamodb"), _labels_table(stack))
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"labels": [top_label], "match": "any"}))
+    bundle_id = f"e2e-{int(time.time())}"
+    stack.aws("s3", "cp", str(request), f"s3://{env.work_bucket}/requests/{bundle_id}.json")
+
+    s3 = stack.client("s3")
+    deadline = time.monotonic() + BUNDLE_TIMEOUT_SECONDS
+    status: dict[str, Any] | None = None
+    while status is None and time.monotonic() < deadline:
+        try:
+            status = json.loads(_get(stack, env.work_bucket, f"bundles/{bundle_id}.json"))
+        except s3.exceptions.NoSuchKey:
+            time.sleep(1)
+    assert status is not None, f"no bundle status within {BUNDLE_TIMEOUT_SECONDS} s"
+    assert status["status"] == "ready", status
+    assert status["image_count"] == count
+    assert status["url"]
+
+    archive = zipfile.ZipFile(io.BytesIO(_get(stack, env.work_bucket, status["zip_key"])))
+    in_zip = sorted(
+        _md5(archive.read(name)) for name in archive.namelist() if name != "manifest.json"
+    )
+    members = [item["archive_key"]["S"] for item in _memberships(stack, top_label)]
+    expected = sorted(_md5(_get(stack, env.archive_bucket, key)) for key in members)
+    assert in_zip == expected
+
+
+def test_nothing_is_dead_lettered(stack: Stack, receipts: dict[str, dict[str, Any]]) -> None:
+    env = stack.environment
+    assert queue_depth(stack.client("sqs"), "dlq", env.dead_letter_queue_url).total == 0
+
+
+def test_sluice_audit_is_clean(stack: Stack, receipts: dict[str, dict[str, Any]]) -> None:
+    audit = stack.sluice("audit", "--wait", "60")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_function_logs_reach_their_log_groups(
+    stack: Stack, receipts: dict[str, dict[str, Any]]
+) -> None:
+    logs = stack.client("logs")
+    for function in ("transform", "archive", "tag"):
+        group = f"/aws/lambda/{stack.environment.function_names[function]}"
+        messages = [e["message"] for e in logs.filter_log_events(logGroupName=group)["events"]]
+        assert any(m.startswith("START RequestId: ") for m in messages), group
+        assert any(m.startswith("REPORT RequestId: ") for m in messages), group
