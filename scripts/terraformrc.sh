@@ -6,15 +6,18 @@
 #
 # CONFIG_PATH defaults to .sluice/terraformrc in the repository (never ~/.terraformrc, which
 # may be someone's own configuration). The mirror is $SLUICE_TF_MIRROR when set, else the
-# first of the known locations that holds registry.terraform.io/hashicorp/. The script
-# prints the line to export so terraform picks the file up.
+# first directory of $SLUICE_TF_MIRROR_CANDIDATES (colon-separated; default: the usual
+# locations) that holds registry.terraform.io/hashicorp/. The script prints the line to
+# export so terraform picks the file up.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 config_path="${1:-${repo_root}/.sluice/terraformrc}"
 
+default_candidates=/opt/tf-plugins:/usr/share/terraform/plugins:/usr/local/share/terraform/plugins
+
 find_mirror() {
-  local candidate
+  local candidate candidates
   if [[ -n "${SLUICE_TF_MIRROR:-}" ]]; then
     if [[ ! -d "${SLUICE_TF_MIRROR}/registry.terraform.io/hashicorp" ]]; then
       echo "SLUICE_TF_MIRROR=${SLUICE_TF_MIRROR} has no registry.terraform.io/hashicorp/ inside" >&2
@@ -23,7 +26,8 @@ find_mirror() {
     printf '%s\n' "${SLUICE_TF_MIRROR}"
     return 0
   fi
-  for candidate in /opt/tf-plugins /usr/share/terraform/plugins /usr/local/share/terraform/plugins; do
+  IFS=: read -r -a candidates <<<"${SLUICE_TF_MIRROR_CANDIDATES:-${default_candidates}}"
+  for candidate in "${candidates[@]}"; do
     if [[ -d "${candidate}/registry.terraform.io/hashicorp" ]]; then
       printf '%s\n' "${candidate}"
       return 0

@@ -1,0 +1,177 @@
+"""Run the Terraform CLI from tests: offline provider installation, cached plugins, copies.
+
+Terraform writes into the directory it runs in (``.terraform.lock.hcl`` of a module,
+``.terraform/``), so the static tests work on a copy of the configuration and every run gets
+its own ``TF_DATA_DIR``. Provider plugins come from the local filesystem mirror through the
+CLI configuration that ``scripts/terraformrc.sh`` writes, and are cached in
+``.sluice/plugin-cache`` (ignored by git) across runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "terraform"
+MODULES = ("s3", "iam", "lambda", "layers", "dynamodb", "notifications", "pipeline")
+FUNCTIONS = ("transform", "archive", "tag", "bundle")
+PLUGIN_CACHE_DIR = REPO_ROOT / ".sluice" / "plugin-cache"
+COMMAND_TIMEOUT_SECONDS = 600
+
+
+def terraform_binary() -> str:
+    """Path of the terraform CLI; a missing binary fails the test (CI installs it)."""
+    found = shutil.which("terraform")
+    if found is None:
+        pytest.fail(
+            "terraform is not on PATH: install Terraform >= 1.10"
+            " (https://developer.hashicorp.com/terraform/install)",
+            pytrace=False,
+        )
+    return found
+
+
+def venv_tool(name: str) -> str:
+    """A console script installed beside the running Python (checkov, moto_server)."""
+    path = Path(sys.executable).parent / name
+    if not path.is_file():
+        pytest.fail(f"{name} is not installed in {path.parent}: pip install it", pytrace=False)
+    return str(path)
+
+
+def write_cli_config(path: Path) -> Path:
+    """Write a Terraform CLI configuration with scripts/terraformrc.sh and return its path."""
+    subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "terraformrc.sh"), str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return path
+
+
+def terraform_env(work_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a terraform run: offline install, shared plugin cache, own data dir."""
+    PLUGIN_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    cli_config = work_dir / "terraformrc"
+    if not cli_config.is_file():
+        write_cli_config(cli_config)
+    env = dict(os.environ)
+    env.update(
+        {
+            "TF_CLI_CONFIG_FILE": str(cli_config),
+            "TF_PLUGIN_CACHE_DIR": str(PLUGIN_CACHE_DIR),
+            "TF_DATA_DIR": str(work_dir / ".terraform"),
+            "TF_IN_AUTOMATION": "1",
+            "TF_INPUT": "0",
+            "CHECKPOINT_DISABLE": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def terraform(
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    expect_codes: Sequence[int] = (0,),
+) -> subprocess.CompletedProcess[str]:
+    """Run ``terraform args`` in ``cwd``; an unexpected exit code fails with its output."""
+    result = subprocess.run(
+        [terraform_binary(), *args, "-no-color"],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_SECONDS,
+        check=False,
+    )
+    if result.returncode not in expect_codes:
+        pytest.fail(
+            f"terraform {' '.join(args)} in {cwd} exited {result.returncode},"
+            f" expected {list(expect_codes)}"
+            f"\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}",
+            pytrace=False,
+        )
+    return result
+
+
+def copy_configuration(destination: Path) -> Path:
+    """Copy the root module, modules/, env/ and the test fixtures; return the copy's root."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for item in REPO_ROOT.iterdir():
+        if item.suffix == ".tf" or item.name == ".terraform.lock.hcl":
+            shutil.copy2(item, destination / item.name)
+    ignore = shutil.ignore_patterns(".terraform", ".terraform.lock.hcl", "*.tfstate*")
+    shutil.copytree(REPO_ROOT / "modules", destination / "modules", ignore=ignore)
+    shutil.copytree(REPO_ROOT / "env", destination / "env", ignore=ignore)
+    shutil.copytree(FIXTURES_DIR, destination / "tests" / "fixtures" / "terraform", ignore=ignore)
+    return destination
+
+
+def write_stand_in_artifacts(directory: Path) -> Path:
+    """Small zips with the names scripts/build_artifacts.py writes (docs/contracts.md)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(directory / "sluice-code.zip", "w") as code:
+        code.writestr("sluice/__init__.py", "# stand-in for the handlers' code\n")
+    for arch in ("x86_64", "arm64"):
+        with zipfile.ZipFile(directory / f"sluice-layer-{arch}.zip", "w") as layer:
+            layer.writestr("python/sluice_layer_stand_in.py", f"ARCH = {arch!r}\n")
+    return directory
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def moto_server(log_path: Path, startup_deadline_seconds: float = 30.0) -> Iterator[str]:
+    """Run ``moto_server`` on a free port; yield its URL once it answers, stop it after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            [venv_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + startup_deadline_seconds
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"moto_server exited at startup, see {log_path}", pytrace=False)
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=2):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        pytest.fail(
+                            f"moto_server did not answer on {url} within"
+                            f" {startup_deadline_seconds} s",
+                            pytrace=False,
+                        )
+                    time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
