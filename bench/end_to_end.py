@@ -5,7 +5,8 @@
 
 1. A copy of the checkout's working tree goes to ``build/bench/e2e/stack/`` (so the stack's
    ``.sluice/`` state and port never collide with another local stack in this checkout;
-   ``build/cache`` is linked, so the layer build stays offline), and
+   ``build/cache`` is linked, so the layer build stays offline; ``scripts/terraformrc.sh``
+   writes its Terraform CLI configuration), and
    ``python -m sluice.local up --port <free port> --no-samples`` brings the stack up there
    (moto server, build, Terraform apply, runner).
 2. 1,000 mixed files (``--quick``: 60), generated from a seed: 50% JPEG photos (640x480),
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import random
 import re
 import shutil
@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
-    FAKE_AWS_ENV,
     REPO_ROOT,
     emit,
     free_port,
@@ -128,6 +127,12 @@ def stack_copy() -> Path:
     shutil.copytree(REPO_ROOT, target, ignore=COPY_IGNORE, symlinks=True)
     (target / "build").mkdir()
     (target / "build" / "cache").symlink_to(REPO_ROOT / "build" / "cache")
+    # The Terraform CLI configuration (provider mirror), as scripts/bootstrap.sh writes it.
+    subprocess.run(
+        ["bash", str(target / "scripts" / "terraformrc.sh"),
+         str(target / ".sluice" / "terraformrc")],
+        cwd=target, check=True, capture_output=True,
+    )  # fmt: skip
     return target
 
 
@@ -151,8 +156,10 @@ def environment_of(root: Path) -> dict[str, Any]:
 # Measurement -------------------------------------------------------------------------------
 def upload(folder: Path, bucket: str, endpoint: str) -> tuple[float, dict[str, float]]:
     """Start time and per-key completion times of ``aws s3 cp --recursive``."""
+    from sluice.local import awsenv
+
     aws = Path(sys.executable).with_name("aws")
-    env = {**os.environ, **FAKE_AWS_ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_PAGER": ""}
+    env = awsenv.local_env(endpoint)  # the local stack's own fake keys and region
     started = time.time()
     process = subprocess.Popen(
         [str(aws), "--endpoint-url", endpoint, "s3", "cp", "--recursive", "--no-progress",
@@ -233,18 +240,12 @@ def main() -> None:
         emit(result)
         return
     try:
-        import boto3
-
         buckets = environment_of(root)
         for worker_log in (root / ".sluice" / "local" / "logs").glob("*.log"):
             worker_log.write_text("")  # only this run's invocations count below
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-            region_name=FAKE_AWS_ENV["AWS_REGION"],
-        )
+        from sluice.local import awsenv
+
+        s3 = awsenv.client("s3", endpoint)
         started, uploaded = upload(files, buckets["raw"], endpoint)
         cp_done = time.time()
         receipts = wait_for_receipts(s3, buckets["processed"], keys, deadline=cp_done + 1800)
