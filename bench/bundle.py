@@ -18,13 +18,17 @@ interleaved and repeated:
 
 Targets: the bundle's peak RSS under 150 MB for both counts (and so flat), and its
 throughput (image bytes per second) at least 70% of the copy's. ``--quick``: 20 and 60
-images of about 200 KB.
+images of about 200 KB. When the throughput target is missed (or with ``--profile``), both
+cases are profiled (cProfile, in a child) at the smaller count.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import pstats
 import random
 import sys
 import time
@@ -129,7 +133,7 @@ def clear_work_bucket() -> None:
 
 
 # Children ----------------------------------------------------------------------------------
-def child_bundle(count: int) -> dict[str, Any]:
+def child_bundle(count: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
     import boto3
 
     from sluice.handlers import bundle
@@ -142,6 +146,8 @@ def child_bundle(count: int) -> dict[str, Any]:
     ]
     request = bundle.BundleRequest(labels=("Bench",))
     before = peak_rss_bytes()
+    if profiler is not None:
+        profiler.enable()
     started = time.perf_counter()
     contents = bundle.write_bundle_zip(
         s3,
@@ -154,6 +160,8 @@ def child_bundle(count: int) -> dict[str, Any]:
         created_at="2024-01-01T00:00:00Z",
     )
     seconds = time.perf_counter() - started
+    if profiler is not None:
+        profiler.disable()
     assert contents.image_count == count and not contents.missing, contents
     return {
         "seconds": seconds,
@@ -163,19 +171,24 @@ def child_bundle(count: int) -> dict[str, Any]:
     }
 
 
-def child_copy(count: int) -> dict[str, Any]:
+def child_copy(count: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
     import boto3
 
     s3 = boto3.client("s3")
     before = peak_rss_bytes()
+    if profiler is not None:
+        profiler.enable()
     started = time.perf_counter()
     total = 0
     for number in range(count):
         body = s3.get_object(Bucket=ARCHIVE_BUCKET, Key=image_key(number))["Body"].read()
         s3.put_object(Bucket=WORK_BUCKET, Key=f"copies/{count}/{number:05d}.jpg", Body=body)
         total += len(body)
+    seconds = time.perf_counter() - started
+    if profiler is not None:
+        profiler.disable()
     return {
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
         "image_bytes": total,
         "peak_rss_before": before,
     }
@@ -186,17 +199,31 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("case", choices=("bundle", "copy"))
     parser.add_argument("count", type=int)
     parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     use_endpoint(args.endpoint)
-    result = child_bundle(args.count) if args.case == "bundle" else child_copy(args.count)
+    profiler = cProfile.Profile() if args.profile else None
+    result = (child_bundle if args.case == "bundle" else child_copy)(args.count, profiler)
+    if profiler is not None:
+        stream = io.StringIO()
+        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(14)
+        lines = stream.getvalue().splitlines()
+        start = next(i for i, line in enumerate(lines) if "ncalls" in line)
+        result["profile"] = [line for line in lines[start:] if line.strip()]
     result["peak_rss"] = peak_rss_bytes()
     print(json.dumps(result))
 
 
 # Parent ------------------------------------------------------------------------------------
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    counts = (20, 60) if args.quick else (200, 2000)
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--profile", action="store_true", help="also profile both cases at the smaller count"
+        )
+        parser.add_argument("--counts", type=int, nargs="+", help="image counts to run")
+
+    args = parse_args(__doc__ or "", options)
+    counts = tuple(args.counts or ((20, 60) if args.quick else (200, 2000)))
     mean_size = 200_000 if args.quick else 1_100_000
     repetitions = 1 if args.quick else 2
     work_dir("bundle")
@@ -247,6 +274,17 @@ def main() -> None:
                 entry["bundle"]["bytes_per_second"], entry["copy"]["bytes_per_second"]
             )
             per_count[str(count)] = entry
+        if args.profile or not all(
+            entry["throughput_share"] >= TARGET_THROUGHPUT_SHARE for entry in per_count.values()
+        ):
+            for case in ("bundle", "copy"):
+                profiled = run_child(
+                    [__file__, "--child", case, str(counts[0]), "--endpoint", endpoint,
+                     "--profile"],
+                    env=CHILD_ENV,
+                )  # fmt: skip
+                clear_work_bucket()
+                result[f"profile_{case}_{counts[0]}"] = profiled["profile"]
     result["counts"] = per_count
     peaks = {count: entry["bundle"]["peak_rss"] for count, entry in per_count.items()}
     worst_share = min(entry["throughput_share"] for entry in per_count.values())
@@ -274,6 +312,10 @@ def main() -> None:
         ],
     )  # fmt: skip
     print(f"(peak RSS in MiB: {', '.join(fmt_mib(p) for p in peaks.values())})")
+    for name, lines in result.items():
+        if name.startswith("profile_"):
+            print(f"\n{name} (cProfile, by own time):")
+            print("\n".join(lines))
     emit(result)
 
 
