@@ -154,27 +154,30 @@ def environment_of(root: Path) -> dict[str, Any]:
 
 
 # Measurement -------------------------------------------------------------------------------
-def upload(folder: Path, bucket: str, endpoint: str) -> tuple[float, dict[str, float]]:
-    """Start time and per-key completion times of ``aws s3 cp --recursive``."""
+def upload(folder: Path, bucket: str, endpoint: str) -> tuple[float, dict[str, float], list[str]]:
+    """Start time, per-key completion times and failure lines of ``aws s3 cp --recursive``."""
     from sluice.local import awsenv
 
     aws = Path(sys.executable).with_name("aws")
     env = awsenv.local_env(endpoint)  # the local stack's own fake keys and region
     started = time.time()
+    # One pipe for both streams: reading only stdout while errors fill stderr would deadlock.
     process = subprocess.Popen(
         [str(aws), "--endpoint-url", endpoint, "s3", "cp", "--recursive", "--no-progress",
          f"{folder}/", f"s3://{bucket}/"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     assert process.stdout is not None
     uploaded: dict[str, float] = {}
+    failures: list[str] = []
     prefix = f" to s3://{bucket}/"
     for line in process.stdout:
         if line.startswith("upload:") and prefix in line:
             uploaded[line.rstrip("\n").split(prefix, 1)[1]] = time.time()
-    if process.wait() != 0:
-        raise RuntimeError(f"aws s3 cp failed: {process.stderr.read() if process.stderr else ''}")
-    return started, uploaded
+        elif line.strip():
+            failures.append(line.strip())
+    process.wait()
+    return started, uploaded, failures
 
 
 def wait_for_receipts(s3: Any, bucket: str, keys: set[str], deadline: float) -> dict[str, float]:
@@ -246,9 +249,21 @@ def main() -> None:
         from sluice.local import awsenv
 
         s3 = awsenv.client("s3", endpoint)
-        started, uploaded = upload(files, buckets["raw"], endpoint)
+        started, uploaded, failures = upload(files, buckets["raw"], endpoint)
         cp_done = time.time()
-        receipts = wait_for_receipts(s3, buckets["processed"], keys, deadline=cp_done + 1800)
+        if failures and not uploaded:
+            print("aws s3 cp uploaded nothing; first errors:\n" + "\n".join(failures[:5]))
+            result.update(
+                ran=False,
+                reason=f"aws s3 cp to the local stack failed for every file: {failures[0]}",
+                upload_failures=len(failures),
+            )
+            emit(result)
+            return
+        # Only what was uploaded can have a receipt; a failed upload is reported, not awaited.
+        receipts = wait_for_receipts(
+            s3, buckets["processed"], set(uploaded), deadline=cp_done + 1800
+        )
         busy = busy_time(root)
     finally:
         if not args.keep:
@@ -264,6 +279,8 @@ def main() -> None:
     result.update(
         ran=True,
         files=count,
+        uploaded=len(uploaded),
+        upload_failures=failures[:20],
         receipts=len(receipts),
         missing=missing[:20],
         upload_seconds=round(cp_done - started, 2),
