@@ -20,6 +20,7 @@ runner, then the moto server (which holds all local state, Terraform's included)
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -187,7 +188,8 @@ def start_runner(
             )
         with state.runner_log.open("rb") as log:
             log.seek(offset)
-            return log.read().count(b"runner: worker ") >= expected
+            started = set(re.findall(rb"runner: worker (\S+) started", log.read()))
+        return len(started) >= expected
 
     if not _poll(workers_started, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
         raise UpError(f"the runner did not start its workers in time: see {state.runner_log}")
