@@ -47,7 +47,11 @@ def _deploy(endpoint: str) -> str:
     role = awsenv.client("iam", endpoint).create_role(
         RoleName="standin", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17"})
     )["Role"]["Arn"]
-    queue_url: str = sqs.create_queue(QueueName=FUNCTION)["QueueUrl"]
+    # A worker killed mid-receive leaves its long poll running in the server, which may
+    # take the next message; a short visibility timeout brings such a message back soon.
+    queue_url: str = sqs.create_queue(QueueName=FUNCTION, Attributes={"VisibilityTimeout": "3"})[
+        "QueueUrl"
+    ]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
