@@ -24,5 +24,6 @@ module "pipeline" {
   raw_cors_allowed_origins      = each.value.raw_cors_allowed_origins
   alert_emails                  = each.value.alert_emails
   kms_key_arn                   = each.value.kms_key_arn
+  deny_insecure_transport       = each.value.deny_insecure_transport
   force_destroy                 = each.value.force_destroy
 }

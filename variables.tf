@@ -50,6 +50,7 @@ variable "environments" {
     raw_cors_allowed_origins      = optional(list(string))
     alert_emails                  = optional(list(string))
     kms_key_arn                   = optional(string)
+    deny_insecure_transport       = optional(bool)
     force_destroy                 = optional(bool)
   }))
 

@@ -26,6 +26,10 @@ environments = {
       bundle    = { memory_size = 256, timeout = 60 }
     }
 
+    # The emulator is plain HTTP, so a TLS-only bucket policy would deny every request
+    # (moto 5.2 also evaluates an unmet policy condition as an explicit deny).
+    deny_insecure_transport = false
+
     # A throw-away environment: `terraform destroy` may empty buckets and drop tables.
     force_destroy = true
   }

@@ -105,10 +105,11 @@ module "bucket" {
   source   = "../s3"
   for_each = local.bucket_names
 
-  bucket_name   = each.value
-  kms_key_arn   = var.kms_key_arn
-  force_destroy = var.force_destroy
-  tags          = local.tags
+  bucket_name             = each.value
+  kms_key_arn             = var.kms_key_arn
+  deny_insecure_transport = var.deny_insecure_transport
+  force_destroy           = var.force_destroy
+  tags                    = local.tags
 
   # Bundles are downloads with a bounded lifetime; nothing else expires.
   expiring_prefixes = each.key == "work" ? { "bundles/" = var.bundle_expiration_days } : {}

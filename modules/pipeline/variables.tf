@@ -217,6 +217,13 @@ variable "bundle_topic_kms_key_id" {
   nullable    = false
 }
 
+variable "deny_insecure_transport" {
+  description = "Whether bucket policies deny requests not made over TLS (false only for an emulator served over plain HTTP)."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
 variable "force_destroy" {
   description = "Whether destroy may delete non-empty buckets and protected tables (only for throw-away environments)."
   type        = bool

@@ -9,6 +9,12 @@ variable "kms_key_arn" {
   default     = null
 }
 
+variable "deny_insecure_transport" {
+  description = "Whether the bucket policy denies every request not made over TLS (false only for an emulator served over plain HTTP)."
+  type        = bool
+  default     = true
+}
+
 variable "force_destroy" {
   description = "Whether destroy empties the bucket first (only for throw-away environments)."
   type        = bool

@@ -1,0 +1,208 @@
+"""The root module applied to a moto server with env/local.tfvars, as `sluice up` does.
+
+apply -> the outputs match docs/contracts.md and the wiring is really there (notifications,
+disabled mappings with partial batch responses, environment, redrive) -> a second plan has
+nothing to do (no perpetual diff) -> the S3 backend's lock file is honoured -> destroy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+import boto3
+import pytest
+
+from tests.terraform_support import (
+    FUNCTIONS,
+    REPO_ROOT,
+    moto_server,
+    terraform,
+    terraform_env,
+    write_stand_in_artifacts,
+)
+
+pytestmark = pytest.mark.e2e
+
+REGION = "us-east-1"
+STATE_BUCKET = "sluice-local-tfstate"
+STATE_KEY = "sluice/local/terraform.tfstate"
+CONTRACT_KEYS = {
+    "raw_bucket_name",
+    "processed_bucket_name",
+    "archive_bucket_name",
+    "work_bucket_name",
+    "queue_urls",
+    "dead_letter_queue_url",
+    "dead_letter_queue_arn",
+    "images_table_name",
+    "labels_table_name",
+    "bundle_topic_arn",
+    "alerts_topic_arn",
+    "function_names",
+    "region",
+}
+
+
+@pytest.fixture
+def endpoint(tmp_path: Path) -> Iterator[str]:
+    with moto_server(tmp_path / "moto.log") as url:
+        yield url
+
+
+def _client(service: str, endpoint: str) -> Any:
+    return boto3.client(service, region_name=REGION, endpoint_url=endpoint)
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    arn: str = attributes["Attributes"]["QueueArn"]
+    return arn
+
+
+def _wait_for_record(sqs: Any, queue_url: str, key: str, deadline_seconds: float = 30) -> Any:
+    """The S3 event record for ``key`` on the queue (skipping s3:TestEvent), or fail."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        response = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        )
+        for message in response.get("Messages", []):
+            for record in json.loads(message["Body"]).get("Records", []):
+                # S3 sends keys URL-encoded (moto also encodes "/" as %2F).
+                if unquote_plus(record["s3"]["object"]["key"]) == key:
+                    return record
+    pytest.fail(f"no S3 event for {key} on {queue_url} within {deadline_seconds} s")
+
+
+def test_local_environment_applies_plans_clean_and_destroys(tmp_path: Path, endpoint: str) -> None:
+    artifacts = write_stand_in_artifacts(tmp_path / "build")
+    env = terraform_env(tmp_path)
+    s3 = _client("s3", endpoint)
+    s3.create_bucket(Bucket=STATE_BUCKET)
+    s3.put_bucket_versioning(Bucket=STATE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+
+    terraform(
+        [
+            "init",
+            "-lockfile=readonly",
+            "-backend-config=env/local.backend.hcl",
+            f'-backend-config=endpoints={{s3="{endpoint}"}}',
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    tf_vars = [
+        "-var-file=env/local.tfvars",
+        f"-var=aws_endpoint_url={endpoint}",
+        f"-var=artifacts_dir={artifacts}",
+    ]
+    terraform(["apply", "-auto-approve", *tf_vars], cwd=REPO_ROOT, env=env)
+
+    # State lives in the emulator's bucket, and the lock file is gone after the run.
+    state_keys = {o["Key"] for o in s3.list_objects_v2(Bucket=STATE_BUCKET).get("Contents", [])}
+    assert state_keys == {STATE_KEY}
+
+    outputs = json.loads(
+        terraform(["output", "-json", "environments"], cwd=REPO_ROOT, env=env).stdout
+    )
+    assert set(outputs) == {"local"}
+    local = outputs["local"]
+    assert set(local) == CONTRACT_KEYS
+    assert local["region"] == REGION
+    assert local["function_names"] == {f: f"sluice-local-{f}" for f in FUNCTIONS}
+    assert set(local["queue_urls"]) == set(FUNCTIONS)
+    assert local["images_table_name"] == "sluice-local-images"
+    assert local["labels_table_name"] == "sluice-local-labels"
+    account = _client("sts", endpoint).get_caller_identity()["Account"]
+    for bucket in ("raw", "processed", "archive", "work"):
+        name = local[f"{bucket}_bucket_name"]
+        assert name == f"sluice-local-{bucket}-{account}-{REGION}"
+        s3.head_bucket(Bucket=name)
+
+    sqs = _client("sqs", endpoint)
+    queue_arns = {f: _queue_arn(sqs, url) for f, url in local["queue_urls"].items()}
+    assert _queue_arn(sqs, local["dead_letter_queue_url"]) == local["dead_letter_queue_arn"]
+
+    # Notifications: one configuration per bucket, to the handler's queue, with its prefix.
+    expected_notifications = {
+        "raw": ("transform", None),
+        "processed": ("archive", "receipts/"),
+        "archive": ("tag", "images/"),
+        "work": ("bundle", "requests/"),
+    }
+    for bucket, (function, prefix) in expected_notifications.items():
+        config = s3.get_bucket_notification_configuration(Bucket=local[f"{bucket}_bucket_name"])
+        (queue_config,) = config["QueueConfigurations"]
+        assert queue_config["QueueArn"] == queue_arns[function]
+        assert queue_config["Events"] == ["s3:ObjectCreated:*"]
+        rules = queue_config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+        assert [(r["Name"].lower(), r["Value"]) for r in rules] == (
+            [("prefix", prefix)] if prefix else []
+        )
+    s3.put_object(Bucket=local["raw_bucket_name"], Key="e2e/hello.json", Body=b"{}")
+    record = _wait_for_record(sqs, local["queue_urls"]["transform"], "e2e/hello.json")
+    assert record["s3"]["bucket"]["name"] == local["raw_bucket_name"]
+
+    # Each queue: visibility 6 x the function timeout, redrive to the DLQ after 3 receives.
+    lambda_ = _client("lambda", endpoint)
+    mappings = lambda_.list_event_source_mappings()["EventSourceMappings"]
+    assert len(mappings) == len(FUNCTIONS)
+    for function in FUNCTIONS:
+        configuration = lambda_.get_function_configuration(
+            FunctionName=local["function_names"][function]
+        )
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=local["queue_urls"][function], AttributeNames=["All"]
+        )["Attributes"]
+        assert int(attributes["VisibilityTimeout"]) == 6 * configuration["Timeout"]
+        assert json.loads(attributes["RedrivePolicy"]) == {
+            "deadLetterTargetArn": local["dead_letter_queue_arn"],
+            "maxReceiveCount": 3,
+        }
+        (mapping,) = [m for m in mappings if m["EventSourceArn"] == queue_arns[function]]
+        assert mapping["FunctionArn"] == configuration["FunctionArn"]
+        assert mapping["State"] == "Disabled"  # the local runner serves it, not moto
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        function_env = configuration["Environment"]["Variables"]
+        assert function_env["POWERTOOLS_SERVICE_NAME"] == f"sluice-{function}"
+        assert function_env["SLUICE_ENV"] == "local"
+        assert function_env["RAW_BUCKET"] == local["raw_bucket_name"]
+        assert function_env["LABELS_TABLE"] == local["labels_table_name"]
+        assert configuration["Runtime"] == "python3.12"
+    transform_env = lambda_.get_function_configuration(
+        FunctionName=local["function_names"]["transform"]
+    )["Environment"]["Variables"]
+    assert transform_env["THUMBNAIL_SIZES"] == "64,128"
+    bundle_env = lambda_.get_function_configuration(FunctionName=local["function_names"]["bundle"])[
+        "Environment"
+    ]["Variables"]
+    assert bundle_env["BUNDLE_TOPIC_ARN"] == local["bundle_topic_arn"]
+    assert "THUMBNAIL_SIZES" not in bundle_env
+    tag_env = lambda_.get_function_configuration(FunctionName=local["function_names"]["tag"])[
+        "Environment"
+    ]["Variables"]
+    assert tag_env["LABELER"] == "offline"
+
+    # What moto reads back matches the configuration: nothing left to change.
+    terraform(["plan", "-detailed-exitcode", *tf_vars], cwd=REPO_ROOT, env=env)
+
+    # The backend's S3 lock file (conditional PUT) keeps a second run out.
+    lock_key = f"{STATE_KEY}.tflock"
+    s3.put_object(Bucket=STATE_BUCKET, Key=lock_key, Body=json.dumps({"ID": "e2e-held-lock"}))
+    locked = terraform(
+        ["plan", "-lock-timeout=0s", *tf_vars], cwd=REPO_ROOT, env=env, expect_codes=(1,)
+    )
+    assert "Error acquiring the state lock" in locked.stderr
+    s3.delete_object(Bucket=STATE_BUCKET, Key=lock_key)
+
+    terraform(["destroy", "-auto-approve", *tf_vars], cwd=REPO_ROOT, env=env)
+    remaining = terraform(["state", "list"], cwd=REPO_ROOT, env=env).stdout.split()
+    assert remaining == []
+    buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert buckets == {STATE_BUCKET}
+    assert _client("lambda", endpoint).list_functions()["Functions"] == []
