@@ -222,7 +222,7 @@ def main() -> None:
         "machine": machine(),
         "input": {"width": width, "height": height, "sizes": list(SIZES), "quality": QUALITY},
         "pyvips": {
-            "libvips": pyvips.version(0) * 100 + pyvips.version(1),
+            "libvips": f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}",
             "threads": pyvips.concurrency_get(),
         },
         "formats": {},
