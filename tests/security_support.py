@@ -1,0 +1,160 @@
+"""Shared by the corpus, log and security tests: the corpus manifest, its bytes, the
+personal values that must never reach a log, and a log capture that sees every logger."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CORPUS_DIR = REPO_ROOT / "tests" / "corpus"
+CORPUS_FILES_DIR = CORPUS_DIR / "files"
+MANIFEST_PATH = CORPUS_DIR / "manifest.json"
+SAMPLES_DIR = REPO_ROOT / "samples"
+MAKE_CORPUS = REPO_ROOT / "scripts" / "make_corpus.py"
+MAX_KEY_BYTES = 1024
+
+
+@cache
+def make_corpus() -> ModuleType:
+    """scripts/make_corpus.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("make_corpus", MAKE_CORPUS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@cache
+def manifest() -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(MANIFEST_PATH.read_text(encoding="utf-8"))
+    return result
+
+
+def file_cases() -> list[dict[str, Any]]:
+    return list(manifest()["files"])
+
+
+def event_cases() -> list[dict[str, Any]]:
+    return list(manifest()["events"])
+
+
+@cache
+def corpus_bytes(name: str) -> bytes:
+    """A corpus file: committed under files/, or (``generated`` in the manifest) built now."""
+    path = CORPUS_FILES_DIR / name
+    if path.is_file():
+        return path.read_bytes()
+    data: bytes = make_corpus().build(name)
+    return data
+
+
+def case_key(case: dict[str, Any]) -> str:
+    """The RAW key of a case; ``{"prefix", "fill", "suffix", "bytes"}`` pads to that length."""
+    spec = case["key"]
+    if isinstance(spec, str):
+        return spec
+    room = spec["bytes"] - len((spec["prefix"] + spec["suffix"]).encode("utf-8"))
+    fill = spec["fill"]
+    count, remainder = divmod(room, len(fill.encode("utf-8")))
+    if remainder:
+        raise ValueError(f"{case['id']}: {fill!r} cannot fill exactly {room} bytes")
+    return f"{spec['prefix']}{fill * count}{spec['suffix']}"
+
+
+# --- personal data ---------------------------------------------------------------------------
+
+_FIELD_VALUE = r'"{field}"\s*:\s*"((?:[^"\\]|\\.)*)"'
+
+
+def personal_values(
+    data: bytes, fields: tuple[str, ...] = ("patient_name", "patient_id")
+) -> set[str]:
+    """Every string value of ``fields`` in ``data``, read with a regex so that it also finds
+    them in malformed, truncated and non-UTF-8 files (which a JSON parser would refuse)."""
+    text = data.decode("utf-8", errors="replace")
+    if "\ufffd" in text:
+        text = data.decode("latin-1")
+    found: set[str] = set()
+    for name in fields:
+        for match in re.finditer(_FIELD_VALUE.format(field=re.escape(name)), text):
+            try:
+                value = json.loads(f'"{match.group(1)}"')
+            except ValueError:
+                value = match.group(1)
+            if value.strip():
+                found.add(value.strip())
+    return found
+
+
+def sample_files() -> list[Path]:
+    return sorted(path for path in SAMPLES_DIR.rglob("*") if path.is_file())
+
+
+def data_file_names(directory: Path) -> list[Path]:
+    return sorted(
+        p for p in directory.rglob("*") if p.suffix.lower() in (".json", ".jsonl", ".ndjson")
+    )
+
+
+# --- log capture -----------------------------------------------------------------------------
+
+
+class CapturedLogs(logging.Handler):
+    """Every record any logger emits while installed, formatted the way its own handlers
+    would format it (Powertools' JSON for the handlers' loggers), plus the exception text."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.NOTSET)
+        self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
+        self._plain = logging.Formatter("%(name)s %(levelname)s %(message)s")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        formatter = self._formatter_for(record.name)
+        try:
+            self.lines.append(formatter.format(record))
+        except Exception as error:  # a record that cannot be formatted is itself a finding
+            self.lines.append(f"<unformattable {record.name} record: {error!r}>")
+        if record.exc_info:
+            self.lines.append(self._plain.formatException(record.exc_info))
+
+    def _formatter_for(self, name: str) -> logging.Formatter:
+        for handler in logging.getLogger(name).handlers:
+            if handler is not self and handler.formatter is not None:
+                return handler.formatter
+        return self._plain
+
+
+def all_loggers() -> Iterator[logging.Logger]:
+    yield logging.getLogger()
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            yield logger
+
+
+def install_capture(capture: CapturedLogs) -> list[logging.Logger]:
+    """Attach ``capture`` to every logger that does not propagate to the root (Powertools'
+    loggers do not), and to the root for the rest; returns where it was attached."""
+    attached = []
+    for logger in all_loggers():
+        is_root = logger is logging.getLogger()
+        if (is_root or not logger.propagate) and capture not in logger.handlers:
+            logger.addHandler(capture)
+            attached.append(logger)
+    return attached
+
+
+def remove_capture(capture: CapturedLogs, attached: list[logging.Logger]) -> None:
+    for logger in attached:
+        logger.removeHandler(capture)
