@@ -27,13 +27,17 @@ peak resident set size (``VmHWM``); the cases of one size are interleaved and re
 Targets: sluice >= 20x the common implementation's records/s; sluice's peak memory flat
 (1 GB minus 10 MB within 64 MB). Unless ``--no-moto``, one more run pushes the 100 MB file
 (1 MB with ``--quick``) through ``transform_object`` against a moto server (S3 GET,
-multipart PUT of the output), in a child, for its time and peak memory.
+multipart PUT of the output), in a child, for its time and peak memory. ``--profile``
+adds a cProfile of sluice's path on the smallest file.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import pstats
 import random
 import sys
 import time
@@ -336,6 +340,9 @@ def main() -> None:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-moto", action="store_true", help="skip the moto end-to-end run")
         parser.add_argument("--common-budget", type=float, default=None)
+        parser.add_argument(
+            "--profile", action="store_true", help="cProfile sluice on the smallest file"
+        )
 
     args = parse_args(__doc__ or "", options)
     sizes = SIZES_QUICK if args.quick else SIZES_FULL
@@ -391,6 +398,8 @@ def main() -> None:
             entry["sluice"]["tracemalloc_peak"] = traced["tracemalloc_peak"]
         per_size[label] = entry
     result["sizes"] = per_size
+    if args.profile:
+        result["profile_sluice"] = profile_sluice(make_file(next(iter(sizes.values()))))
 
     print(f"retina JSON arrays, 1 in {INVALID_EVERY} records invalid; each case a child process;"
           " median [min-max] of the repetitions")  # fmt: skip
@@ -451,7 +460,22 @@ def main() -> None:
              f"+{fmt_mib(growth)}", verdict(result["target_flat_memory_met"])],
         ],
     )  # fmt: skip
+    if "profile_sluice" in result:
+        print("\nProfile of sluice on the smallest file (cProfile, by own time):")
+        print("\n".join(result["profile_sluice"]))
     emit(result)
+
+
+def profile_sluice(path: Path) -> list[str]:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    child_sluice(path)
+    profiler.disable()
+    stream = io.StringIO()
+    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(10)
+    lines = stream.getvalue().splitlines()
+    start = next(i for i, line in enumerate(lines) if "ncalls" in line)
+    return [line for line in lines[start:] if line.strip()]
 
 
 if __name__ == "__main__":
