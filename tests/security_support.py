@@ -21,6 +21,7 @@ MANIFEST_PATH = CORPUS_DIR / "manifest.json"
 SAMPLES_DIR = REPO_ROOT / "samples"
 MAKE_CORPUS = REPO_ROOT / "scripts" / "make_corpus.py"
 MAX_KEY_BYTES = 1024
+MIN_PERSONAL_VALUE_CHARS = 6
 
 
 @cache
@@ -91,7 +92,9 @@ def personal_values(
                 value = json.loads(f'"{match.group(1)}"')
             except ValueError:
                 value = match.group(1)
-            if value.strip():
+            # Shorter strings ("X12", a deliberately invalid id) turn up by chance in
+            # request ids and checksums, and identify nobody.
+            if len(value.strip()) >= MIN_PERSONAL_VALUE_CHARS:
                 found.add(value.strip())
     return found
 
@@ -111,23 +114,30 @@ def data_file_names(directory: Path) -> list[Path]:
 
 class CapturedLogs(logging.Handler):
     """Every record any logger emits while installed, formatted the way its own handlers
-    would format it (Powertools' JSON for the handlers' loggers), plus the exception text."""
+    would format it (Powertools' JSON for the handlers' loggers), with its exception text."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.NOTSET)
-        self.lines: list[str] = []
-        self.records: list[logging.LogRecord] = []
+        self.entries: list[tuple[logging.LogRecord, str]] = []
         self._plain = logging.Formatter("%(name)s %(levelname)s %(message)s")
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
         formatter = self._formatter_for(record.name)
         try:
-            self.lines.append(formatter.format(record))
+            text = formatter.format(record)
         except Exception as error:  # a record that cannot be formatted is itself a finding
-            self.lines.append(f"<unformattable {record.name} record: {error!r}>")
+            text = f"<unformattable {record.name} record: {error!r}>"
         if record.exc_info:
-            self.lines.append(self._plain.formatException(record.exc_info))
+            text += "\n" + self._plain.formatException(record.exc_info)
+        self.entries.append((record, text))
+
+    def lines(self, *, excluding: tuple[str, ...] = ()) -> list[str]:
+        """Formatted lines, leaving out loggers named (or under) ``excluding``."""
+        return [
+            text
+            for record, text in self.entries
+            if not any(record.name == n or record.name.startswith(n + ".") for n in excluding)
+        ]
 
     def _formatter_for(self, name: str) -> logging.Formatter:
         for handler in logging.getLogger(name).handlers:

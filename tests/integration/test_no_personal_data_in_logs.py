@@ -1,0 +1,179 @@
+"""No personal value reaches a log line, even at DEBUG (GitHub issue 7).
+
+Every sample and every JSON case of the bad-input corpus goes through transform, archive,
+tag and bundle in moto with ``POWERTOOLS_LOG_LEVEL=DEBUG``, and every line any logger
+emits is captured (a handler on every logger, plus stdout/stderr). The personal values are
+read from the input files themselves (every ``patient_name`` and ``patient_id`` string,
+also in malformed and non-UTF-8 files), so the check cannot go stale when samples change.
+
+``patient_id`` is checked too: the ids are pseudonymous, but pseudonymised data is still
+personal data, and nothing in the pipeline has a reason to log one.
+
+botocore's and urllib3's DEBUG logs are on too and checked as well. They print request
+parameters and response bodies; today no record reaches them because every body the
+handlers send or read is a stream (botocore signs uploads as an unsigned streaming
+payload with a checksum trailer and logs ``<StreamingBody>``, not bytes). That is the
+SDK's behaviour, not a promise, so the handlers must never turn its DEBUG log on: the
+second test pins down that importing a handler changes no SDK logger and adds no root
+handler, whatever ``POWERTOOLS_LOG_LEVEL`` says (Powertools' level applies to its own
+logger only, and the Lambda runtime leaves the rest at WARNING).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from sluice.keys import receipt_key
+from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.s3events import object_event_for
+from tests.security_support import (
+    SAMPLES_DIR,
+    CapturedLogs,
+    case_key,
+    corpus_bytes,
+    file_cases,
+    install_capture,
+    personal_values,
+    remove_capture,
+    sample_files,
+)
+
+HANDLERS = ("transform", "archive", "tag", "bundle")
+SDK_WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+"""Loggers of the SDK and its HTTP stack: request bodies are theirs to print at DEBUG."""
+
+
+def _inputs() -> list[tuple[str, bytes]]:
+    """(RAW key, bytes) of every sample and every JSON corpus case."""
+    inputs = [(str(p.relative_to(SAMPLES_DIR)), p.read_bytes()) for p in sample_files()]
+    for case in file_cases():
+        if case["expect"]["kind"] == "data":
+            inputs.append((case_key(case), corpus_bytes(case["file"])))
+    return inputs
+
+
+def _personal_values(inputs: list[tuple[str, bytes]]) -> set[str]:
+    values = set().union(*(personal_values(data) for _, data in inputs))
+    # Guard against a regex that silently stops matching: the samples hold dozens of each.
+    assert sum(value.startswith("P") and value[1:].isdigit() for value in values) > 50
+    assert sum(" " in value for value in values) > 50
+    return values
+
+
+@pytest.fixture
+def debug_handlers(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, ModuleType]]:
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("THUMBNAIL_SIZES", "64,128")
+    handlers = {name: load_handler(name) for name in HANDLERS}
+    for name in HANDLERS:
+        assert handlers[name].logger.log_level == logging.DEBUG
+    yield handlers
+
+
+@pytest.fixture
+def captured() -> Iterator[CapturedLogs]:
+    capture = CapturedLogs()
+    sdk_levels = {name: logging.getLogger(name).level for name in SDK_WIRE_LOGGERS}
+    for name in SDK_WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    attached = install_capture(capture)
+    try:
+        yield capture
+    finally:
+        remove_capture(capture, attached)
+        for name, level in sdk_levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _run(handler: ModuleType, event: dict[str, Any]) -> None:
+    response = handler.handler(event, FakeContext())
+    assert response == {"batchItemFailures": []}
+
+
+def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
+    paginator = s3.get_paginator("list_objects_v2")
+    return [
+        item["Key"]
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
+
+
+def _drive_the_pipeline(p: Pipeline, handlers: dict[str, ModuleType]) -> list[tuple[str, bytes]]:
+    inputs = _inputs()
+    for key, data in inputs:
+        p.s3.put_object(Bucket=p.raw, Key=key, Body=data)
+        _run(handlers["transform"], object_event_for(p.s3, p.raw, key))
+        _run(handlers["archive"], object_event_for(p.s3, p.processed, receipt_key(key)))
+    images = _list(p.s3, p.archive, "images/")
+    assert len(images) >= 9
+    for key in images:
+        _run(handlers["tag"], object_event_for(p.s3, p.archive, key))
+    labels = [
+        item["sk"]["S"]
+        for item in p.dynamodb.query(
+            TableName=p.labels_table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "LABELS"}},
+        )["Items"]
+    ]
+    assert labels
+    request = {"labels": labels, "match": "any", "notify": "privacy-check"}
+    p.s3.put_object(Bucket=p.work, Key="requests/privacy.json", Body=json.dumps(request).encode())
+    _run(handlers["bundle"], object_event_for(p.s3, p.work, "requests/privacy.json"))
+    status = json.loads(p.s3.get_object(Bucket=p.work, Key="bundles/privacy.json")["Body"].read())
+    assert status["status"] == "ready" and status["image_count"] == len(images)
+    # Every input has been through transform and archive: RAW is empty.
+    assert _list(p.s3, p.raw, "") == []
+    return inputs
+
+
+def _leaks(lines: list[str], values: set[str]) -> list[tuple[str, str]]:
+    return [(value, line[:300]) for line in lines for value in values if value in line]
+
+
+def test_no_personal_value_in_any_handler_log_line_at_debug(
+    pipeline: Pipeline,
+    debug_handlers: dict[str, ModuleType],
+    captured: CapturedLogs,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    inputs = _drive_the_pipeline(pipeline, debug_handlers)
+    values = _personal_values(inputs)
+
+    printed = capsys.readouterr()
+    handler_lines = captured.lines(excluding=SDK_WIRE_LOGGERS)
+    sdk_lines = sorted(set(captured.lines()) - set(handler_lines))
+    # The handlers did log, at DEBUG, about every input.
+    services = {
+        json.loads(text)["service"] for r, text in captured.entries if r.name.startswith("sluice")
+    }
+    assert {f"sluice-{name}" for name in HANDLERS} <= services
+    assert len(handler_lines) >= len(inputs) * 2
+    assert len(sdk_lines) > len(handler_lines)  # the SDK's DEBUG log was on, and captured
+
+    assert _leaks(handler_lines, values) == []
+    assert _leaks(sdk_lines, values) == []
+    assert _leaks(printed.out.splitlines() + printed.err.splitlines(), values) == []
+
+
+def test_handlers_leave_the_sdk_wire_logs_alone(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's DEBUG log prints request parameters and bodies, so no handler may turn it
+    on, whatever POWERTOOLS_LOG_LEVEL says."""
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    before = {name: logging.getLogger(name).level for name in SDK_WIRE_LOGGERS}
+    root_handlers = list(logging.getLogger().handlers)
+    for name in HANDLERS:
+        load_handler(name)
+    assert {name: logging.getLogger(name).level for name in SDK_WIRE_LOGGERS} == before
+    assert logging.getLogger().handlers == root_handlers
