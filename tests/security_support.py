@@ -8,11 +8,15 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from sluice.keys import receipt_key
+from tests.conftest import FakeContext, Pipeline
+from tests.s3events import object_event_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPUS_DIR = REPO_ROOT / "tests" / "corpus"
@@ -107,6 +111,71 @@ def data_file_names(directory: Path) -> list[Path]:
     return sorted(
         p for p in directory.rglob("*") if p.suffix.lower() in (".json", ".jsonl", ".ndjson")
     )
+
+
+# --- the whole pipeline, in process -----------------------------------------------------------
+
+Invoke = Callable[[str, dict[str, Any]], None]
+"""Runs handler ``name`` on an event and checks it succeeded."""
+
+
+def pipeline_inputs() -> list[tuple[str, bytes]]:
+    """(RAW key, bytes) of every sample and every JSON case of the corpus."""
+    inputs = [(str(p.relative_to(SAMPLES_DIR)), p.read_bytes()) for p in sample_files()]
+    for case in file_cases():
+        if case["expect"]["kind"] == "data":
+            inputs.append((case_key(case), corpus_bytes(case["file"])))
+    return inputs
+
+
+def handler_invoker(handlers: dict[str, ModuleType]) -> Invoke:
+    def invoke(name: str, event: dict[str, Any]) -> None:
+        response = handlers[name].handler(event, FakeContext())
+        assert response == {"batchItemFailures": []}, (name, response)
+
+    return invoke
+
+
+def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
+    paginator = s3.get_paginator("list_objects_v2")
+    return [
+        item["Key"]
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
+
+
+def drive_pipeline(p: Pipeline, invoke: Invoke, inputs: list[tuple[str, bytes]]) -> None:
+    """Every input through transform and archive, every archived image through tag, then a
+    bundle of every label: each handler's whole path, as the queues would drive it."""
+    for key, data in inputs:
+        p.s3.put_object(Bucket=p.raw, Key=key, Body=data)
+        invoke("transform", object_event_for(p.s3, p.raw, key))
+        invoke("archive", object_event_for(p.s3, p.processed, receipt_key(key)))
+    images = _list(p.s3, p.archive, "images/")
+    assert len(images) >= 9
+    for key in images:
+        invoke("tag", object_event_for(p.s3, p.archive, key))
+    labels = [
+        item["sk"]["S"]
+        for item in p.dynamodb.query(
+            TableName=p.labels_table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "LABELS"}},
+        )["Items"]
+    ]
+    assert labels
+    request = {"labels": labels, "match": "any", "notify": "privacy-check"}
+    p.s3.put_object(
+        Bucket=p.work, Key="requests/everything.json", Body=json.dumps(request).encode()
+    )
+    invoke("bundle", object_event_for(p.s3, p.work, "requests/everything.json"))
+    status = json.loads(
+        p.s3.get_object(Bucket=p.work, Key="bundles/everything.json")["Body"].read()
+    )
+    assert status["status"] == "ready" and status["image_count"] == len(images)
+    # Every input has been through transform and archive: RAW is empty.
+    assert _list(p.s3, p.raw, "") == []
 
 
 # --- log capture -----------------------------------------------------------------------------

@@ -25,37 +25,23 @@ import json
 import logging
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
 
 import pytest
 
-from sluice.keys import receipt_key
-from tests.conftest import FakeContext, Pipeline, load_handler
-from tests.s3events import object_event_for
+from tests.conftest import Pipeline, load_handler
 from tests.security_support import (
-    SAMPLES_DIR,
     CapturedLogs,
-    case_key,
-    corpus_bytes,
-    file_cases,
+    drive_pipeline,
+    handler_invoker,
     install_capture,
     personal_values,
+    pipeline_inputs,
     remove_capture,
-    sample_files,
 )
 
 HANDLERS = ("transform", "archive", "tag", "bundle")
 SDK_WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 """Loggers of the SDK and its HTTP stack: request bodies are theirs to print at DEBUG."""
-
-
-def _inputs() -> list[tuple[str, bytes]]:
-    """(RAW key, bytes) of every sample and every JSON corpus case."""
-    inputs = [(str(p.relative_to(SAMPLES_DIR)), p.read_bytes()) for p in sample_files()]
-    for case in file_cases():
-        if case["expect"]["kind"] == "data":
-            inputs.append((case_key(case), corpus_bytes(case["file"])))
-    return inputs
 
 
 def _personal_values(inputs: list[tuple[str, bytes]]) -> set[str]:
@@ -93,49 +79,6 @@ def captured() -> Iterator[CapturedLogs]:
             logging.getLogger(name).setLevel(level)
 
 
-def _run(handler: ModuleType, event: dict[str, Any]) -> None:
-    response = handler.handler(event, FakeContext())
-    assert response == {"batchItemFailures": []}
-
-
-def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
-    paginator = s3.get_paginator("list_objects_v2")
-    return [
-        item["Key"]
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-        for item in page.get("Contents", [])
-    ]
-
-
-def _drive_the_pipeline(p: Pipeline, handlers: dict[str, ModuleType]) -> list[tuple[str, bytes]]:
-    inputs = _inputs()
-    for key, data in inputs:
-        p.s3.put_object(Bucket=p.raw, Key=key, Body=data)
-        _run(handlers["transform"], object_event_for(p.s3, p.raw, key))
-        _run(handlers["archive"], object_event_for(p.s3, p.processed, receipt_key(key)))
-    images = _list(p.s3, p.archive, "images/")
-    assert len(images) >= 9
-    for key in images:
-        _run(handlers["tag"], object_event_for(p.s3, p.archive, key))
-    labels = [
-        item["sk"]["S"]
-        for item in p.dynamodb.query(
-            TableName=p.labels_table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": "LABELS"}},
-        )["Items"]
-    ]
-    assert labels
-    request = {"labels": labels, "match": "any", "notify": "privacy-check"}
-    p.s3.put_object(Bucket=p.work, Key="requests/privacy.json", Body=json.dumps(request).encode())
-    _run(handlers["bundle"], object_event_for(p.s3, p.work, "requests/privacy.json"))
-    status = json.loads(p.s3.get_object(Bucket=p.work, Key="bundles/privacy.json")["Body"].read())
-    assert status["status"] == "ready" and status["image_count"] == len(images)
-    # Every input has been through transform and archive: RAW is empty.
-    assert _list(p.s3, p.raw, "") == []
-    return inputs
-
-
 def _leaks(lines: list[str], values: set[str]) -> list[tuple[str, str]]:
     return [(value, line[:300]) for line in lines for value in values if value in line]
 
@@ -146,7 +89,8 @@ def test_no_personal_value_in_any_handler_log_line_at_debug(
     captured: CapturedLogs,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    inputs = _drive_the_pipeline(pipeline, debug_handlers)
+    inputs = pipeline_inputs()
+    drive_pipeline(pipeline, handler_invoker(debug_handlers), inputs)
     values = _personal_values(inputs)
 
     printed = capsys.readouterr()
