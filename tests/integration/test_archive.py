@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
-from tests.conftest import FakeContext, Pipeline, load_handler
-from tests.s3events import object_event_for
 
 from sluice.receipts import Receipt, write_receipt
+from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.s3events import object_event_for
 
 MIB = 1024 * 1024
 

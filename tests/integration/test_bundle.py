@@ -15,13 +15,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from tests.conftest import FakeContext, Pipeline, load_handler
-from tests.s3events import object_event_for, s3_event, s3_record, sqs_batch
 
 from sluice.events import S3ObjectRef
 from sluice.keys import image_id
 from sluice.labels import add_membership
 from sluice.s3io import MIB
+from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.s3events import object_event_for, s3_event, s3_record, sqs_batch
 
 JPEG_MAGIC = b"\xff\xd8\xff\xe0"
 

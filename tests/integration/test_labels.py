@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from tests.conftest import Pipeline
 
 from sluice import labels
 from sluice.labels import (
@@ -19,6 +18,7 @@ from sluice.labels import (
     label_counts,
     remove_membership,
 )
+from tests.conftest import Pipeline
 
 
 def add(p: Pipeline, label: str, image: str, confidence: float = 90.0) -> bool:

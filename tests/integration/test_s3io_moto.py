@@ -6,9 +6,9 @@ import hashlib
 import os
 
 import pytest
-from tests.conftest import Pipeline
 
 from sluice.s3io import MIB, MultipartWriter
+from tests.conftest import Pipeline
 
 
 def test_twenty_megabyte_stream_arrives_intact_in_three_parts(pipeline: Pipeline) -> None:

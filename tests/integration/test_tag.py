@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from tests.conftest import FakeContext, Pipeline, load_handler
-from tests.s3events import object_event_for
 
 from sluice.events import S3ObjectRef
 from sluice.keys import image_id
 from sluice.labelers import ImageObject, Label
 from sluice.labels import images_for_label, label_counts
+from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.s3events import object_event_for
 
 RED = (220, 20, 20)
 BLUE = (30, 60, 220)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from tests.conftest import load_handler
 
 from sluice.config import (
     ConfigError,
@@ -13,6 +12,7 @@ from sluice.config import (
     env_int_list,
     env_str,
 )
+from tests.conftest import load_handler
 
 
 def test_env_str_value_is_stripped() -> None:

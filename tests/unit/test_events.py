@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from tests.s3events import golden, s3_event, s3_record
 
 from sluice.events import (
     S3ObjectRef,
@@ -16,6 +15,7 @@ from sluice.events import (
     refs_from_event,
     refs_from_sqs_body,
 )
+from tests.s3events import golden, s3_event, s3_record
 
 
 def sqs_bodies(event: dict[str, Any]) -> list[str]:

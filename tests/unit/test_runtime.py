@@ -11,11 +11,11 @@ from typing import IO, Any, cast
 
 import pytest
 from aws_lambda_powertools import Logger
-from tests.conftest import FakeContext
-from tests.s3events import golden, s3_event, s3_record, sqs_batch
 
 from sluice.events import S3ObjectRef, UnsupportedEventError
 from sluice.runtime import run
+from tests.conftest import FakeContext
+from tests.s3events import golden, s3_event, s3_record, sqs_batch
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
