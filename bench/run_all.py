@@ -31,6 +31,13 @@ def targets(name: str, result: dict[str, Any]) -> list[tuple[str, bool | None]]:
         return [("(no result)", None)]
     if name == "end_to_end":
         return [("ran on the local stack", bool(result.get("ran")))]
+    if name == "thumbnail":
+        return [
+            (f"{fmt} {key}", bool(value))
+            for fmt, entry in sorted(result.get("formats", {}).items())
+            for key, value in sorted(entry.items())
+            if key.startswith("target_")
+        ]
     return sorted((key, bool(value)) for key, value in result.items() if key.startswith("target_"))
 
 
