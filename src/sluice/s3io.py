@@ -6,12 +6,17 @@ upload, and leaving a ``with`` block on an exception (or failing to complete) ab
 so a failed stream never leaves a partial object behind (the bucket's lifecycle rule
 cleans up after a crash). Objects smaller than one part are sent with a single
 ``PutObject``.
+
+One part is uploaded on a background thread while the next one fills, so reading the
+source and sending to S3 overlap (a bundle streams at the speed of the slower of the
+two, not of their sum); memory stays bounded at two parts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 MIB = 1024 * 1024
@@ -42,6 +47,9 @@ class MultipartWriter(io.RawIOBase):
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
+        self._next_part_number = 1
+        self._executor: ThreadPoolExecutor | None = None
+        self._in_flight: Future[dict[str, Any]] | None = None
         self._written = 0
         self._finished = False
         self.etag: str | None = None
@@ -89,9 +97,20 @@ class MultipartWriter(io.RawIOBase):
                 Metadata=self._metadata,
             )
             self._upload_id = response["UploadId"]
-        part_number = len(self._parts) + 1
+        part_number = self._next_part_number
         if part_number > MAX_PARTS:
             raise ValueError(f"{self.key}: more than {MAX_PARTS} parts; raise part_size")
+        self._next_part_number += 1
+        # At most one part in flight: wait for it (and surface its error) before the next.
+        self._wait_in_flight()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-part")
+        self._in_flight = self._executor.submit(self._upload_part, part_number, body)
+        # Grow parts as the object grows so 10,000 parts cover far more than 80 GB.
+        if part_number in (1000, 5000):
+            self._part_size *= 4
+
+    def _upload_part(self, part_number: int, body: bytes | bytearray) -> dict[str, Any]:
         response = self._s3.upload_part(
             Bucket=self.bucket,
             Key=self.key,
@@ -99,10 +118,17 @@ class MultipartWriter(io.RawIOBase):
             PartNumber=part_number,
             Body=body,
         )
-        self._parts.append({"PartNumber": part_number, "ETag": response["ETag"]})
-        # Grow parts as the object grows so 10,000 parts cover far more than 80 GB.
-        if part_number in (1000, 5000):
-            self._part_size *= 4
+        return {"PartNumber": part_number, "ETag": response["ETag"]}
+
+    def _wait_in_flight(self) -> None:
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            self._parts.append(future.result())
+
+    def _shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def complete(self) -> None:
         """Finish the object; after this the writer is closed."""
@@ -120,6 +146,7 @@ class MultipartWriter(io.RawIOBase):
             else:
                 if self._buffer:
                     self._send_part(self._buffer)
+                self._wait_in_flight()
                 response = self._s3.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=self.key,
@@ -132,6 +159,7 @@ class MultipartWriter(io.RawIOBase):
             with contextlib.suppress(Exception):
                 self.abort()
             raise
+        self._shutdown()
         self._buffer = bytearray()
         self._finished = True
         self.etag = str(response.get("ETag", "")).strip('"') or None
@@ -141,6 +169,10 @@ class MultipartWriter(io.RawIOBase):
         """Drop everything written; no object is created."""
         if self._finished:
             return
+        # A part still uploading would otherwise land after the abort.
+        with contextlib.suppress(Exception):
+            self._wait_in_flight()
+        self._shutdown()
         if self._upload_id is not None:
             self._s3.abort_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
