@@ -1,0 +1,655 @@
+"""Security properties of what Terraform deploys (GitHub issue 7), read from Terraform itself.
+
+The function policies are rendered from ``aws_iam_policy_document`` data sources whose
+inputs (bucket, table and topic ARNs) are unknown until those resources exist, so a plan
+alone would leave every ``Resource`` unknown. The local environment is therefore applied
+to a throw-away moto server (``env/local.tfvars``, the state in that server, own
+``TF_DATA_DIR``) and ``terraform show -json`` gives every policy as deployed; the server
+and everything in it go away with the test, so there is nothing to destroy. Production is
+only planned (``env/prod.tfvars`` with the endpoint pointed at the same server): its
+bucket policies and labeler differ from local, and the plan shows their statements.
+
+Checked:
+
+* every function policy grants no more than an explicit per-handler allowance (below,
+  with the reason for each grant): no ``*`` or service-wide action, no ``*`` resource
+  except for actions without resource-level permissions (``WILDCARD_RESOURCE_ACTIONS``);
+  S3 only on the buckets and prefixes a handler uses, queues, log groups, tables and
+  topics only its own. The cross-cutting rules are spelled out as their own test;
+* the policies allow every call the handlers really make: the samples and the corpus go
+  through all four handlers in process (moto), every API call is recorded and turned
+  into the IAM action and resource it needs, and each is evaluated against the deployed
+  policy of the handler that made it;
+* every bucket: public access blocked (all four settings), encrypted, versioned, owner-
+  enforced; outside the emulator, a bucket policy denies any request without TLS;
+* a presigned bundle link cannot outlive 7 days: the Terraform variable refuses more
+  (the handler's own cap is covered by tests/unit/test_config.py and
+  tests/integration/test_bundle.py).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+from sluice.keys import receipt_key
+from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.s3events import object_event_for
+from tests.security_support import SAMPLES_DIR, Invoke, drive_pipeline, pipeline_inputs
+from tests.terraform_support import (
+    FUNCTIONS,
+    REPO_ROOT,
+    moto_server,
+    terraform,
+    terraform_env,
+    write_stand_in_artifacts,
+)
+
+pytestmark = pytest.mark.e2e
+
+REGION = "us-east-1"
+STATE_BUCKET = "sluice-local-tfstate"
+MAX_URL_TTL_SECONDS = 7 * 24 * 3600
+BUCKETS = ("raw", "processed", "archive", "work")
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+WILDCARD_RESOURCE_ACTIONS = {
+    # Rekognition's DetectLabels on S3 bytes has no resource-level permissions: "*" is the
+    # only resource IAM accepts for it (the image is authorised by s3:GetObject instead).
+    "rekognition:detectlabels": "no resource-level permissions",
+}
+
+WRITE_OBJECT_ACTIONS = {"s3:putobject", "s3:abortmultipartupload", "s3:putobjecttagging"}
+DELETE_OBJECT_ACTIONS = {"s3:deleteobject", "s3:deleteobjectversion"}
+MULTIPART_WRITE = {"s3:putobject", "s3:abortmultipartupload", "s3:listmultipartuploadparts"}
+
+
+# --- Terraform runs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TerraformViews:
+    local_state: dict[str, Any]
+    prod_plan: dict[str, Any]
+    ttl_plan_error: str
+
+
+@pytest.fixture(scope="module")
+def views(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TerraformViews]:
+    work = tmp_path_factory.mktemp("security-plan")
+    with moto_server(work / "moto.log") as endpoint:
+        env = terraform_env(work, FAKE_CREDENTIALS)
+        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            env.pop(name, None)
+        s3 = boto3.client(
+            "s3",
+            region_name=REGION,
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        s3.create_bucket(Bucket=STATE_BUCKET)
+        terraform(
+            [
+                "init",
+                "-lockfile=readonly",
+                "-backend-config=env/local.backend.hcl",
+                f'-backend-config=endpoints={{s3="{endpoint}"}}',
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        artifacts = write_stand_in_artifacts(work / "build")
+        common = [f"-var=aws_endpoint_url={endpoint}", f"-var=artifacts_dir={artifacts}"]
+
+        too_long = work / "ttl.tfvars.json"
+        too_long.write_text(
+            json.dumps(
+                {"environments": {"local": {"bundle_url_ttl_seconds": MAX_URL_TTL_SECONDS + 1}}}
+            )
+        )
+        refused = terraform(
+            ["plan", "-var-file=env/local.tfvars", f"-var-file={too_long}", *common],
+            cwd=REPO_ROOT,
+            env=env,
+            expect_codes=(1,),
+        )
+
+        plan_file = work / "prod.tfplan"
+        terraform(
+            ["plan", "-refresh=false", f"-out={plan_file}", "-var-file=env/prod.tfvars", *common],
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        prod_plan = json.loads(
+            terraform(["show", "-json", str(plan_file)], cwd=REPO_ROOT, env=env).stdout
+        )
+
+        terraform(
+            ["apply", "-auto-approve", "-var-file=env/local.tfvars", *common],
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        local_state = json.loads(terraform(["show", "-json"], cwd=REPO_ROOT, env=env).stdout)
+        yield TerraformViews(local_state, prod_plan, " ".join(refused.stderr.split()))
+
+
+def _resources(module: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from module.get("resources", [])
+    for child in module.get("child_modules", []):
+        yield from _resources(child)
+
+
+def _of_type(values: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [r for r in _resources(values["root_module"]) if r["type"] == kind]
+
+
+def _key_in(address: str, module: str) -> str:
+    found = re.search(rf'module\.{module}\["([^"]+)"\]', address)
+    assert found, f"{address} is not in module.{module}[...]"
+    return found.group(1)
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The local environment as applied: ARNs by role, and each function's policy."""
+
+    buckets: dict[str, str]  # raw/processed/archive/work -> bucket ARN
+    queues: dict[str, str]  # function -> queue ARN
+    log_groups: dict[str, str]  # function -> log group ARN
+    images_table: str
+    labels_table: str
+    bundle_topic: str
+    policies: dict[str, dict[str, Any]]  # function -> policy document
+
+    def grants(self, function: str) -> set[tuple[str, str]]:
+        """(lower-cased action, resource) pairs the function's policy allows."""
+        pairs = set()
+        for statement in _statements(self.policies[function]):
+            for action in _as_list(statement["Action"]):
+                for resource in _as_list(statement["Resource"]):
+                    pairs.add((action.lower(), resource))
+        return pairs
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = _as_list(policy["Statement"])
+    return statements
+
+
+@pytest.fixture(scope="module")
+def deployed(views: TerraformViews) -> Deployed:
+    values = views.local_state["values"]
+    buckets = {
+        _key_in(r["address"], "bucket"): r["values"]["arn"]
+        for r in _of_type(values, "aws_s3_bucket")
+    }
+    queues = {
+        _key_in(r["address"], "function"): r["values"]["arn"]
+        for r in _of_type(values, "aws_sqs_queue")
+        if "module.function[" in r["address"]
+    }
+    log_groups = {
+        _key_in(r["address"], "function"): r["values"]["arn"]
+        for r in _of_type(values, "aws_cloudwatch_log_group")
+    }
+    tables = {
+        r["values"]["name"]: r["values"]["arn"] for r in _of_type(values, "aws_dynamodb_table")
+    }
+    topics = {r["values"]["name"]: r["values"]["arn"] for r in _of_type(values, "aws_sns_topic")}
+    policies = {
+        r["index"]: json.loads(r["values"]["policy"])
+        for r in _of_type(values, "aws_iam_role_policy")
+    }
+    assert set(buckets) == set(BUCKETS)
+    assert set(queues) == set(log_groups) == set(policies) == set(FUNCTIONS)
+    return Deployed(
+        buckets=buckets,
+        queues=queues,
+        log_groups=log_groups,
+        images_table=tables["sluice-local-images"],
+        labels_table=tables["sluice-local-labels"],
+        bundle_topic=topics["sluice-local-bundles"],
+        policies=policies,
+    )
+
+
+# --- what each handler may do --------------------------------------------------------------
+
+
+def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
+    """The most a function's policy may grant: what its handler does, on what it owns."""
+
+    def objects(bucket: str, *prefixes: str) -> list[str]:
+        return [f"{d.buckets[bucket]}/{prefix}*" for prefix in prefixes]
+
+    def grant(actions: set[str], resources: list[str]) -> set[tuple[str, str]]:
+        return {(action, resource) for action in actions for resource in resources}
+
+    common = grant(
+        {
+            "sqs:receivemessage",
+            "sqs:deletemessage",
+            "sqs:getqueueattributes",
+            "sqs:changemessagevisibility",
+        },
+        [d.queues[function]],
+    ) | grant({"logs:createlogstream", "logs:putlogevents"}, [f"{d.log_groups[function]}:*"])
+    outputs = objects("processed", "data/", "errors/", "thumbnails/", "receipts/")
+    archived = objects("archive", "images/", "data/", "rejected/")
+    by_function = {
+        # Reads the upload; writes its outputs and receipt (HEAD and delete outputs an
+        # earlier version left); reads receipts for idempotency; the image metadata item.
+        "transform": grant({"s3:getobject", "s3:getobjectversion"}, objects("raw", ""))
+        | grant(MULTIPART_WRITE | {"s3:getobject", "s3:deleteobject"}, outputs)
+        | grant({"s3:listbucket"}, [d.buckets["processed"]])
+        | grant({"dynamodb:getitem", "dynamodb:putitem", "dynamodb:updateitem"}, [d.images_table]),
+        # Reads receipts; copies RAW -> ARCHIVE server side, verifies, deletes from RAW.
+        "archive": grant({"s3:getobject"}, objects("processed", "receipts/"))
+        | grant(
+            {"s3:getobject", "s3:getobjectversion", "s3:getobjecttagging"} | DELETE_OBJECT_ACTIONS,
+            objects("raw", ""),
+        )
+        | grant({"s3:listbucket"}, [d.buckets["raw"], d.buckets["archive"]])
+        | grant(MULTIPART_WRITE | {"s3:putobjecttagging", "s3:getobject"}, archived),
+        # Reads archived images; labels -> images item and labels table.
+        "tag": grant({"s3:getobject"}, objects("archive", "images/"))
+        | grant({"dynamodb:getitem", "dynamodb:updateitem"}, [d.images_table])
+        | grant(
+            {
+                "dynamodb:getitem",
+                "dynamodb:putitem",
+                "dynamodb:updateitem",
+                "dynamodb:deleteitem",
+                "dynamodb:query",
+                "dynamodb:conditioncheckitem",
+            },
+            [d.labels_table],
+        )
+        | grant({"rekognition:detectlabels"}, ["*"]),
+        # Reads requests and archived images; writes (and presigns) bundles; finds images
+        # by label; notifies.
+        "bundle": grant({"s3:getobject"}, objects("work", "requests/"))
+        | grant(MULTIPART_WRITE | {"s3:getobject"}, objects("work", "bundles/"))
+        | grant({"s3:listbucket"}, [d.buckets["work"]])
+        | grant({"s3:getobject"}, objects("archive", "images/"))
+        | grant(
+            {"dynamodb:query", "dynamodb:getitem", "dynamodb:batchgetitem"},
+            [d.labels_table, d.images_table],
+        )
+        | grant({"sns:publish"}, [d.bundle_topic]),
+    }
+    return common | by_function[function]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_function_policy_grants_no_more_than_its_handler_needs(
+    deployed: Deployed, function: str
+) -> None:
+    policy = deployed.policies[function]
+    for statement in _statements(policy):
+        assert statement["Effect"] == "Allow"
+        assert {"NotAction", "NotResource", "Principal"}.isdisjoint(statement), statement
+    grants = deployed.grants(function)
+    for action, resource in grants:
+        _, _, name = action.partition(":")
+        assert "*" not in action and name, f"{function}: wildcard action {action}"
+        if resource == "*":
+            assert action in WILDCARD_RESOURCE_ACTIONS, f"{function}: {action} on *"
+    assert grants - allowance(deployed, function) == set()
+
+
+def _writers(d: Deployed, bucket: str, actions: set[str]) -> dict[str, set[str]]:
+    """Function -> resources in ``bucket`` on which it has one of ``actions``."""
+    arn = d.buckets[bucket]
+    found: dict[str, set[str]] = {}
+    for function in FUNCTIONS:
+        for action, resource in d.grants(function):
+            if action in actions and (resource == "*" or resource.startswith(arn)):
+                found.setdefault(function, set()).add(resource.removeprefix(arn))
+    return found
+
+
+def test_cross_cutting_rules_of_the_pipeline(deployed: Deployed) -> None:
+    d = deployed
+    # Nobody writes to RAW (clients do), only archive deletes from it.
+    assert _writers(d, "raw", WRITE_OBJECT_ACTIONS) == {}
+    assert _writers(d, "raw", DELETE_OBJECT_ACTIONS) == {"archive": {"/*"}}
+    # Transform writes PROCESSED (its four prefixes), never ARCHIVE; nobody else writes
+    # PROCESSED, and only archive writes ARCHIVE, never its images/ trigger's neighbours.
+    assert _writers(d, "processed", WRITE_OBJECT_ACTIONS) == {
+        "transform": {"/data/*", "/errors/*", "/thumbnails/*", "/receipts/*"}
+    }
+    assert _writers(d, "archive", WRITE_OBJECT_ACTIONS) == {
+        "archive": {"/images/*", "/data/*", "/rejected/*"}
+    }
+    # Bundle writes only WORK bundles/ (never requests/, its trigger); tag writes no S3.
+    assert _writers(d, "work", WRITE_OBJECT_ACTIONS) == {"bundle": {"/bundles/*"}}
+    for function in FUNCTIONS:
+        grants = d.grants(function)
+        s3_writes = {a for a, _ in grants if a in WRITE_OBJECT_ACTIONS | DELETE_OBJECT_ACTIONS}
+        if function == "tag":
+            assert s3_writes == set()
+        # Queues, log groups: its own only. Tables: only the pipeline's. Topics: bundle only.
+        assert {r for a, r in grants if a.startswith("sqs:")} == {d.queues[function]}
+        assert {r for a, r in grants if a.startswith("logs:")} == {f"{d.log_groups[function]}:*"}
+        assert {r for a, r in grants if a.startswith("dynamodb:")} <= {
+            d.images_table,
+            d.labels_table,
+        }
+        publishes = {r for a, r in grants if a.startswith("sns:")}
+        assert publishes == ({d.bundle_topic} if function == "bundle" else set())
+
+
+# --- the calls the handlers make -----------------------------------------------------------
+
+
+@dataclass
+class CallRecorder:
+    """Every API call made through the default boto3 session, by the handler running."""
+
+    running: str | None = None
+    calls: list[tuple[str, str, str, dict[str, Any]]] | None = None
+
+    def __call__(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        if self.running is not None and self.calls is not None:
+            service = model.service_model.service_name
+            self.calls.append((self.running, service, model.name, dict(params)))
+
+
+def _object(bucket: str, key: str) -> str:
+    return f"{bucket}/{key}"
+
+
+def iam_requests(
+    service: str, operation: str, params: dict[str, Any], arn: dict[str, str]
+) -> list[tuple[str, str]]:
+    """The (action, resource) pairs IAM authorises for one API call (Service Authorization
+    Reference); ``arn`` maps the in-process bucket/table/topic names to deployed ARNs."""
+    if service == "s3":
+        bucket = arn[params["Bucket"]]
+        key = str(params.get("Key", ""))
+        versioned = bool(params.get("VersionId"))
+        if operation in ("GetObject", "HeadObject"):
+            action = "s3:getobjectversion" if versioned else "s3:getobject"
+            return [(action, _object(bucket, key))]
+        if operation in ("PutObject", "CreateMultipartUpload", "UploadPart"):
+            return [("s3:putobject", _object(bucket, key))]
+        if operation == "CompleteMultipartUpload":
+            return [("s3:putobject", _object(bucket, key))]
+        if operation == "AbortMultipartUpload":
+            return [("s3:abortmultipartupload", _object(bucket, key))]
+        if operation == "ListParts":
+            return [("s3:listmultipartuploadparts", _object(bucket, key))]
+        if operation in ("CopyObject", "UploadPartCopy"):
+            source = params["CopySource"]
+            if isinstance(source, str):
+                source_bucket, _, source_key = source.lstrip("/").partition("/")
+                source_version = "versionId=" in source_key
+                source_key = source_key.split("?versionId=")[0]
+            else:
+                source_bucket, source_key = source["Bucket"], source["Key"]
+                source_version = bool(source.get("VersionId"))
+            read = "s3:getobjectversion" if source_version else "s3:getobject"
+            return [
+                ("s3:putobject", _object(bucket, key)),
+                (read, _object(arn[source_bucket], source_key)),
+            ]
+        if operation == "DeleteObject":
+            action = "s3:deleteobjectversion" if versioned else "s3:deleteobject"
+            return [(action, _object(bucket, key))]
+        if operation in ("ListObjectsV2", "ListObjects"):
+            return [("s3:listbucket", bucket)]
+        if operation == "ListObjectVersions":
+            return [("s3:listbucketversions", bucket)]
+        if operation == "GetObjectTagging":
+            action = "s3:getobjectversiontagging" if versioned else "s3:getobjecttagging"
+            return [(action, _object(bucket, key))]
+    if service == "dynamodb":
+        if operation in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"):
+            return [(f"dynamodb:{operation.lower()}", arn[params["TableName"]])]
+        if operation == "BatchGetItem":
+            return [("dynamodb:batchgetitem", arn[table]) for table in params["RequestItems"]]
+        if operation == "TransactWriteItems":
+            actions = {
+                "Put": "putitem",
+                "Update": "updateitem",
+                "Delete": "deleteitem",
+                "ConditionCheck": "conditioncheckitem",
+            }
+            return [
+                (f"dynamodb:{actions[kind]}", arn[body["TableName"]])
+                for item in params["TransactItems"]
+                for kind, body in item.items()
+            ]
+    if service == "sns" and operation == "Publish":
+        return [("sns:publish", arn[params["TopicArn"]])]
+    if service == "rekognition" and operation == "DetectLabels":
+        return [("rekognition:detectlabels", "*")]
+    pytest.fail(f"no IAM mapping for {service}:{operation}: add it to iam_requests")
+
+
+def _matches(pattern: str, value: str, *, ignore_case: bool) -> bool:
+    if ignore_case:
+        return fnmatch.fnmatch(value.lower(), pattern.lower())
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, flags=re.DOTALL) is not None
+
+
+def allowed(policy: dict[str, Any], action: str, resource: str) -> bool:
+    """IAM's answer for an identity policy with Allow statements only (checked above)."""
+    return any(
+        any(_matches(a, action, ignore_case=True) for a in _as_list(statement["Action"]))
+        and any(_matches(r, resource, ignore_case=False) for r in _as_list(statement["Resource"]))
+        for statement in _statements(policy)
+        if statement["Effect"] == "Allow"
+    )
+
+
+def replace_with_a_rejected_version(p: Pipeline, invoke: Invoke) -> None:
+    """A processed upload overwritten by a rejected one: transform deletes the outputs
+    the earlier version left (data, errors report, thumbnails)."""
+    photo = (SAMPLES_DIR / "photos" / "sunset-beach.jpg").read_bytes()
+    scans = (SAMPLES_DIR / "retina" / "scans-partly-invalid.json").read_bytes()
+    for key, good, bad in (
+        ("retina/replaced.json", scans, b"[{"),
+        ("photos/replaced.jpg", photo, photo[: len(photo) // 2]),
+    ):
+        for body in (good, bad):
+            p.s3.put_object(Bucket=p.raw, Key=key, Body=body)
+            invoke("transform", object_event_for(p.s3, p.raw, key))
+        invoke("archive", object_event_for(p.s3, p.processed, receipt_key(key)))
+    assert not [k for k in _keys(p.s3, p.processed) if "replaced" in k and "receipts/" not in k]
+
+
+def _keys(s3: Any, bucket: str) -> list[str]:
+    return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+@pytest.fixture
+def recorder(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> CallRecorder:
+    """A fresh default session (the handlers' clients come from it) with the recorder on."""
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    boto3.setup_default_session(region_name=REGION)
+    assert boto3.DEFAULT_SESSION is not None
+    calls = CallRecorder(calls=[])
+    boto3.DEFAULT_SESSION.events.register("before-parameter-build", calls)
+    return calls
+
+
+def test_function_policies_allow_every_call_the_handlers_make(
+    deployed: Deployed,
+    pipeline: Pipeline,
+    recorder: CallRecorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("THUMBNAIL_SIZES", "64,128")
+    handlers: dict[str, ModuleType] = {name: load_handler(name) for name in FUNCTIONS}
+
+    def invoke(name: str, event: dict[str, Any]) -> None:
+        recorder.running = name
+        try:
+            response = handlers[name].handler(event, FakeContext())
+        finally:
+            recorder.running = None
+        assert response == {"batchItemFailures": []}, (name, response)
+
+    drive_pipeline(pipeline, invoke, pipeline_inputs())
+    replace_with_a_rejected_version(pipeline, invoke)
+
+    arn = {
+        pipeline.raw: deployed.buckets["raw"],
+        pipeline.processed: deployed.buckets["processed"],
+        pipeline.archive: deployed.buckets["archive"],
+        pipeline.work: deployed.buckets["work"],
+        pipeline.images_table: deployed.images_table,
+        pipeline.labels_table: deployed.labels_table,
+        pipeline.topic_arn: deployed.bundle_topic,
+    }
+    assert recorder.calls
+    assert {function for function, *_ in recorder.calls} == set(FUNCTIONS)
+    denied: dict[tuple[str, str, str], str] = {}
+    for function, service, operation, params in recorder.calls:
+        for action, resource in iam_requests(service, operation, params, arn):
+            if not allowed(deployed.policies[function], action, resource):
+                # One example resource per (function, operation, action) keeps it readable.
+                denied.setdefault((function, f"{service}:{operation}", action), resource)
+    assert denied == {}, "calls the deployed policies deny:\n" + "\n".join(
+        f"{function} {operation} needs {action} on {resource}"
+        for (function, operation, action), resource in sorted(denied.items())
+    )
+
+
+# --- buckets -------------------------------------------------------------------------------
+
+
+def _by_bucket(values: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        # A resource whose every value is known only after apply has no "values" in a plan.
+        f"{_key_in(r['address'], 'pipeline')}/{_key_in(r['address'], 'bucket')}": r.get(
+            "values", {}
+        )
+        for r in _of_type(values, kind)
+    }
+
+
+@pytest.mark.parametrize("view", ["local_state", "prod_plan"])
+def test_every_bucket_is_private_encrypted_and_versioned(view: str, views: TerraformViews) -> None:
+    document = getattr(views, view)
+    values = document["values"] if view == "local_state" else document["planned_values"]
+    buckets = _by_bucket(values, "aws_s3_bucket")
+    assert len(buckets) == len(BUCKETS)
+    blocks = _by_bucket(values, "aws_s3_bucket_public_access_block")
+    encryption = _by_bucket(values, "aws_s3_bucket_server_side_encryption_configuration")
+    versioning = _by_bucket(values, "aws_s3_bucket_versioning")
+    ownership = _by_bucket(values, "aws_s3_bucket_ownership_controls")
+    settings = ("block_public_acls", "block_public_policy", "ignore_public_acls")
+    for bucket in buckets:
+        assert all(blocks[bucket][name] is True for name in settings), bucket
+        assert blocks[bucket]["restrict_public_buckets"] is True, bucket
+        (rule,) = encryption[bucket]["rule"]
+        (default,) = rule["apply_server_side_encryption_by_default"]
+        assert default["sse_algorithm"] in ("AES256", "aws:kms", "aws:kms:dsse"), bucket
+        (config,) = versioning[bucket]["versioning_configuration"]
+        assert config["status"] == "Enabled", bucket
+        assert ownership[bucket]["rule"][0]["object_ownership"] == "BucketOwnerEnforced"
+
+
+def test_every_production_bucket_denies_requests_without_tls(views: TerraformViews) -> None:
+    plan = views.prod_plan
+    buckets = _by_bucket(plan["planned_values"], "aws_s3_bucket")
+    policies = _by_bucket(plan["planned_values"], "aws_s3_bucket_policy")
+    assert set(policies) == set(buckets)
+    # The policy documents are read at apply time; the plan shows their statements.
+    documents = {
+        f"{_key_in(c['address'], 'pipeline')}/{_key_in(c['address'], 'bucket')}": c["change"]
+        for c in plan["resource_changes"]
+        if c["type"] == "aws_iam_policy_document" and "module.bucket[" in c["address"]
+    }
+    assert set(documents) == set(buckets)
+    for bucket, change in documents.items():
+        (statement,) = change["after"]["statement"]
+        assert statement["effect"] == "Deny", bucket
+        assert statement["actions"] == ["s3:*"], bucket
+        assert statement["principals"] == [{"identifiers": ["*"], "type": "*"}], bucket
+        assert statement["condition"] == [
+            {"test": "Bool", "values": ["false"], "variable": "aws:SecureTransport"}
+        ], bucket
+        # Both the bucket and its objects (known after apply: two resources).
+        assert change["after_unknown"]["statement"][0]["resources"] == [True, True], bucket
+    module_calls = plan["configuration"]["root_module"]["module_calls"]["pipeline"]["module"]
+    s3_module = module_calls["module_calls"]["bucket"]["module"]
+    (document,) = [
+        r for r in s3_module["resources"] if r["address"] == "data.aws_iam_policy_document.this"
+    ]
+    resources = document["expressions"]["statement"][0]["resources"]["references"]
+    assert "aws_s3_bucket.this.arn" in resources
+
+
+def test_only_the_emulator_environment_turns_the_tls_policy_off() -> None:
+    settings = {
+        path.name: re.findall(r"deny_insecure_transport\s*=\s*(\w+)", path.read_text())
+        for path in sorted((REPO_ROOT / "env").glob("*.tfvars"))
+    }
+    assert settings.pop("local.tfvars") == ["false"]
+    assert settings and all(values in ([], ["true"]) for values in settings.values())
+
+
+def test_production_tag_policy_uses_the_wildcard_only_for_detect_labels(
+    views: TerraformViews,
+) -> None:
+    changes = {
+        _function_of(c["address"]): c["change"]
+        for c in views.prod_plan["resource_changes"]
+        if c["type"] == "aws_iam_policy_document" and "module.iam." in c["address"]
+    }
+    wildcards = {
+        (function, action)
+        for function, change in changes.items()
+        if function in FUNCTIONS
+        for statement in change["after"]["statement"]
+        if "*" in (statement.get("resources") or [])
+        for action in statement["actions"]
+    }
+    assert wildcards == {("tag", "rekognition:DetectLabels")}
+    assert all(a.lower() in WILDCARD_RESOURCE_ACTIONS for _, a in wildcards)
+
+
+def _function_of(address: str) -> str:
+    return address.rsplit(".", 1)[-1].split("[")[0]
+
+
+# --- presigned links -------------------------------------------------------------------------
+
+
+def test_a_bundle_link_lifetime_over_seven_days_fails_the_plan(views: TerraformViews) -> None:
+    assert "bundle_url_ttl_seconds must be between 1 and 604800" in views.ttl_plan_error
+
+
+def test_the_deployed_bundle_link_lifetime_is_within_seven_days(views: TerraformViews) -> None:
+    values = views.local_state["values"]
+    (bundle,) = [
+        r
+        for r in _of_type(values, "aws_lambda_function")
+        if r["values"]["function_name"].endswith("-bundle")
+    ]
+    ttl = int(bundle["values"]["environment"][0]["variables"]["BUNDLE_URL_TTL_SECONDS"])
+    assert 1 <= ttl <= MAX_URL_TTL_SECONDS
