@@ -59,9 +59,14 @@ def debug_handlers(
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("THUMBNAIL_SIZES", "64,128")
     handlers = {name: load_handler(name) for name in HANDLERS}
+    # A fresh process would take the level from POWERTOOLS_LOG_LEVEL at cold start; here an
+    # earlier test may have made the same named logger, which Powertools reuses as it was.
+    levels = {name: handlers[name].logger.log_level for name in HANDLERS}
     for name in HANDLERS:
-        assert handlers[name].logger.log_level == logging.DEBUG
+        handlers[name].logger.setLevel(logging.DEBUG)
     yield handlers
+    for name, level in levels.items():
+        handlers[name].logger.setLevel(level)
 
 
 @pytest.fixture
