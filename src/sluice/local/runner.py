@@ -30,6 +30,13 @@ the local environment creates its mappings disabled (``event_source_mappings_ena
 false`` in ``env/local.tfvars``) and the runner serves exactly those. Enabled mappings are
 reported and left alone: the emulator owns them.
 
+Test-harness hook: a worker imports the module named by ``SLUICE_RUNNER_PRELOAD`` (if
+set) before the handler's cold start, and wraps the handler with that module's
+``wrap_handler(handler)`` when it defines one. Fault injection (``tests/chaos``) uses it
+to hook the SDK and the invocation boundary without touching handler code; variables
+named ``SLUICE_RUNNER_*`` reach the workers for its configuration. The runner stands in
+for the Lambda service, which has no such hook: nothing deployed sets these variables.
+
 Usage::
 
     python -m sluice.local.runner --endpoint-url http://127.0.0.1:4566 --environment local
@@ -73,6 +80,9 @@ MAX_MESSAGES_PER_RECEIVE = 10  # SQS ReceiveMessage limit
 MAX_WAIT_SECONDS = 20  # SQS long-poll limit
 # Variables a worker inherits from the runner; everything else comes from the function.
 _PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+# The test-harness hook (module docstring): the preload module and its settings.
+PRELOAD_VARIABLE = "SLUICE_RUNNER_PRELOAD"
+_HARNESS_PREFIX = "SLUICE_RUNNER_"
 
 
 class InvocationTimeout(BaseException):
@@ -99,12 +109,33 @@ def import_handler(handler: str) -> Handler:
     return result
 
 
+HandlerWrapper = Callable[[Handler], Handler]
+
+
+def load_preload(env: Mapping[str, str]) -> HandlerWrapper | None:
+    """Import the test harness named by ``SLUICE_RUNNER_PRELOAD``; its ``wrap_handler``.
+
+    Import errors propagate: a harness that was asked for and did not load must stop the
+    worker rather than let it run without its faults.
+    """
+    name = env.get(PRELOAD_VARIABLE, "").strip()
+    if not name:
+        return None
+    module = importlib.import_module(name)
+    wrapper = getattr(module, "wrap_handler", None)
+    if wrapper is not None and not callable(wrapper):
+        raise TypeError(f"{name}.wrap_handler is not callable")
+    result: HandlerWrapper | None = wrapper
+    return result
+
+
 def function_process_env(
     wiring: FunctionWiring, endpoint_url: str, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The environment of a worker: the function's variables plus what Lambda sets."""
     source = os.environ if base is None else base
     env = {name: source[name] for name in _PASSTHROUGH if name in source}
+    env.update({name: value for name, value in source.items() if name.startswith(_HARNESS_PREFIX)})
     env.update(wiring.environment)
     # Reserved variables: Lambda sets these itself and a function cannot override them.
     env.update(awsenv.FAKE_CREDENTIALS)
@@ -160,6 +191,8 @@ class FunctionWorker:
     poll_wait_seconds: int = 2
     enforce_timeout: bool = True
     platform_out: TextIO = field(default_factory=lambda: sys.__stderr__ or sys.stderr)
+    wrap_handler: HandlerWrapper | None = None
+    """The test harness's wrapper (:func:`load_preload`), applied at the cold start."""
     stats: _Stats = field(default_factory=_Stats)
     _handler: Handler | None = field(default=None, init=False)
     _init_ms: float | None = field(default=None, init=False)
@@ -215,7 +248,8 @@ class FunctionWorker:
             return self._handler
         started = time.perf_counter()
         try:
-            self._handler = import_handler(self.wiring.handler)
+            handler = import_handler(self.wiring.handler)
+            self._handler = self.wrap_handler(handler) if self.wrap_handler else handler
         except HandlerInitError:
             traceback.print_exc()
             raise
@@ -486,7 +520,9 @@ def _serve_worker(endpoint_url: str, function_name: str) -> int:
         print(f"no SQS event source mapping for {function_name}", file=sys.stderr)
         return 2
     stop = StopFlag().install()
-    worker = FunctionWorker(wirings[0], sqs, logs)
+    # Before the handler's import (the worker's cold start), so its clients see the hooks.
+    wrap_handler = load_preload(os.environ)
+    worker = FunctionWorker(wirings[0], sqs, logs, wrap_handler=wrap_handler)
     with worker.open():
         worker.serve(stop)
     return 0
