@@ -8,6 +8,8 @@ from pathlib import Path
 
 from sluice.local import awsenv
 from sluice.local.stack import DEFAULT_TIMEOUT_SECONDS, UpError, UpOptions, down, project_root, up
+from sluice.local.state import LOCAL_ENVIRONMENT
+from sluice.local.terraform import TFVARS as LOCAL_TFVARS
 
 
 def _port(text: str) -> int:
@@ -43,7 +45,12 @@ def _run_up(args: argparse.Namespace) -> int:
         print(f"sluice up: {error}", file=sys.stderr)
         return 1
     options = UpOptions(
-        port=args.port, samples=not args.no_samples, timeout=args.timeout, serve=args.serve
+        port=args.port,
+        samples=not args.no_samples,
+        timeout=args.timeout,
+        serve=args.serve,
+        environment=getattr(args, "environment", LOCAL_ENVIRONMENT),
+        var_files=tuple(args.var_file),
     )
     return up(options, root, state_dir=args.state_dir)
 
@@ -98,6 +105,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--serve",
         action="store_true",
         help="after the summary, show the function logs and keep serving until Ctrl-C",
+    )
+    up_parser.add_argument(
+        "--var-file",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=f"extra Terraform variables applied after {LOCAL_TFVARS} (repeatable; later wins)",
+    )
+    up_parser.add_argument(
+        "-e",
+        "--environment",
+        # SUPPRESS: `sluice -e NAME up` (the global option) is not overwritten by a default.
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="the environment of the variables' environments map to serve; another than"
+        f" {LOCAL_ENVIRONMENT} keeps its Terraform state under its own key"
+        f" (default: {LOCAL_ENVIRONMENT})",
     )
     _add_state_dir(up_parser)
     up_parser.set_defaults(run=_run_up)

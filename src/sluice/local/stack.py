@@ -16,6 +16,13 @@
 
 It is idempotent: run it again after changing code or Terraform. ``down`` stops the
 runner, then the moto server (which holds all local state, Terraform's included).
+
+``--var-file`` adds variable files after ``env/local.tfvars`` (later files win, and a
+file that sets ``environments`` replaces the whole map), and ``--environment`` names the
+environment of that map to serve and summarise. Another environment than ``local`` keeps
+its Terraform state under its own key (``sluice/<environment>/terraform.tfstate``), so
+applying it never plans to destroy the local environment. The chaos test
+(``tests/e2e/test_chaos.py``) uses both for an environment with short timeouts.
 """
 
 from __future__ import annotations
@@ -58,6 +65,13 @@ class UpOptions:
     samples: bool = True
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     serve: bool = False
+    environment: str = LOCAL_ENVIRONMENT
+    var_files: tuple[Path, ...] = ()
+
+
+def state_key_for(environment: str) -> str | None:
+    """The backend key of ``environment``'s state; None keeps the backend file's (local)."""
+    return None if environment == LOCAL_ENVIRONMENT else f"sluice/{environment}/terraform.tfstate"
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -127,16 +141,24 @@ def build_artifacts(state: StateDir, console: _Console) -> None:
         raise UpError(f"build failed (exit {result.returncode}): see {log}\n{tail(log)}")
 
 
-def apply_terraform(state: StateDir, endpoint_url: str, console: _Console) -> Environment:
+def apply_terraform(
+    state: StateDir,
+    endpoint_url: str,
+    console: _Console,
+    *,
+    environment: str = LOCAL_ENVIRONMENT,
+    var_files: tuple[Path, ...] = (),
+) -> Environment:
     terraform = Terraform(state, endpoint_url, console.out)
     bucket = terraform.ensure_state_bucket(awsenv.client("s3", endpoint_url))
     console.step(f"terraform: init (state in s3://{bucket}, log {state.terraform_log})")
-    terraform.init()
-    console.step(f"terraform: apply -var-file={TFVARS} (about a minute against moto)")
-    terraform.apply()
-    document = terraform.environments_output()
+    terraform.init(state_key=state_key_for(environment))
+    files = " ".join(f"-var-file={path}" for path in (TFVARS, *var_files))
+    console.step(f"terraform: apply {files} (about a minute against moto)")
+    terraform.apply(extra_var_files=[path.resolve() for path in var_files])
+    document = terraform.environments_output(environment)
     state.outputs.write_text(_json(document))
-    return select_environment(document, LOCAL_ENVIRONMENT, str(state.outputs))
+    return select_environment(document, environment, str(state.outputs))
 
 
 def _json(value: Any) -> str:
@@ -155,7 +177,12 @@ def stop_runner(state: StateDir) -> int | None:
 
 
 def start_runner(
-    state: StateDir, endpoint_url: str, environment: Environment, console: _Console
+    state: StateDir,
+    endpoint_url: str,
+    environment: Environment,
+    console: _Console,
+    *,
+    environment_name: str = LOCAL_ENVIRONMENT,
 ) -> int:
     previous = stop_runner(state)
     if previous is not None:
@@ -169,7 +196,7 @@ def start_runner(
             "--endpoint-url",
             endpoint_url,
             "--environment",
-            LOCAL_ENVIRONMENT,
+            environment_name,
             "--log-dir",
             str(state.worker_logs),
         ],
@@ -289,9 +316,23 @@ def up(
         console.step(f"emulator: moto server on {endpoint_url}")
         ensure_moto(options.port, state, out)
         build_artifacts(state, console)
-        environment = apply_terraform(state, endpoint_url, console)
-        state.write_stack({"endpoint_url": endpoint_url, "port": options.port})
-        start_runner(state, endpoint_url, environment, console)
+        environment = apply_terraform(
+            state,
+            endpoint_url,
+            console,
+            environment=options.environment,
+            var_files=options.var_files,
+        )
+        state.write_stack(
+            {
+                "endpoint_url": endpoint_url,
+                "port": options.port,
+                "environment": options.environment,
+            }
+        )
+        start_runner(
+            state, endpoint_url, environment, console, environment_name=options.environment
+        )
         s3 = awsenv.client("s3", endpoint_url)
         sqs = awsenv.client("sqs", endpoint_url)
         dynamodb = awsenv.client("dynamodb", endpoint_url)

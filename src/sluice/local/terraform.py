@@ -161,7 +161,8 @@ class Terraform:
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         return bucket
 
-    def init(self) -> None:
+    def init(self, state_key: str | None = None) -> None:
+        """``init`` with the local backend; ``state_key`` replaces the backend file's key."""
         self.run(
             [
                 "init",
@@ -170,6 +171,7 @@ class Terraform:
                 f"-backend-config={BACKEND_CONFIG}",
                 # The backend file names the default port; the stack may run on another.
                 f'-backend-config=endpoints={{s3="{self.endpoint_url}"}}',
+                *([f"-backend-config=key={state_key}"] if state_key else []),
             ],
             label="terraform init",
             timeout=INIT_TIMEOUT_SECONDS,
@@ -208,7 +210,7 @@ class Terraform:
         # The console prints the JSON text as an HCL string literal, whose escapes are JSON's.
         return json.loads(json.loads(result.stdout.strip()))
 
-    def environments_output(self) -> dict[str, Any]:
+    def environments_output(self, environment: str = LOCAL_ENVIRONMENT) -> dict[str, Any]:
         command = [self._executable(), "output", "-json", "environments"]
         result = subprocess.run(
             command,
@@ -222,10 +224,10 @@ class Terraform:
         if result.returncode != 0:
             raise TerraformError(f"terraform output failed: {result.stderr.strip()}")
         value: dict[str, Any] = json.loads(result.stdout)
-        if LOCAL_ENVIRONMENT not in value:
+        if environment not in value:
             raise TerraformError(
-                f"terraform output 'environments' has no {LOCAL_ENVIRONMENT!r} entry:"
-                f" check {TFVARS}"
+                f"terraform output 'environments' has no {environment!r} entry:"
+                f" check {TFVARS} and the extra variable files"
             )
         return value
 
