@@ -97,6 +97,19 @@ data "aws_iam_policy_document" "transform" {
     resources = ["${local.processed}/receipts/*"]
   }
 
+  # A new version of an input can produce fewer outputs than the one before (a fixed file
+  # has no errors report, a now-rejected image no thumbnails): the stale ones are found
+  # with HeadObject and removed.
+  statement {
+    sid     = "ReplaceStaleOutputs"
+    actions = ["s3:GetObject", "s3:DeleteObject"]
+    resources = [
+      "${local.processed}/data/*",
+      "${local.processed}/errors/*",
+      "${local.processed}/thumbnails/*",
+    ]
+  }
+
   # Without ListBucket a missing receipt reads as 403 instead of 404.
   statement {
     sid       = "ListProcessed"
@@ -152,7 +165,7 @@ data "aws_iam_policy_document" "archive" {
 
   statement {
     sid     = "VerifyArchive"
-    actions = ["s3:GetObject"]
+    actions = ["s3:GetObject", "s3:GetObjectVersion"]
     resources = [
       "${local.archive}/images/*",
       "${local.archive}/data/*",
@@ -167,7 +180,7 @@ data "aws_iam_policy_document" "tag" {
 
   statement {
     sid       = "ReadArchivedImages"
-    actions   = ["s3:GetObject"]
+    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
     resources = ["${local.archive}/images/*"]
   }
 
@@ -240,7 +253,7 @@ data "aws_iam_policy_document" "bundle" {
 
   statement {
     sid       = "FindImagesByLabel"
-    actions   = ["dynamodb:Query", "dynamodb:GetItem"]
+    actions   = ["dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem"]
     resources = [var.labels_table_arn, var.images_table_arn]
   }
 
