@@ -285,11 +285,8 @@ def make_thumbnails(
     output = OUTPUT_FORMATS[output_format]
     image = _open(data, expected_format, max_pixels)
     source_format = _SAME_FORMAT.get(str(image.format), str(image.format))
-    exif = _exif(image)
-    orientation = _orientation(exif)
+    # The size before draft() (which shrinks it) is the image's real size.
     width, height = image.size
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
     notes: list[str] = []
     animated = bool(getattr(image, "is_animated", False))
     if animated:
@@ -298,7 +295,13 @@ def make_thumbnails(
         # Decode at the smallest DCT scale that still covers the largest thumbnail.
         largest = max(sizes)
         image.draft("RGB", (largest, largest))
+    # Decode before reading EXIF: for PNG, getexif() decodes the image itself and a
+    # swallowed decode error there would let corrupt pixel data through as black.
     _decode(image)
+    exif = _exif(image)
+    orientation = _orientation(exif)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
     if exif is not None and orientation != 1:
         image = ImageOps.exif_transpose(image)
     current = _normalise_mode(image)
