@@ -567,7 +567,7 @@ def _check_line(
         )
     except json.JSONDecodeError as exc:
         return None, [
-            ("$", "invalid_json", f"line is not valid JSON: {exc.msg} at column {exc.colno}")
+            ("$", "invalid_json", f"line is not valid JSON: {exc.msg} (column {exc.colno})")
         ]
     except ValueError as exc:
         return None, [("$", "invalid_json", f"line is not valid JSON: {exc}")]
