@@ -42,8 +42,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from PIL import Image, UnidentifiedImageError
-
 MAX_OFFLINE_IMAGE_BYTES = 100 * 1024 * 1024
 MAX_OFFLINE_IMAGE_PIXELS = 64_000_000
 _SAMPLE_SIDE = 64
@@ -198,6 +196,10 @@ def _shape(width: int, height: int) -> str:
 
 def pixel_labels(data: bytes, *, max_pixels: int = MAX_OFFLINE_IMAGE_PIXELS) -> list[Label]:
     """Every offline label of an encoded image, unfiltered. Pure: bytes in, labels out."""
+    # Imported here, not at module level: the Rekognition labeler never needs Pillow, and
+    # importing it would add to every cold start of the tag function.
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size

@@ -337,6 +337,58 @@ def test_invalid_request_gets_an_error_status_not_a_retry(
     assert notice["MessageAttributes"]["status"]["Value"] == "error"
 
 
+REQUEST_DOCUMENTS = [
+    {"labels": ["Dog"]},
+    {"labels": ["Dog", "Cat"], "match": "all", "notify": "ops", "name": "pets"},
+    {"labels": ["x" * 200] * 1 + [str(n) for n in range(19)]},
+    {},
+    {"labels": []},
+    {"labels": ["Dog", "Dog"]},
+    {"labels": [" "]},
+    {"labels": [""]},
+    {"labels": ["x" * 201]},
+    {"labels": [str(n) for n in range(21)]},
+    {"labels": ["Dog"], "match": "most"},
+    {"labels": ["Dog"], "notify": ""},
+    {"labels": ["Dog"], "name": 7},
+    {"labels": ["Dog"], "colour": "red"},
+    {"labels": "Dog"},
+    ["Dog"],
+    None,
+]
+
+
+@pytest.mark.parametrize("document", REQUEST_DOCUMENTS)
+def test_fast_request_check_agrees_with_the_full_schema_validator(
+    bundle: ModuleType, document: Any
+) -> None:
+    # The handler lets a request through on the fast check alone (compiled at cold start).
+    from jsonschema import Draft202012Validator
+
+    full = Draft202012Validator(bundle._REQUEST_SCHEMA)
+    try:
+        bundle.parse_request(json.dumps(document).encode())
+    except bundle.RequestError as error:
+        expected = sorted(full.iter_errors(document), key=lambda e: e.json_path)
+        assert [e["path"] for e in error.errors] == [e.json_path for e in expected]
+        assert [e["message"] for e in error.errors] == [e.message for e in expected]
+    else:
+        assert list(full.iter_errors(document)) == []
+
+
+def test_a_problem_only_the_fast_check_sees_is_still_reported_with_path_and_reason(
+    bundle: ModuleType,
+) -> None:
+    import fastjsonschema
+
+    finding = fastjsonschema.JsonSchemaValueException(
+        "data.labels[0] must match pattern \\S", name="data.labels[0]", rule="pattern"
+    )
+    assert bundle.schema_errors({"labels": ["Dog"]}, finding) == [
+        {"code": "schema", "path": "$.labels[0]", "message": "$.labels[0] must match pattern \\S"}
+    ]
+
+
 def test_invalid_request_id_gets_an_error_status_inside_bundles(
     pipeline: Pipeline, bundle: ModuleType
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sluice.datasets import Dataset, load_registry
+from sluice.datasets import Dataset, DatasetConfigError, load_registry
 from sluice.records import FileRejectedError, RecordsResult, transform_records
 
 
@@ -58,6 +58,27 @@ def test_registry_maps_prefixes_to_datasets() -> None:
     assert registry.for_key("retina/a.json") is not None
     assert registry.for_key("other/retina/a.json") is None
     assert registry.for_key("retina.json") is None
+
+
+def test_every_shipped_schema_is_valid_draft_2020_12() -> None:
+    # The metaschema check runs here, not at cold start: it needs jsonschema (slow to import).
+    for dataset in load_registry().datasets:
+        dataset.check_schema()
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [{"type": "no-such-type"}, {"required": "id"}, {"properties": {"id": {"pattern": "("}}}],
+)
+def test_a_malformed_schema_is_refused_when_compiled(schema: dict[str, Any]) -> None:
+    with pytest.raises(DatasetConfigError, match="dataset bad: invalid schema"):
+        Dataset.compile("bad", "bad/", schema, [])
+
+
+def test_the_metaschema_check_finds_what_compiling_lets_through() -> None:
+    dataset = Dataset.compile("bad", "bad/", {"properties": {"n": {"maxLength": -1}}}, ["n"])
+    with pytest.raises(DatasetConfigError, match="dataset bad: invalid schema"):
+        dataset.check_schema()
 
 
 def test_array_keeps_valid_records_projected_as_an_array(retina: Dataset) -> None:

@@ -4,10 +4,15 @@
 (JSON Schema Draft 2020-12, in this directory) and its projection (the fields written to
 PROCESSED). Adding a dataset is adding a schema file and an entry there.
 
-Each schema is compiled twice at cold start: ``fastjsonschema`` is the fast yes/no gate every
-record goes through; ``jsonschema``'s Draft 2020-12 validator (with format checking on)
-runs only for records that fail, to list every violation. Violation messages name the rule
-and the schema's expectation but never the record's value: records are personal data.
+Each schema has two validators. ``fastjsonschema``'s, compiled at cold start, is the fast
+yes/no gate every record goes through. ``jsonschema``'s Draft 2020-12 validator (with format
+checking on) runs only for records that fail, to list every violation; it is built on the
+first invalid record, because importing ``jsonschema`` alone costs 60-140 ms of cold start
+(docs/benchmarks.md) and most files have no invalid record. For the same reason the
+schemas are checked against the Draft 2020-12 metaschema by :meth:`Dataset.check_schema`
+in the unit tests, not at cold start; ``fastjsonschema`` still refuses a malformed schema
+at cold start. Violation messages name the rule and the schema's expectation but never the
+record's value: records are personal data.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-from jsonschema import Draft202012Validator
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 MAPPING_FILE = "datasets.json"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -138,32 +145,44 @@ class Dataset:
     projection: tuple[str, ...]
     schema: Mapping[str, Any]
     _fast_validate: Any
-    _validator: Draft202012Validator
 
     @classmethod
     def compile(
         cls, name: str, prefix: str, schema: Mapping[str, Any], projection: Sequence[str]
     ) -> Dataset:
-        try:
-            Draft202012Validator.check_schema(schema)
-        except Exception as exc:
-            raise DatasetConfigError(f"dataset {name}: invalid schema: {exc}") from exc
-        properties = schema.get("properties", {})
+        properties = schema.get("properties", {}) if isinstance(schema, Mapping) else {}
         unknown = [field for field in projection if field not in properties]
         if unknown:
             raise DatasetConfigError(
                 f"dataset {name}: projection names fields the schema lacks: {unknown}"
             )
+        try:
+            fast_validate = fastjsonschema.compile(dict(schema))
+        except Exception as exc:
+            raise DatasetConfigError(f"dataset {name}: invalid schema: {exc}") from exc
         return cls(
             name=name,
             prefix=prefix,
             projection=tuple(projection),
             schema=schema,
-            _fast_validate=fastjsonschema.compile(dict(schema)),
-            _validator=Draft202012Validator(
-                schema, format_checker=Draft202012Validator.FORMAT_CHECKER
-            ),
+            _fast_validate=fast_validate,
         )
+
+    def check_schema(self) -> None:
+        """Raise :class:`DatasetConfigError` unless the schema is valid Draft 2020-12."""
+        from jsonschema import Draft202012Validator
+
+        try:
+            Draft202012Validator.check_schema(self.schema)
+        except Exception as exc:
+            raise DatasetConfigError(f"dataset {self.name}: invalid schema: {exc}") from exc
+
+    @cached_property
+    def _validator(self) -> Draft202012Validator:
+        # Built on the first invalid record, not at cold start (see the module docstring).
+        from jsonschema import Draft202012Validator
+
+        return Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
     def is_valid(self, record: Any) -> bool:
         try:
