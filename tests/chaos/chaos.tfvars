@@ -18,12 +18,12 @@ environments = {
 
     thumbnail_sizes = [32, 64]
 
-    # Visibility timeout = 6 x timeout: 24 s and 18 s, so retry rounds come quickly.
+    # Visibility timeout = 6 x timeout: 18 s and 12 s, so retry rounds come quickly.
     # The inputs are small (images up to 256 px): a batch takes well under a second.
     functions = {
-      transform = { memory_size = 256, timeout = 4, batch_size = 5 }
-      archive   = { memory_size = 128, timeout = 3, batch_size = 10 }
-      tag       = { memory_size = 128, timeout = 3, batch_size = 10 }
+      transform = { memory_size = 256, timeout = 3, batch_size = 5 }
+      archive   = { memory_size = 128, timeout = 2, batch_size = 10 }
+      tag       = { memory_size = 128, timeout = 2, batch_size = 10 }
       bundle    = { memory_size = 256, timeout = 30 }
     }
 
