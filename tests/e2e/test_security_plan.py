@@ -269,9 +269,12 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
             objects("raw", ""),
         )
         | grant({"s3:listbucket"}, [d.buckets["raw"], d.buckets["archive"]])
-        | grant(MULTIPART_WRITE | {"s3:putobjecttagging", "s3:getobject"}, archived),
+        | grant(
+            MULTIPART_WRITE | {"s3:putobjecttagging", "s3:getobject", "s3:getobjectversion"},
+            archived,
+        ),
         # Reads archived images; labels -> images item and labels table.
-        "tag": grant({"s3:getobject"}, objects("archive", "images/"))
+        "tag": grant({"s3:getobject", "s3:getobjectversion"}, objects("archive", "images/"))
         | grant({"dynamodb:getitem", "dynamodb:updateitem"}, [d.images_table])
         | grant(
             {
