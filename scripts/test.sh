@@ -19,6 +19,6 @@ if (($# == 0)); then
   echo "== mypy"
   mypy
   echo "== pytest (unit, integration, e2e)"
-  exec pytest tests
+  exec pytest tests --durations=20
 fi
 exec pytest "$@"
