@@ -4,11 +4,18 @@ A handler module builds its clients and configuration once at import (cold start
 calls :func:`run` with a function that processes one S3 object. SQS batches go through
 Powertools' ``BatchProcessor`` so one failing message is reported in
 ``batchItemFailures`` and never fails or repeats the rest of its batch.
+
+Under Lambda SnapStart the module-level work (imports, clients, configuration, compiled
+schemas) runs once per published version and each cold start restores that snapshot, so
+nothing created at import may need to be unique per environment: see
+:func:`register_snapshot_hooks`.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,6 +44,24 @@ _OBJECT_LOG_KEYS = ("bucket", "key", "etag", "version_id")
 def make_logger(function: str) -> Logger:
     """Structured JSON logger; service name and level come from the Powertools variables."""
     return Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", f"sluice-{function}"))
+
+
+def register_snapshot_hooks() -> bool:
+    """Reseed ``random`` in every execution environment restored from a SnapStart snapshot.
+
+    Restored environments start from the same memory, so they would otherwise draw the same
+    retry jitter (``random.uniform``) in lockstep. ``snapshot_restore_py`` ships with
+    Lambda's Python runtimes; elsewhere nothing is snapshotted and nothing is registered.
+    Returns whether the hook was registered. boto3 needs none: init makes no request, so no
+    connection can go stale, and under SnapStart the SDK takes refreshable credentials from
+    Lambda's container credentials endpoint.
+    """
+    try:
+        hooks = importlib.import_module("snapshot_restore_py")
+    except ImportError:
+        return False
+    hooks.register_after_restore(random.seed)
+    return True
 
 
 def created_only(ref: S3ObjectRef) -> bool:
@@ -103,3 +128,6 @@ def run(
         event=dict(event), record_handler=record_handler, processor=processor, context=context
     )
     return dict(response)
+
+
+register_snapshot_hooks()

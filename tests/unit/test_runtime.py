@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import sys
+import types
 import uuid
 from collections.abc import Callable
 from typing import IO, Any, cast
@@ -13,7 +15,7 @@ import pytest
 from aws_lambda_powertools import Logger
 
 from sluice.events import S3ObjectRef, UnsupportedEventError
-from sluice.runtime import run
+from sluice.runtime import register_snapshot_hooks, run
 from tests.conftest import FakeContext
 from tests.s3events import golden, s3_event, s3_record, sqs_batch
 
@@ -268,3 +270,29 @@ def test_message_content_is_never_logged(
     output = json.dumps(log_lines(capsys))
     assert "Jane Roe" not in output
     assert "patient_name" not in output
+
+
+def test_random_is_reseeded_in_each_environment_restored_from_a_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registered: list[Callable[[], None]] = []
+    fake = types.ModuleType("snapshot_restore_py")
+    fake.register_after_restore = registered.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", fake)
+
+    assert register_snapshot_hooks()
+    [after_restore] = registered
+    state = random.getstate()
+    try:
+        random.seed(7)
+        snapshot_draw = random.random()
+        random.seed(7)  # a second environment restored from the same snapshot
+        after_restore()
+        assert random.random() != snapshot_draw
+    finally:
+        random.setstate(state)
+
+
+def test_no_snapshot_hook_outside_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", None)  # import fails
+    assert not register_snapshot_hooks()
