@@ -15,6 +15,7 @@ module "pipeline" {
   log_level                     = each.value.log_level
   functions                     = each.value.functions
   event_source_mappings_enabled = each.value.event_source_mappings_enabled
+  snap_start                    = each.value.snap_start
   max_receive_count             = each.value.max_receive_count
   thumbnail_sizes               = each.value.thumbnail_sizes
   thumbnail_format              = each.value.thumbnail_format

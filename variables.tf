@@ -41,6 +41,7 @@ variable "environments" {
       maximum_concurrency                = optional(number)
     })))
     event_source_mappings_enabled = optional(bool)
+    snap_start                    = optional(bool)
     max_receive_count             = optional(number)
     thumbnail_sizes               = optional(list(number))
     thumbnail_format              = optional(string)

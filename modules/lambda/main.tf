@@ -1,11 +1,15 @@
 # One handler: its queue (redriving to the environment's dead-letter queue), its log group,
 # the function, and the event source mapping that feeds the queue to the function with
-# partial batch responses.
+# partial batch responses. With snap_start, every change publishes a version, the `live`
+# alias follows it and the mapping invokes the alias: SnapStart only applies to versions.
 
 locals {
   # AWS guidance for SQS event sources: at least six times the function timeout, plus the
   # batching window, so a message is not redelivered while a batch that holds it still runs.
   visibility_timeout_seconds = 6 * var.timeout + var.maximum_batching_window_in_seconds
+
+  # What the queue invokes: the alias of the published version, or the function itself.
+  invoked_function_arn = var.snap_start ? aws_lambda_alias.live[0].arn : aws_lambda_function.this.arn
 }
 
 resource "aws_sqs_queue" "this" {
@@ -60,6 +64,18 @@ resource "aws_lambda_function" "this" {
   layers           = var.layer_arns
   tags             = var.tags
 
+  # SnapStart runs init (imports, clients, schema compilation) once, when a version is
+  # published, and restores its snapshot on each cold start. It needs published versions.
+  publish = var.snap_start
+
+  dynamic "snap_start" {
+    for_each = var.snap_start ? ["PublishedVersions"] : []
+
+    content {
+      apply_on = snap_start.value
+    }
+  }
+
   environment {
     variables = var.environment_variables
   }
@@ -69,9 +85,18 @@ resource "aws_lambda_function" "this" {
   depends_on = [aws_cloudwatch_log_group.this]
 }
 
+resource "aws_lambda_alias" "live" {
+  count = var.snap_start ? 1 : 0
+
+  name             = "live"
+  description      = "The published version the queue invokes (restored from its SnapStart snapshot)."
+  function_name    = aws_lambda_function.this.function_name
+  function_version = aws_lambda_function.this.version
+}
+
 resource "aws_lambda_event_source_mapping" "this" {
   event_source_arn                   = aws_sqs_queue.this.arn
-  function_name                      = aws_lambda_function.this.arn
+  function_name                      = local.invoked_function_arn
   enabled                            = var.event_source_mapping_enabled
   batch_size                         = var.batch_size
   maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds

@@ -8,6 +8,16 @@ output "function_arn" {
   value       = aws_lambda_function.this.arn
 }
 
+output "invoked_function_arn" {
+  description = "ARN the event source mapping invokes: the `live` alias with snap_start, else the function."
+  value       = local.invoked_function_arn
+}
+
+output "published_version" {
+  description = "Version the `live` alias points at with snap_start; null without it."
+  value       = var.snap_start ? aws_lambda_function.this.version : null
+}
+
 output "queue_url" {
   description = "URL of the function's queue, available once its redrive policy is set."
   value       = aws_sqs_queue.this.url

@@ -142,6 +142,12 @@ variable "event_source_mapping_enabled" {
   default     = true
 }
 
+variable "snap_start" {
+  description = "Lambda SnapStart: publish a version on every change, restore cold starts from its snapshot, and have the queue invoke the `live` alias. Emulators do not implement it."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags added to every resource of the function."
   type        = map(string)

@@ -188,6 +188,7 @@ module "function" {
   maximum_batching_window_in_seconds = each.value.maximum_batching_window_in_seconds
   maximum_concurrency                = each.value.maximum_concurrency
   event_source_mapping_enabled       = var.event_source_mappings_enabled
+  snap_start                         = var.snap_start
 }
 
 module "iam" {

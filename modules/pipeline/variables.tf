@@ -62,6 +62,13 @@ variable "event_source_mappings_enabled" {
   nullable    = false
 }
 
+variable "snap_start" {
+  description = "Lambda SnapStart for every handler: init runs when a version is published and cold starts restore its snapshot; the queues invoke each function's `live` alias. Emulators (moto) do not implement it."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "max_receive_count" {
   description = "Receives of one message before its queue moves it to the dead-letter queue."
   type        = number

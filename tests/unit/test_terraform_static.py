@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,17 @@ def test_disjoint_notification_filters_plan(config_copy: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Plan: 1 to add, 0 to change, 0 to destroy." in result.stdout
+
+
+def test_queue_invokes_the_live_alias_only_with_snap_start(config_copy: Path) -> None:
+    # tests/fixtures/terraform/lambda/snap_start.tftest.hcl, against a mock provider.
+    fixture = config_copy / "tests" / "fixtures" / "terraform" / "lambda"
+    with zipfile.ZipFile(fixture / "code.zip", "w") as code:
+        code.writestr("sluice/__init__.py", "")
+    env = terraform_env(fixture)
+    terraform(["init", "-backend=false"], cwd=fixture, env=env)
+    result = terraform(["test"], cwd=fixture, env=env)
+    assert "2 passed, 0 failed" in result.stdout, result.stdout
 
 
 def _run_terraformrc(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
