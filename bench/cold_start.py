@@ -23,6 +23,16 @@ Two layouts are measured:
 Targets (``lambda`` layout): archive, tag and bundle at most 150 ms, transform at most
 250 ms; code zip under 200 KB. ``python -X importtime`` of each handler says where the time
 goes, summed by top-level package (self time). ``--quick``: one run each, no breakdown.
+
+*Deferred* imports are what a handler leaves out of init because only some invocations need
+it (jsonschema for an invalid record's or request's full list of problems, Pillow for the
+offline labeler): each is timed in a fresh interpreter right after the handler's import,
+which is what the first invocation that needs it pays.
+
+With Lambda SnapStart (``snap_start`` in ``env/``), this init runs once, when a version is
+published, and each cold start restores its snapshot instead; the restore can only be
+measured on Lambda (``Restore Duration`` in the REPORT line). Deferred imports are then
+paid after the restore, on first use.
 """
 
 from __future__ import annotations
@@ -71,6 +81,25 @@ HANDLER_ENV = {
 }
 TIMER = (
     "import time; started = time.perf_counter(); import sluice.handlers.{name};"
+    " print(time.perf_counter() - started)"
+)
+# (handler, what only some invocations need: timed after the handler's import)
+DEFERRED = {
+    "transform: jsonschema validators (first invalid record)": (
+        "transform",
+        "import sluice.handlers.transform as h; [d._validator for d in h.REGISTRY.datasets]",
+    ),
+    "bundle: jsonschema (first invalid request)": (
+        "bundle",
+        "from jsonschema import Draft202012Validator",
+    ),
+    "tag: Pillow (offline labeler, first image)": (
+        "tag",
+        "from PIL import Image, UnidentifiedImageError",
+    ),
+}
+DEFERRED_TIMER = (
+    "import time, sluice.handlers.{name}; started = time.perf_counter(); {statement};"
     " print(time.perf_counter() - started)"
 )
 
@@ -149,6 +178,14 @@ def time_import(name: str, env: dict[str, str]) -> float:
     return float(completed.stdout.strip().splitlines()[-1])
 
 
+def time_deferred(name: str, statement: str, env: dict[str, str]) -> float:
+    completed = subprocess.run(
+        [python(), "-S", "-c", DEFERRED_TIMER.format(name=name, statement=statement)],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    return float(completed.stdout.strip().splitlines()[-1])
+
+
 def import_breakdown(name: str, env: dict[str, str]) -> dict[str, float]:
     """Self time (seconds) by top-level package from ``-X importtime``."""
     completed = subprocess.run(
@@ -183,6 +220,7 @@ def main() -> None:
         "layouts": {},
     }
     rows = []
+    deferred_rows: list[list[str]] = []
     for layout in ("lambda", "cached"):
         cached = layout == "cached"
         if cached:
@@ -223,6 +261,14 @@ def main() -> None:
                     shares,
                 ]
             )
+        deferred: dict[str, list[float]] = {case: [] for case in DEFERRED}
+        for _ in range(max(1, runs // 2)):
+            for case, (name, statement) in DEFERRED.items():
+                deferred[case].append(time_deferred(name, statement, env))
+        entry["deferred"] = {case: Summary.of(times).as_dict() for case, times in deferred.items()}
+        deferred_rows.extend(
+            [layout, case, Summary.of(times).ms()] for case, times in deferred.items()
+        )
         result["layouts"][layout] = entry
 
     print(f"median [min-max] of {runs} fresh interpreters per handler, interleaved")
@@ -230,6 +276,11 @@ def main() -> None:
         "Handler import time",
         ["layout", "handler", "import time", "target", "verdict", "top self times (ms)"],
         rows,
+    )
+    print_table(
+        "Deferred imports (paid by the first invocation that needs them, not by init)",
+        ["layout", "what", "time after the handler's import"],
+        deferred_rows,
     )
     zip_met = zip_bytes < TARGET_ZIP_BYTES
     print_table(
