@@ -193,37 +193,32 @@ class Terraform:
             timeout=APPLY_TIMEOUT_SECONDS,
         )
 
+    def _capture(self, args: list[str], stdin: str | None = None) -> str:
+        """Run a quick terraform subcommand and return its output; fail with its stderr."""
+        result = subprocess.run(
+            [self._executable(), *args],
+            input=stdin,
+            cwd=self.state.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=INIT_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise TerraformError(f"terraform {args[0]} failed: {result.stderr.strip()}")
+        return result.stdout
+
     def local_variable(self, name: str) -> Any:
         """The value ``env/local.tfvars`` gives variable ``name`` (``terraform console``)."""
-        result = subprocess.run(
-            [self._executable(), "console", f"-var-file={TFVARS}"],
-            input=f"jsonencode(var.{name})\n",
-            cwd=self.state.root,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=INIT_TIMEOUT_SECONDS,
-            check=False,
+        stdout = self._capture(
+            ["console", f"-var-file={TFVARS}"], stdin=f"jsonencode(var.{name})\n"
         )
-        if result.returncode != 0:
-            raise TerraformError(f"terraform console failed: {result.stderr.strip()}")
         # The console prints the JSON text as an HCL string literal, whose escapes are JSON's.
-        return json.loads(json.loads(result.stdout.strip()))
+        return json.loads(json.loads(stdout.strip()))
 
     def environments_output(self, environment: str = LOCAL_ENVIRONMENT) -> dict[str, Any]:
-        command = [self._executable(), "output", "-json", "environments"]
-        result = subprocess.run(
-            command,
-            cwd=self.state.root,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=INIT_TIMEOUT_SECONDS,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise TerraformError(f"terraform output failed: {result.stderr.strip()}")
-        value: dict[str, Any] = json.loads(result.stdout)
+        value: dict[str, Any] = json.loads(self._capture(["output", "-json", "environments"]))
         if environment not in value:
             raise TerraformError(
                 f"terraform output 'environments' has no {environment!r} entry:"
