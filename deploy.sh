@@ -252,7 +252,15 @@ build_args=()
 while IFS= read -r arch; do build_args+=(--arch "$arch"); done < <(architectures)
 run "$python" scripts/build_artifacts.py --out build "${build_args[@]}"
 
-run terraform init -reconfigure -input=false "-backend-config=$backend"
+run terraform init -reconfigure -input=false "-backend-config=$backend" || {
+  status=$?
+  # .terraform.lock.hcl pins the provider by hash; a platform whose hash it lacks fails here.
+  echo "deploy.sh: terraform init failed. If it says the provider does not match a checksum" \
+    "in .terraform.lock.hcl, add your platform's hashes (docs/deploy.md, 'Provider lock'):" \
+    "terraform providers lock -platform=linux_amd64 -platform=linux_arm64" \
+    "-platform=darwin_amd64 -platform=darwin_arm64" >&2
+  exit "$status"
+}
 
 plan_args=(-input=false -detailed-exitcode "-var-file=$tfvars" "-out=$plan_file")
 [[ $action == destroy ]] && plan_args=(-destroy "${plan_args[@]}")

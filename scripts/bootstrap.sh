@@ -23,14 +23,21 @@ import sys
 sys.exit(0 if sys.version_info >= (3, 11) else 1)
 PY
 
-wanted=$(cat "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)
+lock="$root/requirements/dev.lock"
+wanted=$(cat "$root/pyproject.toml" "$lock" | sha256sum | cut -d' ' -f1)
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
   echo "bootstrap: .venv is up to date"
 else
   echo "bootstrap: installing sluice and its tools into .venv (first run takes a few minutes)"
   [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "${root}[dev]"
+  # Exactly the locked versions, each checked against its hash; nothing unlisted (--no-deps:
+  # the lock already holds every transitive dependency). scripts/lock.sh updates the lock.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --require-hashes --no-deps -r "$lock"
+  # sluice itself, editable; its dependencies are the ones just installed.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$root"
+  "$venv/bin/python" -m pip check
   echo "$wanted" >"$stamp"
 fi
 
