@@ -14,15 +14,22 @@ usage() {
 Usage:
   ./deploy.sh local [SLUICE_UP_ARGS...]
   ./deploy.sh dev|prod [plan|apply|destroy] [OPTIONS] [-- TERRAFORM_PLAN_ARGS...]
+  ./deploy.sh dev|prod apply-plan [OPTIONS]
 
   local     bootstrap .venv, then run the whole pipeline on this machine (`sluice up`).
   dev|prod  build the artifacts, `terraform init` with env/<env>.backend.hcl, then plan
             (the default), apply or destroy with env/<env>.tfvars. apply and destroy show
             the saved plan and ask before changing anything.
+  apply-plan  apply build/<env>.tfplan, a plan saved earlier (by another job, reviewed),
+            exactly as it is: no build, no new plan. The artifacts in build/ must match
+            build/SHA256SUMS, the checksums written when they were built.
 
 Options:
   --auto-approve        apply or destroy the plan without asking (CI)
   --allow-prod-destroy  required, with destroy, to destroy prod
+  --prebuilt            plan with the artifacts already in build/ (checked against
+                        build/SHA256SUMS) instead of building them: promote what another
+                        environment ran, byte for byte
   --dry-run             check prerequisites, then print the commands instead of running
                         them (same as SLUICE_DRY_RUN=1)
   -h, --help            show this help
@@ -115,17 +122,19 @@ esac
 action=plan
 auto_approve=0
 allow_prod_destroy=0
+prebuilt=0
 extra_plan_args=()
 action_set=0
 while [[ $# -gt 0 ]]; do
   case $1 in
-    plan | apply | destroy)
+    plan | apply | destroy | apply-plan)
       ((action_set == 0)) || die "$EXIT_USAGE" "more than one action: '$action' and '$1'"
       action=$1
       action_set=1
       ;;
     --auto-approve) auto_approve=1 ;;
     --allow-prod-destroy) allow_prod_destroy=1 ;;
+    --prebuilt) prebuilt=1 ;;
     --dry-run) dry_run=1 ;;
     -h | --help)
       usage
@@ -145,10 +154,14 @@ tfvars=env/$env.tfvars
 backend=env/$env.backend.hcl
 plan_file=build/$env.tfplan
 plan_text=build/$env.plan.txt
+checksums=build/SHA256SUMS
 
 # Refusals first: they need no tools and must not wait for a build.
 if [[ $action == destroy && $env == prod && $allow_prod_destroy != 1 ]]; then
   die "$EXIT_REFUSED" "refusing to destroy prod without --allow-prod-destroy"
+fi
+if [[ $action == apply-plan && ${#extra_plan_args[@]} -gt 0 ]]; then
+  die "$EXIT_USAGE" "apply-plan applies a saved plan: it takes no Terraform plan arguments"
 fi
 if [[ $action != plan && $auto_approve != 1 && $dry_run != 1 && ! -t 0 ]]; then
   die "$EXIT_REFUSED" "'$action' asks for confirmation but stdin is not a terminal;" \
@@ -248,9 +261,30 @@ x86_64}"
 check_prerequisites
 use_terraform_cli_config
 
-build_args=()
-while IFS= read -r arch; do build_args+=(--arch "$arch"); done < <(architectures)
-run "$python" scripts/build_artifacts.py --out build "${build_args[@]}"
+# The artifacts: built here (and their checksums written), or the ones already in build/,
+# checked against the checksums written when they were built (promotion, saved plans).
+write_checksums() {
+  if ((dry_run)); then
+    printf '+ sha256sum build/*.zip > %q\n' "$checksums"
+    return
+  fi
+  (cd build && sha256sum -- *.zip) >"$checksums.tmp" && mv "$checksums.tmp" "$checksums"
+}
+verify_checksums() {
+  [[ -f $checksums || $dry_run == 1 ]] ||
+    die "$EXIT_PREREQ" "$checksums not found: the artifacts in build/ have no checksums"
+  run sh -c 'cd build && sha256sum --check --strict --quiet SHA256SUMS' ||
+    die 1 "the artifacts in build/ differ from $checksums: refusing to deploy them"
+  say "artifacts match $checksums"
+}
+if [[ $action == apply-plan || $prebuilt == 1 ]]; then
+  verify_checksums
+else
+  build_args=()
+  while IFS= read -r arch; do build_args+=(--arch "$arch"); done < <(architectures)
+  run "$python" scripts/build_artifacts.py --out build "${build_args[@]}"
+  write_checksums
+fi
 
 run terraform init -reconfigure -input=false "-backend-config=$backend" || {
   status=$?
@@ -261,6 +295,26 @@ run terraform init -reconfigure -input=false "-backend-config=$backend" || {
     "-platform=darwin_amd64 -platform=darwin_arm64" >&2
   exit "$status"
 }
+
+confirm_action() {
+  if [[ $env == prod ]]; then
+    confirm "$action prod with this plan? Type 'prod' to continue:" prod
+  else
+    confirm "$action $env with this plan? Type 'yes' to continue:" yes
+  fi
+}
+
+if [[ $action == apply-plan ]]; then
+  [[ -f $plan_file || $dry_run == 1 ]] ||
+    die "$EXIT_PREREQ" "$plan_file not found: apply-plan applies a plan saved by 'plan'"
+  # What is about to change, once more in this job's log; Terraform itself refuses a plan
+  # whose state has moved on since it was made ("Saved plan is stale").
+  run terraform show -no-color "$plan_file"
+  confirm_action
+  run terraform apply -input=false "$plan_file"
+  say "apply of the saved plan for $env done"
+  exit 0
+fi
 
 plan_args=(-input=false -detailed-exitcode "-var-file=$tfvars" "-out=$plan_file")
 [[ $action == destroy ]] && plan_args=(-destroy "${plan_args[@]}")
@@ -283,10 +337,6 @@ if [[ $plan_status == 0 && $dry_run != 1 ]]; then
 fi
 [[ $action == plan ]] && exit 0
 
-if [[ $env == prod ]]; then
-  confirm "$action prod with this plan? Type 'prod' to continue:" prod
-else
-  confirm "$action $env with this plan? Type 'yes' to continue:" yes
-fi
+confirm_action
 run terraform apply -input=false "$plan_file"
 say "$action of $env done"

@@ -95,8 +95,23 @@ def tools(tmp_path: Path) -> Tools:
         printf '123456789012\\tarn:aws:sts::123456789012:assumed-role/deployer/ci\\n'
         """,
     )
-    # Stands in for the artifact build (and for boto3, which it does not have).
-    t.fake("python3", 'echo "python3 $*" >> "$FAKE_LOG"\n[[ "$1" != -c ]]\n')
+    # Stands in for the artifact build (and for boto3, which it does not have): writes one
+    # small zip per artifact, so the checksums deploy.sh keeps are real.
+    t.fake(
+        "python3",
+        """\
+        echo "python3 $*" >> "$FAKE_LOG"
+        [[ "$1" != -c ]] || exit 1
+        if [[ "$1" == scripts/build_artifacts.py ]]; then
+          mkdir -p build
+          echo code > build/sluice-code.zip
+          while [[ $# -gt 0 ]]; do
+            [[ "$1" == --arch ]] && echo "layer $2" > "build/sluice-layer-$2.zip"
+            shift
+          done
+        fi
+        """,
+    )
     return t
 
 
@@ -175,6 +190,7 @@ def test_dry_run_apply_dev_prints_the_flow(deploy: Run, tools: Tools) -> None:
     commands = _commands(result.stdout)
     assert commands == [
         f"{tools.env['SLUICE_PYTHON']} scripts/build_artifacts.py --out build --arch arm64",
+        "sha256sum build/*.zip > build/SHA256SUMS",
         "terraform init -reconfigure -input=false -backend-config=env/dev.backend.hcl",
         "terraform plan -input=false -detailed-exitcode -var-file=env/dev.tfvars "
         "-out=build/dev.tfplan",
@@ -334,3 +350,79 @@ def test_local_bootstraps_then_runs_sluice_up(deploy: Run, tools: Tools) -> None
         f"{tools.root}/scripts/bootstrap.sh",
         f"{tools.root}/.venv/bin/sluice up --port 4567",
     ]
+
+
+# --- promotion: saved plans and prebuilt artifacts -----------------------------------------
+
+
+def _terraform_calls(tools: Tools) -> list[str]:
+    return [call for call in tools.calls() if call.startswith(("terraform", "python3"))][1:]
+
+
+def test_a_build_writes_the_checksums_of_its_artifacts(deploy: Run, tools: Tools) -> None:
+    assert deploy("dev", "plan").returncode == 0
+    sums = (tools.root / "build" / "SHA256SUMS").read_text().splitlines()
+    assert [line.split()[1] for line in sums] == ["sluice-code.zip", "sluice-layer-arm64.zip"]
+
+
+def test_apply_plan_applies_the_saved_plan_without_building_or_planning(
+    deploy: Run, tools: Tools
+) -> None:
+    assert deploy("dev", "plan").returncode == 0  # another job: build, plan, save
+    before = len(tools.calls())
+    result = deploy("dev", "apply-plan", "--auto-approve")
+    assert result.returncode == 0, result.stderr
+    assert "artifacts match build/SHA256SUMS" in result.stderr
+    assert tools.calls()[before + 2 :] == [
+        "terraform init -reconfigure -input=false -backend-config=env/dev.backend.hcl",
+        "terraform show -no-color build/dev.tfplan",
+        "terraform apply -input=false build/dev.tfplan",
+    ]
+
+
+def test_apply_plan_refuses_artifacts_that_changed_since_the_plan(
+    deploy: Run, tools: Tools
+) -> None:
+    assert deploy("prod", "plan").returncode == 0
+    (tools.root / "build" / "sluice-code.zip").write_text("something else")
+    result = deploy("prod", "apply-plan", "--auto-approve")
+    assert result.returncode == 1
+    assert "differ from build/SHA256SUMS" in result.stderr
+    assert not any(call.startswith("terraform apply") for call in tools.calls())
+
+
+def test_apply_plan_without_a_saved_plan_is_a_missing_prerequisite(
+    deploy: Run, tools: Tools
+) -> None:
+    assert deploy("dev", "plan").returncode == 0
+    (tools.root / "build" / "dev.tfplan").unlink()
+    result = deploy("dev", "apply-plan", "--auto-approve")
+    assert result.returncode == 3
+    assert "build/dev.tfplan not found" in result.stderr
+
+
+def test_apply_plan_takes_no_plan_arguments(deploy: Run) -> None:
+    result = deploy("dev", "apply-plan", "--auto-approve", "--", "-target=x")
+    assert result.returncode == 2
+    assert "takes no Terraform plan arguments" in result.stderr
+
+
+def test_prebuilt_plans_with_the_promoted_artifacts_instead_of_building(
+    deploy: Run, tools: Tools
+) -> None:
+    assert deploy("dev", "plan").returncode == 0  # dev built these
+    before = len(tools.calls())
+    result = deploy("prod", "plan", "--prebuilt")
+    assert result.returncode == 0, result.stderr
+    later = tools.calls()[before:]
+    assert not any("build_artifacts.py" in call for call in later)
+    assert (
+        "terraform plan -input=false -detailed-exitcode -var-file=env/prod.tfvars "
+        "-out=build/prod.tfplan" in later
+    )
+
+
+def test_prebuilt_without_checksums_is_a_missing_prerequisite(deploy: Run) -> None:
+    result = deploy("dev", "plan", "--prebuilt")
+    assert result.returncode == 3
+    assert "build/SHA256SUMS not found" in result.stderr
