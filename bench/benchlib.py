@@ -44,7 +44,7 @@ FAKE_AWS_ENV = {
 def parse_args(
     description: str, extra: Callable[[argparse.ArgumentParser], object] | None = None
 ) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument(
         "--quick", action="store_true", help="small inputs and few repetitions (a smoke run)"
     )

@@ -195,7 +195,7 @@ def child_copy(count: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
 
 
 def child_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("case", choices=("bundle", "copy"))
     parser.add_argument("count", type=int)
     parser.add_argument("--endpoint", required=True)

@@ -304,7 +304,7 @@ def child_moto(path: Path, endpoint: str) -> dict[str, Any]:
 
 
 def child_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("case")
     parser.add_argument("path", type=Path)
     parser.add_argument("--budget", type=float, default=10.0)

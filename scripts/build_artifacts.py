@@ -541,6 +541,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="build_artifacts.py",
         description="Build the sluice function zip and dependency layer zips reproducibly.",
+        allow_abbrev=False,
     )
     parser.add_argument(
         "--arch",

@@ -9,7 +9,7 @@ from sluice.local.commands import register
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sluice.local")
+    parser = argparse.ArgumentParser(prog="python -m sluice.local", allow_abbrev=False)
     subparsers = parser.add_subparsers(dest="command", required=True)
     register(subparsers)
     args = parser.parse_args(argv)

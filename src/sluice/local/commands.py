@@ -75,8 +75,10 @@ def _add_state_dir(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``up`` and ``down``; each sets ``run`` to a handler returning an exit code."""
+    # allow_abbrev=False: an option must be spelt out (see sluice.cli's docstring).
     up_parser = subparsers.add_parser(
         "up",
+        allow_abbrev=False,
         help="run the whole pipeline locally (moto server, Terraform, local runner)",
         description=(
             "Start a moto server, build the artifacts, apply the root Terraform with"
@@ -129,6 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     down_parser = subparsers.add_parser(
         "down",
+        allow_abbrev=False,
         help="stop the local runner and the moto server that `sluice up` started",
         description="Stop the local runner, then the moto server (all local state goes with it).",
     )

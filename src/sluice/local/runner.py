@@ -565,6 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sluice.local.runner",
         description="Serve the emulator's SQS event source mappings with the local handlers.",
+        allow_abbrev=False,
     )
     parser.add_argument("--endpoint-url", required=True, help="emulator URL")
     parser.add_argument(
