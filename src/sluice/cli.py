@@ -2,12 +2,26 @@
 
 Subcommands: ``up``/``down`` (the local stack, from ``sluice.local.commands``),
 ``status``, ``audit``, ``redrive``, ``bundle`` and ``upload``. Every subcommand takes
-``--help``. The global options (``--environment``, ``--region``, ``--endpoint-url``,
-``--outputs``, ``--project-dir``) may come before or after the subcommand.
+``--help``. The global options (``--environment``, ``--profile``, ``--region``,
+``--endpoint-url``, ``--outputs-file``, ``--project-dir``) may come before or after the
+subcommand, as the aws CLI's do.
+
+Options must be spelt out: every parser has ``allow_abbrev=False``, because argparse's
+prefix matching read ``--output json`` as ``--outputs json`` before ``--output`` existed,
+and would silently change meaning again whenever an option is added. ``--outputs-file``
+was called ``--outputs``; that spelling still works (hidden from ``--help``), as does
+``--json`` for ``--output json``.
+
+Output, in the aws CLI's style: ``--output table`` (the default) is for people;
+``--output json`` prints exactly one JSON document on stdout, with the keys
+docs/contracts.md lists (built by the ``*_document`` functions below, never by dumping a
+dataclass, so renaming a field cannot change the contract), and everything else
+(progress, notes, errors) on stderr. On exit 2, 3 or 4 nothing is printed on stdout.
 
 Resource names come from the Terraform outputs (see :mod:`sluice.ops.environment` for the
 order they are looked up in); the endpoint is ``--endpoint-url``, else
-``AWS_ENDPOINT_URL``, else for the ``local`` environment http://127.0.0.1:4566.
+``AWS_ENDPOINT_URL``, else for the ``local`` environment http://127.0.0.1:4566. The
+credentials come from ``--profile``, else ``AWS_PROFILE``, else boto3's default chain.
 
 Exit codes:
   0  success: the audit balances, every message or file moved, the bundle is ready/empty
@@ -27,7 +41,6 @@ import json
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +51,19 @@ from botocore.exceptions import (
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ProfileNotFound,
 )
 
 from sluice import __version__
 from sluice.local.commands import register as register_local_commands
-from sluice.ops.audit import AuditReport, audit, pending_messages, wait_until_drained
-from sluice.ops.bundle import MATCH_MODES, BundleRequestError, wait_for_status, write_request
+from sluice.ops.audit import AuditReport, Finding, audit, pending_messages, wait_until_drained
+from sluice.ops.bundle import (
+    MATCH_MODES,
+    BundleRequest,
+    BundleRequestError,
+    wait_for_status,
+    write_request,
+)
 from sluice.ops.environment import (
     LOCAL_ENVIRONMENT,
     Clients,
@@ -55,15 +75,19 @@ from sluice.ops.environment import (
     running_stack_endpoint,
 )
 from sluice.ops.queues import QueueDepth
-from sluice.ops.redrive import METHODS, TASK, RedriveReport, redrive
+from sluice.ops.redrive import DRY_RUN, METHODS, TASK, Move, RedriveReport, redrive
 from sluice.ops.status import StatusReport, collect_status
-from sluice.ops.upload import Progress, files_to_upload, human_bytes, upload_folder
+from sluice.ops.upload import Progress, UploadReport, files_to_upload, human_bytes, upload_folder
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_ENVIRONMENT = 3
 EXIT_UNREACHABLE = 4
+
+TABLE = "table"
+JSON = "json"
+OUTPUT_FORMATS = (TABLE, JSON)
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -135,6 +159,13 @@ def _add_global_options(parser: argparse.ArgumentParser, *, on_subcommand: bool)
         help="environment to act on: local, dev, prod, ... (default: local)",
     )
     group.add_argument(
+        "--profile",
+        default=default(None),
+        metavar="NAME",
+        help="AWS named profile for every request, as in the aws CLI (default: AWS_PROFILE,"
+        " else the default credential chain)",
+    )
+    group.add_argument(
         "--region",
         default=default(None),
         help="AWS region (default: from the outputs, then AWS_REGION / the AWS config)",
@@ -147,12 +178,21 @@ def _add_global_options(parser: argparse.ArgumentParser, *, on_subcommand: bool)
         " environment http://127.0.0.1:4566)",
     )
     group.add_argument(
-        "--outputs",
+        "--outputs-file",
         type=Path,
         default=default(None),
         metavar="FILE",
         help="JSON of `terraform output -json environments` (default:"
         " .sluice/<environment>/outputs.json, else `terraform output` in the project)",
+    )
+    # The option's old name, kept working; hidden so that --help does not show two
+    # options one letter apart from --output.
+    group.add_argument(
+        "--outputs",
+        dest="outputs_file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
     )
     group.add_argument(
         "--project-dir",
@@ -173,10 +213,33 @@ def _subcommand(
         description=textwrap.fill(description, width=88),
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     _add_global_options(parser, on_subcommand=True)
     parser.set_defaults(run=run)
     return parser
+
+
+def _add_output_option(parser: argparse.ArgumentParser, *, on_subcommand: bool) -> None:
+    """``--output``; on a subcommand it also marks the command as one that prints a report."""
+    parser.add_argument(
+        "--output",
+        choices=OUTPUT_FORMATS,
+        # None on the top level tells "not given" from "given"; see main().
+        default=argparse.SUPPRESS if on_subcommand else None,
+        help="table (default): for people; json: one JSON document on stdout (keys in"
+        " docs/contracts.md), progress and notes on stderr",
+    )
+    if on_subcommand:
+        parser.add_argument(
+            "--json",
+            dest="output",
+            action="store_const",
+            const=JSON,
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,  # the older spelling of --output json
+        )
+        parser.set_defaults(prints_report=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,11 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=EXIT_CODES_HELP
         + "\nexamples:\n  sluice up\n  sluice upload ./photos --prefix 2026-11/\n"
-        "  sluice -e dev status\n  sluice audit --wait 120\n",
+        "  sluice -e dev --profile sluice-dev status\n"
+        "  sluice -e dev status --output json\n  sluice audit --wait 120\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"sluice {__version__}")
     _add_global_options(parser, on_subcommand=False)
+    _add_output_option(parser, on_subcommand=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     register_local_commands(subparsers)
@@ -212,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip counting receipts (reads every receipt: slow on large buckets)",
     )
-    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_output_option(status, on_subcommand=True)
 
     audit_parser = _subcommand(
         subparsers,
@@ -231,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="first wait up to SECONDS for the queues to drain",
     )
-    audit_parser.add_argument("--json", action="store_true", help="print JSON")
+    _add_output_option(audit_parser, on_subcommand=True)
 
     redrive_parser = _subcommand(
         subparsers,
@@ -265,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to follow a message-move task (default: 300)",
     )
-    redrive_parser.add_argument("--json", action="store_true", help="print JSON")
+    _add_output_option(redrive_parser, on_subcommand=True)
 
     bundle = _subcommand(
         subparsers,
@@ -298,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait up to SECONDS for the bundle's status",
     )
-    bundle.add_argument("--json", action="store_true", help="print JSON")
+    _add_output_option(bundle, on_subcommand=True)
 
     upload = _subcommand(
         subparsers,
@@ -313,16 +379,17 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument(
         "--prefix", default="", help="key prefix; a trailing '/' is added (default: none)"
     )
+    _add_output_option(upload, on_subcommand=True)
     return parser
 
 
-# --- resolution ----------------------------------------------------------------------
+# --- resolution and printing ---------------------------------------------------------
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Environment, Clients]:
     project_dir = args.project_dir or find_project_dir(Path.cwd())
     environment = resolve_environment(
-        args.environment, outputs_file=args.outputs, project_dir=project_dir
+        args.environment, outputs_file=args.outputs_file, project_dir=project_dir
     )
     connection = connection_for(
         args.environment,
@@ -330,6 +397,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Environment, Clients]:
         endpoint_url=args.endpoint_url,
         outputs_region=environment.region,
         stack_endpoint=running_stack_endpoint(project_dir, args.environment),
+        profile=args.profile,
     )
     args.resolved_endpoint = connection.endpoint_url
     clients = Clients.build(connection, emulator=connection.endpoint_url is not None)
@@ -340,8 +408,39 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+def _show(args: argparse.Namespace, document: dict[str, Any], table: Callable[[], str]) -> None:
+    """Print the command's one JSON document, or its table, on stdout."""
+    if args.output == JSON:
+        _print_json(document)
+    else:
+        print(table())
+
+
 def _err(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def _depth_document(depth: QueueDepth) -> dict[str, Any]:
+    return {
+        "name": depth.name,
+        "url": depth.url,
+        "visible": depth.visible,
+        "in_flight": depth.in_flight,
+        "delayed": depth.delayed,
+    }
+
+
+def _finding_document(finding: Finding) -> dict[str, Any]:
+    return {"category": finding.category, "subject": finding.subject, "detail": finding.detail}
+
+
+def _move_document(move: Move) -> dict[str, Any]:
+    return {
+        "message_id": move.message_id,
+        "subject": move.subject,
+        "target": move.target,
+        "problem": move.problem,
+    }
 
 
 # --- status --------------------------------------------------------------------------
@@ -365,13 +464,27 @@ def render_status(report: StatusReport, source: str) -> str:
     return "\n".join(lines)
 
 
+def status_document(report: StatusReport, source: str) -> dict[str, Any]:
+    """``sluice status --output json`` (docs/contracts.md)."""
+    receipts = report.receipts
+    return {
+        "environment": report.environment,
+        "outputs_source": source,
+        "queues": [_depth_document(depth) for depth in report.queues],
+        "dead_letters": _depth_document(report.dead_letters),
+        "receipts": dict(receipts) if receipts is not None else None,
+        "receipts_total": report.receipts_total if receipts is not None else None,
+    }
+
+
 def run_status(args: argparse.Namespace) -> int:
     environment, clients = _resolve(args)
     report = collect_status(clients.s3, clients.sqs, environment, include_receipts=args.receipts)
-    if args.json:
-        _print_json(asdict(report))
-    else:
-        print(render_status(report, environment.source))
+    _show(
+        args,
+        status_document(report, environment.source),
+        lambda: render_status(report, environment.source),
+    )
     return EXIT_OK
 
 
@@ -407,6 +520,26 @@ def render_audit(report: AuditReport) -> str:
     return "\n".join(lines)
 
 
+def audit_document(report: AuditReport) -> dict[str, Any]:
+    """``sluice audit --output json`` (docs/contracts.md)."""
+    ledger = report.ledger
+    return {
+        "environment": report.environment,
+        "clean": report.clean,
+        "ledger": {
+            "inputs_seen": ledger.inputs_seen,
+            "in_raw": ledger.in_raw,
+            "receipts_processed": ledger.receipts_processed,
+            "receipts_rejected": ledger.receipts_rejected,
+            "archived": ledger.archived,
+            "dead_lettered": ledger.dead_lettered,
+        },
+        "discrepancies": [_finding_document(finding) for finding in report.discrepancies],
+        "in_progress": [_finding_document(finding) for finding in report.in_progress],
+        "queues": [_depth_document(depth) for depth in report.queues],
+    }
+
+
 def run_audit(args: argparse.Namespace) -> int:
     environment, clients = _resolve(args)
     if args.wait:
@@ -416,10 +549,7 @@ def run_audit(args: argparse.Namespace) -> int:
         if not drained:
             _err(f"queues still busy after {args.wait:g} s; auditing anyway")
     report = audit(clients.s3, clients.sqs, environment)
-    if args.json:
-        _print_json({**asdict(report), "clean": report.clean})
-    else:
-        print(render_audit(report))
+    _show(args, audit_document(report), lambda: render_audit(report))
     return EXIT_OK if report.clean else EXIT_FAILED
 
 
@@ -427,7 +557,7 @@ def run_audit(args: argparse.Namespace) -> int:
 
 
 def render_redrive(report: RedriveReport) -> str:
-    dry = report.method == "dry-run"
+    dry = report.method == DRY_RUN
     lines = []
     if report.fallback_reason:
         lines.append(f"note: {report.fallback_reason}; moving messages in batches")
@@ -458,6 +588,21 @@ def render_redrive(report: RedriveReport) -> str:
     return "\n".join(lines)
 
 
+def redrive_document(report: RedriveReport) -> dict[str, Any]:
+    """``sluice redrive --output json`` (docs/contracts.md)."""
+    return {
+        "method": report.method,
+        "ok": report.ok,
+        "dead_letters_before": report.dead_letters_before,
+        "moved": report.moved,
+        "moves": [_move_document(move) for move in report.moves],
+        "left": [_move_document(move) for move in report.left],
+        "task_status": report.task_status,
+        "task_failure": report.task_failure,
+        "fallback_reason": report.fallback_reason,
+    }
+
+
 def run_redrive(args: argparse.Namespace) -> int:
     if args.method == TASK and args.max is not None:
         raise UsageError("--max needs --method auto or receive-send-delete: a task moves all")
@@ -470,16 +615,47 @@ def run_redrive(args: argparse.Namespace) -> int:
         method=args.method,
         task_timeout=args.timeout,
     )
-    if args.json:
-        _print_json({**asdict(report), "ok": report.ok})
-    else:
-        print(render_redrive(report))
+    _show(args, redrive_document(report), lambda: render_redrive(report))
     if args.dry_run:
         return EXIT_OK
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
 # --- bundle --------------------------------------------------------------------------
+
+
+def bundle_document(request: BundleRequest, status: dict[str, Any] | None) -> dict[str, Any]:
+    """``sluice bundle --output json`` (docs/contracts.md); ``status`` is null without --wait."""
+    return {
+        "bundle_id": request.bundle_id,
+        "request": f"s3://{request.bucket}/{request.key}",
+        "status_object": f"s3://{request.bucket}/{request.status_key}",
+        "body": request.body,
+        "status": status,
+    }
+
+
+def render_bundle_request(request: BundleRequest) -> str:
+    return (
+        f"requested bundle {request.bundle_id}: s3://{request.bucket}/{request.key}\n"
+        f"its status will be at s3://{request.bucket}/{request.status_key}"
+    )
+
+
+def render_bundle_status(request: BundleRequest, status: dict[str, Any]) -> str:
+    state = status.get("status")
+    lines = [f"bundle {request.bundle_id}: {state}"]
+    if state == "ready":
+        lines.append(
+            f"{status.get('image_count')} image(s), {human_bytes(status.get('bytes') or 0)},"
+            f" link valid until {status.get('expires_at')}:"
+        )
+        lines.append(str(status.get("url")))
+    elif state == "empty":
+        lines.append("no archived image matches those labels; nothing to download")
+    else:
+        lines += [f"error: {error}" for error in status.get("errors") or []]
+    return "\n".join(lines)
 
 
 def run_bundle(args: argparse.Namespace) -> int:
@@ -492,47 +668,46 @@ def run_bundle(args: argparse.Namespace) -> int:
         notify=args.notify,
         bundle_id=args.bundle_id,
     )
-    result: dict[str, Any] = {
-        "bundle_id": request.bundle_id,
-        "request": f"s3://{request.bucket}/{request.key}",
-        "body": request.body,
-    }
     if not args.wait:
-        if args.json:
-            _print_json(result)
-        else:
-            print(f"requested bundle {request.bundle_id}: s3://{request.bucket}/{request.key}")
-            print(f"its status will be at s3://{request.bucket}/{request.status_key}")
+        _show(args, bundle_document(request, None), lambda: render_bundle_request(request))
         return EXIT_OK
 
     status = wait_for_status(clients.s3, request, timeout=args.wait)
-    result["status"] = status
-    if args.json:
-        _print_json(result)
     if status is None:
+        if args.output == JSON:
+            _print_json(bundle_document(request, None))
         _err(
             f"no status for bundle {request.bundle_id} after {args.wait:g} s: check the bundle"
             " queue and the dead-letter queue with `sluice status`"
         )
         return EXIT_FAILED
-    state = status.get("status")
-    if not args.json:
-        print(f"bundle {request.bundle_id}: {state}")
-        if state == "ready":
-            print(
-                f"{status.get('image_count')} image(s), {human_bytes(status.get('bytes') or 0)},"
-                f" link valid until {status.get('expires_at')}:"
-            )
-            print(status.get("url"))
-        elif state == "empty":
-            print("no archived image matches those labels; nothing to download")
-        else:
-            for error in status.get("errors") or []:
-                print(f"error: {error}")
-    return EXIT_FAILED if state == "error" else EXIT_OK
+    _show(args, bundle_document(request, status), lambda: render_bundle_status(request, status))
+    return EXIT_FAILED if status.get("status") == "error" else EXIT_OK
 
 
 # --- upload --------------------------------------------------------------------------
+
+
+def render_upload(report: UploadReport) -> str:
+    lines = [
+        f"uploaded {len(report.uploaded)} file(s), {human_bytes(report.bytes_sent)},"
+        f" to s3://{report.bucket}/"
+    ]
+    lines += [f"failed: {key}: {reason}" for key, reason in report.failed]
+    return "\n".join(lines)
+
+
+def upload_document(report: UploadReport | None) -> dict[str, Any]:
+    """``sluice upload --output json`` (docs/contracts.md); None: the folder was empty."""
+    if report is None:
+        return {"bucket": None, "uploaded": [], "failed": [], "bytes_sent": 0, "ok": True}
+    return {
+        "bucket": report.bucket,
+        "uploaded": list(report.uploaded),
+        "failed": [{"key": key, "reason": reason} for key, reason in report.failed],
+        "bytes_sent": report.bytes_sent,
+        "ok": not report.failed,
+    }
 
 
 def run_upload(args: argparse.Namespace) -> int:
@@ -542,19 +717,14 @@ def run_upload(args: argparse.Namespace) -> int:
     files = files_to_upload(folder, args.prefix)
     if not files:
         _err(f"no files under {folder}: nothing to upload")
+        if args.output == JSON:
+            _print_json(upload_document(None))
         return EXIT_OK
     environment, clients = _resolve(args)
-    progress = Progress(len(files), sum(item.size for item in files))
+    progress = Progress(len(files), sum(item.size for item in files))  # on stderr
     report = upload_folder(clients.s3, environment.raw_bucket, files, progress)
-    print(
-        f"uploaded {len(report.uploaded)} file(s), {human_bytes(report.bytes_sent)},"
-        f" to s3://{report.bucket}/"
-    )
-    if report.failed:
-        for key, reason in report.failed:
-            print(f"failed: {key}: {reason}")
-        return EXIT_FAILED
-    return EXIT_OK
+    _show(args, upload_document(report), lambda: render_upload(report))
+    return EXIT_FAILED if report.failed else EXIT_OK
 
 
 # --- entry point ---------------------------------------------------------------------
@@ -586,9 +756,13 @@ def _run(args: argparse.Namespace, run: Runner) -> int:
         return EXIT_UNREACHABLE
     except (NoCredentialsError, PartialCredentialsError) as exc:
         _err(
-            f"sluice: no usable AWS credentials ({exc}): configure a profile (aws configure,"
-            " AWS_PROFILE) or pass --endpoint-url for an emulator"
+            f"sluice: no usable AWS credentials ({exc}): configure a profile (aws configure)"
+            " and select it with --profile or AWS_PROFILE, or pass --endpoint-url for an"
+            " emulator"
         )
+        return EXIT_UNREACHABLE
+    except ProfileNotFound as exc:
+        _err(f"sluice: {exc}: check --profile / AWS_PROFILE against `aws configure list-profiles`")
         return EXIT_UNREACHABLE
     except NoRegionError:
         _err("sluice: no AWS region: pass --region or set AWS_REGION")
@@ -616,6 +790,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Runner | None = getattr(args, "run", None) or getattr(args, "func", None)
     if run is None:  # pragma: no cover - every subcommand sets one
         parser.error(f"subcommand {args.command!r} has no action")
+    if args.output is not None and not getattr(args, "prints_report", False):
+        parser.error(f"--output: sluice {args.command} prints no report to format")
+    args.output = args.output or TABLE
     try:
         return _run(args, run)
     except KeyboardInterrupt:

@@ -3,7 +3,7 @@
 Resource names are never restated here: they come from the Terraform root output
 ``environments`` (docs/contracts.md), looked up in this order:
 
-1. the file given with ``--outputs``;
+1. the file given with ``--outputs-file``;
 2. ``.sluice/<environment>/outputs.json`` in the project directory (the local stack
    writes ``.sluice/local/outputs.json`` when it comes up);
 3. ``terraform output -json environments`` in the project directory, which reads the
@@ -11,6 +11,10 @@ Resource names are never restated here: they come from the Terraform root output
 
 Any of the three may hold the ``environments`` map itself, the whole
 ``terraform output -json`` document, or a single environment's object.
+
+Every AWS client the CLI uses comes from :meth:`Clients.build`, from one boto3 session
+built from a :class:`Connection`: the ``--profile`` flag reaches every client by being
+a field of that connection, not an argument passed around.
 """
 
 from __future__ import annotations
@@ -163,7 +167,7 @@ def select_environment(document: Any, environment: str, source: str) -> Environm
         known = ", ".join(sorted(str(k) for k in document)) or "none"
         raise OutputsNotFoundError(
             f"{source} has no outputs for environment {environment!r} (it has: {known}):"
-            f" run ./deploy.sh {environment} apply, or pass --outputs"
+            f" run ./deploy.sh {environment} apply, or pass --outputs-file"
         )
     return Environment.from_outputs(environment, values, source)
 
@@ -186,11 +190,11 @@ def terraform_error(stderr: str) -> str:
 
 
 def _terraform_outputs(project_dir: Path, environment: str) -> Any:
-    hint = f"run ./deploy.sh {environment} apply, or pass --outputs"
+    hint = f"run ./deploy.sh {environment} apply, or pass --outputs-file"
     terraform = shutil.which("terraform")
     if terraform is None:
         raise OutputsNotFoundError(
-            f"no outputs for environment {environment!r}: no --outputs file, no"
+            f"no outputs for environment {environment!r}: no --outputs-file, no"
             f" {outputs_path(project_dir, environment)}, and terraform is not on PATH: {hint}"
         )
     try:
@@ -244,10 +248,15 @@ def resolve_environment(
 
 @dataclass(frozen=True)
 class Connection:
-    """Where to send API calls: the region and, for an emulator, the endpoint."""
+    """Where to send API calls, and as whom.
+
+    ``profile`` is the AWS named profile (``--profile``); None leaves the choice to boto3,
+    which reads ``AWS_PROFILE`` and falls back to the default profile, as the aws CLI does.
+    """
 
     region: str | None
     endpoint_url: str | None
+    profile: str | None = None
 
 
 def connection_for(
@@ -257,6 +266,7 @@ def connection_for(
     endpoint_url: str | None,
     outputs_region: str | None,
     stack_endpoint: str | None = None,
+    profile: str | None = None,
     env: Mapping[str, str] = os.environ,
 ) -> Connection:
     """Flags win, then the environment variables boto3 honours, then the outputs.
@@ -272,7 +282,7 @@ def connection_for(
     )
     if chosen_region is None and environment == LOCAL_ENVIRONMENT:
         chosen_region = LOCAL_REGION
-    return Connection(region=chosen_region, endpoint_url=endpoint)
+    return Connection(region=chosen_region, endpoint_url=endpoint, profile=profile or None)
 
 
 @dataclass
@@ -285,11 +295,15 @@ class Clients:
 
     @classmethod
     def build(cls, connection: Connection, *, emulator: bool) -> Clients:
-        session = boto3.session.Session(region_name=connection.region)
+        """Raises botocore's ``ProfileNotFound`` when the named profile is not configured."""
+        session = boto3.session.Session(
+            region_name=connection.region, profile_name=connection.profile
+        )
         if emulator and session.get_credentials() is None:
             # Emulators accept any key; this spares a local user from configuring one.
             session = boto3.session.Session(
                 region_name=connection.region,
+                profile_name=connection.profile,
                 aws_access_key_id="test",
                 aws_secret_access_key="test",  # noqa: S106 - emulator placeholder
             )
