@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from sluice.cli import main
 from sluice.ops import audit as audit_module
 from sluice.ops.audit import AuditReport, audit
 from sluice.ops.environment import Environment
+from tests.cli_output import keys_of, one_json_document
 from tests.conftest import Pipeline
 from tests.integration.ops_support import (
     ENVIRONMENT,
@@ -70,7 +70,7 @@ def test_cli_exits_0_on_a_clean_ledger(
 ) -> None:
     outputs = write_outputs_file(environment, tmp_path / "outputs.json")
 
-    code = main(["audit", "-e", ENVIRONMENT, "--outputs", str(outputs)])
+    code = main(["audit", "-e", ENVIRONMENT, "--outputs-file", str(outputs)])
 
     assert code == 0
     assert "audit clean" in capsys.readouterr().out
@@ -148,11 +148,16 @@ def test_cli_lists_discrepancies_and_exits_1(
     pipeline.s3.put_object(Bucket=pipeline.raw, Key="lost.jpg", Body=b"x")
     outputs = write_outputs_file(environment, tmp_path / "outputs.json")
 
-    code = main(["audit", "--json", "-e", ENVIRONMENT, "--outputs", str(outputs)])
+    code = main(["audit", "--output", "json", "-e", ENVIRONMENT, "--outputs-file", str(outputs)])
 
     assert code == 1
-    shown = json.loads(capsys.readouterr().out)
+    shown = one_json_document(capsys.readouterr().out)
+    assert set(shown) == keys_of("audit")
+    assert set(shown["ledger"]) == keys_of("ledger")
+    assert all(set(finding) == keys_of("finding") for finding in shown["discrepancies"])
+    assert all(set(queue) == keys_of("queue") for queue in shown["queues"])
     assert shown["clean"] is False
+    assert shown["ledger"]["in_raw"] == 1 and shown["in_progress"] == []
     assert [(d["category"], d["subject"]) for d in shown["discrepancies"]] == [
         ("input without receipt", f"s3://{pipeline.raw}/lost.jpg")
     ]
@@ -181,6 +186,35 @@ def test_work_in_the_queues_is_in_progress_not_a_discrepancy(
     assert not report.clean
 
     outputs = write_outputs_file(environment, tmp_path / "outputs.json")
-    code = main(["audit", "-e", ENVIRONMENT, "--outputs", str(outputs), "--wait", "0"])
+    code = main(["audit", "-e", ENVIRONMENT, "--outputs-file", str(outputs), "--wait", "0"])
     assert code == 1
     assert "rerun with --wait" in capsys.readouterr().out
+
+
+def test_cli_json_on_a_clean_ledger_with_a_wait(
+    environment: Environment,
+    ledger: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outputs = write_outputs_file(environment, tmp_path / "outputs.json")
+
+    code = main(
+        [
+            "--output",
+            "json",
+            "audit",
+            "--wait",
+            "1",
+            "-e",
+            ENVIRONMENT,
+            "--outputs-file",
+            str(outputs),
+        ]
+    )
+
+    assert code == 0
+    shown = one_json_document(capsys.readouterr().out)
+    assert set(shown) == keys_of("audit")
+    assert shown["clean"] is True and shown["discrepancies"] == []
+    assert shown["ledger"]["archived"] == 5

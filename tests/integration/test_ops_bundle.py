@@ -10,6 +10,7 @@ import pytest
 from sluice.cli import main
 from sluice.ops.bundle import BundleRequest, wait_for_status, write_request
 from sluice.ops.environment import Environment
+from tests.cli_output import keys_of, one_json_document
 from tests.conftest import Pipeline
 from tests.integration.ops_support import ENVIRONMENT, make_environment, write_outputs_file
 
@@ -38,7 +39,7 @@ def test_cli_writes_the_request_the_bundle_handler_reads(
         [
             "bundle", "Dog", "Golden Retriever", "Dog",
             "--match", "all", "--notify", "team@example.com", "--id", "walkies-1",
-            "-e", ENVIRONMENT, "--outputs", str(outputs),
+            "-e", ENVIRONMENT, "--outputs-file", str(outputs),
         ]
     )  # fmt: skip
 
@@ -138,7 +139,7 @@ def test_cli_wait_prints_the_outcome_and_exits_by_it(
             "5",
             "-e",
             ENVIRONMENT,
-            "--outputs",
+            "--outputs-file",
             str(outputs),
         ]
     )
@@ -153,8 +154,59 @@ def test_cli_wait_prints_the_outcome_and_exits_by_it(
 def test_unsafe_bundle_id_is_a_usage_error(
     pipeline: Pipeline, outputs: Path, capsys: pytest.CaptureFixture[str], bad_id: str
 ) -> None:
-    code = main(["bundle", "Dog", f"--id={bad_id}", "-e", ENVIRONMENT, "--outputs", str(outputs)])
+    code = main(
+        ["bundle", "Dog", f"--id={bad_id}", "-e", ENVIRONMENT, "--outputs-file", str(outputs)]
+    )
 
     assert code == 2
     assert "bundle id" in capsys.readouterr().err
     assert "Contents" not in pipeline.s3.list_objects_v2(Bucket=pipeline.work)
+
+
+def test_cli_json_without_wait_says_where_the_status_will_be(
+    outputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "bundle",
+            "Cat",
+            "--id",
+            "j1",
+            "--output",
+            "json",
+            "-e",
+            ENVIRONMENT,
+            "--outputs-file",
+            str(outputs),
+        ]
+    )
+
+    assert code == 0
+    shown = one_json_document(capsys.readouterr().out)
+    assert set(shown) == keys_of("bundle")
+    assert shown["bundle_id"] == "j1"
+    assert shown["request"].endswith("/requests/j1.json")
+    assert shown["status_object"].endswith("/bundles/j1.json")
+    assert shown["body"] == {"labels": ["Cat"], "match": "any"}
+    assert shown["status"] is None
+
+
+def test_cli_json_with_wait_carries_the_status(
+    pipeline: Pipeline, outputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = {"bundle_id": "j2", "status": "empty", "image_count": 0, "errors": []}
+    pipeline.s3.put_object(
+        Bucket=pipeline.work, Key="bundles/j2.json", Body=json.dumps(status).encode()
+    )
+
+    code = main(
+        [
+            "bundle", "Cat", "--id", "j2", "--wait", "5", "--output", "json",
+            "-e", ENVIRONMENT, "--outputs-file", str(outputs),
+        ]
+    )  # fmt: skip
+
+    assert code == 0
+    shown = one_json_document(capsys.readouterr().out)
+    assert set(shown) == keys_of("bundle")
+    assert shown["status"] == status

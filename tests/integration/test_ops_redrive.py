@@ -16,6 +16,7 @@ from sluice.cli import main
 from sluice.ops.environment import Environment
 from sluice.ops.queues import describe_message, queue_depth
 from sluice.ops.redrive import BATCHES, DRY_RUN, _Targets, redrive
+from tests.cli_output import keys_of, one_json_document
 from tests.conftest import Pipeline
 from tests.integration.ops_support import (
     ENVIRONMENT,
@@ -93,7 +94,7 @@ def test_redrive_cli_empties_the_dead_letter_queue(
     dead_letter(pipeline.sqs, environment, "transform", body)
     outputs = write_outputs_file(environment, tmp_path / "outputs.json")
 
-    code = main(["redrive", "-e", ENVIRONMENT, "--outputs", str(outputs)])
+    code = main(["redrive", "-e", ENVIRONMENT, "--outputs-file", str(outputs)])
 
     assert code == 0
     out = capsys.readouterr().out
@@ -122,7 +123,7 @@ def test_dry_run_moves_nothing_and_leaves_messages_visible(
     assert (dlq.visible, dlq.in_flight) == (5, 0)
 
     outputs = write_outputs_file(environment, tmp_path / "outputs.json")
-    code = main(["redrive", "--dry-run", "-e", ENVIRONMENT, "--outputs", str(outputs)])
+    code = main(["redrive", "--dry-run", "-e", ENVIRONMENT, "--outputs-file", str(outputs)])
     assert code == 0
     assert "would move -> transform" in capsys.readouterr().out
     assert queue_depth(pipeline.sqs, "dlq", environment.dead_letter_queue_url).visible == 5
@@ -161,3 +162,33 @@ def test_source_arn_from_sqs_wins_over_the_bucket(
     assert url == environment.queue_urls["tag"]
     assert move.target == "tag"
     assert describe_message(message).source_queue_arn == tag_arn  # type: ignore[arg-type]
+
+
+def test_redrive_cli_json_lists_moves_and_what_stays(
+    environment: Environment,
+    dead_letters: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outputs = write_outputs_file(environment, tmp_path / "outputs.json")
+    argv = ["redrive", "--output", "json", "-e", ENVIRONMENT, "--outputs-file", str(outputs)]
+
+    dry = main([*argv, "--dry-run"])
+    dry_shown = one_json_document(capsys.readouterr().out)
+    code = main(argv)
+    captured = capsys.readouterr()
+    shown = one_json_document(captured.out)
+
+    assert dry == 0
+    assert set(dry_shown) == keys_of("redrive")
+    assert dry_shown["method"] == DRY_RUN and dry_shown["moved"] == 0
+    assert len(dry_shown["moves"]) == 4
+    assert code == 1  # the message that names nothing stays
+    assert set(shown) == keys_of("redrive")
+    assert all(set(move) == keys_of("move") for move in shown["moves"] + shown["left"])
+    assert shown["method"] == BATCHES and shown["ok"] is False
+    assert shown["moved"] == 4 and shown["dead_letters_before"] == 5
+    assert sorted(move["target"] for move in shown["moves"]) == sorted(dead_letters)
+    assert [move["target"] for move in shown["left"]] == [None]
+    assert "message-move task unavailable" in shown["fallback_reason"]
+    assert "note:" not in captured.out  # the table's note is a key here

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from sluice.cli import main
 from sluice.ops.environment import Environment
 from sluice.ops.status import collect_status
+from tests.cli_output import keys_of, one_json_document
 from tests.conftest import Pipeline
 from tests.integration.ops_support import (
     ENVIRONMENT,
@@ -69,17 +69,103 @@ def test_status_cli_json_and_no_receipts(
 ) -> None:
     outputs = write_outputs_file(environment, tmp_path / "outputs.json")
 
-    code = main(["-e", ENVIRONMENT, "--outputs", str(outputs), "status", "--json"])
+    code = main(["-e", ENVIRONMENT, "--outputs-file", str(outputs), "status", "--output", "json"])
 
     assert code == 0
-    shown = json.loads(capsys.readouterr().out)
+    shown = one_json_document(capsys.readouterr().out)
+    assert set(shown) == keys_of("status")
+    assert set(shown["dead_letters"]) == keys_of("queue")
+    assert all(set(queue) == keys_of("queue") for queue in shown["queues"])
     assert shown["dead_letters"]["visible"] == 1
-    assert shown["receipts"]["processed"] == 2
+    assert shown["receipts"] == {"processed": 2, "rejected": 1, "unreadable": 1}
+    assert shown["receipts_total"] == 4
+    assert shown["outputs_source"] == str(outputs)
     assert [q["name"] for q in shown["queues"]] == ["transform", "archive", "tag", "bundle"]
+    assert [q["in_flight"] for q in shown["queues"]] == [0, 1, 0, 0]
 
-    code = main(["status", "--no-receipts", "-e", ENVIRONMENT, "--outputs", str(outputs)])
+    code = main(["status", "--no-receipts", "-e", ENVIRONMENT, "--outputs-file", str(outputs)])
 
     assert code == 0
     table = capsys.readouterr().out
     assert "receipts: not counted" in table
     assert any(line.split()[:2] == ["transform", "2"] for line in table.splitlines())
+
+
+def test_status_json_without_receipts_keeps_every_key(
+    environment: Environment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outputs = write_outputs_file(environment, tmp_path / "outputs.json")
+
+    code = main(
+        [
+            "status",
+            "--no-receipts",
+            "--output",
+            "json",
+            "-e",
+            ENVIRONMENT,
+            "--outputs-file",
+            str(outputs),
+        ]
+    )
+
+    assert code == 0
+    shown = one_json_document(capsys.readouterr().out)
+    assert set(shown) == keys_of("status")
+    assert shown["receipts"] is None and shown["receipts_total"] is None
+
+
+# --- --profile -----------------------------------------------------------------------
+
+PROFILE = "sluice-moto"
+
+
+@pytest.fixture
+def only_a_named_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials exist only in a named profile of temporary AWS config files.
+
+    moto accepts any key, so the profile's keys work; with the environment's keys gone
+    (moto's mock sets some), a request without the profile has no credentials at all.
+    """
+    config = tmp_path / "aws-config"
+    config.write_text(f"[profile {PROFILE}]\nregion = us-east-1\n", encoding="utf-8")
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text(
+        f"[{PROFILE}]\naws_access_key_id = AKIAPROFILEONLY\naws_secret_access_key = moto\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_profile_flag_supplies_the_credentials(
+    environment: Environment,
+    only_a_named_profile: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outputs = write_outputs_file(environment, tmp_path / "outputs.json")
+    argv = ["-e", ENVIRONMENT, "--outputs-file", str(outputs), "status", "--output", "json"]
+
+    without = main(argv)
+    assert without == 4
+    assert "no usable AWS credentials" in capsys.readouterr().err
+
+    with_profile = main(["--profile", PROFILE, *argv])
+    assert with_profile == 0
+    assert one_json_document(capsys.readouterr().out)["environment"] == ENVIRONMENT
+
+
+def test_aws_profile_is_still_honoured(
+    environment: Environment,
+    only_a_named_profile: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outputs = write_outputs_file(environment, tmp_path / "outputs.json")
+    monkeypatch.setenv("AWS_PROFILE", PROFILE)
+
+    assert main(["status", "--no-receipts", "-e", ENVIRONMENT, "--outputs-file", str(outputs)]) == 0

@@ -11,6 +11,7 @@ from boto3.s3.transfer import TransferConfig
 from sluice.cli import main
 from sluice.ops import upload as upload_module
 from sluice.ops.upload import Progress, files_to_upload, upload_folder
+from tests.cli_output import keys_of, one_json_document
 from tests.conftest import Pipeline
 from tests.integration.ops_support import ENVIRONMENT, make_environment, write_outputs_file
 
@@ -52,7 +53,16 @@ def test_cli_uploads_every_file_under_the_prefix(
     pipeline: Pipeline, folder: Path, outputs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
-        ["upload", str(folder), "--prefix", "batch 7", "-e", ENVIRONMENT, "--outputs", str(outputs)]
+        [
+            "upload",
+            str(folder),
+            "--prefix",
+            "batch 7",
+            "-e",
+            ENVIRONMENT,
+            "--outputs-file",
+            str(outputs),
+        ]
     )
 
     assert code == 0
@@ -102,7 +112,7 @@ def test_a_file_that_cannot_be_uploaded_fails_alone(
     deep.mkdir(parents=True)
     (deep / "too-long.txt").write_bytes(b"x")
 
-    code = main(["upload", str(root), "-e", ENVIRONMENT, "--outputs", str(outputs)])
+    code = main(["upload", str(root), "-e", ENVIRONMENT, "--outputs-file", str(outputs)])
 
     assert code == 1
     assert raw_objects(pipeline) == {"ok.txt": b"ok"}
@@ -113,7 +123,90 @@ def test_a_file_that_cannot_be_uploaded_fails_alone(
 def test_missing_folder_is_a_usage_error(
     outputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["upload", str(tmp_path / "nope"), "-e", ENVIRONMENT, "--outputs", str(outputs)])
+    code = main(
+        ["upload", str(tmp_path / "nope"), "-e", ENVIRONMENT, "--outputs-file", str(outputs)]
+    )
 
     assert code == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_cli_json_is_one_document_and_progress_stays_on_stderr(
+    pipeline: Pipeline, folder: Path, outputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "upload",
+            str(folder),
+            "--output",
+            "json",
+            "-e",
+            ENVIRONMENT,
+            "--outputs-file",
+            str(outputs),
+        ]
+    )
+
+    assert code == 0
+    captured = capsys.readouterr()
+    shown = one_json_document(captured.out)
+    assert set(shown) == keys_of("upload")
+    assert shown["bucket"] == pipeline.raw and shown["ok"] is True
+    assert sorted(shown["uploaded"]) == sorted(FILES)
+    assert shown["failed"] == []
+    assert shown["bytes_sent"] == sum(len(body) for body in FILES.values())
+    assert len(captured.err.splitlines()) == 5  # one progress line per file
+
+
+def test_cli_json_lists_failures_with_their_reason(
+    tmp_path: Path, outputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deep = tmp_path.joinpath("drop", *(["d" * 250] * 5))
+    deep.mkdir(parents=True)
+    (deep / "too-long.txt").write_bytes(b"x")
+
+    code = main(
+        [
+            "upload",
+            str(tmp_path / "drop"),
+            "--output",
+            "json",
+            "-e",
+            ENVIRONMENT,
+            "--outputs-file",
+            str(outputs),
+        ]
+    )
+
+    assert code == 1
+    shown = one_json_document(capsys.readouterr().out)
+    assert shown["ok"] is False and shown["uploaded"] == []
+    [failure] = shown["failed"]
+    assert set(failure) == keys_of("upload failure")
+    assert failure["key"].endswith("too-long.txt") and "1024 bytes" in failure["reason"]
+
+
+def test_cli_json_of_an_empty_folder(
+    tmp_path: Path, outputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+
+    code = main(
+        [
+            "upload",
+            str(tmp_path / "empty"),
+            "--output",
+            "json",
+            "-e",
+            ENVIRONMENT,
+            "--outputs-file",
+            str(outputs),
+        ]
+    )
+
+    assert code == 0
+    captured = capsys.readouterr()
+    shown = one_json_document(captured.out)
+    assert set(shown) == keys_of("upload")
+    assert shown["bucket"] is None and shown["uploaded"] == []
+    assert "nothing to upload" in captured.err

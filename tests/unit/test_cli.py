@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import stat
@@ -12,6 +13,7 @@ import pytest
 
 from sluice import __version__
 from sluice.cli import build_parser, main
+from sluice.local import __main__ as local_main
 from sluice.ops.environment import (
     LOCAL_ENDPOINT_URL,
     OutputsNotFoundError,
@@ -21,8 +23,12 @@ from sluice.ops.environment import (
     running_stack_endpoint,
     terraform_error,
 )
+from tests.cli_output import documented_keys
 
 SUBCOMMANDS = ("up", "down", "status", "audit", "redrive", "bundle", "upload")
+REPORTING = ("status", "audit", "redrive", "bundle", "upload")
+"""The subcommands that print a report, and so take --output."""
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def env_outputs(raw: str = "raw-bucket") -> dict[str, Any]:
@@ -143,7 +149,165 @@ def test_defaults() -> None:
     args = build_parser().parse_args(["status"])
 
     assert args.environment == "local"
-    assert args.endpoint_url is None and args.outputs is None and args.receipts is True
+    assert args.endpoint_url is None and args.outputs_file is None and args.receipts is True
+    assert args.profile is None
+
+
+# --- no abbreviations ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "--no-rec"],
+        ["--env", "dev", "status"],
+        ["status", "--prof", "dev"],
+        ["status", "--outputs-f", "o.json"],
+        ["status", "--out", "json"],
+        ["redrive", "--dry"],
+        ["bundle", "Dog", "--mat", "all"],
+        ["audit", "--wa", "5"],
+        ["up", "--no-samp"],
+        ["down", "--state", "x"],
+    ],
+)
+def test_abbreviated_options_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    assert exited.value.code == 2  # not read as --no-receipts, --environment, --profile, ...
+    assert "usage: sluice" in capsys.readouterr().err
+
+
+def test_the_local_stack_entry_point_rejects_abbreviations(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        local_main.main(["up", "--no-samp"])
+
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --no-samp" in capsys.readouterr().err
+
+
+def test_output_json_is_not_read_as_the_outputs_file() -> None:
+    args = build_parser().parse_args(["status", "--output", "json"])
+
+    assert args.output == "json"
+    assert args.outputs_file is None
+
+
+def _parser_calls(path: Path) -> list[ast.Call]:
+    calls = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("ArgumentParser", "add_parser")
+        ):
+            calls.append(node)
+    return calls
+
+
+def test_every_parser_in_the_repository_refuses_abbreviations() -> None:
+    sources = [
+        path
+        for folder in ("src", "scripts", "bench")
+        for path in sorted((REPOSITORY / folder).rglob("*.py"))
+    ]
+    checked, allowing = 0, []
+    for path in sources:
+        for call in _parser_calls(path):
+            checked += 1
+            flags = [k.value for k in call.keywords if k.arg == "allow_abbrev"]
+            refuses = [f for f in flags if isinstance(f, ast.Constant) and f.value is False]
+            if not refuses:
+                allowing.append(f"{path.relative_to(REPOSITORY)}:{call.lineno}")
+
+    assert checked >= 10  # cli (2), local (3), runner, scripts (3), bench (3)
+    assert allowing == []
+
+
+# --- --output --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--output", "json", "status"],
+        ["status", "--output", "json"],
+        ["status", "--json"],  # the older spelling
+    ],
+)
+def test_output_goes_before_or_after_the_subcommand(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+
+    assert args.output == "json"
+
+
+def test_outputs_file_keeps_its_old_spelling() -> None:
+    args = build_parser().parse_args(["status", "--outputs", "o.json"])
+
+    assert args.outputs_file == Path("o.json")
+
+
+@pytest.mark.parametrize("command", REPORTING)
+def test_every_reporting_command_documents_output_and_profile(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+
+    out = capsys.readouterr().out
+    assert "--output {table,json}" in out
+    assert "--profile NAME" in out
+    assert "--outputs-file FILE" in out
+    assert "--json" not in out and "--outputs " not in out  # old spellings stay hidden
+
+
+@pytest.mark.parametrize("argv", [["--output", "json", "up"], ["--output", "table", "down"]])
+def test_output_on_a_command_without_a_report_exits_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    assert exited.value.code == 2
+    assert "prints no report to format" in capsys.readouterr().err
+
+
+def test_unknown_output_format_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "--output", "yaml"])
+
+    assert exited.value.code == 2
+    assert "invalid choice: 'yaml'" in capsys.readouterr().err
+
+
+def test_the_json_contract_documents_every_reporting_command() -> None:
+    keys = documented_keys()
+
+    assert set(REPORTING) <= set(keys)
+    assert {"queue", "ledger", "finding", "move", "upload failure"} <= set(keys)
+    assert keys["status"] >= {"environment", "queues", "dead_letters", "receipts"}
+    assert all(keys.values())
+
+
+# --- --profile -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--profile", "ops", "audit"], ["audit", "--profile", "ops"]])
+def test_profile_goes_before_or_after_the_subcommand(argv: list[str]) -> None:
+    assert build_parser().parse_args(argv).profile == "ops"
+
+
+def test_the_profile_is_part_of_the_connection() -> None:
+    chosen = connection_for(
+        "prod", region=None, endpoint_url=None, outputs_region=None, profile="ops", env={}
+    )
+    unset = connection_for("prod", region=None, endpoint_url=None, outputs_region=None, env={})
+
+    assert chosen.profile == "ops"
+    assert unset.profile is None  # boto3 then reads AWS_PROFILE itself
 
 
 # --- outputs resolution --------------------------------------------------------------
@@ -195,7 +359,7 @@ def test_terraform_state_of_another_environment_says_so(
 
     message = str(error.value)
     assert "no outputs for environment 'prod'" in message and "(it has: dev)" in message
-    assert "./deploy.sh prod apply" in message and "--outputs" in message
+    assert "./deploy.sh prod apply" in message and "--outputs-file" in message
 
 
 def test_terraform_failure_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,7 +379,7 @@ def test_no_outputs_anywhere(tmp_path: Path, no_terraform: None) -> None:
         resolve_environment("dev", outputs_file=None, project_dir=tmp_path)
 
     assert "terraform is not on PATH" in str(error.value)
-    assert "run ./deploy.sh dev apply, or pass --outputs" in str(error.value)
+    assert "run ./deploy.sh dev apply, or pass --outputs-file" in str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -328,10 +492,12 @@ def test_a_real_environment_has_no_endpoint_and_takes_the_outputs_region() -> No
 
 
 def test_missing_outputs_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["status", "--outputs", str(tmp_path / "missing.json")])
+    code = main(["status", "--outputs-file", str(tmp_path / "missing.json"), "--output", "json"])
 
     assert code == 3
-    assert "cannot read outputs file" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "cannot read outputs file" in captured.err
+    assert captured.out == ""  # no half a document for a script to parse
 
 
 def test_environment_not_in_outputs_exit_3(
@@ -339,7 +505,7 @@ def test_environment_not_in_outputs_exit_3(
 ) -> None:
     outputs = write(tmp_path / "o.json", {"dev": env_outputs()})
 
-    assert main(["audit", "-e", "staging", "--outputs", str(outputs)]) == 3
+    assert main(["audit", "-e", "staging", "--outputs-file", str(outputs)]) == 3
     assert "run ./deploy.sh staging apply" in capsys.readouterr().err
 
 
@@ -353,7 +519,7 @@ def test_unreachable_local_stack_exits_4(
         [
             "status",
             "--no-receipts",
-            "--outputs",
+            "--outputs-file",
             str(outputs),
             "--endpoint-url",
             "http://127.0.0.1:9",
@@ -375,7 +541,7 @@ def test_missing_credentials_exit_4(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     outputs = write(tmp_path / "o.json", {"prod": env_outputs()})
 
-    code = main(["-e", "prod", "--outputs", str(outputs), "status", "--no-receipts"])
+    code = main(["-e", "prod", "--outputs-file", str(outputs), "status", "--no-receipts"])
 
     assert code == 4
     assert "no usable AWS credentials" in capsys.readouterr().err
@@ -385,3 +551,30 @@ def test_up_and_down_are_registered() -> None:
     args = build_parser().parse_args(["up"])
 
     assert args.command == "up" and callable(args.run)
+
+
+def test_unknown_profile_exits_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    outputs = write(tmp_path / "o.json", {"prod": env_outputs()})
+
+    code = main(
+        [
+            "-e",
+            "prod",
+            "--outputs-file",
+            str(outputs),
+            "--profile",
+            "nope",
+            "status",
+            "--output",
+            "json",
+        ]
+    )
+
+    assert code == 4
+    captured = capsys.readouterr()
+    assert "(nope) could not be found" in captured.err and "--profile" in captured.err
+    assert captured.out == ""
