@@ -73,7 +73,7 @@ class Stack:
                 LOCAL_ENVIRONMENT,
                 "--endpoint-url",
                 self.endpoint_url,
-                "--outputs",
+                "--outputs-file",
                 str(self.outputs_file),
             ],
             env=self.env(),

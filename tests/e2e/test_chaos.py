@@ -347,7 +347,7 @@ def test_sluice_audit_is_clean(run: ChaosRun) -> None:
             ENVIRONMENT,
             "--endpoint-url",
             stack.endpoint_url,
-            "--outputs",
+            "--outputs-file",
             str(stack.outputs_file),
         ],
         env=stack.env(),
