@@ -7,9 +7,9 @@ locals {
   archive   = var.bucket_arns.archive
   work      = var.bucket_arns.work
 
-  # Multipart writes (streamed outputs, server-side copies of large objects) need these
-  # beside PutObject so an aborted upload can be cleaned up.
-  put_object_actions = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+  # Multipart writes (streamed outputs, server-side copies of large objects) abort their
+  # upload when they fail, so that needs its own action beside PutObject.
+  put_object_actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
 
   policy_documents = {
     transform = data.aws_iam_policy_document.transform.json
@@ -74,9 +74,10 @@ data "aws_iam_policy_document" "common" {
 data "aws_iam_policy_document" "transform" {
   source_policy_documents = [data.aws_iam_policy_document.common["transform"].json]
 
+  # The upload is read by ETag (IfMatch), never by version id.
   statement {
     sid       = "ReadRaw"
-    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    actions   = ["s3:GetObject"]
     resources = ["${local.raw}/*"]
   }
 
@@ -119,7 +120,7 @@ data "aws_iam_policy_document" "transform" {
 
   statement {
     sid       = "WriteImageMetadata"
-    actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"]
+    actions   = ["dynamodb:UpdateItem"]
     resources = [var.images_table_arn]
   }
 }
@@ -139,7 +140,6 @@ data "aws_iam_policy_document" "archive" {
     actions = [
       "s3:GetObject",
       "s3:GetObjectVersion",
-      "s3:GetObjectTagging",
       "s3:DeleteObject",
       "s3:DeleteObjectVersion",
     ]
@@ -152,10 +152,11 @@ data "aws_iam_policy_document" "archive" {
     resources = [local.raw, local.archive]
   }
 
-  # Destination of the copy; a copy that keeps the source's tags also needs PutObjectTagging.
+  # Destination of the copy. Copies replace tags with none (TaggingDirective REPLACE), so
+  # neither GetObjectTagging on RAW nor PutObjectTagging here is needed.
   statement {
     sid     = "WriteArchive"
-    actions = concat(local.put_object_actions, ["s3:PutObjectTagging"])
+    actions = local.put_object_actions
     resources = [
       "${local.archive}/images/*",
       "${local.archive}/data/*",
@@ -194,22 +195,22 @@ data "aws_iam_policy_document" "tag" {
     }
   }
 
+  # The lease, the labels and their state are conditional UpdateItems; the item they
+  # return is the only read.
   statement {
     sid       = "UpdateImageMetadata"
-    actions   = ["dynamodb:UpdateItem", "dynamodb:GetItem"]
+    actions   = ["dynamodb:UpdateItem"]
     resources = [var.images_table_arn]
   }
 
-  # TransactWriteItems is authorised per contained action, so it needs no action of its own.
+  # TransactWriteItems is authorised per contained action (conditional Put, Update,
+  # Delete: no ConditionCheck item), so it needs no action of its own.
   statement {
     sid = "MaintainLabels"
     actions = [
       "dynamodb:PutItem",
       "dynamodb:UpdateItem",
       "dynamodb:DeleteItem",
-      "dynamodb:GetItem",
-      "dynamodb:Query",
-      "dynamodb:ConditionCheckItem",
     ]
     resources = [var.labels_table_arn]
   }
@@ -251,10 +252,17 @@ data "aws_iam_policy_document" "bundle" {
     resources = ["${local.archive}/images/*"]
   }
 
+  # A label's images are a Query; "all" reads each label's count item first (GetItem).
   statement {
     sid       = "FindImagesByLabel"
-    actions   = ["dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem"]
-    resources = [var.labels_table_arn, var.images_table_arn]
+    actions   = ["dynamodb:Query", "dynamodb:GetItem"]
+    resources = [var.labels_table_arn]
+  }
+
+  statement {
+    sid       = "ReadImageMetadata"
+    actions   = ["dynamodb:BatchGetItem"]
+    resources = [var.images_table_arn]
   }
 
   statement {

@@ -16,10 +16,12 @@ Checked:
   except for actions without resource-level permissions (``WILDCARD_RESOURCE_ACTIONS``);
   S3 only on the buckets and prefixes a handler uses, queues, log groups, tables and
   topics only its own. The cross-cutting rules are spelled out as their own test;
-* the policies allow every call the handlers really make: the samples and the corpus go
-  through all four handlers in process (moto), every API call is recorded and turned
-  into the IAM action and resource it needs, and each is evaluated against the deployed
-  policy of the handler that made it;
+* the policies allow every call the handlers really make, and grant nothing that no call
+  uses: the samples and the corpus go through all four handlers in process (moto), every
+  API call is recorded and turned into the IAM action and resource it needs, each is
+  evaluated against the deployed policy of the handler that made it, and each granted
+  (action, resource) must be used by one of them unless ``UNUSED_BUT_NEEDED`` gives the
+  reason it is needed anyway (the Lambda service's own calls, failure-only paths);
 * every bucket: public access blocked (all four settings), encrypted, versioned, owner-
   enforced; outside the emulator, a bucket policy denies any request without TLS;
 * a presigned bundle link cannot outlive 7 days: the Terraform variable refuses more
@@ -40,7 +42,7 @@ from typing import Any
 import boto3
 import pytest
 
-from sluice.keys import receipt_key
+from sluice.keys import image_id, receipt_key
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for
 from tests.security_support import SAMPLES_DIR, Invoke, drive_pipeline, pipeline_inputs
@@ -75,7 +77,7 @@ WILDCARD_RESOURCE_ACTIONS = {
 
 WRITE_OBJECT_ACTIONS = {"s3:putobject", "s3:abortmultipartupload", "s3:putobjecttagging"}
 DELETE_OBJECT_ACTIONS = {"s3:deleteobject", "s3:deleteobjectversion"}
-MULTIPART_WRITE = {"s3:putobject", "s3:abortmultipartupload", "s3:listmultipartuploadparts"}
+MULTIPART_WRITE = {"s3:putobject", "s3:abortmultipartupload"}
 
 
 # --- Terraform runs ------------------------------------------------------------------------
@@ -258,34 +260,23 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
     by_function = {
         # Reads the upload; writes its outputs and receipt (HEAD and delete outputs an
         # earlier version left); reads receipts for idempotency; the image metadata item.
-        "transform": grant({"s3:getobject", "s3:getobjectversion"}, objects("raw", ""))
+        "transform": grant({"s3:getobject"}, objects("raw", ""))
         | grant(MULTIPART_WRITE | {"s3:getobject", "s3:deleteobject"}, outputs)
         | grant({"s3:listbucket"}, [d.buckets["processed"]])
-        | grant({"dynamodb:getitem", "dynamodb:putitem", "dynamodb:updateitem"}, [d.images_table]),
+        | grant({"dynamodb:updateitem"}, [d.images_table]),
         # Reads receipts; copies RAW -> ARCHIVE server side, verifies, deletes from RAW.
         "archive": grant({"s3:getobject"}, objects("processed", "receipts/"))
         | grant(
-            {"s3:getobject", "s3:getobjectversion", "s3:getobjecttagging"} | DELETE_OBJECT_ACTIONS,
+            {"s3:getobject", "s3:getobjectversion"} | DELETE_OBJECT_ACTIONS,
             objects("raw", ""),
         )
         | grant({"s3:listbucket"}, [d.buckets["raw"], d.buckets["archive"]])
-        | grant(
-            MULTIPART_WRITE | {"s3:putobjecttagging", "s3:getobject", "s3:getobjectversion"},
-            archived,
-        ),
+        | grant(MULTIPART_WRITE | {"s3:getobject", "s3:getobjectversion"}, archived),
         # Reads archived images; labels -> images item and labels table.
         "tag": grant({"s3:getobject", "s3:getobjectversion"}, objects("archive", "images/"))
-        | grant({"dynamodb:getitem", "dynamodb:updateitem"}, [d.images_table])
+        | grant({"dynamodb:updateitem"}, [d.images_table])
         | grant(
-            {
-                "dynamodb:getitem",
-                "dynamodb:putitem",
-                "dynamodb:updateitem",
-                "dynamodb:deleteitem",
-                "dynamodb:query",
-                "dynamodb:conditioncheckitem",
-            },
-            [d.labels_table],
+            {"dynamodb:putitem", "dynamodb:updateitem", "dynamodb:deleteitem"}, [d.labels_table]
         )
         | grant({"rekognition:detectlabels"}, ["*"]),
         # Reads requests and archived images; writes (and presigns) bundles; finds images
@@ -294,10 +285,8 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         | grant(MULTIPART_WRITE | {"s3:getobject"}, objects("work", "bundles/"))
         | grant({"s3:listbucket"}, [d.buckets["work"]])
         | grant({"s3:getobject"}, objects("archive", "images/"))
-        | grant(
-            {"dynamodb:query", "dynamodb:getitem", "dynamodb:batchgetitem"},
-            [d.labels_table, d.images_table],
-        )
+        | grant({"dynamodb:query", "dynamodb:getitem"}, [d.labels_table])
+        | grant({"dynamodb:batchgetitem"}, [d.images_table])
         | grant({"sns:publish"}, [d.bundle_topic]),
     }
     return common | by_function[function]
@@ -483,6 +472,30 @@ def replace_with_a_rejected_version(p: Pipeline, invoke: Invoke) -> None:
     assert not [k for k in _keys(p.s3, p.processed) if "replaced" in k and "receipts/" not in k]
 
 
+def _image_labels(p: Pipeline, archive_key: str) -> list[str]:
+    item = p.dynamodb.get_item(
+        TableName=p.images_table, Key={"image_id": {"S": image_id(archive_key)}}
+    )["Item"]
+    return sorted(label["S"] for label in item.get("labels", {}).get("L", []))
+
+
+def relabel_and_bundle_all(p: Pipeline, invoke: Invoke) -> None:
+    """Paths the samples alone do not take: an archived image whose content changes loses
+    its old labels (tag removes memberships), and a bundle of images with *all* of two
+    labels (bundle reads each label's count first, to start from the smallest)."""
+    sunset = (SAMPLES_DIR / "photos" / "sunset-beach.jpg").read_bytes()
+    key = "images/photos/night-rotated-8.jpg"
+    before = _image_labels(p, key)
+    p.s3.put_object(Bucket=p.archive, Key=key, Body=sunset)
+    invoke("tag", object_event_for(p.s3, p.archive, key))
+    assert set(before) - set(_image_labels(p, key)), "the new content keeps every old label"
+    request = {"labels": sorted({*before, *_image_labels(p, key)})[:2], "match": "all"}
+    p.s3.put_object(Bucket=p.work, Key="requests/all.json", Body=json.dumps(request).encode())
+    invoke("bundle", object_event_for(p.s3, p.work, "requests/all.json"))
+    status = json.loads(p.s3.get_object(Bucket=p.work, Key="bundles/all.json")["Body"].read())
+    assert status["status"] in ("ready", "empty"), status
+
+
 def _keys(s3: Any, bucket: str) -> list[str]:
     return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
@@ -498,7 +511,26 @@ def recorder(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> CallRecorde
     return calls
 
 
-def test_function_policies_allow_every_call_the_handlers_make(
+UNUSED_BUT_NEEDED: dict[tuple[str, str], str] = {
+    # Keyed by (function or "*", action): grants that no recorded call of the handler's
+    # own code uses, each with the reason it is still needed. Anything else unused fails.
+    ("*", "sqs:receivemessage"): "the Lambda service polls the queue with the function's role",
+    ("*", "sqs:deletemessage"): "the Lambda service deletes what the batch response keeps",
+    ("*", "sqs:getqueueattributes"): "the event source mapping reads the queue's attributes",
+    ("*", "sqs:changemessagevisibility"): "the Lambda service returns failed messages",
+    ("*", "logs:createlogstream"): "the Lambda runtime ships the function's output",
+    ("*", "logs:putlogevents"): "the Lambda runtime ships the function's output",
+    ("*", "s3:listbucket"): "no call of its own: without it a missing key reads as 403, not"
+    " the 404 that handlers treat as 'gone'",
+    ("*", "s3:abortmultipartupload"): "called only when a streamed write or a multipart"
+    " copy (objects over 5 GiB) fails",
+    ("archive", "s3:deleteobject"): "called on RAW without versions (delete IfMatch) and to"
+    " hide an older upload that resurfaced, which needs LastModified strictly older: uploads"
+    " within one second, as here, are not",
+}
+
+
+def test_function_policies_grant_exactly_the_calls_the_handlers_make(
     deployed: Deployed,
     pipeline: Pipeline,
     recorder: CallRecorder,
@@ -517,6 +549,7 @@ def test_function_policies_allow_every_call_the_handlers_make(
 
     drive_pipeline(pipeline, invoke, pipeline_inputs())
     replace_with_a_rejected_version(pipeline, invoke)
+    relabel_and_bundle_all(pipeline, invoke)
 
     arn = {
         pipeline.raw: deployed.buckets["raw"],
@@ -529,15 +562,31 @@ def test_function_policies_allow_every_call_the_handlers_make(
     }
     assert recorder.calls
     assert {function for function, *_ in recorder.calls} == set(FUNCTIONS)
+    requested: dict[str, set[tuple[str, str]]] = {function: set() for function in FUNCTIONS}
     denied: dict[tuple[str, str, str], str] = {}
     for function, service, operation, params in recorder.calls:
         for action, resource in iam_requests(service, operation, params, arn):
+            requested[function].add((action, resource))
             if not allowed(deployed.policies[function], action, resource):
                 # One example resource per (function, operation, action) keeps it readable.
                 denied.setdefault((function, f"{service}:{operation}", action), resource)
     assert denied == {}, "calls the deployed policies deny:\n" + "\n".join(
         f"{function} {operation} needs {action} on {resource}"
         for (function, operation, action), resource in sorted(denied.items())
+    )
+    unused = sorted(
+        (function, action, pattern)
+        for function in FUNCTIONS
+        for action, pattern in deployed.grants(function)
+        if (function, action) not in UNUSED_BUT_NEEDED
+        and ("*", action) not in UNUSED_BUT_NEEDED
+        and not any(
+            used == action and _matches(pattern, resource, ignore_case=False)
+            for used, resource in requested[function]
+        )
+    )
+    assert unused == [], "grants no call of the handler uses:\n" + "\n".join(
+        f"{function} {action} on {pattern}" for function, action, pattern in unused
     )
 
 
