@@ -282,6 +282,65 @@ resource "aws_sns_topic" "bundles" {
   tags              = local.tags
 }
 
+# Only the bundle function publishes bundle outcomes: the Allow names its role, and the Deny
+# holds even against a principal of this account whose own IAM policy allows sns:Publish on
+# "*". The account keeps the management rights of SNS's default topic policy (without
+# Publish), so the topic stays administrable through IAM.
+data "aws_iam_policy_document" "bundles_topic" {
+  statement {
+    sid = "AccountOwnerManages"
+    actions = [
+      "sns:GetTopicAttributes",
+      "sns:SetTopicAttributes",
+      "sns:AddPermission",
+      "sns:RemovePermission",
+      "sns:DeleteTopic",
+      "sns:Subscribe",
+      "sns:ListSubscriptionsByTopic",
+    ]
+    resources = [aws_sns_topic.bundles.arn]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
+    }
+  }
+
+  statement {
+    sid       = "BundleFunctionPublishes"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.bundles.arn]
+
+    principals {
+      type        = "AWS"
+      identifiers = [module.iam.role_arns["bundle"]]
+    }
+  }
+
+  statement {
+    sid       = "NobodyElsePublishes"
+    effect    = "Deny"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.bundles.arn]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "ArnNotEquals"
+      variable = "aws:PrincipalArn"
+      values   = [module.iam.role_arns["bundle"]]
+    }
+  }
+}
+
+resource "aws_sns_topic_policy" "bundles" {
+  arn    = aws_sns_topic.bundles.arn
+  policy = data.aws_iam_policy_document.bundles_topic.json
+}
+
 # CloudWatch alarms cannot publish to a topic encrypted with the AWS managed SNS key (its key
 # policy does not admit cloudwatch.amazonaws.com), so the alerts topic has its own key.
 data "aws_iam_policy_document" "alerts_key" {

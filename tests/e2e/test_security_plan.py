@@ -351,6 +351,36 @@ def test_cross_cutting_rules_of_the_pipeline(deployed: Deployed) -> None:
         assert publishes == ({d.bundle_topic} if function == "bundle" else set())
 
 
+def test_only_the_bundle_role_may_publish_to_the_bundle_topic(views: TerraformViews) -> None:
+    values = views.local_state["values"]
+    (topic_policy,) = [
+        r["values"]
+        for r in _of_type(values, "aws_sns_topic_policy")
+        if r["values"]["arn"].endswith(":sluice-local-bundles")
+    ]
+    roles = {r["index"]: r["values"]["arn"] for r in _of_type(values, "aws_iam_role")}
+    statements = {s["Sid"]: s for s in _statements(json.loads(topic_policy["policy"]))}
+    topic = topic_policy["arn"]
+    publishers = {
+        (statement["Effect"], json.dumps(statement["Principal"], sort_keys=True))
+        for statement in statements.values()
+        if "sns:Publish" in _as_list(statement["Action"])
+    }
+    assert publishers == {
+        ("Allow", json.dumps({"AWS": roles["bundle"]})),
+        ("Deny", json.dumps({"AWS": "*"})),
+    }
+    deny = statements["NobodyElsePublishes"]
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": roles["bundle"]}}
+    assert deny["Resource"] == topic
+    # The account keeps managing the topic (through IAM), but not publishing.
+    owner = statements["AccountOwnerManages"]
+    assert owner["Effect"] == "Allow" and owner["Resource"] == topic
+    assert owner["Principal"]["AWS"].endswith(":root")
+    assert {"sns:SetTopicAttributes", "sns:DeleteTopic"} <= set(owner["Action"])
+    assert "sns:Publish" not in owner["Action"]
+
+
 # --- the calls the handlers make -----------------------------------------------------------
 
 
