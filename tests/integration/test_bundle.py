@@ -274,7 +274,49 @@ def test_no_match_gives_empty_status_and_notification_but_no_zip(
     [notice] = notifications(pipeline, queue, expected=1)
     assert json.loads(notice["Message"])["status"] == "empty"
     assert notice["MessageAttributes"]["status"]["Value"] == "empty"
-    assert notice["MessageAttributes"]["notify"]["Value"] == "team-a"
+    assert "notify" not in notice["MessageAttributes"]
+
+
+NAME = "Holiday of Jeanne Dupont-Quirrell"
+RECIPIENT = "jeanne.dupont-quirrell@example.org"
+
+
+@pytest.mark.parametrize(
+    ("request_document", "outcome"),
+    [
+        ({"labels": ["Dog"], "name": NAME, "notify": RECIPIENT}, "ready"),
+        ({"labels": ["Unicorn"], "name": NAME, "notify": RECIPIENT}, "empty"),
+        # Too long for the schema: the error must say so without quoting the values.
+        ({"labels": ["Dog"], "name": NAME * 10, "notify": RECIPIENT * 10}, "error"),
+    ],
+)
+def test_a_requests_name_and_recipient_reach_neither_status_manifest_nor_notification(
+    pipeline: Pipeline,
+    bundle: ModuleType,
+    animals: dict[str, bytes],
+    request_document: dict[str, Any],
+    outcome: str,
+) -> None:
+    queue = subscribe(pipeline)
+    key = put_request(pipeline, "private", request_document)
+
+    run_request(bundle, pipeline, key)
+
+    assert status_of(pipeline, "private")["status"] == outcome
+    status = pipeline.s3.get_object(Bucket=pipeline.work, Key="bundles/private.json")
+    [notice] = notifications(pipeline, queue, expected=1)
+    # The whole SNS envelope: subject, message body and attributes.
+    published = {"status": status["Body"].read().decode("utf-8"), "sns": json.dumps(notice)}
+    if outcome == "ready":
+        with open_zip(pipeline, "private") as archive:
+            published["manifest"] = archive.read("manifest.json").decode("utf-8")
+    for where, text in published.items():
+        for value in ("Jeanne", "Dupont-Quirrell", "example.org"):
+            assert value not in text, f"{value!r} is in the {where}"
+    # An operator still gets what they need.
+    message = json.loads(notice["Message"])
+    assert message["bundle_id"] == "private"
+    assert {"status", "image_count", "bytes", "url", "expires_at"} <= set(message)
 
 
 def test_all_with_a_label_nobody_has_is_empty(
@@ -371,7 +413,14 @@ def test_fast_request_check_agrees_with_the_full_schema_validator(
     except bundle.RequestError as error:
         expected = sorted(full.iter_errors(document), key=lambda e: e.json_path)
         assert [e["path"] for e in error.errors] == [e.json_path for e in expected]
-        assert [e["message"] for e in error.errors] == [e.message for e in expected]
+        for reported, problem in zip(error.errors, expected, strict=True):
+            if problem.json_path in ("$.name", "$.notify"):
+                # Personal fields: the rule that failed, never the value.
+                assert reported["message"] == (
+                    f"{problem.json_path} breaks the schema's {problem.validator} rule"
+                )
+            else:
+                assert reported["message"] == problem.message
     else:
         assert list(full.iter_errors(document)) == []
 

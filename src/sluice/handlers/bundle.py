@@ -36,6 +36,11 @@ Steps for one request object:
    longer-lived signer (e.g. CloudFront) if that matters.
 8. The notification is published, then the status written: a crash in between repeats
    the notification on retry (at least once) instead of losing it.
+
+Personal data: a request may carry ``notify`` (a recipient) and ``name`` (free text). They
+stay in the request object the requester wrote and are copied nowhere: not into the
+status, the manifest, the SNS message (subject, body or attributes) or a log line. What
+an operator or a subscriber needs is the bundle id, status, counts and link.
 """
 
 from __future__ import annotations
@@ -147,41 +152,28 @@ def status_key(bundle_id: str) -> str:
 # Request ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BundleRequest:
+    """What a bundle is made of. ``notify`` and ``name`` are left out on purpose (module
+    docstring, "Personal data")."""
+
     labels: tuple[str, ...]
     match: Match = "any"
-    notify: str | None = None
-    name: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "labels": list(self.labels),
-            "match": self.match,
-            "notify": self.notify,
-            "name": self.name,
-        }
+        return {"labels": list(self.labels), "match": self.match}
 
 
 class RequestError(Exception):
     """The request cannot be served as written; ``errors`` say why, for the status."""
 
-    def __init__(self, errors: list[dict[str, str]], notify: str | None = None) -> None:
+    def __init__(self, errors: list[dict[str, str]]) -> None:
         super().__init__("; ".join(error["message"] for error in errors))
         self.errors = errors
-        self.notify = notify
 
 
 def _clip(message: str) -> str:
     return (
         message if len(message) <= MAX_ERROR_MESSAGE else message[: MAX_ERROR_MESSAGE - 3] + "..."
     )
-
-
-def _notify_hint(document: Any) -> str | None:
-    """The requester's notify target, if one can be read even from an invalid request."""
-    notify = document.get("notify") if isinstance(document, dict) else None
-    if isinstance(notify, str) and notify.strip() and len(notify) <= 256:
-        return notify
-    return None
 
 
 def schema_errors(
@@ -196,11 +188,26 @@ def schema_errors(
     if not problems:  # the validators disagree: the fast check's finding still says why
         path = "$" + str(first.name).removeprefix("data")
         message = path + str(first.message).removeprefix(str(first.name))
+        if _is_personal(path):
+            message = f"{path} does not meet the request schema"
         return [{"code": "schema", "path": path, "message": _clip(message)}]
     return [
-        {"code": "schema", "path": problem.json_path, "message": _clip(problem.message)}
+        {
+            "code": "schema",
+            "path": problem.json_path,
+            # jsonschema's messages quote the value ("'...' is too long"): not for these.
+            "message": _clip(
+                f"{problem.json_path} breaks the schema's {problem.validator} rule"
+                if _is_personal(problem.json_path)
+                else problem.message
+            ),
+        }
         for problem in problems[:MAX_REPORTED_ERRORS]
     ]
+
+
+def _is_personal(json_path: str) -> bool:
+    return json_path.split(".")[1:2] in (["name"], ["notify"])
 
 
 def parse_request(body: bytes) -> BundleRequest:
@@ -213,12 +220,9 @@ def parse_request(body: bytes) -> BundleRequest:
     try:
         _request_check(document)
     except fastjsonschema.JsonSchemaValueException as exc:
-        raise RequestError(schema_errors(document, exc), notify=_notify_hint(document)) from None
+        raise RequestError(schema_errors(document, exc)) from None
     return BundleRequest(
-        labels=tuple(document["labels"]),
-        match=cast(Match, document.get("match", "any")),
-        notify=document.get("notify"),
-        name=document.get("name"),
+        labels=tuple(document["labels"]), match=cast(Match, document.get("match", "any"))
     )
 
 
@@ -476,7 +480,6 @@ def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
 NOTIFICATION_FIELDS = (
     "bundle_id",
     "status",
-    "name",
     "image_count",
     "bytes",
     "url",
@@ -487,12 +490,8 @@ NOTIFICATION_FIELDS = (
 )
 
 
-def publish_outcome(
-    sns: Any, topic_arn: str, status: Mapping[str, Any], notify: str | None
-) -> None:
+def publish_outcome(sns: Any, topic_arn: str, status: Mapping[str, Any]) -> None:
     attributes = {"status": {"DataType": "String", "StringValue": str(status["status"])}}
-    if notify:
-        attributes["notify"] = {"DataType": "String", "StringValue": notify}
     message = {name: status.get(name) for name in NOTIFICATION_FIELDS}
     sns.publish(
         TopicArn=topic_arn,
@@ -502,15 +501,9 @@ def publish_outcome(
     )
 
 
-def finish(
-    s3: Any,
-    sns: Any,
-    config: BundleConfig,
-    status: dict[str, Any],
-    notify: str | None,
-) -> None:
+def finish(s3: Any, sns: Any, config: BundleConfig, status: dict[str, Any]) -> None:
     """Notify, then record the outcome (see the module docstring for why in this order)."""
-    publish_outcome(sns, config.topic_arn, status, notify)
+    publish_outcome(sns, config.topic_arn, status)
     s3.put_object(
         Bucket=config.work_bucket,
         Key=status["status_key"],
@@ -589,7 +582,6 @@ def process_request(
     status: dict[str, Any] = {
         "bundle_id": bundle_id,
         "status": "error",
-        "name": None,
         "labels": [],
         "match": None,
         "image_count": 0,
@@ -615,10 +607,10 @@ def process_request(
     except RequestError as error:
         status["errors"] = error.errors
         logger.warning("request rejected", bundle_id=bundle_id, errors=len(error.errors))
-        finish(s3, sns, config, status, error.notify)
+        finish(s3, sns, config, status)
         return "error"
 
-    status.update(labels=list(request.labels), match=request.match, name=request.name)
+    status.update(labels=list(request.labels), match=request.match)
     images = find_images(dynamodb, config, request)
     logger.info("request matched", bundle_id=bundle_id, matched=len(images))
     contents: BundleContents | None = None
@@ -638,7 +630,7 @@ def process_request(
             status["missing"] = [image.archive_key for image in images]
     if contents is None:
         status["status"] = "empty"
-        finish(s3, sns, config, status, request.notify)
+        finish(s3, sns, config, status)
         return "empty"
 
     ttl = min(config.url_ttl_seconds, MAX_URL_TTL_SECONDS)
@@ -655,7 +647,7 @@ def process_request(
         url=presigned_zip_url(s3, config.work_bucket, bundle_id, ttl),
         expires_at=_iso(signed_at + timedelta(seconds=ttl)),
     )
-    finish(s3, sns, config, status, request.notify)
+    finish(s3, sns, config, status)
     return "ready"
 
 
