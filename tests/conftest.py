@@ -32,6 +32,13 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_metrics_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handlers print an EMF metrics line per invocation; tests read stdout as log lines.
+    Tests of the metrics themselves turn it back on (tests/unit/test_metrics.py)."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+
+
 @dataclass
 class Pipeline:
     """Names of one environment's resources inside moto, and clients to reach them."""

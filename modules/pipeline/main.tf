@@ -65,6 +65,14 @@ locals {
     }
   }
 
+  # The handlers' item counts (src/sluice/metrics.py): the namespace is set here and
+  # passed to the functions; tests/unit/test_metrics.py ties these names to the Python ones.
+  metrics = {
+    namespace          = "sluice"
+    failed_items       = "ItemsFailed"
+    function_dimension = "service"
+  }
+
   common_environment = {
     SLUICE_ENV           = var.environment
     RAW_BUCKET           = module.bucket["raw"].bucket_name
@@ -178,7 +186,10 @@ module "function" {
   environment_variables = merge(
     local.common_environment,
     local.function_environment[each.key],
-    { POWERTOOLS_SERVICE_NAME = "sluice-${each.key}" },
+    {
+      POWERTOOLS_SERVICE_NAME      = "sluice-${each.key}"
+      POWERTOOLS_METRICS_NAMESPACE = local.metrics.namespace
+    },
   )
 
   log_retention_days                 = var.log_retention_days
@@ -431,6 +442,29 @@ resource "aws_cloudwatch_metric_alarm" "function_errors" {
   dimensions          = { FunctionName = each.value.function_name }
   statistic           = "Sum"
   period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
+  tags                = local.tags
+}
+
+# A failed item in a partial batch response is not a function error: Lambda's Errors
+# metric never sees it, and the DLQ alarm only fires after max_receive_count receives.
+# The handlers count failed items themselves (EMF), so this alarm fires within a minute.
+resource "aws_cloudwatch_metric_alarm" "failed_items" {
+  for_each = module.function
+
+  alarm_name          = "${each.value.function_name}-failed-items"
+  alarm_description   = "The ${each.value.function_name} function handed messages back for a retry (an object raised). Read its logs; they end in the dead-letter queue after ${var.max_receive_count} receives."
+  namespace           = local.metrics.namespace
+  metric_name         = local.metrics.failed_items
+  dimensions          = { (local.metrics.function_dimension) = each.value.function_name }
+  statistic           = "Sum"
+  period              = 60
   evaluation_periods  = 1
   threshold           = 0
   comparison_operator = "GreaterThanThreshold"

@@ -5,6 +5,12 @@ calls :func:`run` with a function that processes one S3 object. SQS batches go t
 Powertools' ``BatchProcessor`` so one failing message is reported in
 ``batchItemFailures`` and never fails or repeats the rest of its batch.
 
+Every invocation ends with its item counts as CloudWatch metrics (:mod:`sluice.metrics`):
+processed, rejected and failed. The process function reports a rejection (and, for the
+transform, the dataset) by returning an :class:`~sluice.metrics.Outcome`; returning None
+means processed. Failures are counted here, from the batch response, because a failed
+item in a partial batch response is invisible to Lambda's own ``Errors`` metric.
+
 Under Lambda SnapStart the module-level work (imports, clients, configuration, compiled
 schemas) runs once per published version and each cold start restores that snapshot, so
 nothing created at import may need to be unique per environment: see
@@ -34,8 +40,9 @@ from sluice.events import (
     refs_from_event,
     refs_from_sqs_body,
 )
+from sluice.metrics import ItemCounts, Outcome, publish
 
-ObjectProcessor = Callable[[S3ObjectRef], None]
+ObjectProcessor = Callable[[S3ObjectRef], Outcome | None]
 ObjectFilter = Callable[[S3ObjectRef], bool]
 
 _OBJECT_LOG_KEYS = ("bucket", "key", "etag", "version_id")
@@ -69,7 +76,11 @@ def created_only(ref: S3ObjectRef) -> bool:
 
 
 def _process_refs(
-    refs: list[S3ObjectRef], process: ObjectProcessor, accepts: ObjectFilter, logger: Logger
+    refs: list[S3ObjectRef],
+    process: ObjectProcessor,
+    accepts: ObjectFilter,
+    logger: Logger,
+    counts: ItemCounts,
 ) -> int:
     done = 0
     for ref in refs:
@@ -80,7 +91,7 @@ def _process_refs(
                     "skipping event this handler does not act on", event_name=ref.event_name
                 )
                 continue
-            process(ref)
+            counts.add(process(ref))
             done += 1
         except Exception:
             # Logged here, while the object's keys are still on the logger.
@@ -101,13 +112,38 @@ def run(
     """Process every object named by ``event``.
 
     SQS batches return a partial batch response. Direct S3 and EventBridge events (manual
-    invocation) raise on the first failure, so the caller sees it.
+    invocation) raise on the first failure, so the caller sees it. Either way the item
+    counts are published last (:mod:`sluice.metrics`).
     """
-    kind = event_kind(event)
-    if kind != "sqs":
-        count = _process_refs(refs_from_event(event), process, accepts, logger)
-        return {"processed": count}
+    counts = ItemCounts()
+    try:
+        if event_kind(event) == "sqs":
+            response = _process_batch(event, context, process, logger, accepts, counts)
+            counts.failed += len(response.get("batchItemFailures") or [])
+            return response
+        refs = refs_from_event(event)
+        return {"processed": _process_refs(refs, process, accepts, logger, counts)}
+    except Exception:
+        counts.failed += 1
+        raise
+    finally:
+        publish(counts, _function_name(context, logger))
 
+
+def _function_name(context: Any, logger: Logger) -> str:
+    """The deployed function's name (the metrics' ``service`` dimension)."""
+    name = getattr(context, "function_name", None) or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    return str(name or logger.service)
+
+
+def _process_batch(
+    event: Mapping[str, Any],
+    context: Any,
+    process: ObjectProcessor,
+    logger: Logger,
+    accepts: ObjectFilter,
+    counts: ItemCounts,
+) -> dict[str, Any]:
     def record_handler(record: SQSRecord) -> None:
         logger.append_keys(message_id=record.message_id)
         try:
@@ -119,7 +155,7 @@ def run(
             if not refs:
                 logger.info("skipping message without objects (e.g. s3:TestEvent)")
             # Failures are logged inside, with the object's bucket, key and ETag.
-            _process_refs(refs, process, accepts, logger)
+            _process_refs(refs, process, accepts, logger, counts)
         finally:
             logger.remove_keys(["message_id"])
 

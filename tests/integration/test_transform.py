@@ -514,3 +514,41 @@ def test_events_for_other_buckets_are_ignored(
     event = object_event_for(pipeline.s3, pipeline.processed, "receipts/x.json")
     assert run(transform, event, lambda_context) == {"batchItemFailures": []}
     assert processed_keys(pipeline) == {"receipts/x.json"}
+
+
+def test_metrics_count_receipts_by_verdict_and_dataset(
+    pipeline: Pipeline,
+    transform: ModuleType,
+    lambda_context: FakeContext,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    keys = {
+        "retina/good.json": sample("retina/scans-2024-q1.json"),
+        "retina/bad.json": b"[{",
+        "other/notes.txt": b"not a supported type",
+    }
+    for key, body in keys.items():
+        put(pipeline, key, body)
+    capsys.readouterr()
+    bodies = [
+        object_event_for(pipeline.s3, pipeline.raw, key)["Records"][0]["body"] for key in keys
+    ]
+    event = sqs_batch(*bodies)
+
+    assert run(transform, event, lambda_context) == {"batchItemFailures": []}
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    metrics = [line for line in lines if "_aws" in line]
+    by_dimensions = {
+        tuple(sorted(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0])): line
+        for line in metrics
+    }
+    function, dataset = by_dimensions[("service",)], by_dimensions[("dataset", "service")]
+    assert function["service"] == dataset["service"] == lambda_context.function_name
+    assert (function["ItemsProcessed"], function["ItemsRejected"]) == ([1.0], [2.0])
+    assert function["ItemsFailed"] == [0.0]
+    # The unsupported file has no dataset: only the retina files are counted under it.
+    assert dataset["dataset"] == "retina"
+    assert (dataset["ItemsProcessed"], dataset["ItemsRejected"]) == ([1.0], [1.0])

@@ -70,6 +70,7 @@ from sluice.config import env_int, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import ARCHIVE_IMAGES_PREFIX, BUNDLES_PREFIX, REQUESTS_PREFIX
 from sluice.labels import LabelledImage, iter_images_for_label, label_count
+from sluice.metrics import REJECTED, Outcome
 from sluice.runtime import make_logger, run
 from sluice.s3io import MIB, MultipartWriter
 from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_time
@@ -662,8 +663,10 @@ def is_request(ref: S3ObjectRef) -> bool:
     return ref.is_created and ref.key.startswith(REQUESTS_PREFIX)
 
 
-def _process(ref: S3ObjectRef) -> None:
-    process_request(ref, s3=_s3, dynamodb=_dynamodb, sns=_sns, config=CONFIG)
+def _process(ref: S3ObjectRef) -> Outcome | None:
+    """An invalid request (error status) counts as rejected in the metrics."""
+    outcome = process_request(ref, s3=_s3, dynamodb=_dynamodb, sns=_sns, config=CONFIG)
+    return REJECTED if outcome == "error" else None
 
 
 @logger.inject_lambda_context

@@ -66,6 +66,7 @@ from sluice.keys import (
     image_id,
     split_extension,
 )
+from sluice.metrics import Outcome
 from sluice.receipts import (
     MAX_RECEIPT_ERRORS,
     Kind,
@@ -524,8 +525,10 @@ def _is_raw_object_created(ref: S3ObjectRef) -> bool:
     return ref.is_created and ref.bucket == SETTINGS.raw_bucket
 
 
-def _transform(ref: S3ObjectRef) -> None:
-    transform_object(CLIENTS, SETTINGS, REGISTRY, ref)
+def _transform(ref: S3ObjectRef) -> Outcome | None:
+    """The receipt's verdict for the metrics; its dataset is a registry name (bounded)."""
+    receipt = transform_object(CLIENTS, SETTINGS, REGISTRY, ref)
+    return None if receipt is None else Outcome(receipt.status, receipt.dataset)
 
 
 @logger.inject_lambda_context
