@@ -27,4 +27,8 @@ module "pipeline" {
   kms_key_arn                   = each.value.kms_key_arn
   deny_insecure_transport       = each.value.deny_insecure_transport
   force_destroy                 = each.value.force_destroy
+
+  kms_cmk_enabled                   = each.value.kms_cmk_enabled
+  archive_noncurrent_retention_days = each.value.archive_noncurrent_retention_days
+  archive_object_lock_days          = each.value.archive_object_lock_days
 }

@@ -53,6 +53,10 @@ variable "environments" {
     kms_key_arn                   = optional(string)
     deny_insecure_transport       = optional(bool)
     force_destroy                 = optional(bool)
+
+    kms_cmk_enabled                   = optional(bool)
+    archive_noncurrent_retention_days = optional(number)
+    archive_object_lock_days          = optional(number)
   }))
 
   validation {

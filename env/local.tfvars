@@ -34,6 +34,9 @@ environments = {
     # (moto 5.2 also evaluates an unmet policy condition as an explicit deny).
     deny_insecure_transport = false
 
+    # AWS managed encryption keys: no customer managed key to pay for or wait on.
+    kms_cmk_enabled = false
+
     # A throw-away environment: `terraform destroy` may empty buckets and drop tables.
     force_destroy = true
   }

@@ -14,6 +14,12 @@ environments = {
     # Archived originals are read rarely (tagging once, bundles on request).
     archive_storage_class = "STANDARD_IA"
 
+    # An overwritten or deleted original stays recoverable for a year.
+    archive_noncurrent_retention_days = 365
+
+    # Buckets, tables and queues under the environment's own KMS key (rotation on).
+    kms_cmk_enabled = true
+
     functions = {
       transform = { memory_size = 2048, maximum_concurrency = 50, batch_size = 10, maximum_batching_window_in_seconds = 1 }
       archive   = { maximum_concurrency = 50 }

@@ -11,6 +11,9 @@ locals {
   # upload when they fail, so that needs its own action beside PutObject.
   put_object_actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
 
+  # Handlers that write S3 objects, so need kms:GenerateDataKey under SSE-KMS.
+  object_writers = ["transform", "archive", "bundle"]
+
   policy_documents = {
     transform = data.aws_iam_policy_document.transform.json
     archive   = data.aws_iam_policy_document.archive.json
@@ -60,12 +63,15 @@ data "aws_iam_policy_document" "common" {
     resources = ["${each.value.log_group_arn}:*"]
   }
 
+  # The environment's key (buckets, queues; DynamoDB uses it through its own grants): every
+  # handler decrypts its queue's messages and the objects it reads; only the ones that
+  # write objects need new data keys.
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
 
     content {
-      sid       = "UseBucketKey"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      sid       = "UseDataKey"
+      actions   = contains(local.object_writers, each.key) ? ["kms:Decrypt", "kms:GenerateDataKey"] : ["kms:Decrypt"]
       resources = [statement.value]
     }
   }

@@ -48,7 +48,7 @@ variable "rekognition_enabled" {
 }
 
 variable "kms_key_arn" {
-  description = "ARN of the KMS key that encrypts the buckets with SSE-KMS, or null for SSE-S3."
+  description = "ARN of the KMS key that encrypts the buckets (SSE-KMS) and queues, or null for SSE-S3 and SSE-SQS."
   type        = string
   default     = null
 }

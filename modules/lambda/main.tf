@@ -16,8 +16,13 @@ resource "aws_sqs_queue" "this" {
   name                       = var.function_name
   visibility_timeout_seconds = local.visibility_timeout_seconds
   message_retention_seconds  = var.message_retention_seconds
-  sqs_managed_sse_enabled    = true
   tags                       = var.tags
+
+  # SSE-SQS unless a customer managed key is given; a data key is reused for 5 minutes
+  # (the default), which bounds the KMS calls of a busy queue.
+  sqs_managed_sse_enabled           = var.queue_kms_key_arn == null ? true : null
+  kms_master_key_id                 = var.queue_kms_key_arn
+  kms_data_key_reuse_period_seconds = var.queue_kms_key_arn == null ? null : 300
 
   lifecycle {
     # aws_sqs_queue_redrive_policy.this owns the redrive policy. Ignoring it here is what

@@ -97,6 +97,12 @@ variable "max_receive_count" {
   }
 }
 
+variable "queue_kms_key_arn" {
+  description = "ARN of a customer managed KMS key for the queue (its key policy must let S3 send to it); null uses SSE-SQS."
+  type        = string
+  default     = null
+}
+
 variable "message_retention_seconds" {
   description = "Seconds an unprocessed message stays on the function's queue."
   type        = number

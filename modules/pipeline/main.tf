@@ -107,6 +107,82 @@ locals {
   }
 }
 
+# --- Encryption key ------------------------------------------------------------------------
+
+# With kms_cmk_enabled the environment's data at rest (buckets, tables, queues) is under a
+# key of its own: its use shows in CloudTrail, it can be disabled to cut off all access, and
+# rotation is on. The key policy only (1) makes the account root the administrator, which is
+# what lets IAM policies grant its use (the function roles get Decrypt/GenerateDataKey on
+# this key in modules/iam), and (2) lets S3 encrypt the event notifications it sends to the
+# encrypted queues of this account. DynamoDB uses the key through grants it creates itself.
+data "aws_iam_policy_document" "data_key" {
+  count = var.kms_cmk_enabled ? 1 : 0
+
+  #checkov:skip=CKV_AWS_109:A key policy's Resource "*" means this key only; the account root keeps administration as AWS requires.
+  #checkov:skip=CKV_AWS_111:A key policy's Resource "*" means this key only.
+  #checkov:skip=CKV_AWS_356:A key policy's Resource "*" means this key only.
+  statement {
+    sid       = "AccountAdministers"
+    actions   = ["kms:*"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
+    }
+  }
+
+  statement {
+    sid       = "S3NotifiesEncryptedQueues"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = ["*"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["s3.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_kms_key" "data" {
+  count = var.kms_cmk_enabled ? 1 : 0
+
+  description             = "Encrypts the ${local.name} buckets, tables and queues."
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.data_key[0].json
+  tags                    = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.kms_key_arn == null
+      error_message = "Set either kms_cmk_enabled (the environment creates its key) or kms_key_arn (an existing key), not both."
+    }
+  }
+}
+
+resource "aws_kms_alias" "data" {
+  count = var.kms_cmk_enabled ? 1 : 0
+
+  name          = "alias/${local.name}-data"
+  target_key_id = aws_kms_key.data[0].key_id
+}
+
+locals {
+  # Buckets and tables: the environment's own key, else the key passed in, else AWS managed.
+  data_key_arn = var.kms_cmk_enabled ? aws_kms_key.data[0].arn : var.kms_key_arn
+
+  # Queues only use the environment's own key: S3 must be able to encrypt the notifications
+  # it sends, which needs a statement in the key policy that only this module controls.
+  queue_key_arn = var.kms_cmk_enabled ? aws_kms_key.data[0].arn : null
+}
+
 # --- Storage -------------------------------------------------------------------------------
 
 module "bucket" {
@@ -114,10 +190,15 @@ module "bucket" {
   for_each = local.bucket_names
 
   bucket_name             = each.value
-  kms_key_arn             = var.kms_key_arn
+  kms_key_arn             = local.data_key_arn
   deny_insecure_transport = var.deny_insecure_transport
   force_destroy           = var.force_destroy
   tags                    = local.tags
+
+  # ARCHIVE keeps overwritten or deleted originals as long as the environment says (and
+  # may lock them); the other buckets keep the module's default.
+  noncurrent_version_expiration_days = each.key == "archive" ? var.archive_noncurrent_retention_days : null
+  object_lock_days                   = each.key == "archive" ? var.archive_object_lock_days : null
 
   # Bundles are downloads with a bounded lifetime; nothing else expires.
   expiring_prefixes = each.key == "work" ? { "bundles/" = var.bundle_expiration_days } : {}
@@ -135,7 +216,7 @@ module "images_table" {
 
   table_name                  = "${local.name}-images"
   hash_key                    = "image_id"
-  kms_key_arn                 = var.kms_key_arn
+  kms_key_arn                 = local.data_key_arn
   deletion_protection_enabled = !var.force_destroy
   tags                        = local.tags
 }
@@ -146,7 +227,7 @@ module "labels_table" {
   table_name                  = "${local.name}-labels"
   hash_key                    = "pk"
   range_key                   = "sk"
-  kms_key_arn                 = var.kms_key_arn
+  kms_key_arn                 = local.data_key_arn
   deletion_protection_enabled = !var.force_destroy
   tags                        = local.tags
 }
@@ -165,8 +246,11 @@ module "layer" {
 resource "aws_sqs_queue" "dead_letter" {
   name                      = "${local.name}-dlq"
   message_retention_seconds = 1209600 # 14 days, the SQS maximum: time to inspect and redrive.
-  sqs_managed_sse_enabled   = true
   tags                      = local.tags
+
+  sqs_managed_sse_enabled           = local.queue_key_arn == null ? true : null
+  kms_master_key_id                 = local.queue_key_arn
+  kms_data_key_reuse_period_seconds = local.queue_key_arn == null ? null : 300
 }
 
 module "function" {
@@ -193,6 +277,7 @@ module "function" {
   )
 
   log_retention_days                 = var.log_retention_days
+  queue_kms_key_arn                  = local.queue_key_arn
   dead_letter_queue_arn              = aws_sqs_queue.dead_letter.arn
   max_receive_count                  = var.max_receive_count
   batch_size                         = each.value.batch_size
@@ -217,7 +302,7 @@ module "iam" {
   labels_table_arn    = module.labels_table.table_arn
   bundle_topic_arn    = aws_sns_topic.bundles.arn
   rekognition_enabled = var.labeler == "rekognition"
-  kms_key_arn         = var.kms_key_arn
+  kms_key_arn         = local.data_key_arn
   tags                = local.tags
 }
 

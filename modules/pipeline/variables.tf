@@ -212,9 +212,39 @@ variable "alert_emails" {
 }
 
 variable "kms_key_arn" {
-  description = "ARN of a customer managed KMS key for SSE-KMS on the buckets and the tables; null uses SSE-S3 and the AWS managed DynamoDB key."
+  description = "ARN of an existing customer managed KMS key for SSE-KMS on the buckets and the tables; null uses SSE-S3 and the AWS managed DynamoDB key. Not together with kms_cmk_enabled."
   type        = string
   default     = null
+}
+
+variable "kms_cmk_enabled" {
+  description = "Whether the environment creates its own customer managed KMS key (rotation on) and encrypts the buckets (SSE-KMS with S3 Bucket Keys), the tables, the handler queues and the dead-letter queue with it; the function roles get kms:Decrypt (and kms:GenerateDataKey where they write) on that key only."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "archive_noncurrent_retention_days" {
+  description = "Days the ARCHIVE bucket keeps a noncurrent object version (an overwritten or deleted archived object) before its lifecycle rule deletes it."
+  type        = number
+  default     = 30
+  nullable    = false
+
+  validation {
+    condition     = var.archive_noncurrent_retention_days >= 1
+    error_message = "archive_noncurrent_retention_days must be at least 1."
+  }
+}
+
+variable "archive_object_lock_days" {
+  description = "S3 Object Lock for the ARCHIVE bucket: days of default retention in governance mode for every new version, or null for none. Takes effect only when the bucket is created; on an existing bucket Terraform plans a replacement (modules/s3/README.md, Object Lock)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.archive_object_lock_days == null || try(var.archive_object_lock_days >= 1, false)
+    error_message = "archive_object_lock_days must be null or at least 1."
+  }
 }
 
 variable "bundle_topic_kms_key_id" {

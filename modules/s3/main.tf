@@ -6,9 +6,14 @@ resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_144:Cross-region replication is a disaster-recovery decision per account, not part of the pipeline; ARCHIVE can add it outside this module.
   #checkov:skip=CKV2_AWS_62:Event notifications are configured by the notifications module, one configuration per bucket, only where a handler listens.
   #checkov:skip=CKV_AWS_145:SSE-S3 is the default so the buckets work without a customer key; pass kms_key_arn for SSE-KMS.
+  #checkov:skip=CKV_AWS_19:Always encrypted by aws_s3_bucket_server_side_encryption_configuration.this (SSE-S3, or SSE-KMS with kms_key_arn); checkov cannot follow the pipeline's conditional key into the algorithm.
   bucket        = var.bucket_name
   force_destroy = var.force_destroy
   tags          = var.tags
+
+  # Object Lock can only be turned on when a bucket is created (the provider replaces the
+  # bucket when this changes) and never turned off again: see README, "Object Lock".
+  object_lock_enabled = var.object_lock_days != null
 }
 
 resource "aws_s3_bucket_ownership_controls" "this" {
@@ -34,6 +39,25 @@ resource "aws_s3_bucket_versioning" "this" {
   versioning_configuration {
     status = "Enabled"
   }
+}
+
+# Governance mode: nobody deletes or overwrites a locked version before its retention ends,
+# except a principal granted s3:BypassGovernanceRetention who asks for it explicitly
+# (compliance mode would bind the account root too, with no way back).
+resource "aws_s3_bucket_object_lock_configuration" "this" {
+  count = var.object_lock_days == null ? 0 : 1
+
+  bucket = aws_s3_bucket.this.id
+
+  rule {
+    default_retention {
+      mode = "GOVERNANCE"
+      days = var.object_lock_days
+    }
+  }
+
+  # Object Lock needs versioning.
+  depends_on = [aws_s3_bucket_versioning.this]
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "this" {

@@ -22,13 +22,25 @@ variable "force_destroy" {
 }
 
 variable "noncurrent_version_expiration_days" {
-  description = "Days after which noncurrent object versions are deleted."
+  description = "Days after which noncurrent object versions are deleted (null keeps the default)."
   type        = number
   default     = 30
+  nullable    = false
 
   validation {
     condition     = var.noncurrent_version_expiration_days >= 1
     error_message = "noncurrent_version_expiration_days must be at least 1."
+  }
+}
+
+variable "object_lock_days" {
+  description = "Days of S3 Object Lock default retention in governance mode for every new object version, or null for no Object Lock. Only takes effect when the bucket is created: on an existing bucket, a change plans a replacement (see README)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.object_lock_days == null || try(var.object_lock_days >= 1, false)
+    error_message = "object_lock_days must be null or at least 1."
   }
 }
 

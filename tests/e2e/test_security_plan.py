@@ -4,7 +4,10 @@ The function policies are rendered from ``aws_iam_policy_document`` data sources
 inputs (bucket, table and topic ARNs) are unknown until those resources exist, so a plan
 alone would leave every ``Resource`` unknown. The local environment is therefore applied
 to a throw-away moto server (``env/local.tfvars``, the state in that server, own
-``TF_DATA_DIR``) and ``terraform show -json`` gives every policy as deployed; the server
+``TF_DATA_DIR``) with the switches only production turns on switched on too
+(``PRODUCTION_SWITCHES``: the environment's own KMS key, ARCHIVE Object Lock), so their
+resources and grants are checked as applied; ``terraform show -json`` gives every policy
+as deployed; the server
 and everything in it go away with the test, so there is nothing to destroy. Production is
 only planned (``env/prod.tfvars`` with the endpoint pointed at the same server): its
 bucket policies and labeler differ from local, and the plan shows their statements.
@@ -24,6 +27,12 @@ Checked:
   reason it is needed anyway (the Lambda service's own calls, failure-only paths);
 * every bucket: public access blocked (all four settings), encrypted, versioned, owner-
   enforced; outside the emulator, a bucket policy denies any request without TLS;
+* with ``kms_cmk_enabled``: one key with rotation and a two-statement key policy encrypts
+  every bucket (with a bucket key), table and queue, and each role may use only that key,
+  for only the KMS actions its handler needs;
+* ARCHIVE keeps noncurrent versions 365 days in production (30 elsewhere) and, when asked,
+  locks versions in governance mode;
+* only the bundle role may publish to the bundle topic;
 * a presigned bundle link cannot outlive 7 days: the Terraform variable refuses more
   (the handler's own cap is covered by tests/unit/test_config.py and
   tests/integration/test_bundle.py).
@@ -34,6 +43,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -51,6 +61,7 @@ from tests.terraform_support import (
     REPO_ROOT,
     moto_server,
     terraform,
+    terraform_binary,
     terraform_env,
     write_stand_in_artifacts,
 )
@@ -68,6 +79,9 @@ FAKE_CREDENTIALS = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,
 }
+
+PRODUCTION_SWITCHES = {"kms_cmk_enabled": True, "archive_object_lock_days": 3}
+"""Set on the local environment for the apply (the other attributes as env/local.tfvars)."""
 
 WILDCARD_RESOURCE_ACTIONS = {
     # Rekognition's DetectLabels on S3 bytes has no resource-level permissions: "*" is the
@@ -141,13 +155,40 @@ def views(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TerraformViews]:
             terraform(["show", "-json", str(plan_file)], cwd=REPO_ROOT, env=env).stdout
         )
 
+        switched_on = work / "production-switches.tfvars.json"
+        environments = _local_environments(env, common)
+        environments["local"].update(PRODUCTION_SWITCHES)
+        switched_on.write_text(json.dumps({"environments": environments}))
         terraform(
-            ["apply", "-auto-approve", "-var-file=env/local.tfvars", *common],
+            [
+                "apply",
+                "-auto-approve",
+                "-var-file=env/local.tfvars",
+                f"-var-file={switched_on}",
+                *common,
+            ],
             cwd=REPO_ROOT,
             env=env,
         )
         local_state = json.loads(terraform(["show", "-json"], cwd=REPO_ROOT, env=env).stdout)
         yield TerraformViews(local_state, prod_plan, " ".join(refused.stderr.split()))
+
+
+def _local_environments(env: dict[str, str], common: list[str]) -> dict[str, Any]:
+    """``var.environments`` as env/local.tfvars sets it (a -var-file replaces a map whole)."""
+    result = subprocess.run(
+        [terraform_binary(), "console", "-var-file=env/local.tfvars", *common],
+        input="jsonencode(var.environments)\n",
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    # The console prints the JSON text as an HCL string literal, whose escapes are JSON's.
+    environments: dict[str, Any] = json.loads(json.loads(result.stdout.strip()))
+    return environments
 
 
 def _resources(module: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -176,6 +217,7 @@ class Deployed:
     images_table: str
     labels_table: str
     bundle_topic: str
+    data_key: str  # the environment's own KMS key (PRODUCTION_SWITCHES)
     policies: dict[str, dict[str, Any]]  # function -> policy document
 
     def grants(self, function: str) -> set[tuple[str, str]]:
@@ -217,6 +259,9 @@ def deployed(views: TerraformViews) -> Deployed:
         r["values"]["name"]: r["values"]["arn"] for r in _of_type(values, "aws_dynamodb_table")
     }
     topics = {r["values"]["name"]: r["values"]["arn"] for r in _of_type(values, "aws_sns_topic")}
+    (data_key,) = [
+        r["values"]["arn"] for r in _of_type(values, "aws_kms_key") if r["name"] == "data"
+    ]
     policies = {
         r["index"]: json.loads(r["values"]["policy"])
         for r in _of_type(values, "aws_iam_role_policy")
@@ -230,6 +275,7 @@ def deployed(views: TerraformViews) -> Deployed:
         images_table=tables["sluice-local-images"],
         labels_table=tables["sluice-local-labels"],
         bundle_topic=topics["sluice-local-bundles"],
+        data_key=data_key,
         policies=policies,
     )
 
@@ -289,7 +335,10 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         | grant({"dynamodb:batchgetitem"}, [d.images_table])
         | grant({"sns:publish"}, [d.bundle_topic]),
     }
-    return common | by_function[function]
+    # The environment's key: every handler decrypts its queue and what it reads; only the
+    # ones that write objects generate data keys.
+    key_actions = {"kms:decrypt"} | ({"kms:generatedatakey"} if function != "tag" else set())
+    return common | by_function[function] | grant(key_actions, [d.data_key])
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -550,6 +599,10 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str], str] = {
     ("*", "sqs:changemessagevisibility"): "the Lambda service returns failed messages",
     ("*", "logs:createlogstream"): "the Lambda runtime ships the function's output",
     ("*", "logs:putlogevents"): "the Lambda runtime ships the function's output",
+    ("*", "kms:decrypt"): "no call of its own: S3 and SQS use the key with the caller's"
+    " permissions (SSE-KMS objects and queues)",
+    ("*", "kms:generatedatakey"): "no call of its own: S3 uses the key with the caller's"
+    " permissions to encrypt what the handler writes",
     ("*", "s3:listbucket"): "no call of its own: without it a missing key reads as 403, not"
     " the 404 that handlers treat as 'gone'",
     ("*", "s3:abortmultipartupload"): "called only when a streamed write or a multipart"
@@ -649,10 +702,25 @@ def test_every_bucket_is_private_encrypted_and_versioned(view: str, views: Terra
         assert blocks[bucket]["restrict_public_buckets"] is True, bucket
         (rule,) = encryption[bucket]["rule"]
         (default,) = rule["apply_server_side_encryption_by_default"]
-        assert default["sse_algorithm"] in ("AES256", "aws:kms", "aws:kms:dsse"), bucket
+        if view == "prod_plan":
+            # Production's key is created by the same apply: the algorithm follows from
+            # its ARN, so the plan only knows it then. The key must be in the plan.
+            assert default.get("sse_algorithm") in (None, "aws:kms"), bucket
+            assert _prod_data_key_planned(document), bucket
+        else:
+            assert default["sse_algorithm"] in ("AES256", "aws:kms", "aws:kms:dsse"), bucket
         (config,) = versioning[bucket]["versioning_configuration"]
         assert config["status"] == "Enabled", bucket
         assert ownership[bucket]["rule"][0]["object_ownership"] == "BucketOwnerEnforced"
+
+
+def _prod_data_key_planned(plan: dict[str, Any]) -> bool:
+    return any(
+        change["address"] == 'module.pipeline["prod"].aws_kms_key.data[0]'
+        and change["change"]["actions"] == ["create"]
+        and change["change"]["after"]["enable_key_rotation"] is True
+        for change in plan["resource_changes"]
+    )
 
 
 def test_every_production_bucket_denies_requests_without_tls(views: TerraformViews) -> None:
@@ -735,3 +803,96 @@ def test_the_deployed_bundle_link_lifetime_is_within_seven_days(views: Terraform
     ]
     ttl = int(bundle["values"]["environment"][0]["variables"]["BUNDLE_URL_TTL_SECONDS"])
     assert 1 <= ttl <= MAX_URL_TTL_SECONDS
+
+
+# --- the environment's key, ARCHIVE retention ---------------------------------------------
+
+
+def test_the_environment_key_encrypts_buckets_tables_and_queues(
+    views: TerraformViews, deployed: Deployed
+) -> None:
+    values = views.local_state["values"]
+    key = deployed.data_key
+    (key_values,) = [r["values"] for r in _of_type(values, "aws_kms_key") if r["name"] == "data"]
+    assert key_values["enable_key_rotation"] is True
+    statements = {s["Sid"]: s for s in _statements(json.loads(key_values["policy"]))}
+    assert set(statements) == {"AccountAdministers", "S3NotifiesEncryptedQueues"}
+    admin, s3 = statements["AccountAdministers"], statements["S3NotifiesEncryptedQueues"]
+    assert admin["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    assert s3["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert sorted(_as_list(s3["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert s3["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+    encryption = _by_bucket(values, "aws_s3_bucket_server_side_encryption_configuration")
+    assert len(encryption) == len(BUCKETS)
+    for bucket, configuration in encryption.items():
+        (rule,) = configuration["rule"]
+        assert rule["bucket_key_enabled"] is True, bucket
+        assert rule["apply_server_side_encryption_by_default"] == [
+            {"kms_master_key_id": key, "sse_algorithm": "aws:kms"}
+        ], bucket
+    tables = _of_type(values, "aws_dynamodb_table")
+    assert [t["values"]["server_side_encryption"][0]["kms_key_arn"] for t in tables] == [key] * 2
+    queues = {r["values"]["name"]: r["values"] for r in _of_type(values, "aws_sqs_queue")}
+    assert set(queues) == {f"sluice-local-{f}" for f in FUNCTIONS} | {"sluice-local-dlq"}
+    assert {name: q["kms_master_key_id"] for name, q in queues.items()} == dict.fromkeys(
+        queues, key
+    )
+
+    # Each role: that key only, and GenerateDataKey only where the handler writes objects.
+    for function in FUNCTIONS:
+        kms = {(a, r) for a, r in deployed.grants(function) if a.startswith("kms:")}
+        writes = function != "tag"
+        assert kms == {("kms:decrypt", key)} | ({("kms:generatedatakey", key)} if writes else set())
+
+
+def test_only_production_turns_the_environment_key_on() -> None:
+    settings = {
+        path.name: re.findall(r"kms_cmk_enabled\s*=\s*(\w+)", path.read_text())
+        for path in sorted((REPO_ROOT / "env").glob("*.tfvars"))
+    }
+    assert settings["prod.tfvars"] == ["true"]
+    assert settings["local.tfvars"] == ["false"]
+
+
+def _noncurrent_days(values: dict[str, Any]) -> dict[str, int]:
+    return {
+        bucket.split("/")[1]: rule["noncurrent_version_expiration"][0]["noncurrent_days"]
+        for bucket, configuration in _by_bucket(
+            values, "aws_s3_bucket_lifecycle_configuration"
+        ).items()
+        for rule in configuration["rule"]
+        if rule["id"] == "expire-noncurrent-versions"
+    }
+
+
+def test_archive_keeps_noncurrent_versions_a_year_in_production(views: TerraformViews) -> None:
+    assert _noncurrent_days(views.prod_plan["planned_values"]) == {
+        "raw": 30,
+        "processed": 30,
+        "archive": 365,
+        "work": 30,
+    }
+    assert set(_noncurrent_days(views.local_state["values"]).values()) == {30}
+
+
+def test_archive_object_lock_is_governance_mode_and_only_on_archive(
+    views: TerraformViews,
+) -> None:
+    values = views.local_state["values"]
+    locked = {b: v["object_lock_enabled"] for b, v in _by_bucket(values, "aws_s3_bucket").items()}
+    assert locked == {f"local/{b}": b == "archive" for b in BUCKETS}
+    (configuration,) = _by_bucket(values, "aws_s3_bucket_object_lock_configuration").values()
+    (rule,) = configuration["rule"]
+    (retention,) = rule["default_retention"]
+    assert (retention["mode"], retention["days"]) == (
+        "GOVERNANCE",
+        PRODUCTION_SWITCHES["archive_object_lock_days"],
+    )
+    # Off unless asked: production's plan locks nothing.
+    prod = _by_bucket(views.prod_plan["planned_values"], "aws_s3_bucket")
+    assert {v["object_lock_enabled"] for v in prod.values()} == {False}
+    assert (
+        _by_bucket(views.prod_plan["planned_values"], "aws_s3_bucket_object_lock_configuration")
+        == {}
+    )

@@ -8,6 +8,7 @@ import os
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
@@ -505,3 +506,40 @@ def test_part_ranges_cover_the_object_within_the_part_limit(rules: ModuleType) -
     assert len(ranges) <= 10_000
     assert ranges[0][0] == 0 and ranges[-1][1] == huge - 1
     assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
+
+
+def test_archive_under_the_environments_kms_key_copies_verifies_and_deletes(
+    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+) -> None:
+    # kms_cmk_enabled: RAW and ARCHIVE encrypt with SSE-KMS and a bucket key by default.
+    # Their ETags are not MD5 digests, so verification rests on size and checksums.
+    key_arn = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
+    for bucket in (pipeline.raw, pipeline.archive):
+        pipeline.s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": key_arn,
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+        )
+    key = "photos/kms.jpg"
+    put_raw(pipeline, key, os.urandom(4096))
+    assert (
+        pipeline.s3.head_object(Bucket=pipeline.raw, Key=key)["ServerSideEncryption"] == "aws:kms"
+    )
+
+    assert archive.handler(receipt_event(pipeline, key), lambda_context) == {
+        "batchItemFailures": []
+    }
+
+    head = pipeline.s3.head_object(Bucket=pipeline.archive, Key=f"images/{key}")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"] == key_arn
+    assert raw_versions(pipeline, key) == ([], [])

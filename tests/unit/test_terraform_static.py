@@ -218,6 +218,15 @@ def test_queue_invokes_the_live_alias_only_with_snap_start(config_copy: Path) ->
     assert "2 passed, 0 failed" in result.stdout, result.stdout
 
 
+def test_archive_versions_retention_and_object_lock_plan_as_asked(config_copy: Path) -> None:
+    # tests/fixtures/terraform/s3/object_lock.tftest.hcl, modules/s3 under a mock provider.
+    fixture = config_copy / "tests" / "fixtures" / "terraform" / "s3"
+    env = terraform_env(fixture)
+    terraform(["init", "-backend=false"], cwd=fixture, env=env)
+    result = terraform(["test"], cwd=fixture, env=env)
+    assert "4 passed, 0 failed" in result.stdout, result.stdout
+
+
 def _run_terraformrc(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / "terraformrc.sh"), str(tmp_path / "rc")],
