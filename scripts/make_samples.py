@@ -91,12 +91,12 @@ def make_retina(out: Path, rng: random.Random) -> None:
     )
 
     partly = [retina_record(rng, 300 + n) for n in range(30)]
-    partly[2]["patient_id"] = "12-3456"  # pattern
+    partly[2]["patient_id"] = "   "  # pattern: blank
     partly[5]["patient_name"] = ""  # minLength
     partly[8]["scan_date"] = "2024-02-30"  # format: no such date
-    partly[11]["retina_thickness_microns"] = 912.4  # maximum
+    partly[11]["retina_thickness_microns"] = 1912.4  # maximum
     partly[14]["optic_disc_cup_ratio"] = 1.3  # maximum
-    partly[17]["diagnosis"] = "cataract"  # enum
+    partly[17]["diagnosis"] = ["cataract"]  # type
     del partly[20]["scan_date"]  # required
     partly[23]["referring_doctor"] = "Dr Talo"  # additionalProperties
     partly[26]["retina_thickness_microns"] = "275"  # type
