@@ -27,4 +27,5 @@ module "pipeline" {
   kms_key_arn                   = each.value.kms_key_arn
   deny_insecure_transport       = each.value.deny_insecure_transport
   force_destroy                 = each.value.force_destroy
+  datasets                      = each.value.datasets
 }

@@ -27,7 +27,7 @@ variable "tags" {
 }
 
 variable "environments" {
-  description = "Environments deployed by this state, by name; an unset attribute takes the pipeline module's default."
+  description = "Environments deployed by this state, by name; an unset attribute takes the pipeline module's default (modules/pipeline/variables.tf describes each, e.g. datasets)."
   type = map(object({
     name_prefix        = optional(string)
     architecture       = optional(string)
@@ -53,6 +53,12 @@ variable "environments" {
     kms_key_arn                   = optional(string)
     deny_insecure_transport       = optional(bool)
     force_destroy                 = optional(bool)
+    datasets = optional(map(object({
+      prefix     = string
+      schema     = string
+      projection = list(string)
+      root       = optional(bool, false)
+    })))
   }))
 
   validation {
