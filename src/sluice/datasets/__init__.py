@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 
+from sluice.config import ConfigError
+
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
 
@@ -393,3 +395,15 @@ def parse_registry(text: str) -> Registry:
 def load_registry() -> Registry:
     """The default configuration, ``datasets.json`` (compiled once per process)."""
     return build_registry(_read_json(DEFAULT_CONFIG_FILE))
+
+
+def env_datasets(env: Mapping[str, str], name: str) -> Registry:
+    """The datasets configured in environment variable ``name``, validated now so a bad
+    configuration fails the function's init with what to fix; unset: the default."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return load_registry()
+    try:
+        return parse_registry(raw)
+    except DatasetConfigError as problem:
+        raise ConfigError(f"environment variable {name}: {problem}") from None

@@ -48,8 +48,8 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from sluice.config import ConfigError, env_choice, env_int, env_int_list, env_str
-from sluice.datasets import Dataset, DatasetConfigError, Registry, load_registry, parse_registry
+from sluice.config import env_choice, env_int, env_int_list, env_str
+from sluice.datasets import Dataset, Registry, env_datasets, load_registry
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.images import (
     INPUT_FORMATS,
@@ -115,18 +115,6 @@ class TransformSettings:
             max_image_bytes=env_int(env, "MAX_IMAGE_BYTES", 100 * 1024 * 1024, minimum=1),
             datasets=env_datasets(env, "DATASETS"),
         )
-
-
-def env_datasets(env: Mapping[str, str], name: str) -> Registry:
-    """The datasets configured in ``name`` (JSON, see ``sluice.datasets``), validated now so
-    a bad configuration fails the function's init with what to fix; unset: the default."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return load_registry()
-    try:
-        return parse_registry(raw)
-    except DatasetConfigError as problem:
-        raise ConfigError(f"environment variable {name}: {problem}") from None
 
 
 @dataclass(frozen=True)
