@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from sluice.keys import archive_key_for, image_id, receipt_key
-from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.conftest import IKERIAN_EXPECTED, FakeContext, Pipeline, load_handler
 from tests.s3events import golden, object_event_for, s3_event, s3_record, sqs_batch
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -186,12 +186,6 @@ def test_data_file_outside_any_dataset_prefix_is_rejected(
             " or at the bucket root",
         }
     ]
-
-
-IKERIAN_EXPECTED = [
-    {"patient_id": "A12345", "patient_name": "Ikerian A"},
-    {"patient_id": "B67890", "patient_name": "Ikerian B"},
-]
 
 
 @pytest.mark.parametrize("key", ["ikerian_sample.json", "retina/ikerian_sample.json"])

@@ -27,7 +27,7 @@ from sluice.datasets import (
 )
 from sluice.keys import DATA_PREFIX, RECEIPTS_PREFIX, derived_key, receipt_key
 from sluice.records import transform_records
-from tests.conftest import load_handler
+from tests.conftest import IKERIAN_EXPECTED, IKERIAN_SAMPLE, load_handler
 from tests.terraform_support import (
     copy_configuration,
     terraform,
@@ -36,11 +36,6 @@ from tests.terraform_support import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-IKERIAN_SAMPLE = REPO_ROOT / "samples" / "ikerian_sample.json"
-IKERIAN_EXPECTED = [
-    {"patient_id": "A12345", "patient_name": "Ikerian A"},
-    {"patient_id": "B67890", "patient_name": "Ikerian B"},
-]
 RETINA = {"prefix": "retina/", "schema": "retina.schema.json", "projection": ["patient_id"]}
 
 
