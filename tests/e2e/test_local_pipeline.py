@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from PIL import Image
 
 from sluice.datasets import Registry, env_datasets
@@ -97,6 +98,18 @@ def _md5(data: bytes) -> str:
 def _get(stack: Stack, bucket: str, key: str) -> bytes:
     body: bytes = stack.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     return body
+
+
+def _get_or_none(stack: Stack, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when it does not exist (yet)."""
+    try:
+        return _get(stack, bucket, key)
+    except ClientError as error:
+        # Each stack.client() has its own exception classes (a session each), so an
+        # `except s3.exceptions.NoSuchKey` of another client never matches: use the code.
+        if error.response.get("Error", {}).get("Code") != "NoSuchKey":
+            raise
+        return None
 
 
 def _transform_environment(stack: Stack) -> dict[str, str]:
@@ -265,14 +278,14 @@ def test_a_bundle_for_the_top_label_holds_exactly_its_images(
     bundle_id = f"e2e-{int(time.time())}"
     stack.aws("s3", "cp", str(request), f"s3://{env.work_bucket}/requests/{bundle_id}.json")
 
-    s3 = stack.client("s3")
     deadline = time.monotonic() + BUNDLE_TIMEOUT_SECONDS
     status: dict[str, Any] | None = None
     while status is None and time.monotonic() < deadline:
-        try:
-            status = json.loads(_get(stack, env.work_bucket, f"bundles/{bundle_id}.json"))
-        except s3.exceptions.NoSuchKey:
+        body = _get_or_none(stack, env.work_bucket, f"bundles/{bundle_id}.json")
+        if body is None:
             time.sleep(1)
+        else:
+            status = json.loads(body)
     assert status is not None, f"no bundle status within {BUNDLE_TIMEOUT_SECONDS} s"
     assert status["status"] == "ready", status
     assert status["image_count"] == count
@@ -312,13 +325,8 @@ def test_function_logs_reach_their_log_groups(
 
 
 def _receipt_or_none(stack: Stack, key: str) -> dict[str, Any] | None:
-    s3 = stack.client("s3")
-    try:
-        receipt: dict[str, Any] = json.loads(
-            _get(stack, stack.environment.processed_bucket, receipt_key(key))
-        )
-    except s3.exceptions.NoSuchKey:
-        return None
+    body = _get_or_none(stack, stack.environment.processed_bucket, receipt_key(key))
+    receipt: dict[str, Any] | None = None if body is None else json.loads(body)
     return receipt
 
 
