@@ -31,4 +31,5 @@ module "pipeline" {
   kms_cmk_enabled                   = each.value.kms_cmk_enabled
   archive_noncurrent_retention_days = each.value.archive_noncurrent_retention_days
   archive_object_lock_days          = each.value.archive_object_lock_days
+  datasets                          = each.value.datasets
 }

@@ -27,7 +27,7 @@ variable "tags" {
 }
 
 variable "environments" {
-  description = "Environments deployed by this state, by name; an unset attribute takes the pipeline module's default."
+  description = "Environments deployed by this state, by name; an unset attribute takes the pipeline module's default (modules/pipeline/variables.tf describes each, e.g. datasets)."
   type = map(object({
     name_prefix        = optional(string)
     architecture       = optional(string)
@@ -57,6 +57,12 @@ variable "environments" {
     kms_cmk_enabled                   = optional(bool)
     archive_noncurrent_retention_days = optional(number)
     archive_object_lock_days          = optional(number)
+    datasets = optional(map(object({
+      prefix     = string
+      schema     = string
+      projection = list(string)
+      root       = optional(bool, false)
+    })))
   }))
 
   validation {

@@ -87,7 +87,8 @@ TIMER = (
 DEFERRED = {
     "transform: jsonschema validators (first invalid record)": (
         "transform",
-        "import sluice.handlers.transform as h; [d._validator for d in h.REGISTRY.datasets]",
+        "import sluice.handlers.transform as h;"
+        " [d._validator for d in h.SETTINGS.datasets.datasets]",
     ),
     "bundle: jsonschema (first invalid request)": (
         "bundle",

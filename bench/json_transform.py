@@ -291,9 +291,7 @@ def child_moto(path: Path, endpoint: str) -> dict[str, Any]:
 
     ref = S3ObjectRef("bench-raw", key, "ObjectCreated:Put", etag=normalize_etag(etag))
     started = time.perf_counter()
-    receipt = transform.transform_object(
-        transform.CLIENTS, transform.SETTINGS, transform.REGISTRY, ref
-    )
+    receipt = transform.transform_object(transform.CLIENTS, transform.SETTINGS, ref)
     seconds = time.perf_counter() - started
     assert receipt is not None and receipt.status == "processed", receipt
     return {

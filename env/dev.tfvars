@@ -16,6 +16,18 @@ environments = {
       archive   = { maximum_concurrency = 5 }
     }
 
+    # Data files by RAW key prefix: a JSON Schema shipped in src/sluice/datasets/ and the
+    # fields kept in PROCESSED. root = true: JSON files at the bucket root are this dataset.
+    # Adding a dataset: its schema file there and an entry here (modules/pipeline, datasets).
+    datasets = {
+      retina = {
+        prefix     = "retina/"
+        schema     = "retina.schema.json"
+        projection = ["patient_id", "patient_name"]
+        root       = true
+      }
+    }
+
     raw_cors_allowed_origins = ["http://localhost:3000", "https://dev.sluice.example.com"]
     alert_emails             = []
 

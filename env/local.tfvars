@@ -22,6 +22,18 @@ environments = {
     thumbnail_sizes        = [64, 128]
     bundle_url_ttl_seconds = 3600
 
+    # Data files by RAW key prefix: a JSON Schema shipped in src/sluice/datasets/ and the
+    # fields kept in PROCESSED. root = true: JSON files at the bucket root are this dataset.
+    # Adding a dataset: its schema file there and an entry here (modules/pipeline, datasets).
+    datasets = {
+      retina = {
+        prefix     = "retina/"
+        schema     = "retina.schema.json"
+        projection = ["patient_id", "patient_name"]
+        root       = true
+      }
+    }
+
     # Short timeouts keep the derived visibility timeouts short, so retries come quickly.
     functions = {
       transform = { memory_size = 256, timeout = 30 }

@@ -13,9 +13,12 @@
   WebP and a CMYK JPEG. Each oriented JPEG is stored rotated, so it only looks upright
   when its orientation tag is applied (an arrow points up).
 * ``other/``: a file of an unsupported type.
+* ``ikerian_sample.json`` (at the top): a user's own retina file exactly as the usual
+  raw -> processed tutorial has it (other identifiers, free-text diagnosis), which lands at
+  the bucket root, where the default configuration's root dataset (retina) takes it.
 
 Upload them with ``aws s3 cp --recursive samples/ s3://<raw bucket>/`` (the ``retina/``
-prefix selects the dataset).
+prefix selects the dataset; a file at the root goes to the root dataset).
 """
 
 from __future__ import annotations
@@ -91,12 +94,12 @@ def make_retina(out: Path, rng: random.Random) -> None:
     )
 
     partly = [retina_record(rng, 300 + n) for n in range(30)]
-    partly[2]["patient_id"] = "12-3456"  # pattern
+    partly[2]["patient_id"] = "   "  # pattern: blank
     partly[5]["patient_name"] = ""  # minLength
     partly[8]["scan_date"] = "2024-02-30"  # format: no such date
-    partly[11]["retina_thickness_microns"] = 912.4  # maximum
+    partly[11]["retina_thickness_microns"] = 1912.4  # maximum
     partly[14]["optic_disc_cup_ratio"] = 1.3  # maximum
-    partly[17]["diagnosis"] = "cataract"  # enum
+    partly[17]["diagnosis"] = ["cataract"]  # type
     del partly[20]["scan_date"]  # required
     partly[23]["referring_doctor"] = "Dr Talo"  # additionalProperties
     partly[26]["retina_thickness_microns"] = "275"  # type
@@ -198,6 +201,20 @@ def make_photos(out: Path, rng: random.Random) -> None:
     scene("sunset", rng).convert("CMYK").save(folder / "sunset-print-cmyk.jpg", "JPEG", quality=80)
 
 
+# Byte for byte the tutorial's file: its layout is part of what must work.
+IKERIAN_SAMPLE = """\
+[{"patient_id": "A12345", "patient_name": "Ikerian A", "scan_date": "2025-01-01",
+  "retina_thickness_microns": 275, "optic_disc_cup_ratio": 0.4, "diagnosis": "normal"},
+ {"patient_id": "B67890", "patient_name": "Ikerian B", "scan_date": "2025-02-15",
+  "retina_thickness_microns": 305, "optic_disc_cup_ratio": 0.6, "diagnosis": "suspected glaucoma"}]
+"""
+
+
+def make_ikerian(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ikerian_sample.json").write_text(IKERIAN_SAMPLE, encoding="utf-8")
+
+
 def make_other(out: Path) -> None:
     folder = out / "other"
     folder.mkdir(parents=True, exist_ok=True)
@@ -217,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     make_retina(args.out, rng)
     make_photos(args.out, rng)
     make_other(args.out)
+    make_ikerian(args.out)
     total = sum(path.stat().st_size for path in args.out.rglob("*") if path.is_file())
     print(f"wrote samples to {args.out} ({total} bytes)")
 

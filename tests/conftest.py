@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -18,6 +19,15 @@ import boto3
 import pytest
 
 REGION = "us-east-1"
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+
+# The raw -> processed tutorial's own file (samples/ikerian_sample.json) and what PROCESSED
+# data/<its key> must hold, compared as JSON: the contract the tests of every tier check.
+IKERIAN_SAMPLE = SAMPLES_DIR / "ikerian_sample.json"
+IKERIAN_EXPECTED = [
+    {"patient_id": "A12345", "patient_name": "Ikerian A"},
+    {"patient_id": "B67890", "patient_name": "Ikerian B"},
+]
 
 
 @pytest.fixture(autouse=True)

@@ -85,13 +85,15 @@ locals {
   }
 
   function_environment = {
-    transform = {
+    # DATASETS is set only when the environment names its datasets: the default is the
+    # handler's own (src/sluice/datasets/datasets.json), defined once.
+    transform = merge({
       THUMBNAIL_SIZES   = join(",", [for size in var.thumbnail_sizes : tostring(size)])
       THUMBNAIL_FORMAT  = var.thumbnail_format
       THUMBNAIL_QUALITY = tostring(var.thumbnail_quality)
       MAX_IMAGE_PIXELS  = tostring(var.max_image_pixels)
       MAX_IMAGE_BYTES   = tostring(var.max_image_bytes)
-    }
+    }, var.datasets == null ? {} : { DATASETS = jsonencode(var.datasets) })
     archive = {
       ARCHIVE_STORAGE_CLASS = var.archive_storage_class
     }

@@ -140,6 +140,31 @@ variable "max_image_bytes" {
   nullable    = false
 }
 
+variable "datasets" {
+  description = "The transform handler's datasets, by name: the RAW key prefix that selects one (e.g. retina/), its JSON Schema file (a file shipped in src/sluice/datasets/), the fields written to PROCESSED, and whether it also takes JSON files at the bucket root (keys without /; at most one dataset). Passed as the transform's DATASETS (JSON) and validated at its cold start (schema file, projected fields, overlapping prefixes); null keeps the handler's default, src/sluice/datasets/datasets.json."
+  type = map(object({
+    prefix     = string
+    schema     = string
+    projection = list(string)
+    root       = optional(bool, false)
+  }))
+  default = null
+
+  validation {
+    # The cheap structural rules, checked at plan time too; the handler checks them all.
+    condition = var.datasets == null ? true : alltrue([
+      for dataset in values(var.datasets) :
+      can(regex("^[^/]", dataset.prefix)) && endswith(dataset.prefix, "/") && length(dataset.projection) > 0
+    ])
+    error_message = "Each dataset needs a prefix ending in / (not starting with /) and at least one projected field."
+  }
+
+  validation {
+    condition     = var.datasets == null ? true : length([for dataset in values(var.datasets) : dataset if dataset.root]) <= 1
+    error_message = "At most one dataset may take the files at the bucket root (root = true)."
+  }
+}
+
 variable "archive_storage_class" {
   description = "S3 storage class of archived objects."
   type        = string

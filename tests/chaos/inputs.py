@@ -126,8 +126,8 @@ def _records(rng: random.Random, count: int, start: int) -> list[dict[str, Any]]
 
 
 _VIOLATIONS: tuple[Callable[[dict[str, Any]], None], ...] = (
-    lambda r: r.update(patient_id="12-3456"),
-    lambda r: r.update(diagnosis="cataract"),
+    lambda r: r.update(patient_id=""),
+    lambda r: r.update(diagnosis=None),
     lambda r: r.update(optic_disc_cup_ratio=1.3),
     lambda r: r.pop("scan_date"),
     lambda r: r.update(retina_thickness_microns="275"),

@@ -1,8 +1,11 @@
 """End to end: every sample through the deployed pipeline, uploaded with the AWS CLI.
 
 What each sample should become is derived from the sample itself (can Pillow open it, is
-it UTF-8 JSON of the right shape, is it under a dataset prefix), not listed here, so a
-new sample needs no change to this file.
+it UTF-8 JSON of the right shape, does the deployed transform's ``DATASETS`` give its key a
+dataset), not listed here, so a new sample needs no change to this file.
+
+The raw -> processed tutorial's own file is then sent as a user would, with ``aws s3 cp``
+to the bucket root and under ``retina/``, and must come out exactly as the tutorial says.
 """
 
 from __future__ import annotations
@@ -18,20 +21,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from PIL import Image
 
-from sluice.keys import ARCHIVE_IMAGES_PREFIX, THUMBNAILS_PREFIX, archive_key_for, receipt_key
+from sluice.datasets import Registry, env_datasets
+from sluice.keys import (
+    ARCHIVE_IMAGES_PREFIX,
+    DATA_PREFIX,
+    THUMBNAILS_PREFIX,
+    archive_key_for,
+    derived_key,
+    receipt_key,
+)
 from sluice.labels import label_counts
 from sluice.ops.audit import pending_messages, wait_until_drained
 from sluice.ops.objects import list_objects
 from sluice.ops.queues import queue_depth
+from tests.conftest import IKERIAN_EXPECTED, IKERIAN_SAMPLE
 from tests.e2e.conftest import ROOT, Stack
 
 pytestmark = pytest.mark.e2e
 
 SAMPLES = ROOT / "samples"
 DATA_EXTENSIONS = {".json", ".jsonl", ".ndjson"}
-DATASET_PREFIXES = ("retina/",)
 PIPELINE_TIMEOUT_SECONDS = 180
 BUNDLE_TIMEOUT_SECONDS = 90
 
@@ -65,11 +77,11 @@ def _data_is_readable(path: Path) -> bool:
         return False
 
 
-def expected_outcome(path: Path, key: str) -> Expected:
+def expected_outcome(path: Path, key: str, datasets: Registry) -> Expected:
     if _is_image(path):
         return Expected("processed", "image")
     if path.suffix.lower() in DATA_EXTENSIONS:
-        readable = key.startswith(DATASET_PREFIXES) and _data_is_readable(path)
+        readable = datasets.for_key(key) is not None and _data_is_readable(path)
         return Expected("processed" if readable else "rejected", "data")
     return Expected("rejected", "unsupported")
 
@@ -86,6 +98,32 @@ def _md5(data: bytes) -> str:
 def _get(stack: Stack, bucket: str, key: str) -> bytes:
     body: bytes = stack.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     return body
+
+
+def _get_or_none(stack: Stack, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when it does not exist (yet)."""
+    try:
+        return _get(stack, bucket, key)
+    except ClientError as error:
+        # Each stack.client() has its own exception classes (a session each), so an
+        # `except s3.exceptions.NoSuchKey` of another client never matches: use the code.
+        if error.response.get("Error", {}).get("Code") != "NoSuchKey":
+            raise
+        return None
+
+
+def _transform_environment(stack: Stack) -> dict[str, str]:
+    config = stack.client("lambda").get_function_configuration(
+        FunctionName=stack.environment.function_names["transform"]
+    )
+    variables: dict[str, str] = config["Environment"]["Variables"]
+    return variables
+
+
+@pytest.fixture(scope="session")
+def datasets(stack: Stack) -> Registry:
+    """The datasets the deployed transform has (its DATASETS, read as its cold start does)."""
+    return env_datasets(_transform_environment(stack), "DATASETS")
 
 
 @pytest.fixture(scope="session")
@@ -119,12 +157,12 @@ def receipts(stack: Stack) -> dict[str, dict[str, Any]]:
 
 
 def test_every_input_has_a_receipt_with_the_expected_outcome(
-    receipts: dict[str, dict[str, Any]],
+    receipts: dict[str, dict[str, Any]], datasets: Registry
 ) -> None:
     outcomes = {
         key: Expected(receipt["status"], receipt["kind"]) for key, receipt in receipts.items()
     }
-    expected = {key: expected_outcome(path, key) for key, path in SAMPLE_KEYS.items()}
+    expected = {key: expected_outcome(path, key, datasets) for key, path in SAMPLE_KEYS.items()}
     assert outcomes == expected
     for key, receipt in receipts.items():
         assert receipt["source"]["key"] == key
@@ -152,12 +190,9 @@ def test_every_photo_has_one_thumbnail_per_configured_size(
     stack: Stack, receipts: dict[str, dict[str, Any]]
 ) -> None:
     env = stack.environment
-    config = stack.client("lambda").get_function_configuration(
-        FunctionName=env.function_names["transform"]
-    )
     sizes = {
         int(size)
-        for size in config["Environment"]["Variables"].get("THUMBNAIL_SIZES", "128,512").split(",")
+        for size in _transform_environment(stack).get("THUMBNAIL_SIZES", "128,512").split(",")
     }
     photos = {key: r for key, r in receipts.items() if r["kind"] == "image"}
     assert photos
@@ -243,14 +278,14 @@ def test_a_bundle_for_the_top_label_holds_exactly_its_images(
     bundle_id = f"e2e-{int(time.time())}"
     stack.aws("s3", "cp", str(request), f"s3://{env.work_bucket}/requests/{bundle_id}.json")
 
-    s3 = stack.client("s3")
     deadline = time.monotonic() + BUNDLE_TIMEOUT_SECONDS
     status: dict[str, Any] | None = None
     while status is None and time.monotonic() < deadline:
-        try:
-            status = json.loads(_get(stack, env.work_bucket, f"bundles/{bundle_id}.json"))
-        except s3.exceptions.NoSuchKey:
+        body = _get_or_none(stack, env.work_bucket, f"bundles/{bundle_id}.json")
+        if body is None:
             time.sleep(1)
+        else:
+            status = json.loads(body)
     assert status is not None, f"no bundle status within {BUNDLE_TIMEOUT_SECONDS} s"
     assert status["status"] == "ready", status
     assert status["image_count"] == count
@@ -284,3 +319,62 @@ def test_function_logs_reach_their_log_groups(
         messages = [e["message"] for e in logs.filter_log_events(logGroupName=group)["events"]]
         assert any(m.startswith("START RequestId: ") for m in messages), group
         assert any(m.startswith("REPORT RequestId: ") for m in messages), group
+
+
+# --- the tutorial's file, sent by hand ----------------------------------------------------
+
+
+def _receipt_or_none(stack: Stack, key: str) -> dict[str, Any] | None:
+    body = _get_or_none(stack, stack.environment.processed_bucket, receipt_key(key))
+    receipt: dict[str, Any] | None = None if body is None else json.loads(body)
+    return receipt
+
+
+def _wait_for_new_receipt(
+    stack: Stack, key: str, before: dict[str, Any] | None, deadline: float
+) -> dict[str, Any]:
+    """The receipt of the version just uploaded: a receipt that is not ``before``."""
+    while time.monotonic() < deadline:
+        receipt = _receipt_or_none(stack, key)
+        if receipt is not None and (
+            before is None or receipt["source"]["version_id"] != before["source"]["version_id"]
+        ):
+            return receipt
+        time.sleep(1)
+    pytest.fail(f"no new receipt for {key} within {PIPELINE_TIMEOUT_SECONDS} s", pytrace=False)
+
+
+def test_users_sample_sent_to_the_root_and_under_retina_comes_out_as_the_tutorial_says(
+    stack: Stack, receipts: dict[str, dict[str, Any]]
+) -> None:
+    # After the samples (which put this file at the root once already): sending it again is
+    # a new version of the same key, and its own receipt is the one waited for.
+    env = stack.environment
+    destinations = {
+        "ikerian_sample.json": f"s3://{env.raw_bucket}/",
+        "retina/ikerian_sample.json": f"s3://{env.raw_bucket}/retina/",
+    }
+    before = {key: _receipt_or_none(stack, key) for key in destinations}
+    for destination in destinations.values():
+        stack.aws("s3", "cp", "--only-show-errors", str(IKERIAN_SAMPLE), destination)
+
+    deadline = time.monotonic() + PIPELINE_TIMEOUT_SECONDS
+    for key in destinations:
+        receipt = _wait_for_new_receipt(stack, key, before[key], deadline)
+        assert receipt["status"] == "processed", receipt
+        assert (receipt["kind"], receipt["dataset"], receipt["errors"]) == ("data", "retina", [])
+        assert receipt["stats"] == {"records_total": 2, "records_valid": 2, "records_invalid": 0}
+        assert receipt["source"]["key"] == key
+        assert receipt["source"]["etag"] == _md5(IKERIAN_SAMPLE.read_bytes())
+        data_key = derived_key(DATA_PREFIX, key)
+        assert [output["key"] for output in receipt["outputs"]] == [data_key]
+        assert json.loads(_get(stack, env.processed_bucket, data_key)) == IKERIAN_EXPECTED
+
+    drained = wait_until_drained(
+        lambda: pending_messages(stack.client("sqs"), env),
+        timeout=max(1.0, deadline - time.monotonic()),
+        interval=1.0,
+    )
+    assert drained, "the queues did not drain after the tutorial's uploads"
+    audit = stack.sluice("audit", "--wait", "60")
+    assert audit.returncode == 0, audit.stdout + audit.stderr

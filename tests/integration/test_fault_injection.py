@@ -76,7 +76,7 @@ def _records(count: int) -> list[dict[str, Any]]:
 
 def _partly_invalid() -> bytes:
     records = _records(4)
-    records[1]["diagnosis"] = "cataract"  # enum: an errors report is written too
+    records[1]["diagnosis"] = ""  # minLength: an errors report is written too
     return json.dumps(records).encode()
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from sluice.keys import archive_key_for, image_id, receipt_key
-from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.conftest import IKERIAN_EXPECTED, FakeContext, Pipeline, load_handler
 from tests.s3events import golden, object_event_for, s3_event, s3_record, sqs_batch
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -179,8 +179,80 @@ def test_data_file_outside_any_dataset_prefix_is_rejected(
 ) -> None:
     receipt = upload_and_transform(pipeline, transform, lambda_context, "misc/a.json", b"[]")
     assert receipt["status"] == "rejected"
-    assert receipt["errors"][0]["code"] == "unknown_dataset"
-    assert "retina/" in receipt["errors"][0]["message"]
+    assert receipt["errors"] == [
+        {
+            "code": "unknown_dataset",
+            "message": "no dataset for this key; data files must be under one of: retina/,"
+            " or at the bucket root",
+        }
+    ]
+
+
+@pytest.mark.parametrize("key", ["ikerian_sample.json", "retina/ikerian_sample.json"])
+def test_users_sample_at_the_root_or_under_retina_is_processed_as_retina(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext, key: str
+) -> None:
+    receipt = upload_and_transform(
+        pipeline, transform, lambda_context, key, sample("ikerian_sample.json")
+    )
+    assert receipt["status"] == "processed" and receipt["dataset"] == "retina"
+    assert receipt["errors"] == []
+    assert receipt["stats"] == {"records_total": 2, "records_valid": 2, "records_invalid": 0}
+    data, content_type = read(pipeline, f"data/{key}")
+    assert content_type == "application/json"
+    assert json.loads(data) == IKERIAN_EXPECTED
+    assert processed_keys(pipeline) == {f"data/{key}", receipt_key(key)}
+
+
+def test_the_same_name_at_the_root_and_under_retina_keeps_two_sets_of_outputs(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    keys = ["ikerian_sample.json", "retina/ikerian_sample.json"]
+    for key in keys:
+        upload_and_transform(
+            pipeline, transform, lambda_context, key, sample("ikerian_sample.json")
+        )
+    assert processed_keys(pipeline) == {
+        *(f"data/{key}" for key in keys),
+        *(receipt_key(key) for key in keys),
+    }
+    for key in keys:
+        assert receipt_of(pipeline, key)["source"]["key"] == key
+
+
+def test_datasets_come_from_the_environment(
+    pipeline: Pipeline, lambda_context: FakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A second dataset, with its own prefix and projection and no root: configuration only.
+    monkeypatch.setenv(
+        "DATASETS",
+        json.dumps(
+            {
+                "clinic_b": {
+                    "prefix": "clinic-b/",
+                    "schema": "retina.schema.json",
+                    "projection": ["patient_id"],
+                }
+            }
+        ),
+    )
+    transform = load_handler("transform")
+    body = sample("ikerian_sample.json")
+    receipt = upload_and_transform(pipeline, transform, lambda_context, "clinic-b/s.json", body)
+    assert receipt["status"] == "processed" and receipt["dataset"] == "clinic_b"
+    assert json.loads(read(pipeline, "data/clinic-b/s.json")[0]) == [
+        {"patient_id": "A12345"},
+        {"patient_id": "B67890"},
+    ]
+    for key in ("ikerian_sample.json", "retina/ikerian_sample.json"):
+        receipt = upload_and_transform(pipeline, transform, lambda_context, key, body)
+        assert receipt["status"] == "rejected"
+        assert receipt["errors"] == [
+            {
+                "code": "unknown_dataset",
+                "message": "no dataset for this key; data files must be under one of: clinic-b/",
+            }
+        ]
 
 
 @pytest.mark.parametrize(

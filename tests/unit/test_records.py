@@ -52,20 +52,6 @@ def rejection(data: bytes, retina: Dataset, fmt: str = "array", **options: Any) 
     return caught.value.as_error()
 
 
-def test_registry_maps_prefixes_to_datasets() -> None:
-    registry = load_registry()
-    assert registry.prefixes == ("retina/",)
-    assert registry.for_key("retina/a.json") is not None
-    assert registry.for_key("other/retina/a.json") is None
-    assert registry.for_key("retina.json") is None
-
-
-def test_every_shipped_schema_is_valid_draft_2020_12() -> None:
-    # The metaschema check runs here, not at cold start: it needs jsonschema (slow to import).
-    for dataset in load_registry().datasets:
-        dataset.check_schema()
-
-
 @pytest.mark.parametrize(
     "schema",
     [{"type": "no-such-type"}, {"required": "id"}, {"properties": {"id": {"pattern": "("}}}],
@@ -108,12 +94,13 @@ def test_json_lines_stay_json_lines_and_blank_lines_are_skipped(retina: Dataset)
 @pytest.mark.parametrize(
     ("changes", "path", "message"),
     [
-        ({"patient_id": "12-3456"}, "$.patient_id", "must match the pattern ^P[0-9]{6}$"),
+        ({"patient_id": "   "}, "$.patient_id", "must match the pattern \\S"),
         ({"patient_name": ""}, "$.patient_name", "must be at least 1 character long"),
         ({"scan_date": "2024-02-30"}, "$.scan_date", "must be a valid date (YYYY-MM-DD)"),
-        ({"retina_thickness_microns": 900}, "$.retina_thickness_microns", "must be <= 500"),
+        ({"retina_thickness_microns": 1200}, "$.retina_thickness_microns", "must be <= 1000"),
+        ({"retina_thickness_microns": 0}, "$.retina_thickness_microns", "must be > 0"),
         ({"optic_disc_cup_ratio": -0.1}, "$.optic_disc_cup_ratio", "must be >= 0"),
-        ({"diagnosis": "cataract"}, "$.diagnosis", "must be one of: normal, glaucoma_suspect,"),
+        ({"diagnosis": 7}, "$.diagnosis", "must be of type string, got integer"),
         ({"scan_date": DROP}, "$.scan_date", "required property is missing"),
         ({"doctor": "Dr X"}, "$.doctor", "property is not allowed by the schema"),
         (
@@ -139,11 +126,11 @@ def test_each_kind_of_violation_is_reported_with_index_path_and_reason(
 
 
 def test_every_violation_of_a_record_is_listed_without_its_values(retina: Dataset) -> None:
-    bad = scan(1, patient_id="SECRET-ID", patient_name=12, diagnosis="flu")
+    bad = scan(1, scan_date="SECRET-DATE", patient_name=12, diagnosis=["flu"])
     _, _, reported = run(json.dumps([bad]).encode(), retina)
-    assert {e["path"] for e in reported} == {"$.patient_id", "$.patient_name", "$.diagnosis"}
+    assert {e["path"] for e in reported} == {"$.scan_date", "$.patient_name", "$.diagnosis"}
     text = json.dumps(reported)
-    assert "SECRET-ID" not in text
+    assert "SECRET-DATE" not in text
     assert "flu" not in text
 
 
@@ -272,7 +259,7 @@ def test_huge_numbers_are_validated_not_crashed_on(retina: Dataset) -> None:
     result, _, reported = run(data, retina)
     assert result.records_invalid == 2
     assert reported[0]["path"] == "$.retina_thickness_microns"
-    assert reported[0]["message"] == "must be <= 500"
+    assert reported[0]["message"] == "must be <= 1000"
 
 
 def test_high_precision_decimals_pass_and_are_written_as_numbers() -> None:
@@ -292,7 +279,7 @@ def test_high_precision_decimals_pass_and_are_written_as_numbers() -> None:
 
 
 def test_errors_kept_for_the_receipt_are_capped_but_all_are_reported(retina: Dataset) -> None:
-    records = [scan(n, diagnosis="x") for n in range(30)]
+    records = [scan(n, diagnosis=None) for n in range(30)]
     result, _, reported = run(json.dumps(records).encode(), retina, max_errors=10)
     assert len(reported) == 30
     assert len(result.errors) == 10
@@ -303,7 +290,7 @@ def test_errors_kept_for_the_receipt_are_capped_but_all_are_reported(retina: Dat
 def test_after_the_detailed_limit_each_invalid_record_still_gets_a_reason(
     retina: Dataset,
 ) -> None:
-    records = [scan(n, diagnosis="x", patient_id="bad") for n in range(5)]
+    records = [scan(n, diagnosis=None, patient_id=None) for n in range(5)]
     result, _, reported = run(json.dumps(records).encode(), retina, detailed_records=2)
     per_record = {i: [e for e in reported if e["record_index"] == i] for i in range(5)}
     assert all(len(per_record[i]) == 2 for i in (0, 1))

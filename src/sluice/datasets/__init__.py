@@ -1,13 +1,26 @@
-"""Datasets: a JSON Schema and a projection per key prefix, shipped with the package.
+"""Datasets: which JSON Schema and projection apply to a data file, chosen by its key.
 
-``datasets.json`` maps a dataset name to its key prefix (e.g. ``retina/``), its schema file
-(JSON Schema Draft 2020-12, in this directory) and its projection (the fields written to
-PROCESSED). Adding a dataset is adding a schema file and an entry there.
+A dataset is a key prefix (e.g. ``retina/``), a schema file (JSON Schema Draft 2020-12,
+shipped in this directory as package data) and a projection (the fields written to
+PROCESSED). Which datasets an environment has is configuration, not code: the transform
+function reads them from its ``DATASETS`` environment variable (a JSON object, set from
+the environment's ``datasets`` Terraform variable in ``env/<env>.tfvars``) and
+:func:`parse_registry` validates it at cold start. Without the variable the function uses
+``datasets.json`` here, the default configuration in the same shape (defined once, here).
+Adding a dataset is a schema file in this directory and an entry in the tfvars, no Python.
 
-Each schema has two validators. ``fastjsonschema``'s, compiled at cold start, is the fast
-yes/no gate every record goes through. ``jsonschema``'s Draft 2020-12 validator (with format
-checking on) runs only for records that fail, to list every violation; it is built on the
-first invalid record, because importing ``jsonschema`` alone costs 60-140 ms of cold start
+A file at the bucket root (a key without ``/``) has no prefix to choose by, so the
+configuration may name one dataset (``"root": true``) that takes it. A file under a prefix
+no dataset owns is still rejected (``unknown_dataset``) rather than given a default: a
+folder states an intent, and a mistyped one (``retnia/``) must not be validated against
+some other dataset's schema. Prefixes may not overlap (one starting with another), so a
+key belongs to at most one dataset and the owner never depends on matching order.
+
+Each schema has two validators, both checking ``format`` (e.g. ``date``).
+``fastjsonschema``'s, compiled at cold start, is the fast yes/no gate every record goes
+through. ``jsonschema``'s Draft 2020-12 validator (with format checking switched on) runs
+only for records that fail, to list every violation; it is built on the first invalid
+record, because importing ``jsonschema`` alone costs 60-140 ms of cold start
 (docs/benchmarks.md) and most files have no invalid record. For the same reason the
 schemas are checked against the Draft 2020-12 metaschema by :meth:`Dataset.check_schema`
 in the unit tests, not at cold start; ``fastjsonschema`` still refuses a malformed schema
@@ -27,16 +40,18 @@ from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 
+from sluice.config import ConfigError
+
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
 
-MAPPING_FILE = "datasets.json"
+DEFAULT_CONFIG_FILE = "datasets.json"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_KEY_CHARS_IN_PATH = 100
 
 
 class DatasetConfigError(ValueError):
-    """The shipped dataset mapping or one of its schemas is inconsistent."""
+    """A datasets configuration or one of its schemas is inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +169,8 @@ class Dataset:
         unknown = [field for field in projection if field not in properties]
         if unknown:
             raise DatasetConfigError(
-                f"dataset {name}: projection names fields the schema lacks: {unknown}"
+                f"dataset {name}: projection names fields that are not in the schema's"
+                f" properties: {unknown}"
             )
         try:
             fast_validate = fastjsonschema.compile(dict(schema))
@@ -226,34 +242,168 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Registry:
+    """The datasets of an environment, and the one (if any) that takes root-level files."""
+
     datasets: tuple[Dataset, ...]
+    root: Dataset | None = None
 
     @property
     def prefixes(self) -> tuple[str, ...]:
         return tuple(sorted(dataset.prefix for dataset in self.datasets))
 
     def for_key(self, key: str) -> Dataset | None:
-        """The dataset whose prefix is the longest one ``key`` starts with."""
-        matches = [d for d in self.datasets if key.startswith(d.prefix)]
-        return max(matches, key=lambda d: len(d.prefix)) if matches else None
+        """The dataset whose prefix ``key`` starts with; the root dataset for a key without
+        ``/``; otherwise None. Prefixes never overlap, so at most one matches."""
+        for dataset in self.datasets:
+            if key.startswith(dataset.prefix):
+                return dataset
+        return self.root if "/" not in key else None
+
+    def placement(self) -> str:
+        """Where data files must be, for an ``unknown_dataset`` rejection."""
+        if not self.datasets:
+            return "no dataset is configured"
+        places = f"under one of: {', '.join(self.prefixes)}"
+        return f"{places}, or at the bucket root" if self.root is not None else places
+
+
+ENTRY_FIELDS = frozenset({"prefix", "schema", "projection", "root"})
+REQUIRED_ENTRY_FIELDS = ("prefix", "schema", "projection")
+SCHEMA_SUFFIX = ".schema.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _read_json(name: str) -> Any:
     return json.loads(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
 
 
+def shipped_schemas() -> tuple[str, ...]:
+    """The schema files this package ships (the only ones a configuration may name)."""
+    return tuple(
+        sorted(
+            entry.name
+            for entry in resources.files(__name__).iterdir()
+            if entry.name.endswith(SCHEMA_SUFFIX)
+        )
+    )
+
+
+def _check_entry(name: Any, entry: Any) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DatasetConfigError(
+            f"dataset name {name!r} must be 1-64 letters, digits, '_', '.' or '-'"
+            " (starting with a letter or digit)"
+        )
+    if not isinstance(entry, Mapping):
+        raise DatasetConfigError(
+            f"dataset {name}: must be an object with prefix, schema, projection and"
+            f" optionally root, got {_json_type(entry)}"
+        )
+    unknown = sorted(set(entry) - ENTRY_FIELDS)
+    if unknown:
+        raise DatasetConfigError(
+            f"dataset {name}: unknown field(s) {unknown}; allowed: {sorted(ENTRY_FIELDS)}"
+        )
+    missing = [field for field in REQUIRED_ENTRY_FIELDS if field not in entry]
+    if missing:
+        raise DatasetConfigError(f"dataset {name}: missing field(s) {missing}")
+    prefix = entry["prefix"]
+    if (
+        not isinstance(prefix, str)
+        or not prefix.endswith("/")
+        or prefix.startswith("/")
+        or "//" in prefix
+    ):
+        raise DatasetConfigError(
+            f"dataset {name}: prefix {prefix!r} must be a key prefix like 'retina/'"
+            " (ending in '/', not starting with '/', no empty folder)"
+        )
+    projection = entry["projection"]
+    if (
+        not isinstance(projection, list)
+        or not projection
+        or not all(isinstance(field, str) for field in projection)
+        or len(set(projection)) != len(projection)
+    ):
+        raise DatasetConfigError(
+            f"dataset {name}: projection must be a non-empty list of distinct field names"
+        )
+    if entry.get("root") not in (None, True, False):
+        raise DatasetConfigError(f"dataset {name}: root must be true or false")
+
+
+def _check_prefixes(entries: Mapping[str, Mapping[str, Any]]) -> None:
+    owners = sorted((entry["prefix"], name) for name, entry in entries.items())
+    for index, (prefix, name) in enumerate(owners):
+        for other_prefix, other in owners[index + 1 :]:
+            if other_prefix.startswith(prefix):
+                raise DatasetConfigError(
+                    f"prefixes overlap: {prefix!r} (dataset {name}) contains"
+                    f" {other_prefix!r} (dataset {other}); a key must belong to one dataset"
+                )
+
+
+def _schema(name: str, file: Any) -> Mapping[str, Any]:
+    shipped = shipped_schemas()
+    if file not in shipped:
+        raise DatasetConfigError(
+            f"dataset {name}: unknown schema file {file!r}; the package ships:"
+            f" {', '.join(shipped) or 'none'}"
+        )
+    schema = _read_json(file)
+    if not isinstance(schema, Mapping):
+        raise DatasetConfigError(f"dataset {name}: schema {file} is not a JSON object")
+    return schema
+
+
+def build_registry(config: Any) -> Registry:
+    """Validate a datasets configuration (name -> entry) and compile its schemas.
+
+    Every problem is a :class:`DatasetConfigError` that names the dataset and what to fix.
+    """
+    if not isinstance(config, Mapping):
+        raise DatasetConfigError(
+            "must be a JSON object of dataset name -> {prefix, schema, projection, root},"
+            f" got {_json_type(config)}"
+        )
+    for name, entry in config.items():
+        _check_entry(name, entry)
+    _check_prefixes(config)
+    roots = sorted(name for name, entry in config.items() if entry.get("root"))
+    if len(roots) > 1:
+        raise DatasetConfigError(
+            f"at most one dataset may take files at the bucket root (root: true), got {roots}"
+        )
+    datasets = [
+        Dataset.compile(name, entry["prefix"], _schema(name, entry["schema"]), entry["projection"])
+        for name, entry in sorted(config.items())
+    ]
+    root = next((dataset for dataset in datasets if dataset.name in roots), None)
+    return Registry(tuple(datasets), root)
+
+
+def parse_registry(text: str) -> Registry:
+    """:func:`build_registry` of a JSON text (an environment variable's value)."""
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise DatasetConfigError(f"is not valid JSON: {exc}") from None
+    return build_registry(config)
+
+
 @cache
 def load_registry() -> Registry:
-    """Load and compile every shipped dataset (once per process)."""
-    mapping = _read_json(MAPPING_FILE)
-    datasets = []
-    seen_prefixes: set[str] = set()
-    for name, entry in sorted(mapping.items()):
-        prefix = entry["prefix"]
-        if not prefix.endswith("/") or prefix in seen_prefixes:
-            raise DatasetConfigError(f"dataset {name}: prefix {prefix!r} must be unique, end in /")
-        seen_prefixes.add(prefix)
-        datasets.append(
-            Dataset.compile(name, prefix, _read_json(entry["schema"]), entry["projection"])
-        )
-    return Registry(tuple(datasets))
+    """The default configuration, ``datasets.json`` (compiled once per process)."""
+    return build_registry(_read_json(DEFAULT_CONFIG_FILE))
+
+
+def env_datasets(env: Mapping[str, str], name: str) -> Registry:
+    """The datasets configured in environment variable ``name``, validated now so a bad
+    configuration fails the function's init with what to fix; unset: the default."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return load_registry()
+    try:
+        return parse_registry(raw)
+    except DatasetConfigError as problem:
+        raise ConfigError(f"environment variable {name}: {problem}") from None

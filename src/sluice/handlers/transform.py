@@ -3,8 +3,9 @@
 What an object becomes depends on its extension (case-insensitive):
 
 * ``.json`` (one JSON array of records), ``.jsonl``/``.ndjson`` (JSON Lines), under a
-  dataset prefix (``sluice.datasets``): every record is validated against the dataset's
-  schema; valid records, projected, go to PROCESSED ``data/<raw key>`` in the input's
+  dataset prefix, or at the bucket root when a dataset takes root-level files (the
+  environment's ``DATASETS``, ``sluice.datasets``): every record is validated against the
+  dataset's schema; valid records, projected, go to PROCESSED ``data/<raw key>`` in the input's
   format; the full invalid-record report goes to ``errors/<raw key>.jsonl``. Both are
   streamed (``sluice.records``, ``MultipartWriter``): memory does not grow with the file.
 * ``.jpg``/``.jpeg``/``.png``/``.webp``/``.gif``/``.tif``/``.tiff``: thumbnails to
@@ -38,7 +39,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -48,7 +49,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from sluice.config import env_choice, env_int, env_int_list, env_str
-from sluice.datasets import Dataset, Registry, load_registry
+from sluice.datasets import Dataset, Registry, env_datasets, load_registry
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.images import (
     INPUT_FORMATS,
@@ -98,6 +99,7 @@ class TransformSettings:
     thumbnail_quality: int = 85
     max_image_pixels: int = 64_000_000
     max_image_bytes: int = 100 * 1024 * 1024
+    datasets: Registry = field(default_factory=load_registry)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TransformSettings:
@@ -112,6 +114,7 @@ class TransformSettings:
             thumbnail_quality=env_int(env, "THUMBNAIL_QUALITY", 85, minimum=1, maximum=95),
             max_image_pixels=env_int(env, "MAX_IMAGE_PIXELS", 64_000_000, minimum=1),
             max_image_bytes=env_int(env, "MAX_IMAGE_BYTES", 100 * 1024 * 1024, minimum=1),
+            datasets=env_datasets(env, "DATASETS"),
         )
 
 
@@ -267,22 +270,20 @@ def _rejected(
 # --- data ----------------------------------------------------------------------------------
 
 
-def transform_data(
-    clients: Clients, settings: TransformSettings, registry: Registry, source: Source
-) -> Receipt:
+def transform_data(clients: Clients, settings: TransformSettings, source: Source) -> Receipt:
     key = source.ref.key
     bucket = settings.processed_bucket
     data_key = derived_key(DATA_PREFIX, key)
     errors_key = derived_key(ERRORS_PREFIX, key, ".jsonl")
-    dataset = registry.for_key(key)
+    dataset = settings.datasets.for_key(key)
     if dataset is None:
-        known = ", ".join(registry.prefixes)
         return _rejected(
             source,
             "data",
             {
                 "code": "unknown_dataset",
-                "message": f"no dataset for this key; data files must be under one of: {known}",
+                "message": "no dataset for this key; data files must be"
+                f" {settings.datasets.placement()}",
             },
         )
     if source.size == 0:
@@ -479,7 +480,7 @@ def _unsupported(source: Source) -> Receipt:
 
 
 def transform_object(
-    clients: Clients, settings: TransformSettings, registry: Registry, ref: S3ObjectRef
+    clients: Clients, settings: TransformSettings, ref: S3ObjectRef
 ) -> Receipt | None:
     """Process one RAW object and write its receipt; None when there was nothing to do."""
     kind = kind_of(ref.key)
@@ -488,7 +489,7 @@ def transform_object(
         return None
     try:
         if kind == "data":
-            receipt = transform_data(clients, settings, registry, source)
+            receipt = transform_data(clients, settings, source)
         elif kind == "image":
             receipt = transform_image(clients, settings, source)
         else:
@@ -512,7 +513,6 @@ def transform_object(
 # --- cold start ------------------------------------------------------------------------------
 
 SETTINGS = TransformSettings.from_env(os.environ)
-REGISTRY = load_registry()
 logger = make_logger("transform")
 _retrying = Config(retries={"mode": "standard", "max_attempts": 5})
 CLIENTS = Clients(
@@ -527,7 +527,7 @@ def _is_raw_object_created(ref: S3ObjectRef) -> bool:
 
 def _transform(ref: S3ObjectRef) -> Outcome | None:
     """The receipt's verdict for the metrics; its dataset is a registry name (bounded)."""
-    receipt = transform_object(CLIENTS, SETTINGS, REGISTRY, ref)
+    receipt = transform_object(CLIENTS, SETTINGS, ref)
     return None if receipt is None else Outcome(receipt.status, receipt.dataset)
 
 
