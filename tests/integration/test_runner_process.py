@@ -1,4 +1,5 @@
-"""The runner as a process: a moto server, its workers, a crash, and a graceful stop."""
+"""The runner as a process: a moto server, its workers, a crash, a graceful stop, a killed
+supervisor, ``sluice down`` after one, and a function that runs out of memory."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
-from sluice.local import awsenv
+from sluice.local import awsenv, procs
+from sluice.local.runner import worker_pid_file
+from sluice.local.stack import StoppedRunner, stop_runner
+from sluice.local.state import StateDir
 from tests.integration.test_runner_worker import HANDLER, _code_zip
 
 FUNCTION = "sluice-test-standin"
@@ -35,13 +40,16 @@ def endpoint() -> Iterator[str]:
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    endpoint = awsenv.endpoint_for(port)
+    # The server's backends are this process's moto state: a test starts from none.
+    requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
     try:
-        yield awsenv.endpoint_for(port)
+        yield endpoint
     finally:
         server.stop()
 
 
-def _deploy(endpoint: str) -> str:
+def _deploy(endpoint: str, *, timeout: int = 3, memory_mb: int = 128) -> str:
     """A stand-in function with a disabled mapping from its queue; the queue URL."""
     sqs = awsenv.client("sqs", endpoint)
     role = awsenv.client("iam", endpoint).create_role(
@@ -62,6 +70,8 @@ def _deploy(endpoint: str) -> str:
         Role=role,
         Handler=HANDLER,
         Code={"ZipFile": _code_zip()},
+        Timeout=timeout,
+        MemorySize=memory_mb,
         Environment={"Variables": {"SLUICE_ENV": "test"}},
     )
     lambda_.create_event_source_mapping(
@@ -96,29 +106,43 @@ def _worker_pids(log: Path) -> list[int]:
     return [int(pid) for pid in re.findall(rf"worker {FUNCTION} started \(pid (\d+)", text)]
 
 
+def _runner_argv(endpoint: str, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "sluice.local.runner",
+        "--endpoint-url",
+        endpoint,
+        "--environment",
+        "test",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        *extra,
+    ]
+
+
+def _runner_env(endpoint: str) -> dict[str, str]:
+    env = awsenv.local_env(endpoint)
+    # The stand-in handler is importable from the checkout, as the tests package.
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _worker_log(tmp_path: Path) -> str:
+    path = tmp_path / "logs" / f"{FUNCTION}.log"
+    return path.read_text() if path.exists() else ""
+
+
 def test_runner_serves_restarts_a_crashed_worker_and_stops_gracefully(
     endpoint: str, tmp_path: Path
 ) -> None:
     queue_url = _deploy(endpoint)
     sqs = awsenv.client("sqs", endpoint)
     out = tmp_path / "runner.log"
-    env = awsenv.local_env(endpoint)
-    # The stand-in handler is importable from the checkout, as the tests package.
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
     with out.open("wb") as log:
         runner = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sluice.local.runner",
-                "--endpoint-url",
-                endpoint,
-                "--environment",
-                "test",
-                "--log-dir",
-                str(tmp_path / "logs"),
-            ],
-            env=env,
+            _runner_argv(endpoint, tmp_path),
+            env=_runner_env(endpoint),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -151,3 +175,118 @@ def test_runner_serves_restarts_a_crashed_worker_and_stops_gracefully(
     logs = awsenv.client("logs", endpoint)
     streams = logs.describe_log_streams(logGroupName=f"/aws/lambda/{FUNCTION}")["logStreams"]
     assert len(streams) == 2  # one per execution environment, as in Lambda
+
+
+def test_workers_die_with_a_killed_supervisor(endpoint: str, tmp_path: Path) -> None:
+    queue_url = _deploy(endpoint)
+    sqs = awsenv.client("sqs", endpoint)
+    out = tmp_path / "runner.log"
+    with out.open("wb") as log:
+        runner = subprocess.Popen(
+            _runner_argv(endpoint, tmp_path),
+            env=_runner_env(endpoint),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    worker = 0
+    try:
+        (worker,) = _wait_for(lambda: _worker_pids(out), "the worker to start")
+        # Serving: past its cold start, so the kill finds it polling, not starting.
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "ok"}))
+        _wait_for(lambda: _remaining(sqs, queue_url) == 0, "the message to be processed")
+
+        runner.kill()
+        runner.wait()
+        _wait_for(lambda: not procs.is_running(worker), "the worker to exit", seconds=30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        if worker and procs.is_running(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_down_stops_a_worker_that_outlived_its_killed_supervisor(
+    endpoint: str, tmp_path: Path
+) -> None:
+    # A long timeout: the orphaned worker finishes its batch before it stops, so it
+    # is still running (hanging) when `down` comes; only its recorded pid reaches it.
+    queue_url = _deploy(endpoint, timeout=600)
+    sqs = awsenv.client("sqs", endpoint)
+    state = StateDir(tmp_path, tmp_path / "state")
+    process = procs.spawn_detached(
+        _runner_argv(endpoint, tmp_path, "--pid-dir", str(state.worker_pid_dir)),
+        log_path=state.runner_log,
+        env=_runner_env(endpoint),
+        cwd=tmp_path,
+    )
+    state.runner_pid.write(process.pid)
+    worker = 0
+    try:
+        (worker,) = _wait_for(lambda: _worker_pids(state.runner_log), "the worker to start")
+        assert worker_pid_file(state.worker_pid_dir, FUNCTION).read() == worker
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "hang"}))
+        _wait_for(lambda: ": hang" in _worker_log(tmp_path), "the worker to take the batch")
+
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        _wait_for(lambda: "the supervisor is gone" in _worker_log(tmp_path), "the orphan's note")
+        assert procs.is_running(worker), "still finishing its batch"
+
+        stopped = stop_runner(state, grace_seconds=1)
+        assert stopped == StoppedRunner(supervisor=None, workers=(worker,))
+        assert not procs.is_running(worker)
+        assert list(state.worker_pid_dir.glob("*.pid")) == []
+        assert stop_runner(state) == StoppedRunner(supervisor=None, workers=())
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if worker and procs.is_running(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_a_function_over_its_memory_size_is_killed_and_its_batch_comes_back(
+    endpoint: str, tmp_path: Path
+) -> None:
+    queue_url = _deploy(endpoint, timeout=30, memory_mb=128)
+    sqs = awsenv.client("sqs", endpoint)
+    out = tmp_path / "runner.log"
+    with out.open("wb") as log:
+        runner = subprocess.Popen(
+            _runner_argv(endpoint, tmp_path),
+            env=_runner_env(endpoint),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        (first,) = _wait_for(lambda: _worker_pids(out), "the worker to start")
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "ok"}))
+        _wait_for(lambda: _remaining(sqs, queue_url) == 0, "a batch within its memory")
+        within = re.findall(r"Max Memory Used: (\d+) MB", _worker_log(tmp_path))
+        assert within and 0 < int(within[-1]) <= 128
+
+        message_id = sqs.send_message(
+            QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "allocate", "mb": 256})
+        )["MessageId"]
+        killed = "Error: Runtime exited with error: signal: killed"
+        # Killed, replaced, and killed again by the same message: it was not deleted and
+        # came back after the visibility timeout (3 s) to the replacement worker.
+        _wait_for(lambda: _worker_log(tmp_path).count(killed) >= 2, "two kills", seconds=90)
+        pids = _worker_pids(out)
+        assert len(pids) >= 2 and pids[0] == first and len(set(pids)) == len(pids)
+        assert re.search(rf"worker {FUNCTION} exited with -9", out.read_text())
+        log = _worker_log(tmp_path)
+        assert log.count(f"got {message_id}: allocate") >= 2
+        assert "Runtime.ExitError" in log
+        used = [int(mb) for mb in re.findall(r"Max Memory Used: (\d+) MB", log)]
+        assert max(used) > 128
+        assert _remaining(sqs, queue_url) == 1, "the message is still in its queue"
+        events = awsenv.client("logs", endpoint).filter_log_events(
+            logGroupName=f"/aws/lambda/{FUNCTION}"
+        )["events"]
+        assert any(killed in event["message"] for event in events)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()

@@ -26,11 +26,16 @@ HANDLER = f"{__name__}.standin_handler"
 
 
 def standin_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Behaves as each message body asks: ``ok``, ``fail`` (reported), ``raise``, ``hang``."""
+    """Behaves as each message body asks: ``ok``, ``fail`` (reported), ``raise``, ``hang``,
+    ``allocate`` (holds ``mb`` MiB of touched memory while the invocation lasts)."""
     failures = []
+    held = []
     for record in event["Records"]:
-        outcome = json.loads(record["body"])["outcome"]
+        body = json.loads(record["body"])
+        outcome = body["outcome"]
         print(f"standin {context.function_name} got {record['messageId']}: {outcome}")
+        if outcome == "allocate":
+            held.append(b"\x01" * (int(body["mb"]) << 20))  # every page written: resident
         if outcome == "raise":
             raise RuntimeError("stand-in function failed")
         if outcome == "hang":

@@ -17,8 +17,18 @@ does what the Lambda service does:
   what succeeded and leaves the rest to reappear after the queue's visibility timeout;
   the queue's redrive policy then moves exhausted messages to the dead-letter queue
   (moto applies ``maxReceiveCount`` on receive, as SQS does);
+- enforces the function's ``MemorySize``: an invocation whose peak RSS passes it ends
+  the way Lambda's out-of-memory does (logged ``Runtime exited with error: signal:
+  killed``, batch not deleted, worker killed and replaced); the peak of every invocation
+  is its REPORT line's ``Max Memory Used`` (:mod:`sluice.local.sandbox` says how and why);
 - writes START/END/REPORT and everything the function prints to its CloudWatch log group
   in the emulator, one stream per worker, and to the worker's log file.
+
+Workers die with their supervisor (:func:`sluice.local.sandbox.die_with_parent`): a
+killed supervisor does not leave workers polling that nothing restarts. The supervisor
+restarts a worker that exits (crash, out of memory) with a growing back-off, and with
+``--pid-dir`` records each worker's pid there, so ``sluice down`` can stop a worker that
+is still finishing its batch after its supervisor was killed.
 
 Which mappings it serves: moto's own SQS event source mappings are not inert. When a
 message is sent to a queue with an *enabled* mapping, ``moto.sqs.models.Queue.add_message``
@@ -49,7 +59,6 @@ import contextlib
 import datetime as dt
 import importlib
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -71,6 +80,8 @@ from sluice.local.invocation import (
     settle_batch,
     sqs_event,
 )
+from sluice.local.procs import PidFile
+from sluice.local.sandbox import MemoryWatch, die_with_parent
 from sluice.local.wiring import FunctionWiring, QueueSource, discover
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -190,10 +201,17 @@ class FunctionWorker:
     logs: Any | None = None
     poll_wait_seconds: int = 2
     enforce_timeout: bool = True
+    enforce_memory: bool = False
+    """Kill this process when an invocation passes ``MemorySize``: only in a worker
+    process of its own (:func:`_serve_worker`), never in a process hosting anything else."""
     platform_out: TextIO = field(default_factory=lambda: sys.__stderr__ or sys.stderr)
     wrap_handler: HandlerWrapper | None = None
     """The test harness's wrapper (:func:`load_preload`), applied at the cold start."""
     stats: _Stats = field(default_factory=_Stats)
+    kill_self: Callable[[], None] = field(
+        default=lambda: os.kill(os.getpid(), signal.SIGKILL), repr=False
+    )
+    """How an out-of-memory invocation ends this process (a test observes it instead)."""
     _handler: Handler | None = field(default=None, init=False)
     _init_ms: float | None = field(default=None, init=False)
     _init_reported: bool = field(default=False, init=False)
@@ -300,11 +318,19 @@ class FunctionWorker:
         request_id = context.aws_request_id
         print(f"START RequestId: {request_id} Version: $LATEST", flush=True)
         started = time.perf_counter()
+        memory = MemoryWatch(
+            self.wiring.memory_mb,
+            lambda peak_mb: self._out_of_memory(request_id, started, peak_mb, len(ids)),
+            enforce=self.enforce_memory,
+        )
         settlement: Settlement
         try:
             handler = self._try_init()
             event = sqs_event(messages, source.queue_arn, self.wiring.region)
-            with _deadline(self.wiring.timeout_seconds) if self.enforce_timeout else _nothing():
+            with (
+                _deadline(self.wiring.timeout_seconds) if self.enforce_timeout else _nothing(),
+                memory,
+            ):
                 response = handler(event, context)
             settlement = settle_batch(
                 ids,
@@ -325,14 +351,8 @@ class FunctionWorker:
             settlement = Settlement(
                 delete=(), retry=tuple(ids), reason=f"function error {type(error).__name__}"
             )
-        duration_ms = (time.perf_counter() - started) * 1000
         self.stats.invocations += 1
-        max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-        report = (
-            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms"
-            f"\tBilled Duration: {int(duration_ms) + 1} ms\tMemory Size: {self.wiring.memory_mb} MB"
-            f"\tMax Memory Used: {max_rss_mb} MB"
-        )
+        report = self._report_line(request_id, started, memory.peak_mb)
         if self._init_ms is not None and not self._init_reported:
             # The first REPORT after a cold start carries its duration, as in Lambda.
             report += f"\tInit Duration: {self._init_ms:.2f} ms"
@@ -342,6 +362,37 @@ class FunctionWorker:
         self._settle(source, messages, settlement)
         self._flush_logs()
         return settlement
+
+    def _report_line(self, request_id: str, started: float, max_memory_mb: int) -> str:
+        duration_ms = (time.perf_counter() - started) * 1000
+        return (
+            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms"
+            f"\tBilled Duration: {int(duration_ms) + 1} ms\tMemory Size: {self.wiring.memory_mb} MB"
+            f"\tMax Memory Used: {max_memory_mb} MB"
+        )
+
+    def _out_of_memory(
+        self, request_id: str, started: float, peak_mb: int, batch_size: int
+    ) -> None:
+        """What Lambda logs when the runtime is killed for memory; then the same end.
+
+        Runs in the memory watchdog's thread while the handler still runs. The batch is
+        not settled: its messages come back after the visibility timeout. The process
+        dies by SIGKILL, as Lambda's runtime does, and the supervisor replaces it.
+        """
+        print(f"END RequestId: {request_id}", flush=True)
+        print(self._report_line(request_id, started, peak_mb), flush=True)
+        print(
+            f"RequestId: {request_id} Error: Runtime exited with error: signal: killed",
+            flush=True,
+        )
+        print("Runtime.ExitError", flush=True)
+        self._flush_logs()
+        self._platform(
+            f"out of memory: {peak_mb} MB used of {self.wiring.memory_mb} MB;"
+            f" {batch_size} messages left for retry, this worker is killed and replaced"
+        )
+        self.kill_self()
 
     def _settle(
         self, source: QueueSource, messages: Sequence[dict[str, Any]], settlement: Settlement
@@ -442,12 +493,19 @@ class Supervisor:
         *,
         python: str = sys.executable,
         out: TextIO = sys.stdout,
+        pid_dir: Path | None = None,
     ) -> None:
         self._children = [_Child(wiring) for wiring in wirings]
         self._endpoint_url = endpoint_url
         self._log_dir = log_dir
         self._python = python
         self._out = out
+        self._pid_dir = pid_dir
+
+    def _pid_file(self, child: _Child) -> PidFile | None:
+        if self._pid_dir is None:
+            return None
+        return worker_pid_file(self._pid_dir, child.wiring.name)
 
     def _say(self, message: str) -> None:
         print(f"{_utc_stamp()} runner: {message}", file=self._out, flush=True)
@@ -463,8 +521,7 @@ class Supervisor:
                     "sluice.local.runner",
                     "--endpoint-url",
                     self._endpoint_url,
-                    "--worker",
-                    child.wiring.name,
+                    *worker_arguments(child.wiring.name, os.getpid()),
                 ],
                 env=function_process_env(child.wiring, self._endpoint_url),
                 stdin=subprocess.DEVNULL,
@@ -472,6 +529,9 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
             )
         child.started_at = time.monotonic()
+        pid_file = self._pid_file(child)
+        if pid_file is not None:
+            pid_file.write(child.process.pid)
         self._say(f"worker {child.wiring.name} started (pid {child.process.pid}, log {log_path})")
 
     def run(self, should_stop: StopFlag) -> None:
@@ -509,26 +569,56 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for child in self._children:
+            pid_file = self._pid_file(child)
+            if pid_file is not None:
+                pid_file.clear()
         self._say("stopped")
 
 
-def _serve_worker(endpoint_url: str, function_name: str) -> int:
+def worker_arguments(function_name: str, parent_pid: int) -> list[str]:
+    """The end of a worker's command line; its pid file's marker is a prefix of it."""
+    return ["--worker", function_name, "--parent-pid", str(parent_pid)]
+
+
+def worker_pid_file(pid_dir: Path, function_name: str) -> PidFile:
+    """Where the supervisor records the pid of ``function_name``'s worker."""
+    marker = " ".join(worker_arguments(function_name, 0)[:3])
+    return PidFile(pid_dir / f"{function_name}.pid", marker)
+
+
+def _serve_worker(endpoint_url: str, function_name: str, parent_pid: int | None) -> int:
+    stop = StopFlag().install()
+
+    def orphaned() -> None:
+        print(
+            f"[runner {function_name}] stopping: the supervisor is gone"
+            " (a batch in progress finishes first)",
+            file=sys.__stderr__,
+            flush=True,
+        )
+        stop.set()
+
+    if parent_pid is not None:
+        # First, before the slow discovery: a supervisor killed meanwhile is noticed.
+        die_with_parent(parent_pid, orphaned)
     sqs = awsenv.client("sqs", endpoint_url)
     logs = awsenv.client("logs", endpoint_url)
     wirings = discover(awsenv.client("lambda", endpoint_url), sqs, function_name=function_name)
     if not wirings:
         print(f"no SQS event source mapping for {function_name}", file=sys.stderr)
         return 2
-    stop = StopFlag().install()
     # Before the handler's import (the worker's cold start), so its clients see the hooks.
     wrap_handler = load_preload(os.environ)
-    worker = FunctionWorker(wirings[0], sqs, logs, wrap_handler=wrap_handler)
+    worker = FunctionWorker(wirings[0], sqs, logs, wrap_handler=wrap_handler, enforce_memory=True)
     with worker.open():
         worker.serve(stop)
     return 0
 
 
-def _serve_all(endpoint_url: str, environment: str | None, log_dir: Path) -> int:
+def _serve_all(
+    endpoint_url: str, environment: str | None, log_dir: Path, pid_dir: Path | None
+) -> int:
     stop = StopFlag().install()
     wirings = discover(
         awsenv.client("lambda", endpoint_url),
@@ -557,7 +647,7 @@ def _serve_all(endpoint_url: str, environment: str | None, log_dir: Path) -> int
             file=sys.stderr,
         )
         return 2
-    Supervisor(served, endpoint_url, log_dir).run(stop)
+    Supervisor(served, endpoint_url, log_dir, pid_dir=pid_dir).run(stop)
     return 0
 
 
@@ -577,11 +667,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path(".sluice/local/logs"),
         help="where each worker's log file goes (default: %(default)s)",
     )
+    parser.add_argument(
+        "--pid-dir",
+        type=Path,
+        help="record each worker's pid in <dir>/<function>.pid (for `sluice down`)",
+    )
     parser.add_argument("--worker", metavar="FUNCTION", help=argparse.SUPPRESS)
+    parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return _serve_worker(args.endpoint_url, args.worker)
-    return _serve_all(args.endpoint_url, args.environment, args.log_dir)
+        return _serve_worker(args.endpoint_url, args.worker, args.parent_pid)
+    return _serve_all(args.endpoint_url, args.environment, args.log_dir, args.pid_dir)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from sluice.keys import receipt_key
 from sluice.labels import label_counts
 from sluice.local import awsenv, procs, summary
 from sluice.local.emulator import EmulatorError, ensure_moto, stop_moto, tail
+from sluice.local.runner import worker_pid_file
 from sluice.local.state import LOCAL_ENVIRONMENT, StateDir
 from sluice.local.terraform import TFVARS, Terraform, TerraformError, hcl_string
 from sluice.ops.audit import pending_messages, wait_until_drained
@@ -167,13 +168,47 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True) + "\n"
 
 
-def stop_runner(state: StateDir) -> int | None:
-    """Stop the runner and its workers; the pid it had, or None if none was running."""
+@dataclass(frozen=True)
+class StoppedRunner:
+    supervisor: int | None
+    """The supervisor's pid, or None if none was running."""
+    workers: tuple[int, ...] = ()
+    """Workers that outlived their supervisor and were stopped one by one."""
+
+    @property
+    def anything(self) -> bool:
+        return self.supervisor is not None or bool(self.workers)
+
+
+def stop_runner(
+    state: StateDir, *, grace_seconds: float = RUNNER_STOP_GRACE_SECONDS
+) -> StoppedRunner:
+    """Stop the runner's supervisor and its process group, then any worker left behind.
+
+    Workers die with their supervisor, but one that is finishing its batch (up to its
+    function's timeout) outlives a killed supervisor for that long, and a supervisor
+    that is gone no longer leads anything to signal. Its recorded worker pids are then
+    the only handle: each is signalled only if its command line still names that worker.
+    """
     pid = state.runner_pid.running_pid()
     if pid is not None:
-        procs.stop(pid, grace_seconds=RUNNER_STOP_GRACE_SECONDS, group=True)
+        procs.stop(pid, grace_seconds=grace_seconds, group=True)
     state.runner_pid.clear()
-    return pid
+    files = sorted(state.worker_pid_dir.glob("*.pid"))
+    pid_files = [worker_pid_file(state.worker_pid_dir, path.stem) for path in files]
+    left = [p for p in (f.running_pid() for f in pid_files) if p is not None]
+    procs.stop_all(left, grace_seconds=grace_seconds)
+    for pid_file in pid_files:
+        pid_file.clear()
+    return StoppedRunner(pid, tuple(left))
+
+
+def _describe(stopped: StoppedRunner) -> str:
+    parts = [f"pid {stopped.supervisor}"] if stopped.supervisor is not None else []
+    if stopped.workers:
+        pids = ", ".join(str(pid) for pid in stopped.workers)
+        parts.append(f"workers left behind by their supervisor: pids {pids}")
+    return "; ".join(parts)
 
 
 def start_runner(
@@ -185,8 +220,8 @@ def start_runner(
     environment_name: str = LOCAL_ENVIRONMENT,
 ) -> int:
     previous = stop_runner(state)
-    if previous is not None:
-        console.step(f"runner: stopped the previous runner (pid {previous})")
+    if previous.anything:
+        console.step(f"runner: stopped the previous runner ({_describe(previous)})")
     offset = state.runner_log.stat().st_size if state.runner_log.exists() else 0
     process = procs.spawn_detached(
         [
@@ -199,6 +234,8 @@ def start_runner(
             environment_name,
             "--log-dir",
             str(state.worker_logs),
+            "--pid-dir",
+            str(state.worker_pid_dir),
         ],
         log_path=state.runner_log,
         env=awsenv.local_env(endpoint_url),
@@ -399,11 +436,11 @@ def serve(state: StateDir, out: TextIO) -> int:
 def down(root: Path, out: TextIO = sys.stdout, *, state_dir: Path | None = None) -> int:
     state = StateDir(root, state_dir.resolve() if state_dir else None)
     runner = stop_runner(state)
-    if runner is not None:
-        print(f"runner: stopped (pid {runner})", file=out, flush=True)
+    if runner.anything:
+        print(f"runner: stopped ({_describe(runner)})", file=out, flush=True)
     stopped_moto = stop_moto(state, out)
     for path in (state.stack, state.outputs):
         path.unlink(missing_ok=True)
-    if runner is None and not stopped_moto:
+    if not runner.anything and not stopped_moto:
         print("nothing to stop: no runner or moto server started by sluice up is running", file=out)
     return 0

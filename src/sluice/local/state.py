@@ -38,6 +38,11 @@ class StateDir:
         return PidFile(self.path / "runner.pid", "sluice.local.runner")
 
     @property
+    def worker_pid_dir(self) -> Path:
+        """The runner's ``--pid-dir``: one ``<function>.pid`` per worker it started."""
+        return self.path / "workers"
+
+    @property
     def runner_log(self) -> Path:
         return self.path / "runner.log"
 
