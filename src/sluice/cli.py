@@ -568,10 +568,13 @@ def render_redrive(report: RedriveReport) -> str:
         )
     for move in report.left:
         lines.append(f"left in DLQ: {move.subject}: {move.problem}")
+    for move in report.discarded:
+        lines.append(f"{'would delete' if dry else 'deleted'}: {move.subject}: {move.problem}")
     if dry:
         lines.append(
             f"dry run: {report.dead_letters_before} message(s) in the dead-letter queue;"
-            f" {len(report.moves)} of those looked at would move, {len(report.left)} would stay"
+            f" {len(report.moves)} of those looked at would move, {len(report.left)} would stay,"
+            f" {len(report.discarded)} would be deleted"
         )
     elif report.method == TASK:
         failure = f" ({report.task_failure})" if report.task_failure else ""
@@ -584,6 +587,7 @@ def render_redrive(report: RedriveReport) -> str:
     else:
         lines.append(
             f"moved {report.moved} message(s); {len(report.left)} left in the dead-letter queue"
+            + (f"; {len(report.discarded)} s3:TestEvent(s) deleted" if report.discarded else "")
         )
     return "\n".join(lines)
 
@@ -597,6 +601,7 @@ def redrive_document(report: RedriveReport) -> dict[str, Any]:
         "moved": report.moved,
         "moves": [_move_document(move) for move in report.moves],
         "left": [_move_document(move) for move in report.left],
+        "discarded": [_move_document(move) for move in report.discarded],
         "task_status": report.task_status,
         "task_failure": report.task_failure,
         "fallback_reason": report.fallback_reason,

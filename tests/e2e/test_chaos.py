@@ -13,7 +13,13 @@ is archived.
 Faults stay on to the end, redrive rounds included: the claim is that the pipeline
 converges under continuing faults, not that it does once they stop. Each round drains
 the queues, then moves the dead-letter queue back (``sluice.ops.redrive``, as ``sluice
-redrive`` does), until the dead-letter queue stays empty.
+redrive`` does), until the dead-letter queue stays empty. A dead-lettered ``s3:TestEvent``
+(one batch-mate of a twice-faulted batch) is deleted by redrive, which still reports ok.
+
+The run must pass on a busy machine (another process spinning on a core): every wait is
+a poll with a deadline sized for that, and ``sluice up`` returns only once the runner has
+consumed the test events that applying the notification configuration queued, so they
+never share a batch with the inputs (``sluice.local.stack``).
 
 Afterwards every input has exactly one receipt with the expected status, every output
 exists exactly once, the archive holds each input once, RAW is empty, label counts and
@@ -62,7 +68,7 @@ INPUTS = 520
 FAULT_RATE = 0.25
 DUPLICATE_RATE = 0.10
 SEED = 7
-DRAIN_TIMEOUT_SECONDS = 240
+DRAIN_TIMEOUT_SECONDS = 600  # a deadline, polled: generous for a loaded machine
 MAX_REDRIVE_ROUNDS = 6
 FAULTED_FUNCTIONS = ("transform", "archive", "tag")
 
@@ -135,6 +141,8 @@ class ChaosRun:
     dead_lettered: list[int] = field(default_factory=list)
     """Dead-letter queue depth before each redrive round."""
     redriven: int = 0
+    discarded: int = 0
+    """Dead-lettered s3:TestEvents that redrive deleted."""
     receipts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def function_env(self, function: str) -> dict[str, str]:
@@ -182,6 +190,8 @@ def run(chaos_stack: tuple[Stack, Path]) -> ChaosRun:
     stack, fault_log = chaos_stack
     corpus = build(INPUTS)
     result = ChaosRun(stack, corpus, fault_log)
+    sqs = stack.client("sqs")
+    assert pending_messages(sqs, stack.environment) == 0, "up returned with messages queued"
     started = time.monotonic()
     # The superseded versions first, the versions that replace them last.
     _upload(stack, list(corpus.superseded.items()))
@@ -191,7 +201,6 @@ def run(chaos_stack: tuple[Stack, Path]) -> ChaosRun:
     _upload(stack, [(k, corpus.inputs[k].data) for k in corpus.superseded])
     _drain(stack)
     _late_and_duplicate_events(result)
-    sqs = stack.client("sqs")
     for _ in range(MAX_REDRIVE_ROUNDS):
         _drain(stack)
         depth = queue_depth(sqs, "dlq", stack.environment.dead_letter_queue_url).total
@@ -201,6 +210,7 @@ def run(chaos_stack: tuple[Stack, Path]) -> ChaosRun:
         report = redrive(sqs, stack.environment)
         assert report.ok, report
         result.redriven += report.moved
+        result.discarded += len(report.discarded)
     result.seconds = time.monotonic() - started
     s3 = stack.client("s3")
     for item in list_objects(s3, stack.environment.processed_bucket, RECEIPTS_PREFIX):
@@ -232,7 +242,8 @@ def render_ledger(run: ChaosRun) -> str:
         )
     lines.append(
         f"  dead-lettered {sum(run.dead_lettered)} (per round: {run.dead_lettered or [0]}),"
-        f" redriven {run.redriven}, redrive rounds {len(run.dead_lettered)}"
+        f" redriven {run.redriven}, s3:TestEvents deleted {run.discarded},"
+        f" redrive rounds {len(run.dead_lettered)}"
     )
     return "\n".join(lines)
 
@@ -330,7 +341,7 @@ def test_the_dead_letter_queue_is_empty_after_redrive(run: ChaosRun) -> None:
     assert queue_depth(sqs, "dlq", env.dead_letter_queue_url).total == 0
     assert pending_messages(sqs, env) == 0
     if run.dead_lettered:
-        assert run.redriven >= run.dead_lettered[0]
+        assert run.redriven + run.discarded >= run.dead_lettered[0]
 
 
 def test_sluice_audit_is_clean(run: ChaosRun) -> None:

@@ -7,6 +7,7 @@ client in tests/unit/test_cli_ops.py.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from sluice.cli import main
 from sluice.ops.environment import Environment
 from sluice.ops.queues import describe_message, queue_depth
-from sluice.ops.redrive import BATCHES, DRY_RUN, _Targets, redrive
+from sluice.ops.redrive import BATCHES, DRY_RUN, TEST_EVENT_NOTE, _Targets, redrive
 from tests.cli_output import keys_of, one_json_document
 from tests.conftest import Pipeline
 from tests.integration.ops_support import (
@@ -192,3 +193,57 @@ def test_redrive_cli_json_lists_moves_and_what_stays(
     assert [move["target"] for move in shown["left"]] == [None]
     assert "message-move task unavailable" in shown["fallback_reason"]
     assert "note:" not in captured.out  # the table's note is a key here
+
+
+def _test_event(bucket: str) -> str:
+    """What S3 sends to a queue when a bucket's notification configuration is written."""
+    return json.dumps(
+        {
+            "Service": "Amazon S3",
+            "Event": "s3:TestEvent",
+            "Time": "2026-12-01T04:00:00.000Z",
+            "Bucket": bucket,
+            "RequestId": "R1",
+            "HostId": "H1",
+        }
+    )
+
+
+def test_a_dead_lettered_test_event_is_deleted_with_a_note_and_the_redrive_is_ok(
+    pipeline: Pipeline,
+    environment: Environment,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = s3_notification(pipeline.raw, "in/real.json")
+    dead_letter(pipeline.sqs, environment, "transform", _test_event(pipeline.raw))
+    dead_letter(pipeline.sqs, environment, "transform", body)
+    dead_letter(pipeline.sqs, environment, "archive", _test_event(pipeline.processed))
+
+    dry = redrive(pipeline.sqs, environment, dry_run=True)
+    assert [m.subject for m in dry.discarded] == ["s3:TestEvent"] * 2
+    assert len(dry.moves) == 1 and dry.left == []
+    assert queue_depth(pipeline.sqs, "dlq", environment.dead_letter_queue_url).visible == 3
+
+    outputs = write_outputs_file(environment, tmp_path / "outputs.json")
+    code = main(["redrive", "-e", ENVIRONMENT, "--outputs-file", str(outputs)])
+
+    assert code == 0, "a test event is not a failure to redrive"
+    out = capsys.readouterr().out
+    assert out.count("deleted: s3:TestEvent: an s3:TestEvent names no object") == 2
+    assert "moved 1 message(s); 0 left in the dead-letter queue; 2 s3:TestEvent(s) deleted" in out
+    assert queue_depth(pipeline.sqs, "dlq", environment.dead_letter_queue_url).total == 0
+    assert drain(pipeline.sqs, environment.queue_urls["transform"]) == [body]
+    assert drain(pipeline.sqs, environment.queue_urls["archive"]) == []
+
+
+def test_the_redrive_report_counts_discarded_test_events_as_ok(
+    pipeline: Pipeline, environment: Environment
+) -> None:
+    dead_letter(pipeline.sqs, environment, "tag", _test_event(pipeline.archive))
+
+    report = redrive(pipeline.sqs, environment)
+
+    assert report.ok and report.moved == 0 and report.left == []
+    [discarded] = report.discarded
+    assert discarded.problem == TEST_EVENT_NOTE

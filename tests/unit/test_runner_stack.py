@@ -14,6 +14,7 @@ import pytest
 
 from sluice.local.commands import register
 from sluice.local.procs import PidFile, command_line, stop
+from sluice.local.stack import _Console, settle_queues
 from sluice.local.summary import Rejection, Summary, render
 from sluice.local.terraform import _first_error, _Progress, hcl_string
 from sluice.ops.environment import Environment
@@ -140,3 +141,36 @@ def test_summary_lists_rejections_labels_bundle_and_commands() -> None:
     )
     assert "logs tail /aws/lambda/sluice-local-transform" in text
     assert "sluice down" in text
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_up_waits_until_the_runner_has_consumed_what_was_queued_before_it() -> None:
+    """The notifications' s3:TestEvents must not share a batch with the first inputs."""
+    readings = iter([4, 4, 1, 0, 0])
+    clock = _FakeClock()
+    out = io.StringIO()
+    settled = settle_queues(
+        lambda: next(readings), _Console(out), timeout=60, clock=clock, sleep=clock.sleep
+    )
+    assert settled
+    assert next(readings, None) is None, "every reading taken: empty twice in a row"
+    assert "waiting for the queues to settle" in out.getvalue()
+
+
+def test_a_queue_that_stays_busy_is_reported_and_up_goes_on() -> None:
+    clock = _FakeClock()
+    out = io.StringIO()
+    settled = settle_queues(lambda: 3, _Console(out), timeout=30, clock=clock, sleep=clock.sleep)
+    assert not settled
+    assert clock.now == 30
+    assert "still busy after 30 s" in out.getvalue()

@@ -14,7 +14,8 @@ from typing import TextIO
 from sluice.local import awsenv, procs
 from sluice.local.state import StateDir
 
-START_TIMEOUT_SECONDS = 30.0
+START_TIMEOUT_SECONDS = 90.0
+"""A deadline, polled: moto's import alone takes tens of seconds on a busy machine."""
 STOP_GRACE_SECONDS = 10.0
 
 

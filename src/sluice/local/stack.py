@@ -9,10 +9,23 @@
    ``apply`` with ``env/local.tfvars``; the ``environments`` output is cached in
    ``.sluice/local/outputs.json`` for the CLI;
 4. the runner (:mod:`sluice.local.runner`), restarted so it serves the code and wiring
-   just applied;
+   just applied; then ``up`` waits until the queues have settled (see below);
 5. unless ``--no-samples``: ``samples/`` uploaded to RAW with ``aws s3 cp --recursive``,
    a receipt awaited for every input, the queues drained, a bundle requested for the most
    common label; then the summary.
+
+Why the queues must settle before ``up`` returns: writing a bucket's notification
+configuration makes S3 send an ``s3:TestEvent`` to each queue, so every queue holds one
+when the runner starts. The handlers acknowledge it, but until then it is an ordinary
+message: if the first real inputs arrive while the workers are still at their cold
+start, it shares their batches and their fate. A batch that fails as a whole (a timeout
+on a busy machine, a crash) returns it too, and after ``maxReceiveCount`` such rounds it
+is dead-lettered with them; the chaos test saw exactly that under load. Waiting until the
+runner has consumed what is already queued means the inputs of the caller, who proceeds
+once ``up`` returns, never share a batch with those events. (A test event that still
+reaches a dead-letter queue, as it also can in AWS, is deleted by ``sluice redrive``.)
+The wait is bounded; a queue that stays busy (a backlog from an earlier run) is
+reported and ``up`` goes on.
 
 It is idempotent: run it again after changing code or Terraform. ``down`` stops the
 runner, then the moto server (which holds all local state, Terraform's included).
@@ -53,6 +66,8 @@ DEFAULT_TIMEOUT_SECONDS = 300.0
 BUILD_TIMEOUT_SECONDS = 900.0
 RUNNER_START_SECONDS = 60.0
 RUNNER_STOP_GRACE_SECONDS = 40.0
+QUEUES_SETTLE_SECONDS = 180.0
+"""Enough for a test event whose first batch failed to come back once (6 x timeout)."""
 SAMPLES_DIR = "samples"
 
 
@@ -264,6 +279,25 @@ def start_runner(
     return process.pid
 
 
+def settle_queues(
+    pending: Callable[[], int],
+    console: _Console,
+    *,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Wait until the runner has consumed what was queued before it started (module doc)."""
+    console.step("runner: waiting for the queues to settle (the notifications' s3:TestEvents)")
+    settled = wait_until_drained(pending, timeout=timeout, interval=0.5, clock=clock, sleep=sleep)
+    if not settled:
+        console.step(
+            f"runner: the queues are still busy after {timeout:.0f} s (a backlog?);"
+            " carrying on: see `sluice status`"
+        )
+    return settled
+
+
 def upload_samples(samples: Path, environment: Environment, endpoint_url: str) -> list[str]:
     """``aws s3 cp --recursive samples/ s3://<raw>/``, as a user would; the keys sent."""
     keys = sorted(
@@ -372,6 +406,9 @@ def up(
         )
         s3 = awsenv.client("s3", endpoint_url)
         sqs = awsenv.client("sqs", endpoint_url)
+        settle_queues(
+            lambda: pending_messages(sqs, environment), console, timeout=QUEUES_SETTLE_SECONDS
+        )
         dynamodb = awsenv.client("dynamodb", endpoint_url)
         keys: list[str] = []
         label: str | None = None

@@ -9,10 +9,20 @@ idempotent). The source queue is the one named by the message's
 ``DeadLetterQueueSourceArn`` when SQS supplies it, else the queue fed by the bucket of the
 S3 notification in the body (RAW -> transform, PROCESSED -> archive, ARCHIVE -> tag,
 WORK -> bundle). A message whose source cannot be told stays in the DLQ and is reported.
+
+An ``s3:TestEvent`` dead letter is deleted with a note instead (:attr:`RedriveReport.
+discarded`). S3 sends one to a queue whenever a bucket's notification configuration is
+written; it names no object, so there is no work to redo and nothing to lose: every
+handler acknowledges it without doing anything. It reaches the DLQ only by sharing a batch
+that failed as a whole (a timeout, a crash) until ``maxReceiveCount``. Moving it back
+would only be acknowledged again; leaving it would make every redrive report not ok. The
+message-move task, which cannot tell messages apart, returns it to its queue instead,
+where it is acknowledged.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +34,6 @@ from sluice.ops.environment import Environment
 from sluice.ops.queues import (
     DeadLetter,
     describe_message,
-    peek,
     queue_arn,
     queue_depth,
     receive_batches,
@@ -65,6 +74,8 @@ class RedriveReport:
     """Moved (or, in a dry run, would move)."""
     left: list[Move] = field(default_factory=list)
     """Left in the DLQ: source unknown, or the send failed."""
+    discarded: list[Move] = field(default_factory=list)
+    """Deleted (or, in a dry run, would be): ``s3:TestEvent`` messages, with no work in them."""
     task_status: str | None = None
     task_failure: str | None = None
     fallback_reason: str | None = None
@@ -117,6 +128,46 @@ class _Targets:
         url, problem = self.resolve(letter)
         target = self.function_of(url) if url else None
         return url, Move(letter.message_id, letter.describe(), target, problem)
+
+
+TEST_EVENT_NOTE = "an s3:TestEvent names no object: nothing to redo, deleted"
+
+
+def is_test_event(body: str) -> bool:
+    """True for the ``s3:TestEvent`` S3 sends when a notification configuration is written."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("Event") == "s3:TestEvent"
+
+
+def _discard(
+    sqs: SQSClient, dead_letter_url: str, messages: list[MessageTypeDef], report: RedriveReport
+) -> list[MessageTypeDef]:
+    """Delete test events from the DLQ; return those whose delete failed (to release)."""
+    if not messages:
+        return []
+    response = sqs.delete_message_batch(
+        QueueUrl=dead_letter_url,
+        Entries=[
+            {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+            for index, message in enumerate(messages)
+        ],
+    )
+    failures = {
+        int(item["Id"]): item.get("Message", item["Code"]) for item in response.get("Failed", [])
+    }
+    to_release = []
+    for index, message in enumerate(messages):
+        message_id = message.get("MessageId", "")
+        if index in failures:
+            problem = f"an s3:TestEvent; its delete failed: {failures[index]}"
+            report.left.append(Move(message_id, "s3:TestEvent", None, problem))
+            to_release.append(message)
+        else:
+            report.discarded.append(Move(message_id, "s3:TestEvent", None, TEST_EVENT_NOTE))
+    return to_release
 
 
 def _send_attributes(message: MessageTypeDef) -> dict[str, Any]:
@@ -196,7 +247,11 @@ def redrive_in_batches(
             wait_seconds=1,
         ):
             by_target: dict[str, list[tuple[MessageTypeDef, Move]]] = {}
+            test_events = [m for m in batch if is_test_event(m.get("Body", ""))]
+            held.extend(_discard(sqs, dead_letter_url, test_events, report))
             for message in batch:
+                if message in test_events:
+                    continue
                 url, move = targets.plan(message)
                 if url is None:
                     report.left.append(move)
@@ -239,6 +294,20 @@ def redrive_with_task(
         sleep(min(interval, max(0.0, deadline - clock())))
 
 
+def _peek(sqs: SQSClient, url: str, *, limit: int) -> list[MessageTypeDef]:
+    """Up to ``limit`` messages, made visible again (:func:`sluice.ops.queues.peek`'s way,
+    keeping the bodies)."""
+    seen: list[MessageTypeDef] = []
+    try:
+        for batch in receive_batches(
+            sqs, url, limit=limit, visibility_seconds=MOVE_VISIBILITY_SECONDS, wait_seconds=1
+        ):
+            seen.extend(batch)
+    finally:
+        release(sqs, url, seen)
+    return seen
+
+
 def _short_reason(exc: Exception) -> str:
     # An emulator's 500 carries an HTML page as its message: the code says enough.
     if isinstance(exc, ClientError):
@@ -263,7 +332,13 @@ def redrive(
     if dry_run:
         report = RedriveReport(method=DRY_RUN, dead_letters_before=before)
         targets = _Targets(sqs, environment)
-        for letter in peek(sqs, dead_letter_url, limit=limit or DRY_RUN_LIMIT):
+        for message in _peek(sqs, dead_letter_url, limit=limit or DRY_RUN_LIMIT):
+            letter = describe_message(message)
+            if is_test_event(message.get("Body", "")):
+                report.discarded.append(
+                    Move(letter.message_id, "s3:TestEvent", None, TEST_EVENT_NOTE)
+                )
+                continue
             url, problem = targets.resolve(letter)
             move = Move(
                 letter.message_id,
