@@ -208,10 +208,6 @@ class FunctionWorker:
     wrap_handler: HandlerWrapper | None = None
     """The test harness's wrapper (:func:`load_preload`), applied at the cold start."""
     stats: _Stats = field(default_factory=_Stats)
-    kill_self: Callable[[], None] = field(
-        default=lambda: os.kill(os.getpid(), signal.SIGKILL), repr=False
-    )
-    """How an out-of-memory invocation ends this process (a test observes it instead)."""
     _handler: Handler | None = field(default=None, init=False)
     _init_ms: float | None = field(default=None, init=False)
     _init_reported: bool = field(default=False, init=False)
@@ -392,7 +388,7 @@ class FunctionWorker:
             f"out of memory: {peak_mb} MB used of {self.wiring.memory_mb} MB;"
             f" {batch_size} messages left for retry, this worker is killed and replaced"
         )
-        self.kill_self()
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def _settle(
         self, source: QueueSource, messages: Sequence[dict[str, Any]], settlement: Settlement
