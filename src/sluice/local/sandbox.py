@@ -39,11 +39,12 @@ and the next invocation gets a fresh environment. Mechanisms considered:
   caught. When the peak passes ``MemorySize`` the worker logs what Lambda logs and kills
   itself with SIGKILL; the supervisor starts a fresh one. It needs no privilege. Its
   limits: it acts up to one interval after the fact (a fast allocation can go beyond
-  the limit before the kill, where Lambda's cgroup stops it at the limit), and the
+  the limit before the kill, where Lambda stops it at the limit), and the
   worker's own footprint (the runner's SQS and Logs clients, a few MB) counts against
-  the function, as Lambda's runtime client does. Where ``/proc`` is missing (macOS)
-  the peak comes from ``getrusage`` (process lifetime, not resettable) and the limit is
-  not enforced.
+  the function, as Lambda's runtime client does. Where the peak cannot be reset (no
+  ``/proc``, as on macOS) it comes from ``getrusage`` (process lifetime) and the limit
+  is not enforced: a process-lifetime peak would blame later invocations for an earlier
+  one's memory.
 
 The peak of each invocation is the ``Max Memory Used`` of its REPORT line.
 """
