@@ -22,6 +22,16 @@ target accepts, every ELF file must be built for the target's machine, every ins
 distribution must be pinned in the requirements (a new transitive dependency fails the build
 instead of slipping in unpinned), and the unzipped size must fit Lambda's limit.
 
+Both zips carry bytecode compiled by CPython 3.12, the runtime's Python, next to the sources
+(``__pycache__/<module>.cpython-312.pyc``): Lambda's ``/opt`` and ``/var/task`` are read-only,
+so without it every cold start compiles boto3, Powertools and sluice from source again. The
+pycs are *unchecked-hash* (PEP 552): the interpreter loads them without comparing them to the
+source's mtime (every zip entry has the same fixed time) and they hold no build time, so two
+builds give the same bytes. Sources stay in the zips for tracebacks. The 3.12 interpreter is
+``$SLUICE_LAMBDA_PYTHON``, else ``python3.12`` on ``PATH``, else the newest 3.12 that pyenv or
+uv installed; without one the build fails and says how to get one (a 3.11 ``.pyc`` would be
+ignored by the runtime, and shipping none would silently cost ~0.6 s per cold start).
+
 Downloaded wheels are cached under ``<out>/cache/`` keyed by the requirements' hash and the
 target, so a rebuild needs no network and takes seconds. Progress goes to stderr; stdout
 gets one line per zip: path, size and sha256.
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -41,7 +52,7 @@ import time
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "src" / "sluice"
@@ -64,6 +75,14 @@ DIR_MODE = 0o755
 CACHE_FORMAT = "1"
 
 ELF_MAGIC = b"\x7fELF"
+
+# The interpreter that compiles the bytecode: this variable first, then the usual places.
+LAMBDA_PYTHON_ENV = "SLUICE_LAMBDA_PYTHON"
+# Where Lambda unpacks the code zip and the layer zip. Each pyc records its source's path
+# for tracebacks (the import system corrects it if the files move), so the build records
+# where the file will be, not the temporary directory it was compiled in.
+CODE_ROOT_ON_LAMBDA = PurePosixPath("/var/task")
+LAYER_ROOT_ON_LAMBDA = PurePosixPath("/opt")
 
 
 @dataclass(frozen=True)
@@ -175,6 +194,131 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# --- bytecode for the runtime's Python ----------------------------------------------------
+
+# How long an interpreter may take to say what it is (a shim or a cold disk can be slow).
+PROBE_TIMEOUT_SECONDS = 60
+_PROBE = "import sys; print(sys.implementation.name, *sys.version_info[:3])"
+# Run by the 3.12 interpreter: reads [source, path on Lambda] pairs, writes the pycs where
+# that interpreter's import system looks for them, prints the failures as JSON.
+_COMPILER = """
+import json, py_compile, sys
+failures = []
+for source, shown in json.load(sys.stdin):
+    try:
+        py_compile.compile(source, dfile=shown, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    except py_compile.PyCompileError as exc:
+        failures.append(f"{shown}: {exc.exc_type_name}: {exc.exc_value}")
+json.dump(failures, sys.stdout)
+"""
+
+
+def python_rejection(executable: str) -> str | None:
+    """Why ``executable`` cannot compile for the runtime, or None when it is CPython 3.12.
+
+    The interpreter is run, not judged by its name: a pyenv shim called ``python3.12``
+    fails when no 3.12 is selected, and a ``python3`` may be any version.
+    """
+    try:
+        result = subprocess.run(
+            [executable, "-I", "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"does not run ({exc})"
+    if result.returncode != 0:
+        first_line = next(iter(result.stderr.strip().splitlines()), "no message")
+        return f"exits with {result.returncode} ({first_line})"
+    major, minor = PYTHON_VERSION
+    words = result.stdout.split()  # e.g. ["cpython", "3", "12", "1"]
+    if words[:3] != ["cpython", str(major), str(minor)]:
+        found = f"{words[0]} {'.'.join(words[1:])}" if words else "silent"
+        return f"is {found}, not CPython {major}.{minor}"
+    return None
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    """(3, 12, 7) for .../3.12.7/bin/python3.12 or .../cpython-3.12.7-linux-.../bin/..."""
+    match = re.search(r"\d+(?:\.\d+)+", path.parent.parent.name)
+    return tuple(int(part) for part in match[0].split(".")) if match else ()
+
+
+def lambda_python_candidates(environ: Mapping[str, str]) -> list[str]:
+    """Where a CPython 3.12 usually is, in the order they are tried (newest patch first).
+
+    ``python3.12`` on ``PATH``, then pyenv's and uv's installations (often not on ``PATH``:
+    pyenv's shim only runs the versions a ``.python-version`` or ``pyenv global`` selects).
+    """
+    major, minor = PYTHON_VERSION
+    name = f"python{major}.{minor}"
+    home = Path(environ.get("HOME") or Path.home())
+    pyenv = Path(environ.get("PYENV_ROOT") or home / ".pyenv") / "versions"
+    uv_data = Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share") / "uv" / "python"
+    uv = Path(environ.get("UV_PYTHON_INSTALL_DIR") or uv_data)
+    on_path = shutil.which(name, path=environ.get("PATH", os.defpath))
+    installed = [
+        *sorted(pyenv.glob(f"{major}.{minor}.*/bin/{name}"), key=_version_key, reverse=True),
+        *sorted(uv.glob(f"cpython-{major}.{minor}.*/bin/{name}"), key=_version_key, reverse=True),
+    ]
+    return list(dict.fromkeys([*([on_path] if on_path else []), *map(str, installed)]))
+
+
+def find_lambda_python(environ: Mapping[str, str] = os.environ) -> str:
+    """The CPython 3.12 that compiles the bytecode; a BuildError that says how to get one."""
+    major, minor = PYTHON_VERSION
+    override = environ.get(LAMBDA_PYTHON_ENV, "").strip()
+    if override:
+        reason = python_rejection(override)
+        if reason is not None:
+            raise BuildError(f"{LAMBDA_PYTHON_ENV}={override} {reason}")
+        return override
+    tried: list[str] = []
+    for candidate in lambda_python_candidates(environ):
+        reason = python_rejection(candidate)
+        if reason is None:
+            return candidate
+        tried.append(f"{candidate} {reason}")
+    looked = "; ".join(tried) or "none on PATH, in pyenv or in uv"
+    raise BuildError(
+        f"no CPython {major}.{minor} found to compile the bytecode that Lambda's "
+        f"python{major}.{minor} runtime loads ({looked})."
+        f" Install one (`uv python install {major}.{minor}`, `pyenv install {major}.{minor}`"
+        f" or your system's python{major}.{minor} package) or set {LAMBDA_PYTHON_ENV} to its path."
+    )
+
+
+def compile_bytecode(python: str, root: Path, root_on_lambda: PurePosixPath) -> int:
+    """Compile every ``.py`` under ``root`` into ``__pycache__`` beside it; the count.
+
+    ``python`` (CPython 3.12) names the files (``<module>.cpython-312.pyc``) and writes
+    unchecked-hash pycs that record ``root_on_lambda/<relative path>`` as their source. A
+    file it cannot compile fails the build: the runtime could not import it either.
+    """
+    sources = sorted(path for path in root.rglob("*.py") if path.is_file())
+    jobs = [
+        [str(path), str(root_on_lambda / path.relative_to(root).as_posix())] for path in sources
+    ]
+    result = subprocess.run(
+        [python, "-I", "-c", _COMPILER],
+        input=json.dumps(jobs),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BuildError(
+            f"{python} could not compile bytecode ({result.returncode}):\n{result.stderr}"
+        )
+    failures: list[str] = json.loads(result.stdout)
+    if failures:
+        raise BuildError(f"{python} cannot compile:\n  " + "\n  ".join(failures))
+    return len(sources)
+
+
 # --- function code -----------------------------------------------------------------------
 
 
@@ -195,9 +339,19 @@ def code_entries(package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:
     }
 
 
-def build_code_zip(out_dir: Path, package_dir: Path = PACKAGE_DIR) -> Path:
-    dest = out_dir / CODE_ZIP
-    write_reproducible_zip(code_entries(package_dir), dest)
+def build_code_zip(
+    out_dir: Path, package_dir: Path = PACKAGE_DIR, python: str | None = None
+) -> Path:
+    """The package and its 3.12 bytecode, compiled in a copy (the source tree stays clean)."""
+    python = python or find_lambda_python()
+    with tempfile.TemporaryDirectory(prefix="sluice-code-") as staging:
+        root = Path(staging)
+        for name, path in code_entries(package_dir).items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, root / name)
+        compile_bytecode(python, root, CODE_ROOT_ON_LAMBDA)
+        dest = out_dir / CODE_ZIP
+        write_reproducible_zip(tree_entries(root / "sluice", "sluice"), dest)
     return dest
 
 
@@ -490,13 +644,17 @@ def build_layer_zip(
     target: Target,
     requirements: Path = REQUIREMENTS,
     cache_root: Path | None = None,
+    python: str | None = None,
 ) -> Path:
+    python = python or find_lambda_python()
     pins = pinned_requirements(requirements.read_text(encoding="utf-8"))
     wheel_dir = download_wheels(requirements, target, cache_root or out_dir / "cache")
     with tempfile.TemporaryDirectory(prefix=f"sluice-layer-{target.arch}-") as staging:
         site_dir = Path(staging) / "python"
         install_layer_tree(requirements, target, wheel_dir, site_dir)
         prune_install_residue(site_dir)
+        compiled = compile_bytecode(python, site_dir, LAYER_ROOT_ON_LAMBDA / site_dir.name)
+        log(f"{target.arch}: {compiled} modules compiled to bytecode")
         problems = [
             *check_wheel_tags(site_dir, target),
             *check_elf_machines(site_dir, target),
@@ -565,12 +723,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     built: list[Path] = []
     try:
-        built.append(build_code_zip(args.out))
+        python = find_lambda_python()
+        log(f"bytecode: compiled by {python}")
+        built.append(build_code_zip(args.out, python=python))
         if not args.code_only:
             arches: Iterable[str] = dict.fromkeys(args.arch or ["x86_64"])
             for arch in arches:
                 built.append(
-                    build_layer_zip(args.out, TARGETS[arch], args.requirements, args.cache_dir)
+                    build_layer_zip(
+                        args.out, TARGETS[arch], args.requirements, args.cache_dir, python
+                    )
                 )
     except BuildError as exc:
         print(f"build_artifacts: error: {exc}", file=sys.stderr)

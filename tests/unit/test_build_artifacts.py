@@ -1,13 +1,16 @@
 """scripts/build_artifacts.py: reproducible zips, the wheel-tag and ELF checks, a real layer.
 
 Everything here is offline except ``test_real_x86_64_layer_build_from_pypi``, which
-downloads the layer's wheels once into build/cache/ (later runs reuse the cache).
+downloads the layer's wheels once into build/cache/ (later runs reuse the cache). The
+builds compile bytecode with a CPython 3.12, which the build finds as it would on any
+machine (``SLUICE_LAMBDA_PYTHON``, ``python3.12`` on PATH, pyenv, uv).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +42,12 @@ def _load_script() -> ModuleType:
 ba = _load_script()
 X86 = ba.TARGETS["x86_64"]
 ARM = ba.TARGETS["arm64"]
+# importlib.util.MAGIC_NUMBER of every CPython 3.12 (3531, stable across 3.12.x): the
+# header of a pyc that the Lambda runtime loads. Written out so that a build that compiled
+# with the wrong interpreter cannot agree with itself.
+MAGIC_312 = (3531).to_bytes(2, "little") + b"\r\n"
+# PEP 552 flags word: bit 0 hash-based, bit 1 check_source. Unchecked-hash is 0b01.
+UNCHECKED_HASH_FLAGS = 0b01
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +57,53 @@ def _no_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _pyc_name(source: str) -> str:
+    folder, _, module = source.rpartition("/")
+    return f"{folder}/__pycache__/{module.removesuffix('.py')}.cpython-312.pyc"
+
+
+# Run by CPython 3.12 over a zip: each pyc's hash is its source's, and it names the path the
+# source has on Lambda (argv[2] is where the zip is unpacked) for tracebacks.
+_PYC_AUDIT = """
+import importlib.util, json, marshal, sys, zipfile
+problems = []
+with zipfile.ZipFile(sys.argv[1]) as zf:
+    for name in zf.namelist():
+        if not name.endswith(".py"):
+            continue
+        pyc = zf.read(importlib.util.cache_from_source(name))
+        if pyc[:4] != importlib.util.MAGIC_NUMBER:
+            problems.append(f"{name}: magic {pyc[:4]!r}")
+        if pyc[8:16] != importlib.util.source_hash(zf.read(name)):
+            problems.append(f"{name}: the pyc is not this source's")
+        if marshal.loads(pyc[16:]).co_filename != f"{sys.argv[2]}/{name}":
+            problems.append(f"{name}: the pyc names {marshal.loads(pyc[16:]).co_filename}")
+print(json.dumps(problems))
+"""
+
+
+def _bytecode_problems(archive: Path, root_on_lambda: str) -> list[str]:
+    """What is wrong with the zip's bytecode: every .py needs its 3.12 unchecked-hash pyc."""
+    with zipfile.ZipFile(archive) as zf:
+        names = [name for name in zf.namelist() if not name.endswith("/")]
+        pycs = {name: zf.read(name) for name in names if name.endswith(".pyc")}
+    sources = [name for name in names if name.endswith(".py")]
+    problems = [f"{name}: no pyc" for name in sources if _pyc_name(name) not in pycs]
+    problems += [f"{name}: no source" for name in pycs.keys() - set(map(_pyc_name, sources))]
+    for name, data in pycs.items():
+        if data[:4] != MAGIC_312:
+            problems.append(f"{name}: magic {data[:4]!r} is not CPython 3.12's")
+        if int.from_bytes(data[4:8], "little") != UNCHECKED_HASH_FLAGS:
+            problems.append(f"{name}: flags {data[4:8]!r}, not unchecked-hash")
+    audit = subprocess.run(
+        [ba.find_lambda_python(), "-I", "-c", _PYC_AUDIT, str(archive), root_on_lambda],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return problems + json.loads(audit.stdout)
 
 
 # --- function code zip -------------------------------------------------------------------
@@ -85,15 +141,18 @@ def test_code_zip_holds_exactly_the_package(tmp_path: Path) -> None:
 
     with zipfile.ZipFile(ba.build_code_zip(tmp_path / "out", package)) as zf:
         files = {name for name in zf.namelist() if not name.endswith("/")}
+        shipped_pyc = zf.read("sluice/__pycache__/config.cpython-312.pyc")
 
-    expected = {
+    package_files = {
         "sluice/" + path.relative_to(PACKAGE_DIR).as_posix()
         for path in PACKAGE_DIR.rglob("*")
         if path.is_file()
         and "__pycache__" not in path.parts
         and (path.suffix in {".py", ".json"} or path.name == "py.typed")
     } | {"sluice/schemas_extra/extra.json"}
-    assert files == expected
+    bytecode = {_pyc_name(name) for name in package_files if name.endswith(".py")}
+    assert files == package_files | bytecode
+    assert shipped_pyc.startswith(MAGIC_312)  # compiled by the build, not the stale one
     assert "sluice/__init__.py" in files
     assert "sluice/py.typed" in files
     assert all(name.startswith("sluice/") for name in files)
@@ -124,13 +183,45 @@ def test_code_zip_honours_source_date_epoch(
 
 def test_code_zip_is_small_and_importable(tmp_path: Path) -> None:
     code_zip = ba.build_code_zip(tmp_path)
-    assert code_zip.stat().st_size < 200 * 1024
+    with zipfile.ZipFile(code_zip) as zf:
+        infos = zf.infolist()
+    # sluice alone: a dependency that slipped in would break the sources' budget. The
+    # bytecode beside them compresses to about twice their size (pycs compress less than
+    # text), so the whole zip has its own bound (sizes: docs/benchmarks.md, cold start).
+    source_bytes = sum(i.compress_size for i in infos if not i.filename.endswith(".pyc"))
+    assert source_bytes < 200 * 1024
+    assert code_zip.stat().st_size < 500 * 1024
     # Lambda puts the zip's root on sys.path: `sluice.handlers.<name>.handler` must resolve.
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); import sluice, sluice.handlers; "
         "assert sluice.__file__.startswith(sys.argv[1]), sluice.__file__"
     )
     subprocess.run([sys.executable, "-I", "-c", probe, str(code_zip)], check=True)
+
+
+def test_code_zip_carries_unchecked_hash_bytecode_of_cpython_312_for_every_module(
+    tmp_path: Path,
+) -> None:
+    code_zip = ba.build_code_zip(tmp_path)
+    assert _bytecode_problems(code_zip, "/var/task") == []
+    with zipfile.ZipFile(code_zip) as zf:
+        assert "sluice/handlers/__pycache__/transform.cpython-312.pyc" in zf.namelist()
+        assert "sluice/handlers/transform.py" in zf.namelist()  # sources stay, for tracebacks
+
+
+def test_code_zip_bytecode_is_what_cpython_312_imports_whatever_the_source_says(
+    tmp_path: Path,
+) -> None:
+    # Unchecked-hash pycs are loaded without looking at the source or its mtime: the
+    # import below runs the shipped bytecode, not the edited (newer) source.
+    with zipfile.ZipFile(ba.build_code_zip(tmp_path / "out")) as zf:
+        zf.extractall(tmp_path / "task")
+    (tmp_path / "task" / "sluice" / "keys.py").write_text('raise AssertionError("compiled")\n')
+    probe = "import sys; sys.path.insert(0, sys.argv[1]); import sluice.keys"
+    subprocess.run(
+        [ba.find_lambda_python(), "-I", "-S", "-B", "-c", probe, str(tmp_path / "task")],
+        check=True,
+    )
 
 
 def test_cli_code_only_builds_no_layer(tmp_path: Path) -> None:
@@ -144,6 +235,98 @@ def test_cli_code_only_builds_no_layer(tmp_path: Path) -> None:
     code_zip = tmp_path / "sluice-code.zip"
     assert f"sha256={_digest(code_zip)}" in result.stdout
     assert str(code_zip.stat().st_size) in result.stdout
+
+
+# --- the CPython 3.12 that compiles ------------------------------------------------------
+
+
+def _shell_script(path: Path, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def _bare_environ(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A PATH, HOME (so pyenv and uv) with no CPython 3.12 but a pyenv-like shim that refuses.
+
+    That is this development machine: pyenv's ``python3.12`` shim is on PATH but fails
+    because ``pyenv global`` selects 3.11; the 3.12 itself is under ~/.pyenv/versions.
+    """
+    refusing = "echo 'pyenv: python3.12: command not found' >&2; exit 127"
+    _shell_script(tmp_path / "bin" / "python3.12", refusing)
+    return {"PATH": str(tmp_path / "bin"), "HOME": str(tmp_path / "home"), **extra}
+
+
+def _install_pyenv_312(home: Path, version: str) -> Path:
+    """A pyenv-style installation of ``version`` that is this machine's real CPython 3.12."""
+    executable = home / ".pyenv" / "versions" / version / "bin" / "python3.12"
+    executable.parent.mkdir(parents=True, exist_ok=True)
+    executable.symlink_to(Path(ba.find_lambda_python()).resolve())
+    return executable
+
+
+def test_lambda_python_candidates_are_path_then_pyenv_then_uv_newest_first(
+    tmp_path: Path,
+) -> None:
+    env = _bare_environ(tmp_path)
+    home = Path(env["HOME"])
+    for folder in (
+        ".pyenv/versions/3.12.9",
+        ".pyenv/versions/3.12.10",
+        ".pyenv/versions/3.11.7",
+        ".local/share/uv/python/cpython-3.12.8-linux-x86_64-gnu",
+    ):
+        _shell_script(home / folder / "bin" / "python3.12", "exit 1")
+    assert ba.lambda_python_candidates(env) == [
+        str(tmp_path / "bin" / "python3.12"),
+        str(home / ".pyenv/versions/3.12.10/bin/python3.12"),  # 10 > 9: numbers, not text
+        str(home / ".pyenv/versions/3.12.9/bin/python3.12"),
+        str(home / ".local/share/uv/python/cpython-3.12.8-linux-x86_64-gnu/bin/python3.12"),
+    ]
+
+
+def test_lambda_python_is_found_in_pyenv_when_the_shim_on_path_refuses(tmp_path: Path) -> None:
+    env = _bare_environ(tmp_path)
+    expected = _install_pyenv_312(Path(env["HOME"]), "3.12.1")
+    assert ba.find_lambda_python(env) == str(expected)
+
+
+def test_without_cpython_312_the_build_fails_and_says_how_to_get_one(tmp_path: Path) -> None:
+    with pytest.raises(ba.BuildError) as raised:
+        ba.find_lambda_python(_bare_environ(tmp_path))
+    message = str(raised.value)
+    assert "no CPython 3.12 found" in message
+    assert "python3.12 exits with 127 (pyenv: python3.12: command not found)" in message
+    assert "uv python install 3.12" in message and "pyenv install 3.12" in message
+    assert "set SLUICE_LAMBDA_PYTHON to its path" in message
+
+
+def test_lambda_python_override_wins_and_must_be_cpython_312(tmp_path: Path) -> None:
+    env = _bare_environ(tmp_path)
+    _install_pyenv_312(Path(env["HOME"]), "3.12.1")  # never a silent fallback from a bad one
+    real = ba.find_lambda_python()
+    assert ba.find_lambda_python({**env, "SLUICE_LAMBDA_PYTHON": real}) == real
+
+    older = _shell_script(tmp_path / "py311", "echo cpython 3 11 7")
+    with pytest.raises(ba.BuildError, match=r"=\S+py311 is cpython 3\.11\.7, not CPython 3\.12"):
+        ba.find_lambda_python({**env, "SLUICE_LAMBDA_PYTHON": str(older)})
+    with pytest.raises(ba.BuildError, match=r"=/nowhere/python3\.12 does not run"):
+        ba.find_lambda_python({**env, "SLUICE_LAMBDA_PYTHON": "/nowhere/python3.12"})
+
+
+def test_cli_without_cpython_312_exits_1_and_writes_no_zip(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--code-only", "--out", str(tmp_path / "out")],
+        env=_bare_environ(tmp_path),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "build_artifacts: error: no CPython 3.12 found" in result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / "out" / "sluice-code.zip").exists()
 
 
 # --- wheel tags --------------------------------------------------------------------------
@@ -349,7 +532,9 @@ def test_real_x86_64_layer_build_from_pypi(real_layer: tuple[Path, Path]) -> Non
     for package in ("PIL", "jsonschema", "aws_lambda_powertools", "ijson", "fastjsonschema"):
         assert f"python/{package}/__init__.py" in names, package
     assert "python/boto3/__init__.py" in names
-    assert not any("__pycache__" in n or n.endswith((".pyc", "/RECORD")) for n in names)
+    assert not any(n.endswith("/RECORD") for n in names)
+    assert _bytecode_problems(first, "/opt") == []
+    assert "python/boto3/__pycache__/session.cpython-312.pyc" in names
     assert not any(n.startswith("python/bin/") for n in names)
     assert len(wheel_files) == len(ba.pinned_requirements(ba.REQUIREMENTS.read_text()))
     for name, text in wheel_files.items():
@@ -358,27 +543,10 @@ def test_real_x86_64_layer_build_from_pypi(real_layer: tuple[Path, Path]) -> Non
     assert any("manylinux" in text for text in wheel_files.values())  # Pillow et al.
 
 
-def _cpython_312() -> str | None:
-    candidates = [
-        shutil.which("python3.12"),
-        *Path.home().glob(".pyenv/versions/3.12*/bin/python3.12"),
-    ]
-    for candidate in filter(None, candidates):
-        probe = subprocess.run(
-            [str(candidate), "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if probe.stdout.strip() == "True":
-            return str(candidate)
-    return None
-
-
 def test_real_layer_imports_on_cpython_312(real_layer: tuple[Path, Path], tmp_path: Path) -> None:
-    python312 = _cpython_312()
-    if python312 is None or os.uname().machine != "x86_64":
-        pytest.skip("needs a CPython 3.12 interpreter on an x86_64 machine")
+    if os.uname().machine != "x86_64":
+        pytest.skip("the x86_64 layer's native code needs an x86_64 machine")
+    python312 = ba.find_lambda_python()
     with zipfile.ZipFile(real_layer[0]) as zf:
         zf.extractall(tmp_path)
     # As in Lambda: /opt/python on sys.path, the runtime's own site-packages out of the way.
