@@ -519,16 +519,29 @@ def pip_target_args(target: Target) -> list[str]:
     return args
 
 
-def pinned_requirements(text: str) -> dict[str, str]:
-    """Normalised name -> version of every ``name==version`` line; anything else is refused."""
+_PIN = re.compile(
+    r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9.!+_-]+)((?:\s+--hash=sha256:[0-9a-f]{64})*)"
+)
+
+
+def pinned_requirements(text: str, *, hashed: bool = True) -> dict[str, str]:
+    """Normalised name -> version of every pin; anything else is refused.
+
+    A pin is ``name==version``, and with ``hashed`` (the layer's requirements.txt, which
+    pip installs with ``--require-hashes``) it must carry at least one ``--hash=sha256:``.
+    Backslash continuations join a pin's lines; ``#`` starts a comment.
+    """
     pins: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
+    logical = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    for number, raw in enumerate(logical.replace("\\\n", " ").splitlines(), start=1):
+        line = raw.strip()
         if not line:
             continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9.!+_-]+)", line)
+        match = _PIN.fullmatch(line)
         if not match:
-            raise BuildError(f"requirements line {number}: {raw.strip()!r} is not 'name==version'")
+            raise BuildError(f"requirements entry {number}: {line[:80]!r} is not 'name==version'")
+        if hashed and not match[3]:
+            raise BuildError(f"requirements entry {number}: {match[1]}=={match[2]} has no hash")
         pins[normalise_name(match[1])] = match[2]
     if not pins:
         raise BuildError("the requirements pin nothing")
@@ -591,7 +604,7 @@ def download_wheels(requirements: Path, target: Target, cache_root: Path) -> Pat
     partial = Path(tempfile.mkdtemp(prefix=f".wheels-{target.arch}-", dir=cache_root))
     try:
         _run_pip(["download", "--quiet", "--dest", str(partial), *pip_target_args(target),
-                  "--requirement", str(requirements)])  # fmt: skip
+                  "--require-hashes", "--requirement", str(requirements)])  # fmt: skip
         try:
             partial.rename(wheel_dir)  # only a complete download becomes the cache entry
         except OSError:
@@ -613,7 +626,7 @@ def install_layer_tree(requirements: Path, target: Target, wheel_dir: Path, site
     _run_pip(
         ["install", "--quiet", "--no-index", "--find-links", str(wheel_dir),
          "--target", str(site_dir), "--no-compile", *pip_target_args(target),
-         "--requirement", str(requirements)],
+         "--require-hashes", "--requirement", str(requirements)],
         env=hermetic_pip_env(),
     )  # fmt: skip
 

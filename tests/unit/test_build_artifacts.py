@@ -457,15 +457,32 @@ def test_check_elf_machines_flags_foreign_native_code(tmp_path: Path) -> None:
 # --- requirements ------------------------------------------------------------------------
 
 
+_HASH = "--hash=sha256:" + "ab" * 32
+
+
 def test_pinned_requirements_refuses_anything_but_exact_pins() -> None:
-    assert ba.pinned_requirements("# c\nPillow==13.0.0  # why\n\nrpds_py==1.0\n") == {
-        "pillow": "13.0.0",
-        "rpds-py": "1.0",
-    }
-    with pytest.raises(ba.BuildError, match="line 2: 'jsonschema>=4' is not 'name==version'"):
-        ba.pinned_requirements("pillow==13.0.0\njsonschema>=4\n")
+    text = "# c\nPillow==13.0.0  # why\n\nrpds_py==1.0\n"
+    assert ba.pinned_requirements(text, hashed=False) == {"pillow": "13.0.0", "rpds-py": "1.0"}
+    with pytest.raises(ba.BuildError, match="entry 2: 'jsonschema>=4' is not 'name==version'"):
+        ba.pinned_requirements("pillow==13.0.0\njsonschema>=4\n", hashed=False)
     with pytest.raises(ba.BuildError, match="pin nothing"):
         ba.pinned_requirements("# nothing\n")
+
+
+def test_pinned_requirements_want_a_hash_on_every_pin() -> None:
+    hashed = f"pillow==13.0.0 \\\n    {_HASH} \\\n    {_HASH}\n    # via x\nsix==1.17.0 {_HASH}\n"
+    assert ba.pinned_requirements(hashed) == {"pillow": "13.0.0", "six": "1.17.0"}
+    with pytest.raises(ba.BuildError, match=r"six==1\.17\.0 has no hash"):
+        ba.pinned_requirements(f"pillow==13.0.0 {_HASH}\nsix==1.17.0\n")
+
+
+def test_the_hashed_layer_requirements_pin_exactly_what_requirements_in_chooses() -> None:
+    chosen = ba.pinned_requirements(
+        (REPO_ROOT / "layers" / "requirements.in").read_text(), hashed=False
+    )
+    assert ba.pinned_requirements(ba.REQUIREMENTS.read_text()) == chosen, (
+        "layers/requirements.txt is stale: run scripts/lock.sh"
+    )
 
 
 def test_check_pins_reports_unpinned_and_mismatched_distributions(tmp_path: Path) -> None:
