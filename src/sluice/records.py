@@ -21,12 +21,39 @@ first ``max_errors`` are kept for the receipt. A UTF-8 byte order mark is accept
 skipped (``RecordsResult.bom_skipped``). Numbers with a fraction or exponent are parsed as
 ``Decimal`` so that huge values (``1e400``) are validated like any other and, if a schema
 lets one through, the record is reported as out of range instead of writing invalid JSON.
+
+Poison tokens never reach a parser that cannot take them. ijson's C backend (yajl2_c)
+converts every number token in C: an integer of more than 4300 digits (Python's
+``sys.get_int_max_str_digits``) makes the conversion raise inside a yajl callback, the
+exception is left pending while yajl asks the reader for more bytes, and the interpreter
+dies (``SystemError``, or a segmentation fault with a Python-level reader such as ours); an
+exponent of more than 18 digits makes its ``Decimal`` conversion raise ``InvalidOperation``.
+A lone surrogate escape (``"\\ud800"``) is silently rewritten as ``?`` by yajl2_c, or, for a
+low surrogate, raises ``UnicodeDecodeError``. So before a chunk reaches the parser a
+:class:`_TokenGuard` finds, outside strings, every number longer than ``MAX_NUMBER_CHARS``
+or with an exponent longer than ``MAX_EXPONENT_DIGITS`` digits (``number_too_long``), and
+every ``\\u`` escape that is half of a surrogate pair (``lone_surrogate``), exactly: it
+tracks whether each chunk ends inside a string and keeps the last few bytes as context, so
+digits inside strings are never mistaken for numbers and a token split across chunks is
+still seen whole. Its fast path is a few C-level passes over each chunk (about 2% of the
+time the chunk takes to parse); only chunks holding a run of 19 digits or a ``\\ud``
+escape are looked at token by token. JSON Lines get the same two checks per line, with
+the same codes: ``json.loads`` hooks see each number token before it is converted, and a
+line holding a ``\\ud`` escape has its strings checked after decoding.
+
+Errors are bounded whatever the input: a record lists at most ``max_record_errors``
+problems (then ``too_many_errors``), ``on_error`` receives the first ``max_report_errors``
+errors in full and then one ``report_truncated`` summary with the count of every code, and
+the receipt keeps the first ``max_errors``. One million ``{}`` records, or a record with
+twenty thousand unexpected properties, therefore make a report of a few megabytes at most.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
+import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -52,6 +79,14 @@ DEFAULT_MAX_DEPTH = 32
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 DEFAULT_MAX_ERRORS = 1000
 DEFAULT_DETAILED_RECORDS = 10_000
+DEFAULT_MAX_RECORD_ERRORS = 20
+DEFAULT_MAX_REPORT_ERRORS = 10_000
+MAX_NUMBER_CHARS = 1000
+"""Longest number token accepted: far more than any measurement needs (a double takes 24
+characters), far less than the 4300 digits Python refuses to convert, and cheap to
+convert."""
+MAX_EXPONENT_DIGITS = 18
+"""Longest exponent accepted: ``Decimal`` refuses exponents beyond 18 digits."""
 UTF8_BOM = codecs.BOM_UTF8
 
 
@@ -100,6 +135,7 @@ class RecordsResult:
     records_invalid: int = 0
     errors_total: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    errors_by_code: Counter[str] = field(default_factory=Counter)
     bom_skipped: bool = False
 
     @property
@@ -114,6 +150,171 @@ class RecordsResult:
         }
 
 
+# --- poison tokens: numbers and escapes the parsers cannot take ----------------------------
+
+_NUMBER_CHARS = b"0123456789+-.eE"
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_SUSPECT_DIGITS = b"0" * (MAX_EXPONENT_DIGITS + 1)
+"""Any number that needs checking holds a run of this many digits (a valid number has at
+most four characters that are not digits, in ``-``, ``.``, ``e``, sign: so a number longer
+than ``MAX_NUMBER_CHARS`` has a run of at least 333)."""
+_ESCAPE_PAIR = re.compile(rb"\\.", re.S)
+_ESCAPED_QUOTE_OR_BACKSLASH = re.compile(rb'\\["\\]')
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD]")
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.S)
+_QUOTE_OR_LONG_RUN = re.compile(rb'"|[-+.0-9eE]{%d,}' % (MAX_EXPONENT_DIGITS + 1))
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.S)
+_EXPONENT = re.compile(r"[eE][-+]?([0-9]+)")
+_GUARD_CONTEXT = 12
+"""Bytes of the previous chunk kept as context: the two escapes of a surrogate pair."""
+
+
+def number_problem(token: str) -> str | None:
+    """Why a number token must not be converted, or None when it is safe to convert."""
+    if len(token) > MAX_NUMBER_CHARS:
+        return f"a number is longer than {MAX_NUMBER_CHARS} characters"
+    exponent = _EXPONENT.search(token)
+    if exponent is not None and len(exponent.group(1)) > MAX_EXPONENT_DIGITS:
+        return f"a number's exponent is longer than {MAX_EXPONENT_DIGITS} digits"
+    return None
+
+
+LONE_SURROGATE = "a \\u escape encodes half of a UTF-16 surrogate pair, which is no character"
+
+
+@dataclass(frozen=True)
+class _LexState:
+    """Where a byte boundary falls for a JSON lexer: inside a string, right after a
+    backslash."""
+
+    in_string: bool = False
+    escaped: bool = False
+
+
+def _lex(text: bytes, start: int, end: int, state: _LexState) -> _LexState:
+    """The state at ``end`` given the state at ``start``: only quotes and escapes matter."""
+    escaped = state.escaped
+    if escaped and start < end:
+        start += 1  # the escaped byte, whatever it is
+        escaped = False
+    if start >= end:
+        return _LexState(state.in_string, escaped)
+    if text.find(b"\\", start, end) < 0:
+        quotes = text.count(b'"', start, end)
+    elif _ESCAPED_QUOTE_OR_BACKSLASH.search(text, start, end) is None:
+        # No escaped quote and no escaped backslash: every quote counts.
+        quotes = text.count(b'"', start, end)
+        escaped = text[end - 1] == 0x5C
+    else:
+        body = _ESCAPE_PAIR.sub(b"", text[start:end])
+        escaped = body.endswith(b"\\")  # only an unpaired last backslash can remain
+        quotes = body.count(b'"')
+    return _LexState(state.in_string ^ bool(quotes & 1), escaped)
+
+
+def _string_end(text: bytes, pos: int) -> int | None:
+    """The offset after the closing quote of the string whose content starts at ``pos``."""
+    end = _STRING_REST.match(text, pos)
+    assert end is not None  # the pattern matches the empty string
+    stop = end.end()
+    return stop + 1 if stop < len(text) and text[stop] == 0x22 else None
+
+
+def _long_number(text: bytes, state: _LexState, final: bool) -> tuple[int, str] | None:
+    """The first number outside strings that must not be converted, and why."""
+    pos: int | None = 0
+    if state.in_string:
+        pos = _string_end(text, 1 if state.escaped else 0)
+    while pos is not None:
+        found = _QUOTE_OR_LONG_RUN.search(text, pos)
+        if found is None:
+            return None
+        if found.group() == b'"':
+            pos = _string_end(text, found.end())
+            continue
+        run = found.group()
+        if found.end() == len(text) and not final and len(run) <= MAX_NUMBER_CHARS:
+            return None  # it may go on in the next chunk, which sees it again whole
+        why = number_problem(run.decode("ascii"))
+        if why is not None:
+            return found.start(), why
+        pos = found.end()
+    return None
+
+
+def _is_high(unit: int | None) -> bool:
+    return unit is not None and 0xD800 <= unit <= 0xDBFF
+
+
+def _is_low(unit: int | None) -> bool:
+    return unit is not None and 0xDC00 <= unit <= 0xDFFF
+
+
+def _lone_surrogate(text: bytes, state: _LexState, judged: int, final: bool) -> int | None:
+    """The offset of the first ``\\u`` escape that is half a surrogate pair.
+
+    Escapes are found from a known state, so ``\\\\ud800`` (an escaped backslash) is text.
+    A low half is judged once its escape ends past ``judged`` (the bytes before were
+    judged with the previous chunk), a high half once the six bytes after it are here.
+    """
+    escapes = [
+        (m.start(), m.end(), int(m.group(1), 16) if m.group(1) else None)
+        for m in _ESCAPE.finditer(text, 1 if state.escaped else 0)
+    ]
+    for index, (start, end, unit) in enumerate(escapes):
+        if _is_high(unit):
+            after = escapes[index + 1] if index + 1 < len(escapes) else None
+            if after is not None and after[0] == end and _is_low(after[2]):
+                continue
+            if end + 6 > len(text) and not final:
+                continue
+            return start
+        if _is_low(unit) and end > judged:
+            before = escapes[index - 1] if index else None
+            if before is not None and before[1] == start and _is_high(before[2]):
+                continue
+            return start
+    return None
+
+
+class _TokenGuard:
+    """Finds, chunk by chunk, the tokens that must not reach yajl (see the module
+    docstring): it carries the lexer state and a little context from chunk to chunk."""
+
+    def __init__(self) -> None:
+        self._context = b""
+        self._context_state = _LexState()
+
+    def check(self, data: bytes) -> tuple[int, str, str] | None:
+        """``(offset, code, message)`` of the first poison token; the offset is relative
+        to ``data`` and negative when the token began in an earlier chunk."""
+        text = self._context + data if self._context else data
+        judged = len(self._context)
+        state = self._context_state
+        final = not data
+        problem: tuple[int, str, str] | None = None
+        if _SUSPECT_DIGITS in text.translate(_DIGITS_AS_ZERO):
+            found = _long_number(text, state, final)
+            if found is not None:
+                problem = (found[0] - judged, "number_too_long", found[1])
+        if problem is None and text.find(b"\\") >= 0 and _SURROGATE_ESCAPE.search(text):
+            offset = _lone_surrogate(text, state, judged, final)
+            if offset is not None:
+                problem = (offset - judged, "lone_surrogate", LONE_SURROGATE)
+        cut = max(len(text) - _GUARD_CONTEXT, 0)
+        cut_state = _lex(text, 0, cut, state)
+        end_state = _lex(text, cut, len(text), cut_state)
+        run = 0 if end_state.in_string else len(text) - len(text.rstrip(_NUMBER_CHARS))
+        if run > _GUARD_CONTEXT:
+            # A number still going on: keep it whole (and no longer than it may be).
+            self._context = text[-min(run, MAX_NUMBER_CHARS + 1) :]
+            self._context_state = _LexState()
+        else:
+            self._context = text[cut:]
+            self._context_state = cut_state
+        return problem
+
+
 # --- input: UTF-8 check, positions, record size cap -------------------------------------
 
 
@@ -121,12 +322,16 @@ class _CheckedReader:
     """Hands the source's bytes on unchanged after checking they are UTF-8.
 
     It remembers the last chunk and the line count before it, so a parser error can be
-    turned into a byte/line/column position, and it stops a single record from growing
-    past ``max_record_bytes`` (the parser would otherwise buffer it whole).
+    turned into a byte/line/column position, it stops a single record from growing past
+    ``max_record_bytes`` (the parser would otherwise buffer it whole), and, with a
+    ``guard``, it stops poison tokens before the parser sees them.
     """
 
-    def __init__(self, source: Readable, max_record_bytes: int | None) -> None:
+    def __init__(
+        self, source: Readable, max_record_bytes: int | None, guard: _TokenGuard | None = None
+    ) -> None:
         self._source = source
+        self._guard = guard
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._max_record_bytes = max_record_bytes
         self._started = False
@@ -192,6 +397,10 @@ class _CheckedReader:
             return b""
         size = CHUNK_BYTES if size is None or size < 0 else size
         data = self._source.read(size) if self._started else self._first_read(size)
+        poison = self._guard.check(data) if self._guard is not None else None
+        earlier = None
+        if poison is not None and poison[0] < 0:  # it began in the chunk before this one
+            earlier = self.position(max(len(self.chunk) + poison[0], 0))
         self._advance(data)
         pending = len(self._decoder.getstate()[0])
         try:
@@ -204,6 +413,10 @@ class _CheckedReader:
             raise FileRejectedError(
                 "not_utf8", f"file is not UTF-8: {what} at {where}", where
             ) from None
+        if poison is not None:
+            offset, code, message = poison
+            where = earlier or self.position(offset)
+            raise FileRejectedError(code, f"{message} at {where}", where)
         if not data:
             self._done = True
         limit = self._max_record_bytes
@@ -383,6 +596,49 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _PoisonLineError(ValueError):
+    """A JSON Lines record holds a token that must not be converted."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _checked_int(token: str) -> int:
+    why = number_problem(token)
+    if why is not None:
+        raise _PoisonLineError("number_too_long", why)
+    return int(token)
+
+
+def _checked_decimal(token: str) -> Decimal:
+    why = number_problem(token)
+    if why is not None:
+        raise _PoisonLineError("number_too_long", why)
+    return Decimal(token)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    """Whether a decoded record holds a surrogate code point (``json`` decodes a valid pair
+    to one character, so any that remains was alone)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def _deeper_than(value: Any, limit: int) -> bool:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -394,11 +650,15 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+class _NumberOutOfRangeError(ValueError):
+    """A number the schema let through has no double (``1e400``): JSON cannot carry it."""
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         number = float(value)
         if number in (float("inf"), float("-inf")):
-            raise ValueError("number out of range")
+            raise _NumberOutOfRangeError("number out of range")
         return number
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
@@ -435,31 +695,70 @@ class _BufferedSink:
 
 
 class _Collector:
-    def __init__(self, on_error: ErrorSink, max_errors: int) -> None:
+    """Counts every error; hands the first ``max_report_errors`` to ``on_error`` and keeps
+    the first ``max_errors`` for the receipt, so neither grows with the input."""
+
+    def __init__(self, on_error: ErrorSink, max_errors: int, max_report_errors: int) -> None:
         self.result = RecordsResult()
         self._on_error = on_error
         self._max_errors = max_errors
+        self._max_report_errors = max_report_errors
 
     def invalid(self, errors: list[dict[str, Any]]) -> None:
-        self.result.records_invalid += 1
+        result = self.result
+        result.records_invalid += 1
         for error in errors:
-            self.result.errors_total += 1
-            if len(self.result.errors) < self._max_errors:
-                self.result.errors.append(error)
-            self._on_error(error)
+            result.errors_total += 1
+            result.errors_by_code[error["code"]] += 1
+            if len(result.errors) < self._max_errors:
+                result.errors.append(error)
+            if result.errors_total <= self._max_report_errors:
+                self._on_error(error)
+
+    def finish(self) -> None:
+        """One last report entry when errors were left out: how many, of which codes."""
+        result = self.result
+        left_out = result.errors_total - self._max_report_errors
+        if left_out > 0:
+            self._on_error(
+                {
+                    "code": "report_truncated",
+                    "message": f"{left_out} more errors are not listed; errors_by_code counts"
+                    " every error of the file",
+                    "errors_total": result.errors_total,
+                    "errors_listed": self._max_report_errors,
+                    "errors_by_code": dict(sorted(result.errors_by_code.items())),
+                }
+            )
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_depth: int
+    max_record_bytes: int
+    max_record_errors: int
+    detailed_records: int
 
 
 def _check_record(
-    record: Any, dataset: Dataset, detailed: bool
+    record: Any, dataset: Dataset, detailed: bool, limits: _Limits
 ) -> tuple[bytes | None, list[Problem]]:
     """The projected record as JSON, or the list of (path, code, message) that are wrong."""
     if dataset.is_valid(record):
         try:
             return _encode(dataset.project(record)), []
-        except ValueError:
+        except _NumberOutOfRangeError:
             return None, [("$", "number_out_of_range", "a number is too large for a double")]
-    found = dataset.violations(record) if detailed else dataset.first_violation(record)
-    return None, [(v.path, "schema_violation", v.message) for v in found]
+    limit = limits.max_record_errors
+    if detailed:
+        found = dataset.violations(record, limit=limit + 1)
+    else:
+        found = dataset.first_violation(record, limit=limit + 1)
+    problems = [(v.path, "schema_violation", v.message) for v in found[:limit]]
+    if len(found) > limit:
+        listed = f"more than {limit} problems; only the first {limit} are listed"
+        problems.append(("$", "too_many_errors", listed))
+    return None, problems
 
 
 def _error(index: int, problem: Problem, line: int | None) -> dict[str, Any]:
@@ -481,25 +780,29 @@ def transform_records(
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     detailed_records: int = DEFAULT_DETAILED_RECORDS,
+    max_record_errors: int = DEFAULT_MAX_RECORD_ERRORS,
+    max_report_errors: int = DEFAULT_MAX_REPORT_ERRORS,
 ) -> RecordsResult:
     """Validate every record of ``source``; write the valid ones, projected, to ``out``.
 
-    The first ``detailed_records`` invalid records list every violation; later ones list
-    the first violation found, which keeps a file of millions of bad records within a
-    Lambda's time limit. Raises :class:`FileRejectedError` when the file cannot be read as a
-    whole; the caller must then discard what was written to ``out`` and ``on_error``.
+    The first ``detailed_records`` invalid records list every violation (up to
+    ``max_record_errors``); later ones list the first violation found, which keeps a file
+    of millions of bad records within a Lambda's time limit. ``on_error`` receives the
+    first ``max_report_errors`` errors and then one ``report_truncated`` summary. Raises
+    :class:`FileRejectedError` when the file cannot be read as a whole; the caller must then
+    discard what was written to ``out`` and ``on_error``.
     """
-    collector = _Collector(on_error, max_errors)
+    collector = _Collector(on_error, max_errors, max_report_errors)
     sink = _BufferedSink(out)
+    limits = _Limits(max_depth, max_record_bytes, max_record_errors, detailed_records)
     if fmt == "array":
-        reader = _CheckedReader(source, max_record_bytes)
-        _transform_array(reader, dataset, sink, collector, max_depth, detailed_records)
+        reader = _CheckedReader(source, max_record_bytes, _TokenGuard())
+        _transform_array(reader, dataset, sink, collector, limits)
     else:
         reader = _CheckedReader(source, None)
-        _transform_lines(
-            reader, dataset, sink, collector, max_depth, max_record_bytes, detailed_records
-        )
+        _transform_lines(reader, dataset, sink, collector, limits)
     sink.flush()
+    collector.finish()
     collector.result.bom_skipped = reader.bom_skipped
     return collector.result
 
@@ -509,15 +812,14 @@ def _transform_array(
     dataset: Dataset,
     sink: _BufferedSink,
     collector: _Collector,
-    max_depth: int,
-    detailed_records: int,
+    limits: _Limits,
 ) -> None:
     result = collector.result
     first = True
-    for index, record in enumerate(_array_records(reader, max_depth)):
+    for index, record in enumerate(_array_records(reader, limits.max_depth)):
         result.records_total += 1
-        detailed = result.records_invalid < detailed_records
-        encoded, problems = _check_record(record, dataset, detailed)
+        detailed = result.records_invalid < limits.detailed_records
+        encoded, problems = _check_record(record, dataset, detailed, limits)
         if encoded is None:
             collector.invalid([_error(index, problem, None) for problem in problems])
             continue
@@ -533,21 +835,21 @@ def _transform_lines(
     dataset: Dataset,
     sink: _BufferedSink,
     collector: _Collector,
-    max_depth: int,
-    max_line_bytes: int,
-    detailed_records: int,
+    limits: _Limits,
 ) -> None:
     result = collector.result
     index = 0
-    for line_number, line in _lines(reader, max_line_bytes):
+    for line_number, line in _lines(reader, limits.max_record_bytes):
         if line is not None and not line.strip():
             continue  # blank lines separate nothing and are not records
         if line is None:
             encoded = None
-            problems = [("$", "record_too_large", f"line is longer than {max_line_bytes} bytes")]
+            problems = [
+                ("$", "record_too_large", f"line is longer than {limits.max_record_bytes} bytes")
+            ]
         else:
-            detailed = result.records_invalid < detailed_records
-            encoded, problems = _check_line(line, dataset, max_depth, detailed)
+            detailed = result.records_invalid < limits.detailed_records
+            encoded, problems = _check_line(line, dataset, detailed, limits)
         result.records_total += 1
         if encoded is None:
             collector.invalid([_error(index, problem, line_number) for problem in problems])
@@ -558,13 +860,27 @@ def _transform_lines(
         index += 1
 
 
-def _check_line(
-    line: bytes, dataset: Dataset, max_depth: int, detailed: bool
-) -> tuple[bytes | None, list[Problem]]:
-    try:
-        record = json.loads(
-            line.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant
+def _load_line(line: bytes) -> Any:
+    """The line's value; a line with a long digit run has each number checked first."""
+    text = line.decode("utf-8")
+    if _SUSPECT_DIGITS in line.translate(_DIGITS_AS_ZERO):
+        return json.loads(
+            text,
+            parse_int=_checked_int,
+            parse_float=_checked_decimal,
+            parse_constant=_reject_constant,
         )
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _check_line(
+    line: bytes, dataset: Dataset, detailed: bool, limits: _Limits
+) -> tuple[bytes | None, list[Problem]]:
+    too_deep = f"record is nested deeper than {limits.max_depth} levels"
+    try:
+        record = _load_line(line)
+    except _PoisonLineError as exc:
+        return None, [("$", exc.code, exc.message)]
     except json.JSONDecodeError as exc:
         return None, [
             ("$", "invalid_json", f"line is not valid JSON: {exc.msg} (column {exc.colno})")
@@ -572,7 +888,9 @@ def _check_line(
     except ValueError as exc:
         return None, [("$", "invalid_json", f"line is not valid JSON: {exc}")]
     except RecursionError:
-        return None, [("$", "too_deep", f"record is nested deeper than {max_depth} levels")]
-    if isinstance(record, dict | list) and _deeper_than(record, max_depth):
-        return None, [("$", "too_deep", f"record is nested deeper than {max_depth} levels")]
-    return _check_record(record, dataset, detailed)
+        return None, [("$", "too_deep", too_deep)]
+    if b"\\u" in line and (b"\\ud" in line or b"\\uD" in line) and _holds_lone_surrogate(record):
+        return None, [("$", "lone_surrogate", LONE_SURROGATE)]
+    if isinstance(record, dict | list) and _deeper_than(record, limits.max_depth):
+        return None, [("$", "too_deep", too_deep)]
+    return _check_record(record, dataset, detailed, limits)
