@@ -19,6 +19,7 @@ module "pipeline" {
   max_receive_count             = each.value.max_receive_count
   thumbnail_sizes               = each.value.thumbnail_sizes
   thumbnail_format              = each.value.thumbnail_format
+  max_data_bytes                = each.value.max_data_bytes
   archive_storage_class         = each.value.archive_storage_class
   labeler                       = each.value.labeler
   bundle_url_ttl_seconds        = each.value.bundle_url_ttl_seconds

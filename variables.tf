@@ -45,6 +45,7 @@ variable "environments" {
     max_receive_count             = optional(number)
     thumbnail_sizes               = optional(list(number))
     thumbnail_format              = optional(string)
+    max_data_bytes                = optional(number)
     archive_storage_class         = optional(string)
     labeler                       = optional(string)
     bundle_url_ttl_seconds        = optional(number)

@@ -11,6 +11,9 @@ environments = {
     # alone is 0.3-0.5 s (docs/benchmarks.md, "Cold start").
     snap_start = true
 
+    # The module's default timeout (120 s) at 1024 MB reads about this much.
+    max_data_bytes = 536870912
+
     functions = {
       transform = { maximum_concurrency = 5 }
       archive   = { maximum_concurrency = 5 }

@@ -34,6 +34,9 @@ environments = {
       }
     }
 
+    # Data files the 30 s transform below reads comfortably on a busy laptop.
+    max_data_bytes = 67108864
+
     # Short timeouts keep the derived visibility timeouts short, so retries come quickly.
     functions = {
       transform = { memory_size = 256, timeout = 30 }

@@ -20,6 +20,9 @@ environments = {
     # Buckets, tables and queues under the environment's own KMS key (rotation on).
     kms_cmk_enabled = true
 
+    # Twice the dev budget: the transform has twice the memory, so twice the CPU.
+    max_data_bytes = 1073741824
+
     functions = {
       transform = { memory_size = 2048, maximum_concurrency = 50, batch_size = 10, maximum_batching_window_in_seconds = 1 }
       archive   = { maximum_concurrency = 50 }

@@ -93,6 +93,7 @@ locals {
       THUMBNAIL_QUALITY = tostring(var.thumbnail_quality)
       MAX_IMAGE_PIXELS  = tostring(var.max_image_pixels)
       MAX_IMAGE_BYTES   = tostring(var.max_image_bytes)
+      MAX_DATA_BYTES    = tostring(var.max_data_bytes)
     }, var.datasets == null ? {} : { DATASETS = jsonencode(var.datasets) })
     archive = {
       ARCHIVE_STORAGE_CLASS = var.archive_storage_class

@@ -165,6 +165,18 @@ variable "datasets" {
   }
 }
 
+variable "max_data_bytes" {
+  description = "Largest data file (JSON, JSON Lines) in bytes the transform handler reads; larger ones are rejected unread (data_too_large). Keep it what the transform function can read within its timeout."
+  type        = number
+  default     = 536870912
+  nullable    = false
+
+  validation {
+    condition     = var.max_data_bytes >= 1 && floor(var.max_data_bytes) == var.max_data_bytes
+    error_message = "max_data_bytes must be a whole number of bytes, at least 1."
+  }
+}
+
 variable "archive_storage_class" {
   description = "S3 storage class of archived objects."
   type        = string

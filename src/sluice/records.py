@@ -85,6 +85,9 @@ MAX_NUMBER_CHARS = 1000
 """Longest number token accepted: far more than any measurement needs (a double takes 24
 characters), far less than the 4300 digits Python refuses to convert, and cheap to
 convert."""
+MAX_PROPERTY_NAME_CHARS = 1024
+"""Longest property name accepted: a schema's names are short; a longer one is a mistake or
+an attack (a megabyte key costs hashing and copying at every step)."""
 MAX_EXPONENT_DIGITS = 18
 """Longest exponent accepted: ``Decimal`` refuses exponents beyond 18 digits."""
 UTF8_BOM = codecs.BOM_UTF8
@@ -126,6 +129,14 @@ class FileRejectedError(Exception):
                 byte=self.position.byte, line=self.position.line, column=self.position.column
             )
         return error
+
+
+class OutOfTimeError(Exception):
+    """The caller's clock said stop; ``bytes_read`` tells how far the file got."""
+
+    def __init__(self, bytes_read: int) -> None:
+        super().__init__(f"stopped for time after {bytes_read} bytes")
+        self.bytes_read = bytes_read
 
 
 @dataclass
@@ -328,10 +339,15 @@ class _CheckedReader:
     """
 
     def __init__(
-        self, source: Readable, max_record_bytes: int | None, guard: _TokenGuard | None = None
+        self,
+        source: Readable,
+        max_record_bytes: int | None,
+        guard: _TokenGuard | None = None,
+        out_of_time: Callable[[], bool] | None = None,
     ) -> None:
         self._source = source
         self._guard = guard
+        self._out_of_time = out_of_time
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._max_record_bytes = max_record_bytes
         self._started = False
@@ -396,6 +412,8 @@ class _CheckedReader:
         if self._done or size == 0:  # ijson probes read(0) for the stream's type
             return b""
         size = CHUNK_BYTES if size is None or size < 0 else size
+        if self._out_of_time is not None and self._out_of_time():
+            raise OutOfTimeError(self.end)
         data = self._source.read(size) if self._started else self._first_read(size)
         poison = self._guard.check(data) if self._guard is not None else None
         earlier = None
@@ -526,6 +544,12 @@ def _array_records(reader: _CheckedReader, max_depth: int) -> Iterator[Any]:
         for event, value in events:
             if event == "map_key":
                 key = value
+                if len(key) > MAX_PROPERTY_NAME_CHARS:
+                    raise FileRejectedError(
+                        "property_name_too_long",
+                        f"record {reader.records_completed} has a property name longer than"
+                        f" {MAX_PROPERTY_NAME_CHARS} characters",
+                    )
             elif event == "start_map" or event == "start_array":
                 container: Any = {} if event == "start_map" else []
                 if len(stack) > 1:
@@ -639,6 +663,19 @@ def _holds_lone_surrogate(value: Any) -> bool:
     return False
 
 
+def _has_long_name(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if any(len(name) > MAX_PROPERTY_NAME_CHARS for name in node):
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def _deeper_than(value: Any, limit: int) -> bool:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -704,16 +741,29 @@ class _Collector:
         self._max_errors = max_errors
         self._max_report_errors = max_report_errors
 
-    def invalid(self, errors: list[dict[str, Any]]) -> None:
+    @property
+    def full(self) -> bool:
+        """Whether every further error is only counted (receipt and report are full)."""
+        result = self.result
+        return (
+            len(result.errors) >= self._max_errors
+            and result.errors_total >= self._max_report_errors
+        )
+
+    def invalid(self, index: int, line: int | None, problems: list[Problem]) -> None:
         result = self.result
         result.records_invalid += 1
-        for error in errors:
+        for problem in problems:
             result.errors_total += 1
-            result.errors_by_code[error["code"]] += 1
-            if len(result.errors) < self._max_errors:
-                result.errors.append(error)
-            if result.errors_total <= self._max_report_errors:
-                self._on_error(error)
+            result.errors_by_code[problem[1]] += 1
+            keep = len(result.errors) < self._max_errors
+            report = result.errors_total <= self._max_report_errors
+            if keep or report:
+                error = _error(index, problem, line)
+                if keep:
+                    result.errors.append(error)
+                if report:
+                    self._on_error(error)
 
     def finish(self) -> None:
         """One last report entry when errors were left out: how many, of which codes."""
@@ -740,8 +790,14 @@ class _Limits:
     detailed_records: int
 
 
+Detail = Literal["all", "first", "count"]
+"""How much an invalid record's problems are worth: every violation, the first rule broken,
+or only how many (when the receipt and the report are full)."""
+_COUNTED: Problem = ("$", "schema_violation", "")
+
+
 def _check_record(
-    record: Any, dataset: Dataset, detailed: bool, limits: _Limits
+    record: Any, dataset: Dataset, detail: Detail, limits: _Limits
 ) -> tuple[bytes | None, list[Problem]]:
     """The projected record as JSON, or the list of (path, code, message) that are wrong."""
     if dataset.is_valid(record):
@@ -750,15 +806,24 @@ def _check_record(
         except _NumberOutOfRangeError:
             return None, [("$", "number_out_of_range", "a number is too large for a double")]
     limit = limits.max_record_errors
-    if detailed:
-        found = dataset.violations(record, limit=limit + 1)
+    if detail == "count":
+        problems = [_COUNTED] * dataset.count_first_violation(record, limit=limit + 1)
     else:
-        found = dataset.first_violation(record, limit=limit + 1)
-    problems = [(v.path, "schema_violation", v.message) for v in found[:limit]]
-    if len(found) > limit:
+        if detail == "all":
+            found = dataset.violations(record, limit=limit + 1)
+        else:
+            found = dataset.first_violation(record, limit=limit + 1)
+        problems = [(v.path, "schema_violation", v.message) for v in found]
+    if len(problems) > limit:
         listed = f"more than {limit} problems; only the first {limit} are listed"
-        problems.append(("$", "too_many_errors", listed))
+        problems[limit:] = [("$", "too_many_errors", listed)]
     return None, problems
+
+
+def _detail(collector: _Collector, limits: _Limits) -> Detail:
+    if collector.result.records_invalid < limits.detailed_records:
+        return "all"
+    return "count" if collector.full else "first"
 
 
 def _error(index: int, problem: Problem, line: int | None) -> dict[str, Any]:
@@ -782,6 +847,7 @@ def transform_records(
     detailed_records: int = DEFAULT_DETAILED_RECORDS,
     max_record_errors: int = DEFAULT_MAX_RECORD_ERRORS,
     max_report_errors: int = DEFAULT_MAX_REPORT_ERRORS,
+    out_of_time: Callable[[], bool] | None = None,
 ) -> RecordsResult:
     """Validate every record of ``source``; write the valid ones, projected, to ``out``.
 
@@ -789,17 +855,18 @@ def transform_records(
     ``max_record_errors``); later ones list the first violation found, which keeps a file
     of millions of bad records within a Lambda's time limit. ``on_error`` receives the
     first ``max_report_errors`` errors and then one ``report_truncated`` summary. Raises
-    :class:`FileRejectedError` when the file cannot be read as a whole; the caller must then
-    discard what was written to ``out`` and ``on_error``.
+    :class:`FileRejectedError` when the file cannot be read as a whole, and
+    :class:`OutOfTimeError` when ``out_of_time`` (asked before each read) says stop; the
+    caller must then discard what was written to ``out`` and ``on_error``.
     """
     collector = _Collector(on_error, max_errors, max_report_errors)
     sink = _BufferedSink(out)
     limits = _Limits(max_depth, max_record_bytes, max_record_errors, detailed_records)
     if fmt == "array":
-        reader = _CheckedReader(source, max_record_bytes, _TokenGuard())
+        reader = _CheckedReader(source, max_record_bytes, _TokenGuard(), out_of_time)
         _transform_array(reader, dataset, sink, collector, limits)
     else:
-        reader = _CheckedReader(source, None)
+        reader = _CheckedReader(source, None, out_of_time=out_of_time)
         _transform_lines(reader, dataset, sink, collector, limits)
     sink.flush()
     collector.finish()
@@ -818,10 +885,9 @@ def _transform_array(
     first = True
     for index, record in enumerate(_array_records(reader, limits.max_depth)):
         result.records_total += 1
-        detailed = result.records_invalid < limits.detailed_records
-        encoded, problems = _check_record(record, dataset, detailed, limits)
+        encoded, problems = _check_record(record, dataset, _detail(collector, limits), limits)
         if encoded is None:
-            collector.invalid([_error(index, problem, None) for problem in problems])
+            collector.invalid(index, None, problems)
             continue
         result.records_valid += 1
         sink.write(b"[\n" if first else b",\n")
@@ -848,11 +914,10 @@ def _transform_lines(
                 ("$", "record_too_large", f"line is longer than {limits.max_record_bytes} bytes")
             ]
         else:
-            detailed = result.records_invalid < limits.detailed_records
-            encoded, problems = _check_line(line, dataset, detailed, limits)
+            encoded, problems = _check_line(line, dataset, _detail(collector, limits), limits)
         result.records_total += 1
         if encoded is None:
-            collector.invalid([_error(index, problem, line_number) for problem in problems])
+            collector.invalid(index, line_number, problems)
         else:
             result.records_valid += 1
             sink.write(encoded)
@@ -874,7 +939,7 @@ def _load_line(line: bytes) -> Any:
 
 
 def _check_line(
-    line: bytes, dataset: Dataset, detailed: bool, limits: _Limits
+    line: bytes, dataset: Dataset, detail: Detail, limits: _Limits
 ) -> tuple[bytes | None, list[Problem]]:
     too_deep = f"record is nested deeper than {limits.max_depth} levels"
     try:
@@ -893,4 +958,7 @@ def _check_line(
         return None, [("$", "lone_surrogate", LONE_SURROGATE)]
     if isinstance(record, dict | list) and _deeper_than(record, limits.max_depth):
         return None, [("$", "too_deep", too_deep)]
-    return _check_record(record, dataset, detailed, limits)
+    if len(line) > MAX_PROPERTY_NAME_CHARS and _has_long_name(record):
+        long_name = f"a property name is longer than {MAX_PROPERTY_NAME_CHARS} characters"
+        return None, [("$", "property_name_too_long", long_name)]
+    return _check_record(record, dataset, detail, limits)

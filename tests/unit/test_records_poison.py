@@ -25,7 +25,9 @@ from sluice.datasets import Dataset, load_registry
 from sluice.records import (
     MAX_EXPONENT_DIGITS,
     MAX_NUMBER_CHARS,
+    MAX_PROPERTY_NAME_CHARS,
     FileRejectedError,
+    OutOfTimeError,
     RecordsResult,
     transform_records,
 )
@@ -196,7 +198,7 @@ def test_digits_inside_strings_are_never_taken_for_numbers(retina: Dataset) -> N
         scan(1, patient_name=digits),
         scan(2, patient_name='say "' + digits + '"'),
         scan(3, patient_name="back\\slash\\\\" + digits),
-        {**scan(4), "x" * 30 + "7" * 5_000: "1" * 20_000},
+        {**scan(4), "x" * 30 + "7" * 900: "1" * 20_000},
     ]
     for fmt in ("array", "lines"):
         if fmt == "array":
@@ -347,3 +349,48 @@ def test_paths_below_an_unexpected_property_show_its_index_only() -> None:
         _, _, reported = run(json.dumps([record]).encode(), dataset, detailed_records=detailed)
         assert [e["path"] for e in reported] == ["$.visits[#1]"]
         assert SECRET_KEY not in json.dumps(reported)
+
+
+# --- huge names, nesting, time -----------------------------------------------------------
+
+
+def test_a_huge_property_name_gets_its_own_reason_in_both_formats(retina: Dataset) -> None:
+    record = json.dumps({**scan(2), "k" * (MAX_PROPERTY_NAME_CHARS + 1): 1})
+    good = json.dumps(scan(1))
+    error = outcome(f"[{good}, {record}]".encode(), retina)
+    assert error == "property_name_too_long"
+    result, _, reported = run(f"{good}\n{record}\n".encode(), retina, "lines")
+    assert result.records_valid == 1
+    assert [(e["record_index"], e["code"]) for e in reported] == [(1, "property_name_too_long")]
+    # A name of the longest length allowed is only an unexpected property.
+    allowed = json.dumps({**scan(2), "k" * MAX_PROPERTY_NAME_CHARS: 1})
+    assert outcome(f"[{good}, {allowed}]".encode(), retina) == ["schema_violation"]
+
+
+@pytest.mark.parametrize("fmt", ["array", "lines"])
+def test_deep_nesting_gets_its_own_reason_in_both_formats(retina: Dataset, fmt: str) -> None:
+    deep = "[" * 40 + "]" * 40
+    good = json.dumps(scan(1))
+    data = f"[{good}, {deep}]" if fmt == "array" else f"{good}\n{deep}\n"
+    found = outcome(data.encode(), retina, fmt)
+    assert found == ("too_deep" if fmt == "array" else ["too_deep"])
+
+
+@pytest.mark.parametrize("fmt", ["array", "lines"])
+def test_the_clock_stops_a_file_between_two_reads(retina: Dataset, fmt: str) -> None:
+    records = [scan(n) for n in range(2000)]
+    if fmt == "array":
+        data = json.dumps(records).encode()
+    else:
+        data = b"\n".join(json.dumps(r).encode() for r in records)
+    reads = iter(range(1000))
+    with pytest.raises(OutOfTimeError) as caught:
+        transform_records(
+            Trickle(data, 10_000),
+            fmt,  # type: ignore[arg-type]
+            retina,
+            io.BytesIO(),
+            lambda error: None,
+            out_of_time=lambda: next(reads) >= 5,
+        )
+    assert caught.value.bytes_read == 50_000  # five reads of 10,000 bytes, then stop

@@ -37,7 +37,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from importlib import resources
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -89,6 +89,12 @@ def json_path(parts: Iterable[PathPart]) -> str:
         else:
             out.append(f"[{json.dumps(part[:_MAX_KEY_CHARS_IN_PATH], ensure_ascii=False)}]")
     return "".join(out)
+
+
+@lru_cache(maxsize=4096)
+def _cached_json_path(parts: tuple[PathPart, ...]) -> str:
+    """Invalid records repeat the same few paths: build each once."""
+    return json_path(parts)
 
 
 def _json_type(value: Any) -> str:
@@ -186,8 +192,12 @@ def _schema_names(schema: Any) -> frozenset[str]:
     return frozenset(names)
 
 
-def _redacted(record: Any, parts: Sequence[PathPart], known: frozenset[str]) -> list[PathPart]:
+def _redacted(
+    record: Any, parts: Sequence[PathPart], known: frozenset[str]
+) -> tuple[PathPart, ...]:
     """``parts`` with every name the schema does not know replaced by its index."""
+    if all(not isinstance(part, str) or part in known for part in parts):
+        return tuple(parts)
     out: list[PathPart] = []
     node = record
     for part in parts:
@@ -200,7 +210,7 @@ def _redacted(record: Any, parts: Sequence[PathPart], known: frozenset[str]) -> 
             node = node[part]
         except (KeyError, IndexError, TypeError):
             node = None
-    return out
+    return tuple(out)
 
 
 def _fast_path_parts(name: str) -> list[PathPart]:
@@ -271,7 +281,7 @@ class Dataset:
 
     def _violation(self, record: Any, found: Found) -> Violation:
         parts, message = found
-        return Violation(json_path(_redacted(record, parts, self._names)), message)
+        return Violation(_cached_json_path(_redacted(record, parts, self._names)), message)
 
     def violations(self, record: Any, limit: int | None = None) -> list[Violation]:
         """The violations of an invalid record, sorted by path (jsonschema: thorough, slow);
@@ -287,7 +297,18 @@ class Dataset:
                 error.schema,
             )
         )
-        listed = {self._violation(record, found) for found in islice(every, limit)}
+        # jsonschema reports each missing required property as its own error, and each is
+        # described with every missing one: count distinct violations only.
+        seen: set[tuple[tuple[PathPart, ...], str]] = set()
+        listed: list[Violation] = []
+        for parts, message in every:
+            key = (tuple(parts), message)
+            if key in seen:
+                continue
+            seen.add(key)
+            listed.append(self._violation(record, (parts, message)))
+            if limit is not None and len(listed) >= limit:
+                break
         return sorted(listed, key=lambda v: (v.path, v.message)) or self.first_violation(
             record, limit
         )
@@ -306,6 +327,16 @@ class Dataset:
             )
             return [self._violation(record, item) for item in islice(found, limit)]
         return []
+
+    def count_first_violation(self, record: Any, limit: int | None = None) -> int:
+        """How many violations :meth:`first_violation` lists, without phrasing them (what
+        a report that is already full needs)."""
+        try:
+            self._fast_validate(record)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            found = _describe(str(exc.rule), exc.rule_definition, exc.value, [], exc.definition)
+            return sum(1 for _ in islice(found, limit))
+        return 0
 
     def project(self, record: Mapping[str, Any]) -> dict[str, Any]:
         return {field: record[field] for field in self.projection if field in record}

@@ -31,7 +31,19 @@ last write. Outputs a previous version of the same key left behind and this vers
 not produce (an errors report, data of a now-rejected file, thumbnails of a now-rejected
 image) are deleted so PROCESSED always matches the receipt.
 
-Records are personal data: logs carry keys, counts and codes, never a record or a value.
+Records are personal data: logs carry keys, counts and codes, never a record or a value;
+receipts and reports name a record's fields only as the schema does (``sluice.datasets``).
+
+Budgets (a verdict on the file, so a rejection on the first attempt, never a retry into the
+dead-letter queue): a data file larger than ``MAX_DATA_BYTES`` is rejected unread
+(``data_too_large``). Time comes from the Lambda context as a :class:`Deadline` argument:
+the records are read until less than ``TIME_MARGIN_MS`` is left, the margin being what
+aborting the uploads and writing the receipt take. A file stopped there is rejected
+(``time_budget_exceeded``) when, at the pace it went, it could not finish within a whole
+invocation's time; otherwise it only had too little of this invocation's time (it came
+after batch-mates, or had less than half an invocation to show its pace) and the message is
+retried (:class:`OutOfTimeRetryError`). Either way the multipart uploads are aborted, so
+nothing half-written remains.
 """
 
 from __future__ import annotations
@@ -77,7 +89,7 @@ from sluice.receipts import (
     utc_now,
     write_receipt,
 )
-from sluice.records import FileRejectedError, RecordFormat, transform_records
+from sluice.records import FileRejectedError, OutOfTimeError, RecordFormat, transform_records
 from sluice.runtime import make_logger, run
 from sluice.s3io import MultipartWriter
 
@@ -87,6 +99,32 @@ ERRORS_CONTENT_TYPE = "application/x-ndjson"
 
 # Not-found and precondition codes that mean "this event's object is no longer current".
 _GONE_OR_CHANGED = {"NoSuchKey", "NoSuchVersion", "PreconditionFailed", "404", "412"}
+
+TIME_MARGIN_MS = 5_000
+"""Time kept for aborting the uploads, removing stale outputs and writing the receipt."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """How much of the invocation's time is left (the Lambda context's clock), and how much
+    the invocation had when it began: a plain argument, so tests pass a fake clock."""
+
+    remaining_ms: Callable[[], int]
+    budget_ms: int
+
+    @classmethod
+    def of(cls, context: Any) -> Deadline:
+        return cls(context.get_remaining_time_in_millis, context.get_remaining_time_in_millis())
+
+    @classmethod
+    def unbounded(cls) -> Deadline:
+        """No limit: scripts and benchmarks that call the logic outside Lambda."""
+        return cls(lambda: 2**62, 2**62)
+
+
+class OutOfTimeRetryError(Exception):
+    """A data file could finish in a fresh invocation but not in what was left of this one:
+    the message is retried (nothing was written)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +138,7 @@ class TransformSettings:
     max_image_pixels: int = 64_000_000
     max_image_bytes: int = 100 * 1024 * 1024
     datasets: Registry = field(default_factory=load_registry)
+    max_data_bytes: int = 512 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TransformSettings:
@@ -115,6 +154,7 @@ class TransformSettings:
             max_image_pixels=env_int(env, "MAX_IMAGE_PIXELS", 64_000_000, minimum=1),
             max_image_bytes=env_int(env, "MAX_IMAGE_BYTES", 100 * 1024 * 1024, minimum=1),
             datasets=env_datasets(env, "DATASETS"),
+            max_data_bytes=env_int(env, "MAX_DATA_BYTES", 512 * 1024 * 1024, minimum=1),
         )
 
 
@@ -270,7 +310,9 @@ def _rejected(
 # --- data ----------------------------------------------------------------------------------
 
 
-def transform_data(clients: Clients, settings: TransformSettings, source: Source) -> Receipt:
+def transform_data(
+    clients: Clients, settings: TransformSettings, source: Source, deadline: Deadline
+) -> Receipt:
     key = source.ref.key
     bucket = settings.processed_bucket
     data_key = derived_key(DATA_PREFIX, key)
@@ -286,13 +328,42 @@ def transform_data(clients: Clients, settings: TransformSettings, source: Source
                 f" {settings.datasets.placement()}",
             },
         )
-    if source.size == 0:
+    if source.size == 0 or source.size > settings.max_data_bytes:
         _delete_if_present(clients.s3, bucket, [data_key, errors_key])
-        return _rejected(
-            source, "data", {"code": "empty_file", "message": "empty file"}, dataset.name
-        )
+        error = {"code": "empty_file", "message": "empty file"}
+        if source.size:
+            error = {
+                "code": "data_too_large",
+                "message": f"data file is {source.size} bytes, larger than the limit of"
+                f" {settings.max_data_bytes} bytes",
+            }
+        return _rejected(source, "data", error, dataset.name)
     fmt = DATA_FORMATS[split_extension(key)[1]]
-    return _stream_records(clients, settings, dataset, source, fmt, data_key, errors_key)
+    return _stream_records(
+        clients, settings, dataset, source, fmt, (data_key, errors_key), deadline
+    )
+
+
+def _time_rejection(
+    source: Source, deadline: Deadline, started_ms: int, bytes_read: int
+) -> dict[str, Any]:
+    """The ``time_budget_exceeded`` error, or :class:`OutOfTimeRetryError` when the file
+    would finish within a whole invocation at the pace it went, or had less than half an
+    invocation to show its pace (it came after slow batch-mates)."""
+    spent_ms = max(started_ms - deadline.remaining_ms(), 1)
+    done = bytes_read / source.size
+    usable_ms = deadline.budget_ms - TIME_MARGIN_MS
+    had_ms = started_ms - TIME_MARGIN_MS
+    if had_ms < usable_ms / 2 or spent_ms < done * usable_ms:
+        raise OutOfTimeRetryError(
+            f"stopped after {bytes_read} of {source.size} bytes; retried with a whole invocation"
+        )
+    return {
+        "code": "time_budget_exceeded",
+        "message": f"the file cannot be processed within the function's time: {bytes_read}"
+        f" of {source.size} bytes were read in {spent_ms} ms, of the {usable_ms} ms an"
+        " invocation has",
+    }
 
 
 def _stream_records(
@@ -301,9 +372,10 @@ def _stream_records(
     dataset: Dataset,
     source: Source,
     fmt: RecordFormat,
-    data_key: str,
-    errors_key: str,
+    keys: tuple[str, str],
+    deadline: Deadline,
 ) -> Receipt:
+    data_key, errors_key = keys
     s3 = clients.s3
     bucket = settings.processed_bucket
     data_out = MultipartWriter(s3, bucket, data_key, content_type=DATA_CONTENT_TYPES[fmt])
@@ -314,15 +386,30 @@ def _stream_records(
     def report(error: dict[str, Any]) -> None:
         errors_out.write(json.dumps(error, ensure_ascii=False).encode("utf-8") + b"\n")
 
+    started_ms = deadline.remaining_ms()
+
+    def out_of_time() -> bool:
+        return deadline.remaining_ms() < TIME_MARGIN_MS
+
     try:
         result = transform_records(
-            source.body, fmt, dataset, data_out, report, max_errors=MAX_RECEIPT_ERRORS
+            source.body,
+            fmt,
+            dataset,
+            data_out,
+            report,
+            max_errors=MAX_RECEIPT_ERRORS,
+            out_of_time=out_of_time,
         )
-    except FileRejectedError as rejection:
+    except (FileRejectedError, OutOfTimeError) as stop:
         data_out.abort()
         errors_out.abort()
+        if isinstance(stop, OutOfTimeError):
+            error = _time_rejection(source, deadline, started_ms, stop.bytes_read)
+        else:
+            error = stop.as_error()
         _delete_if_present(s3, bucket, [data_key, errors_key])
-        return _rejected(source, "data", rejection.as_error(), dataset.name)
+        return _rejected(source, "data", error, dataset.name)
     except BaseException:
         data_out.abort()
         errors_out.abort()
@@ -480,16 +567,20 @@ def _unsupported(source: Source) -> Receipt:
 
 
 def transform_object(
-    clients: Clients, settings: TransformSettings, ref: S3ObjectRef
+    clients: Clients,
+    settings: TransformSettings,
+    ref: S3ObjectRef,
+    deadline: Deadline | None = None,
 ) -> Receipt | None:
-    """Process one RAW object and write its receipt; None when there was nothing to do."""
+    """Process one RAW object and write its receipt; None when there was nothing to do.
+    ``deadline`` is the invocation's clock (none: no time limit)."""
     kind = kind_of(ref.key)
     source = fetch_source(clients, settings, ref, with_body=kind != "unsupported")
     if source is None:
         return None
     try:
         if kind == "data":
-            receipt = transform_data(clients, settings, source)
+            receipt = transform_data(clients, settings, source, deadline or Deadline.unbounded())
         elif kind == "image":
             receipt = transform_image(clients, settings, source)
         else:
@@ -525,12 +616,13 @@ def _is_raw_object_created(ref: S3ObjectRef) -> bool:
     return ref.is_created and ref.bucket == SETTINGS.raw_bucket
 
 
-def _transform(ref: S3ObjectRef) -> Outcome | None:
-    """The receipt's verdict for the metrics; its dataset is a registry name (bounded)."""
-    receipt = transform_object(CLIENTS, SETTINGS, ref)
-    return None if receipt is None else Outcome(receipt.status, receipt.dataset)
-
-
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run(event, context, _transform, logger, accepts=_is_raw_object_created)
+    deadline = Deadline.of(context)
+
+    def transform(ref: S3ObjectRef) -> Outcome | None:
+        """The receipt's verdict for the metrics; its dataset is a registry name (bounded)."""
+        receipt = transform_object(CLIENTS, SETTINGS, ref, deadline)
+        return None if receipt is None else Outcome(receipt.status, receipt.dataset)
+
+    return run(event, context, transform, logger, accepts=_is_raw_object_created)
