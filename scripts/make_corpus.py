@@ -11,9 +11,9 @@ and files whose name says one type while the bytes are another.
 ``tests/corpus/manifest.json`` says under which RAW key each file is uploaded and what
 receipt it must produce; ``tests/integration/test_corpus.py`` checks exactly that.
 
-Files larger than ``COMMIT_LIMIT_BYTES`` (a record over the 1 MiB record cap) are not
-written: the test builds them in memory with :func:`build`. ``--check`` exits non-zero
-when a committed file differs from what this script makes.
+Files larger than ``COMMIT_LIMIT_BYTES`` (a record over the 1 MiB record cap, a number of
+100,000 digits) are not written: the test builds them in memory with :func:`build`.
+``--check`` exits non-zero when a committed file differs from what this script makes.
 
 The patient names are made up; none names a real person.
 """
@@ -352,6 +352,84 @@ def _record_too_large() -> bytes:
 @case("record-too-large.jsonl")
 def _line_too_large() -> bytes:
     return lines(record(0), record(1, notes="n" * RECORD_OVER_CAP), record(2))
+
+
+# --- poison tokens (GitHub issue 10) ---------------------------------------------------------
+# ijson's C parser converts numbers itself: an integer over 4300 digits crashed the worker
+# (5,000 digits raised, 100,000 segfaulted it); an exponent over 18 digits raised. A lone
+# surrogate escape was rewritten as "?" in an array and crashed the JSON Lines report.
+
+
+def _with_raw(number: int, field: str, raw: str) -> str:
+    """A record whose ``field`` holds ``raw`` JSON text, unparsed."""
+    return dumps(record(number, **{field: "@RAW@"})).replace('"@RAW@"', raw)
+
+
+@case("number-too-long.json")
+def _number_too_long() -> bytes:
+    raw = "7" * 5_000
+    body = ",\n".join([dumps(record(0)), _with_raw(1, "retina_thickness_microns", raw)])
+    return f"[\n{body}\n]\n".encode()
+
+
+@case("number-too-long-segfault.json")
+def _number_too_long_segfault() -> bytes:
+    body = ",\n".join([dumps(record(0)), _with_raw(1, "retina_thickness_microns", "7" * 100_000)])
+    return f"[\n{body}\n]\n".encode()
+
+
+@case("number-too-long.jsonl")
+def _number_too_long_lines() -> bytes:
+    return (
+        dumps(record(0))
+        + "\n"
+        + _with_raw(1, "retina_thickness_microns", "7" * 5_000)
+        + "\n"
+        + _with_raw(2, "optic_disc_cup_ratio", "4e" + "1" * 19)
+        + "\n"
+        + dumps(record(3))
+        + "\n"
+    ).encode()
+
+
+@case("number-exponent-too-long.json")
+def _exponent_too_long() -> bytes:
+    body = ",\n".join([dumps(record(0)), _with_raw(1, "optic_disc_cup_ratio", "4e" + "1" * 19)])
+    return f"[\n{body}\n]\n".encode()
+
+
+@case("lone-surrogate.json")
+def _lone_surrogate() -> bytes:
+    body = ",\n".join([dumps(record(0)), _with_raw(1, "patient_name", '"Corpa \\ud800"')])
+    return f"[\n{body}\n]\n".encode()
+
+
+@case("lone-surrogate-key.json")
+def _lone_surrogate_key() -> bytes:
+    return b'[\n{"\\udc00": 1}\n]\n'
+
+
+@case("lone-surrogate.jsonl")
+def _lone_surrogate_lines() -> bytes:
+    return (
+        dumps(record(0))
+        + "\n"
+        + '{"\\ud800": 1}\n'
+        + _with_raw(2, "patient_name", '"Osric \\udbff\\u0041"')
+        + "\n"
+        + dumps(record(3))
+        + "\n"
+    ).encode()
+
+
+@case("property-name-too-long.json")
+def _property_name_too_long() -> bytes:
+    return array(record(0), {**record(1), "k" * 2_000: 1})
+
+
+@case("property-name-too-long.jsonl")
+def _property_name_too_long_lines() -> bytes:
+    return lines(record(0), {**record(1), "k" * 2_000: 1}, record(2))
 
 
 # --- images ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""No personal value reaches a log line, even at DEBUG (GitHub issue 7).
+"""No personal value reaches a log line, even at DEBUG (GitHub issue 7); no value and no
+unexpected property name reaches a receipt, an errors report or a log line (issue 10).
 
 Every sample and every JSON case of the bad-input corpus goes through transform, archive,
 tag and bundle in moto with ``POWERTOOLS_LOG_LEVEL=DEBUG``, and every line any logger
@@ -25,10 +26,13 @@ import json
 import logging
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import pytest
 
+from sluice.keys import receipt_key
 from tests.conftest import Pipeline, load_handler
+from tests.s3events import object_event_for
 from tests.security_support import (
     CapturedLogs,
     drive_pipeline,
@@ -126,3 +130,71 @@ def test_handlers_leave_the_sdk_wire_logs_alone(
         load_handler(name)
     assert {name: logging.getLogger(name).level for name in SDK_WIRE_LOGGERS} == before
     assert logging.getLogger().handlers == root_handlers
+
+
+# Values and unexpected property names that are personal data, each distinctive enough that
+# finding it anywhere is a leak. The names are made up.
+SECRET_NAMES = (
+    "Margaret Hamilton-Smythe (DOB 1961-04-02)",
+    "Quillon Esterbrook-Vane",
+    "NHS 943 476 5919",
+)
+SECRET_VALUES = ("Ysolde Parrington-Tarrow", "Bexley Crumwhistle", "1961-04-02T08:15:00Z")
+
+
+def _secret_records() -> list[dict[str, Any]]:
+    base = {
+        "patient_id": "P000001",
+        "patient_name": "Talo Venri",
+        "scan_date": "2024-03-01",
+        "retina_thickness_microns": 262.5,
+        "optic_disc_cup_ratio": 0.31,
+        "diagnosis": "normal",
+    }
+    return [
+        base,
+        {**base, SECRET_NAMES[0]: SECRET_VALUES[0]},
+        {**base, "patient_name": SECRET_VALUES[1], "diagnosis": SECRET_VALUES[2]},
+        {
+            **base,
+            SECRET_NAMES[1]: {SECRET_NAMES[2]: SECRET_VALUES[1]},
+            "scan_date": SECRET_VALUES[2],
+        },
+        {SECRET_NAMES[2]: SECRET_VALUES[0]},
+    ]
+
+
+def test_no_value_or_unexpected_name_in_receipts_reports_or_logs(
+    pipeline: Pipeline,
+    debug_handlers: dict[str, ModuleType],
+    captured: CapturedLogs,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    records = _secret_records()
+    inputs = {
+        "retina/secrets/scans.json": json.dumps(records).encode(),
+        "retina/secrets/scans.jsonl": b"\n".join(json.dumps(r).encode() for r in records),
+    }
+    invoke = handler_invoker(debug_handlers)
+    for key, data in inputs.items():
+        pipeline.s3.put_object(Bucket=pipeline.raw, Key=key, Body=data)
+        invoke("transform", object_event_for(pipeline.s3, pipeline.raw, key))
+        invoke("archive", object_event_for(pipeline.s3, pipeline.processed, receipt_key(key)))
+
+    written = []
+    for key in inputs:
+        receipt = pipeline.s3.get_object(Bucket=pipeline.processed, Key=receipt_key(key))
+        text = receipt["Body"].read().decode()
+        assert json.loads(text)["stats"]["records_invalid"] == 4  # the checks did run
+        written.append(text)
+        report = pipeline.s3.get_object(Bucket=pipeline.processed, Key=f"errors/{key}.jsonl")
+        written.append(report["Body"].read().decode())
+    printed = capsys.readouterr()
+    lines = captured.lines() + printed.out.splitlines() + printed.err.splitlines()
+    assert len(lines) > 10
+
+    secrets = set(SECRET_NAMES) | set(SECRET_VALUES)
+    assert _leaks(written, secrets) == []
+    assert _leaks(lines, secrets) == []
+    # What the report says instead: the position of the unexpected property.
+    assert "an unexpected property (#6)" in written[0]
