@@ -35,7 +35,7 @@ or with an exponent longer than ``MAX_EXPONENT_DIGITS`` digits (``number_too_lon
 every ``\\u`` escape that is half of a surrogate pair (``lone_surrogate``), exactly: it
 tracks whether each chunk ends inside a string and keeps the last few bytes as context, so
 digits inside strings are never mistaken for numbers and a token split across chunks is
-still seen whole. Its fast path is a few C-level passes over each chunk (about 2% of the
+still seen whole. Its fast path is a few C-level passes over each chunk (2-3% of the
 time the chunk takes to parse); only chunks holding a run of 19 digits or a ``\\ud``
 escape are looked at token by token. JSON Lines get the same two checks per line, with
 the same codes: ``json.loads`` hooks see each number token before it is converted, and a
@@ -797,7 +797,7 @@ _COUNTED: Problem = ("$", "schema_violation", "")
 
 
 def _check_record(
-    record: Any, dataset: Dataset, detail: Detail, limits: _Limits
+    record: Any, dataset: Dataset, collector: _Collector, limits: _Limits
 ) -> tuple[bytes | None, list[Problem]]:
     """The projected record as JSON, or the list of (path, code, message) that are wrong."""
     if dataset.is_valid(record):
@@ -806,6 +806,7 @@ def _check_record(
         except _NumberOutOfRangeError:
             return None, [("$", "number_out_of_range", "a number is too large for a double")]
     limit = limits.max_record_errors
+    detail = _detail(collector, limits)
     if detail == "count":
         problems = [_COUNTED] * dataset.count_first_violation(record, limit=limit + 1)
     else:
@@ -885,7 +886,7 @@ def _transform_array(
     first = True
     for index, record in enumerate(_array_records(reader, limits.max_depth)):
         result.records_total += 1
-        encoded, problems = _check_record(record, dataset, _detail(collector, limits), limits)
+        encoded, problems = _check_record(record, dataset, collector, limits)
         if encoded is None:
             collector.invalid(index, None, problems)
             continue
@@ -914,7 +915,7 @@ def _transform_lines(
                 ("$", "record_too_large", f"line is longer than {limits.max_record_bytes} bytes")
             ]
         else:
-            encoded, problems = _check_line(line, dataset, _detail(collector, limits), limits)
+            encoded, problems = _check_line(line, dataset, collector, limits)
         result.records_total += 1
         if encoded is None:
             collector.invalid(index, line_number, problems)
@@ -939,7 +940,7 @@ def _load_line(line: bytes) -> Any:
 
 
 def _check_line(
-    line: bytes, dataset: Dataset, detail: Detail, limits: _Limits
+    line: bytes, dataset: Dataset, collector: _Collector, limits: _Limits
 ) -> tuple[bytes | None, list[Problem]]:
     too_deep = f"record is nested deeper than {limits.max_depth} levels"
     try:
@@ -961,4 +962,4 @@ def _check_line(
     if len(line) > MAX_PROPERTY_NAME_CHARS and _has_long_name(record):
         long_name = f"a property name is longer than {MAX_PROPERTY_NAME_CHARS} characters"
         return None, [("$", "property_name_too_long", long_name)]
-    return _check_record(record, dataset, detail, limits)
+    return _check_record(record, dataset, collector, limits)
