@@ -178,7 +178,7 @@ def test_a_number_too_long_is_one_invalid_line_in_json_lines(retina: Dataset, to
 @pytest.mark.parametrize("fmt", ["array", "lines"])
 @pytest.mark.parametrize(
     "token",
-    ["7" * MAX_NUMBER_CHARS, "1e" + "9" * MAX_EXPONENT_DIGITS, "0." + "0" * 900 + "1"],
+    ["7" * MAX_NUMBER_CHARS, "1e" + "9" * MAX_EXPONENT_DIGITS, "99999." + "0" * 900],
     ids=["longest-integer", "longest-exponent", "long-fraction"],
 )
 def test_numbers_within_the_bounds_are_validated_like_any_other(
