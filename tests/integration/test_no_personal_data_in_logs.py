@@ -154,7 +154,7 @@ def _secret_records() -> list[dict[str, Any]]:
     return [
         base,
         {**base, SECRET_NAMES[0]: SECRET_VALUES[0]},
-        {**base, "patient_name": SECRET_VALUES[1], "diagnosis": SECRET_VALUES[2]},
+        {**base, "patient_name": SECRET_VALUES[1], "retina_thickness_microns": SECRET_VALUES[2]},
         {
             **base,
             SECRET_NAMES[1]: {SECRET_NAMES[2]: SECRET_VALUES[1]},
