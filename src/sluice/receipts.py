@@ -13,7 +13,7 @@ from sluice.keys import receipt_key
 
 RECEIPT_VERSION = 1
 MAX_RECEIPT_ERRORS = 1000
-"""Errors kept in the receipt itself; the full list goes to PROCESSED ``errors/``."""
+"""Errors kept in the receipt itself; the report in PROCESSED ``errors/`` lists more."""
 
 Status = Literal["processed", "rejected"]
 Kind = Literal["data", "image", "unsupported"]

@@ -15,9 +15,9 @@ records are built one at a time from ijson's ``basic_parse`` events (its ``items
 path prefixes whose cost grows with the square of the nesting depth: a 40 KB file of
 nested brackets takes a gigabyte), and output goes to the caller's writer as it is made.
 
-Valid records (by the dataset's schema) are projected and written out; every violation of
-every invalid record goes to ``on_error`` (the caller streams the full report) and the
-first ``max_errors`` are kept for the receipt. A UTF-8 byte order mark is accepted and
+Valid records (by the dataset's schema) are projected and written out; the violations of
+invalid records go to ``on_error`` (the caller streams the report; bounded, see below) and
+the first ``max_errors`` are kept for the receipt. A UTF-8 byte order mark is accepted and
 skipped (``RecordsResult.bom_skipped``). Numbers with a fraction or exponent are parsed as
 ``Decimal`` so that huge values (``1e400``) are validated like any other and, if a schema
 lets one through, the record is reported as out of range instead of writing invalid JSON.

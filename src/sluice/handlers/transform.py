@@ -6,7 +6,7 @@ What an object becomes depends on its extension (case-insensitive):
   dataset prefix, or at the bucket root when a dataset takes root-level files (the
   environment's ``DATASETS``, ``sluice.datasets``): every record is validated against the
   dataset's schema; valid records, projected, go to PROCESSED ``data/<raw key>`` in the input's
-  format; the full invalid-record report goes to ``errors/<raw key>.jsonl``. Both are
+  format; the invalid-record report (bounded) goes to ``errors/<raw key>.jsonl``. Both are
   streamed (``sluice.records``, ``MultipartWriter``): memory does not grow with the file.
 * ``.jpg``/``.jpeg``/``.png``/``.webp``/``.gif``/``.tif``/``.tiff``: thumbnails to
   ``thumbnails/<size>/<raw key without ext>.<ext>`` (``sluice.images``) and the image's
