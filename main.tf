@@ -1,6 +1,19 @@
 # sluice: one pipeline per environment. Each environment's state, backend and variables
 # live in env/ (see env/README.md); locally the same configuration is applied to an emulator.
 
+locals {
+  # The API's routes come from its document (docs/openapi.yaml), the one list of them: a
+  # route needs a token unless its operation sets `security: []`.
+  openapi = yamldecode(file("${path.module}/docs/openapi.yaml"))
+  api_routes = merge([
+    for path, item in local.openapi.paths : {
+      for method, operation in item : "${upper(method)} ${path}" => {
+        authorized = length(try(operation.security, local.openapi.security)) > 0
+      } if contains(["get", "put", "post", "delete", "patch"], method)
+    }
+  ]...)
+}
+
 module "pipeline" {
   source   = "./modules/pipeline"
   for_each = var.environments
@@ -24,6 +37,14 @@ module "pipeline" {
   labeler                       = each.value.labeler
   bundle_url_ttl_seconds        = each.value.bundle_url_ttl_seconds
   raw_cors_allowed_origins      = each.value.raw_cors_allowed_origins
+  api_routes                    = local.api_routes
+  web_origins                   = each.value.web_origins
+  api_throttling_burst_limit    = each.value.api_throttling_burst_limit
+  api_throttling_rate_limit     = each.value.api_throttling_rate_limit
+  max_upload_bytes              = each.value.max_upload_bytes
+  upload_url_ttl_seconds        = each.value.upload_url_ttl_seconds
+  link_ttl_seconds              = each.value.link_ttl_seconds
+  seed_user                     = each.value.seed_user
   alert_emails                  = each.value.alert_emails
   kms_key_arn                   = each.value.kms_key_arn
   deny_insecure_transport       = each.value.deny_insecure_transport

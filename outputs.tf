@@ -15,6 +15,13 @@ output "environments" {
       alerts_topic_arn      = pipeline.alerts_topic_arn
       function_names        = pipeline.function_names
       region                = pipeline.region
+      api_url               = pipeline.api_url
+      api_id                = pipeline.api_id
+      api_function_name     = pipeline.api_function_name
+      user_pool_id          = pipeline.user_pool_id
+      cli_client_id         = pipeline.cli_client_id
+      web_client_id         = pipeline.web_client_id
+      auth_domain           = pipeline.auth_domain
     }
   }
 }

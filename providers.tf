@@ -12,8 +12,10 @@ provider "aws" {
     for_each = local.emulated ? [var.aws_endpoint_url] : []
 
     content {
+      apigatewayv2   = endpoints.value
       cloudwatch     = endpoints.value
       cloudwatchlogs = endpoints.value
+      cognitoidp     = endpoints.value
       dynamodb       = endpoints.value
       iam            = endpoints.value
       kms            = endpoints.value

@@ -50,10 +50,21 @@ variable "environments" {
     labeler                       = optional(string)
     bundle_url_ttl_seconds        = optional(number)
     raw_cors_allowed_origins      = optional(list(string))
-    alert_emails                  = optional(list(string))
-    kms_key_arn                   = optional(string)
-    deny_insecure_transport       = optional(bool)
-    force_destroy                 = optional(bool)
+    web_origins                   = optional(list(string))
+    api_throttling_burst_limit    = optional(number)
+    api_throttling_rate_limit     = optional(number)
+    max_upload_bytes              = optional(number)
+    upload_url_ttl_seconds        = optional(number)
+    link_ttl_seconds              = optional(number)
+    seed_user = optional(object({
+      email              = string
+      temporary_password = string
+      groups             = list(string)
+    }))
+    alert_emails            = optional(list(string))
+    kms_key_arn             = optional(string)
+    deny_insecure_transport = optional(bool)
+    force_destroy           = optional(bool)
 
     kms_cmk_enabled                   = optional(bool)
     archive_noncurrent_retention_days = optional(number)

@@ -32,6 +32,7 @@ environments = {
     }
 
     raw_cors_allowed_origins = ["http://localhost:3000", "https://dev.sluice.example.com"]
+    web_origins              = ["http://localhost:3000", "https://dev.sluice.example.com"]
     alert_emails             = []
 
     # Dev data is disposable: destroy may empty buckets and drop tables.

@@ -37,6 +37,19 @@ environments = {
     # Data files the 30 s transform below reads comfortably on a busy laptop.
     max_data_bytes = 67108864
 
+    # The HTTP API, served on 127.0.0.1 by the local runtime (src/sluice/local/apiserver.py).
+    web_origins      = ["http://localhost:3000"]
+    max_upload_bytes = 268435456 # 256 MiB: enough for the end-to-end multipart upload
+
+    # A first administrator; `sluice login` asks for a new password at first sign-in. The
+    # emulator is throw-away, so a temporary password in the variables harms nothing here;
+    # dev and prod create users with `aws cognito-idp admin-create-user` instead.
+    seed_user = {
+      email              = "admin@sluice.local"
+      temporary_password = "Temporary-Passw0rd!"
+      groups             = ["admin", "member"]
+    }
+
     # Short timeouts keep the derived visibility timeouts short, so retries come quickly.
     functions = {
       transform = { memory_size = 256, timeout = 30 }

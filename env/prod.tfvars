@@ -43,6 +43,7 @@ environments = {
     }
 
     raw_cors_allowed_origins = ["https://sluice.example.com"]
+    web_origins              = ["https://sluice.example.com"]
     alert_emails             = ["sluice-alerts@example.com"]
     force_destroy            = false
   }

@@ -24,7 +24,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "terraform"
-MODULES = ("s3", "iam", "lambda", "layers", "dynamodb", "notifications", "pipeline")
+MODULES = ("s3", "iam", "lambda", "layers", "dynamodb", "notifications", "auth", "api", "pipeline")
 FUNCTIONS = ("transform", "archive", "tag", "bundle")
 PLUGIN_CACHE_DIR = REPO_ROOT / ".sluice" / "plugin-cache"
 COMMAND_TIMEOUT_SECONDS = 600
@@ -118,6 +118,9 @@ def copy_configuration(destination: Path) -> Path:
     ignore = shutil.ignore_patterns(".terraform", ".terraform.lock.hcl", "*.tfstate*")
     shutil.copytree(REPO_ROOT / "modules", destination / "modules", ignore=ignore)
     shutil.copytree(REPO_ROOT / "env", destination / "env", ignore=ignore)
+    # The root module reads the API's routes from its document.
+    (destination / "docs").mkdir(exist_ok=True)
+    shutil.copy2(REPO_ROOT / "docs" / "openapi.yaml", destination / "docs" / "openapi.yaml")
     shutil.copytree(FIXTURES_DIR, destination / "tests" / "fixtures" / "terraform", ignore=ignore)
     return destination
 

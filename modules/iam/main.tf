@@ -285,3 +285,176 @@ resource "aws_iam_role_policy" "this" {
   role   = aws_iam_role.this[each.key].id
   policy = local.policy_documents[each.key]
 }
+
+# --- The api function and the upload role it hands out -------------------------------------
+
+locals {
+  # Where the api lets clients write in RAW: <dataset prefix or nothing>uploads/<user>/...
+  # (sluice.uploads). `*` in an IAM resource spans slashes, so */uploads/* covers every
+  # dataset prefix without naming them here.
+  upload_objects = ["${local.raw}/uploads/*", "${local.raw}/*/uploads/*"]
+}
+
+resource "aws_iam_role" "api" {
+  name               = "${var.name_prefix}-api"
+  description        = "Execution role of the sluice api handler."
+  assume_role_policy = data.aws_iam_policy_document.assume_role.json
+  tags               = var.tags
+}
+
+# Presigned URLs carry their signer's permissions: the api may write the upload keys it
+# signs for, and read the thumbnails, originals and bundles it links to.
+data "aws_iam_policy_document" "api" {
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${var.api_log_group_arn}:*"]
+  }
+
+  statement {
+    sid       = "SignUploads"
+    actions   = local.put_object_actions
+    resources = local.upload_objects
+  }
+
+  # Tells "uploaded, no receipt yet" from "never uploaded" (GET /inputs/{key}) without
+  # reading what was uploaded.
+  statement {
+    sid       = "FindPendingUploads"
+    actions   = ["s3:ListBucket"]
+    resources = [local.raw]
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["uploads/*", "*/uploads/*"]
+    }
+  }
+
+  statement {
+    sid       = "HandOutOneKeyCredentials"
+    actions   = ["sts:AssumeRole"]
+    resources = [aws_iam_role.upload.arn]
+  }
+
+  statement {
+    sid       = "ReadReceipts"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.processed}/receipts/*"]
+  }
+
+  # Lists receipts (GET /inputs); without ListBucket a missing receipt reads as 403, not 404.
+  statement {
+    sid       = "ListReceipts"
+    actions   = ["s3:ListBucket"]
+    resources = [local.processed]
+  }
+
+  # Thumbnails are linked (presigned GET) and removed when an image is withdrawn.
+  statement {
+    sid       = "LinkAndWithdrawThumbnails"
+    actions   = ["s3:GetObject", "s3:DeleteObject"]
+    resources = ["${local.processed}/thumbnails/*"]
+  }
+
+  statement {
+    sid       = "LinkAndDeleteOriginals"
+    actions   = ["s3:GetObject", "s3:DeleteObject"]
+    resources = ["${local.archive}/images/*"]
+  }
+
+  statement {
+    sid       = "RequestBundles"
+    actions   = ["s3:PutObject"]
+    resources = ["${local.work}/requests/*"]
+  }
+
+  statement {
+    sid       = "ReadBundleStatus"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.work}/bundles/*"]
+  }
+
+  # Without ListBucket a missing bundle status reads as 403 instead of 404.
+  statement {
+    sid       = "ListWork"
+    actions   = ["s3:ListBucket"]
+    resources = [local.work]
+  }
+
+  statement {
+    sid       = "ReadAndWithdrawImages"
+    actions   = ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:DeleteItem"]
+    resources = [var.images_table_arn]
+  }
+
+  # TransactWriteItems is authorised per contained action (withdrawal: delete membership,
+  # decrement count).
+  statement {
+    sid       = "ReadAndWithdrawLabels"
+    actions   = ["dynamodb:Query", "dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"]
+    resources = [var.labels_table_arn]
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+
+    content {
+      sid       = "UseBucketKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "api" {
+  name   = "${var.name_prefix}-api"
+  role   = aws_iam_role.api.id
+  policy = data.aws_iam_policy_document.api.json
+}
+
+# Assumed only by the api, with a session policy naming exactly one key: the credentials
+# it returns can write that key and nothing else (the intersection of both policies).
+data "aws_iam_policy_document" "upload_trust" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "AWS"
+      identifiers = [aws_iam_role.api.arn]
+    }
+  }
+}
+
+resource "aws_iam_role" "upload" {
+  name                 = "${var.name_prefix}-upload"
+  description          = "Assumed by the sluice api with a one-key session policy, for SDK and aws CLI uploads to RAW."
+  assume_role_policy   = data.aws_iam_policy_document.upload_trust.json
+  max_session_duration = 3600
+  tags                 = var.tags
+}
+
+data "aws_iam_policy_document" "upload" {
+  statement {
+    sid       = "UploadToRaw"
+    actions   = local.put_object_actions
+    resources = local.upload_objects
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+
+    # Multipart uploads under SSE-KMS also need Decrypt (S3 reads the data key per part).
+    content {
+      sid       = "UseBucketKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "upload" {
+  name   = "${var.name_prefix}-upload"
+  role   = aws_iam_role.upload.id
+  policy = data.aws_iam_policy_document.upload.json
+}

@@ -10,3 +10,17 @@ output "role_names" {
   description = "Map of function to the name of its execution role."
   value       = { for name, role in aws_iam_role.this : name => role.name }
 }
+
+output "api_role_arn" {
+  description = "ARN of the api function's execution role, available once its policy is attached."
+  value       = aws_iam_role.api.arn
+
+  depends_on = [aws_iam_role_policy.api]
+}
+
+output "upload_role_arn" {
+  description = "ARN of the role the api assumes with a one-key session policy (UPLOAD_ROLE_ARN)."
+  value       = aws_iam_role.upload.arn
+
+  depends_on = [aws_iam_role_policy.upload]
+}

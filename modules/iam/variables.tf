@@ -16,6 +16,11 @@ variable "functions" {
   }
 }
 
+variable "api_log_group_arn" {
+  description = "ARN of the api function's log group."
+  type        = string
+}
+
 variable "bucket_arns" {
   description = "ARNs of the environment's buckets."
   type = object({

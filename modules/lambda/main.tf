@@ -1,6 +1,7 @@
 # One handler: its queue (redriving to the environment's dead-letter queue), its log group,
 # the function, and the event source mapping that feeds the queue to the function with
-# partial batch responses. With snap_start, every change publishes a version, the `live`
+# partial batch responses. Without queue_trigger (the api function, invoked by API Gateway)
+# only the log group and the function. With snap_start, every change publishes a version, the `live`
 # alias follows it and the mapping invokes the alias: SnapStart only applies to versions.
 
 locals {
@@ -13,6 +14,8 @@ locals {
 }
 
 resource "aws_sqs_queue" "this" {
+  count = var.queue_trigger ? 1 : 0
+
   name                       = var.function_name
   visibility_timeout_seconds = local.visibility_timeout_seconds
   message_retention_seconds  = var.message_retention_seconds
@@ -33,7 +36,9 @@ resource "aws_sqs_queue" "this" {
 }
 
 resource "aws_sqs_queue_redrive_policy" "this" {
-  queue_url = aws_sqs_queue.this.id
+  count = var.queue_trigger ? 1 : 0
+
+  queue_url = aws_sqs_queue.this[0].id
 
   redrive_policy = jsonencode({
     deadLetterTargetArn = var.dead_letter_queue_arn
@@ -100,7 +105,9 @@ resource "aws_lambda_alias" "live" {
 }
 
 resource "aws_lambda_event_source_mapping" "this" {
-  event_source_arn                   = aws_sqs_queue.this.arn
+  count = var.queue_trigger ? 1 : 0
+
+  event_source_arn                   = aws_sqs_queue.this[0].arn
   function_name                      = local.invoked_function_arn
   enabled                            = var.event_source_mapping_enabled
   batch_size                         = var.batch_size
@@ -119,5 +126,26 @@ resource "aws_lambda_event_source_mapping" "this" {
       condition     = var.batch_size <= 10 || var.maximum_batching_window_in_seconds >= 1
       error_message = "${var.function_name}: batch_size above 10 needs maximum_batching_window_in_seconds of at least 1."
     }
+
+    precondition {
+      condition     = var.dead_letter_queue_arn != null
+      error_message = "${var.function_name}: a queue-triggered function needs dead_letter_queue_arn."
+    }
   }
+}
+
+# The queue resources gained a count (queue_trigger); existing states keep them.
+moved {
+  from = aws_sqs_queue.this
+  to   = aws_sqs_queue.this[0]
+}
+
+moved {
+  from = aws_sqs_queue_redrive_policy.this
+  to   = aws_sqs_queue_redrive_policy.this[0]
+}
+
+moved {
+  from = aws_lambda_event_source_mapping.this
+  to   = aws_lambda_event_source_mapping.this[0]
 }

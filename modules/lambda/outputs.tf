@@ -9,8 +9,18 @@ output "function_arn" {
 }
 
 output "invoked_function_arn" {
-  description = "ARN the event source mapping invokes: the `live` alias with snap_start, else the function."
+  description = "ARN the event source mapping (or API Gateway) invokes: the `live` alias with snap_start, else the function."
   value       = local.invoked_function_arn
+}
+
+output "invoke_arn" {
+  description = "Invoke ARN (for an API Gateway integration) of what is invoked: the `live` alias with snap_start, else the function."
+  value       = var.snap_start ? aws_lambda_alias.live[0].invoke_arn : aws_lambda_function.this.invoke_arn
+}
+
+output "invoked_qualifier" {
+  description = "Qualifier of what is invoked (`live` with snap_start), null for the function itself; for lambda permissions."
+  value       = var.snap_start ? aws_lambda_alias.live[0].name : null
 }
 
 output "published_version" {
@@ -19,8 +29,8 @@ output "published_version" {
 }
 
 output "queue_url" {
-  description = "URL of the function's queue, available once its redrive policy is set."
-  value       = aws_sqs_queue.this.url
+  description = "URL of the function's queue, available once its redrive policy is set; null without queue_trigger."
+  value       = one(aws_sqs_queue.this[*].url)
 
   # Nothing should send to the queue before failures can be dead-lettered. It also orders
   # the queue policy after the redrive policy: moto's SetQueueAttributes drops a queue's
@@ -29,15 +39,15 @@ output "queue_url" {
 }
 
 output "queue_arn" {
-  description = "ARN of the function's queue, available once its redrive policy is set."
-  value       = aws_sqs_queue.this.arn
+  description = "ARN of the function's queue, available once its redrive policy is set; null without queue_trigger."
+  value       = one(aws_sqs_queue.this[*].arn)
 
   depends_on = [aws_sqs_queue_redrive_policy.this]
 }
 
 output "queue_name" {
-  description = "Name of the function's queue."
-  value       = aws_sqs_queue.this.name
+  description = "Name of the function's queue; null without queue_trigger."
+  value       = one(aws_sqs_queue.this[*].name)
 }
 
 output "log_group_name" {
@@ -51,6 +61,6 @@ output "log_group_arn" {
 }
 
 output "event_source_mapping_uuid" {
-  description = "UUID of the event source mapping from the queue to the function."
-  value       = aws_lambda_event_source_mapping.this.uuid
+  description = "UUID of the event source mapping from the queue to the function; null without queue_trigger."
+  value       = one(aws_lambda_event_source_mapping.this[*].uuid)
 }

@@ -81,9 +81,16 @@ variable "log_kms_key_arn" {
   default     = null
 }
 
+variable "queue_trigger" {
+  description = "Whether the function is fed by its own SQS queue through an event source mapping (false for a function another service invokes, e.g. API Gateway)."
+  type        = bool
+  default     = true
+}
+
 variable "dead_letter_queue_arn" {
-  description = "ARN of the queue that messages move to after max_receive_count receives."
+  description = "ARN of the queue that messages move to after max_receive_count receives; required with queue_trigger."
   type        = string
+  default     = null
 }
 
 variable "max_receive_count" {

@@ -73,6 +73,13 @@ locals {
     function_dimension = "service"
   }
 
+  # The api function (invoked by API Gateway, not by a queue): settings from var.functions.api.
+  api_function = merge(
+    { memory_size = 512, timeout = 29 },
+    { for key, value in try(var.functions["api"], {}) : key => value if value != null && contains(["memory_size", "timeout"], key) },
+  )
+  api_log_group_arn = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/lambda/${local.name}-api"
+
   common_environment = {
     SLUICE_ENV           = var.environment
     RAW_BUCKET           = module.bucket["raw"].bucket_name
@@ -84,9 +91,12 @@ locals {
     POWERTOOLS_LOG_LEVEL = var.log_level
   }
 
+  # DATASETS is set only when the environment names its datasets: the default is the
+  # handlers' own (src/sluice/datasets/datasets.json), defined once. The transform validates
+  # by it and the api places data uploads under its prefixes, so both get the same value.
+  datasets_environment = var.datasets == null ? {} : { DATASETS = jsonencode(var.datasets) }
+
   function_environment = {
-    # DATASETS is set only when the environment names its datasets: the default is the
-    # handler's own (src/sluice/datasets/datasets.json), defined once.
     transform = merge({
       THUMBNAIL_SIZES   = join(",", [for size in var.thumbnail_sizes : tostring(size)])
       THUMBNAIL_FORMAT  = var.thumbnail_format
@@ -94,7 +104,7 @@ locals {
       MAX_IMAGE_PIXELS  = tostring(var.max_image_pixels)
       MAX_IMAGE_BYTES   = tostring(var.max_image_bytes)
       MAX_DATA_BYTES    = tostring(var.max_data_bytes)
-    }, var.datasets == null ? {} : { DATASETS = jsonencode(var.datasets) })
+    }, local.datasets_environment)
     archive = {
       ARCHIVE_STORAGE_CLASS = var.archive_storage_class
     }
@@ -293,8 +303,9 @@ module "function" {
 module "iam" {
   source = "../iam"
 
-  name_prefix = local.name
-  functions   = local.function_resource_arns
+  name_prefix       = local.name
+  functions         = local.function_resource_arns
+  api_log_group_arn = local.api_log_group_arn
   bucket_arns = {
     raw       = module.bucket["raw"].bucket_arn
     processed = module.bucket["processed"].bucket_arn
@@ -314,9 +325,67 @@ check "function_resource_arns" {
     condition = alltrue([
       for function, arns in local.function_resource_arns :
       module.function[function].queue_arn == arns.queue_arn && module.function[function].log_group_arn == arns.log_group_arn
-    ])
+    ]) && module.api_function.log_group_arn == local.api_log_group_arn
     error_message = "The queue or log group ARNs granted to the execution roles differ from the ones the lambda module created."
   }
+}
+
+# --- The HTTP API: sign-in, the api function, the API ------------------------------------
+
+module "auth" {
+  source = "../auth"
+
+  name          = "${local.name}-users"
+  callback_urls = [for origin in var.web_origins : "${origin}/"]
+  logout_urls   = [for origin in var.web_origins : "${origin}/"]
+  seed_user     = var.seed_user == null ? null : { email = var.seed_user.email, groups = var.seed_user.groups }
+  # sensitive(): kept out of plans and logs from here on.
+  seed_user_temporary_password = var.seed_user == null ? null : sensitive(var.seed_user.temporary_password)
+  deletion_protection          = !var.force_destroy
+  tags                         = local.tags
+}
+
+module "api_function" {
+  source = "../lambda"
+
+  function_name = "${local.name}-api"
+  handler       = "sluice.handlers.api.handler"
+  role_arn      = module.iam.api_role_arn
+  code_zip_path = local.code_zip_path
+  layer_arns    = [module.layer.layer_version_arn]
+  architecture  = var.architecture
+  memory_size   = local.api_function.memory_size
+  timeout       = local.api_function.timeout
+  tags          = local.tags
+  queue_trigger = false
+  snap_start    = var.snap_start
+
+  environment_variables = merge(local.common_environment, local.datasets_environment, {
+    POWERTOOLS_SERVICE_NAME = "sluice-api"
+    UPLOAD_ROLE_ARN         = module.iam.upload_role_arn
+    MAX_UPLOAD_BYTES        = tostring(var.max_upload_bytes)
+    UPLOAD_URL_TTL_SECONDS  = tostring(var.upload_url_ttl_seconds)
+    LINK_TTL_SECONDS        = tostring(var.link_ttl_seconds)
+  })
+
+  log_retention_days = var.log_retention_days
+}
+
+module "api" {
+  source = "../api"
+
+  name                   = "${local.name}-api"
+  routes                 = var.api_routes
+  function_name          = module.api_function.function_name
+  function_invoke_arn    = module.api_function.invoke_arn
+  function_qualifier     = module.api_function.invoked_qualifier
+  jwt_issuer             = module.auth.issuer
+  jwt_audience           = module.auth.client_ids
+  cors_allowed_origins   = var.web_origins
+  throttling_burst_limit = var.api_throttling_burst_limit
+  throttling_rate_limit  = var.api_throttling_rate_limit
+  log_retention_days     = var.log_retention_days
+  tags                   = local.tags
 }
 
 # --- Bucket notifications ------------------------------------------------------------------
@@ -521,7 +590,7 @@ resource "aws_cloudwatch_metric_alarm" "dead_letter_queue_not_empty" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "function_errors" {
-  for_each = module.function
+  for_each = merge(module.function, { api = module.api_function })
 
   alarm_name          = "${each.value.function_name}-errors"
   alarm_description   = "The ${each.value.function_name} function failed invocations (unhandled errors, timeouts)."

@@ -38,7 +38,7 @@ variable "architecture" {
 }
 
 variable "functions" {
-  description = "Per-handler overrides (transform, archive, tag, bundle) of memory, timeout and event source mapping settings."
+  description = "Per-handler overrides (transform, archive, tag, bundle; api: memory and timeout only) of memory, timeout and event source mapping settings."
   type = map(object({
     memory_size                        = optional(number)
     timeout                            = optional(number)
@@ -50,8 +50,8 @@ variable "functions" {
   nullable = false
 
   validation {
-    condition     = alltrue([for name in keys(var.functions) : contains(["transform", "archive", "tag", "bundle"], name)])
-    error_message = "functions keys must be among transform, archive, tag and bundle."
+    condition     = alltrue([for name in keys(var.functions) : contains(["transform", "archive", "tag", "bundle", "api"], name)])
+    error_message = "functions keys must be among transform, archive, tag, bundle and api."
   }
 }
 
@@ -239,6 +239,80 @@ variable "raw_cors_allowed_origins" {
   type        = list(string)
   default     = ["*"]
   nullable    = false
+}
+
+variable "api_routes" {
+  description = "Route keys of the HTTP API (METHOD /path), each with whether it needs a token; the root module reads them from docs/openapi.yaml."
+  type = map(object({
+    authorized = bool
+  }))
+}
+
+variable "web_origins" {
+  description = "Origins of the web app: the API's CORS origins and the hosted UI's callback and sign-out URLs."
+  type        = list(string)
+  default     = []
+  nullable    = false
+}
+
+variable "api_throttling_burst_limit" {
+  description = "Burst limit (requests) of every API route."
+  type        = number
+  default     = 50
+  nullable    = false
+}
+
+variable "api_throttling_rate_limit" {
+  description = "Steady-state rate limit (requests per second) of every API route."
+  type        = number
+  default     = 25
+  nullable    = false
+}
+
+variable "max_upload_bytes" {
+  description = "Largest file the API hands out an upload for (MAX_UPLOAD_BYTES); larger requests get 413."
+  type        = number
+  default     = 5368709120
+  nullable    = false
+
+  validation {
+    condition     = var.max_upload_bytes >= 1 && var.max_upload_bytes <= 5497558138880
+    error_message = "max_upload_bytes must be between 1 and 5 TiB (S3's object limit)."
+  }
+}
+
+variable "upload_url_ttl_seconds" {
+  description = "Lifetime of presigned upload URLs and one-key credentials in seconds (UPLOAD_URL_TTL_SECONDS, 900-3600)."
+  type        = number
+  default     = 900
+  nullable    = false
+
+  validation {
+    condition     = var.upload_url_ttl_seconds >= 900 && var.upload_url_ttl_seconds <= 3600
+    error_message = "upload_url_ttl_seconds must be between 900 (STS's minimum) and 3600 (the upload role's session limit)."
+  }
+}
+
+variable "link_ttl_seconds" {
+  description = "Lifetime of the thumbnail and original links GET /images/{id} returns (LINK_TTL_SECONDS)."
+  type        = number
+  default     = 900
+  nullable    = false
+
+  validation {
+    condition     = var.link_ttl_seconds >= 1 && var.link_ttl_seconds <= 604800
+    error_message = "link_ttl_seconds must be between 1 and 604800."
+  }
+}
+
+variable "seed_user" {
+  description = "A user the user pool starts with (a temporary password, changed at first sign-in) and its groups; null for none. For throw-away environments: the password sits in the variables."
+  type = object({
+    email              = string
+    temporary_password = string
+    groups             = list(string)
+  })
+  default = null
 }
 
 variable "alert_emails" {
