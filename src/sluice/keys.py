@@ -16,6 +16,8 @@ ARCHIVE_DATA_PREFIX = "data/"
 ARCHIVE_REJECTED_PREFIX = "rejected/"
 REQUESTS_PREFIX = "requests/"
 BUNDLES_PREFIX = "bundles/"
+UPLOADS_SEGMENT = "uploads/"
+"""RAW keys the API hands out: ``[<dataset prefix>]uploads/<user>/<date>/<uuid>-<name>``."""
 
 
 def _sha256_hex(text: str) -> str:

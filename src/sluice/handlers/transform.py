@@ -89,11 +89,16 @@ from sluice.receipts import (
     utc_now,
     write_receipt,
 )
-from sluice.records import FileRejectedError, OutOfTimeError, RecordFormat, transform_records
+from sluice.records import (
+    DATA_FORMATS,
+    FileRejectedError,
+    OutOfTimeError,
+    RecordFormat,
+    transform_records,
+)
 from sluice.runtime import make_logger, run
 from sluice.s3io import MultipartWriter
 
-DATA_FORMATS: dict[str, RecordFormat] = {".json": "array", ".jsonl": "lines", ".ndjson": "lines"}
 DATA_CONTENT_TYPES = {"array": "application/json", "lines": "application/x-ndjson"}
 ERRORS_CONTENT_TYPE = "application/x-ndjson"
 

@@ -33,7 +33,14 @@ def new_bundle_id(now: datetime | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-def request_body(labels: Sequence[str], match: str, notify: str | None) -> dict[str, Any]:
+def request_key(bundle_id: str) -> str:
+    """WORK key of the request for ``bundle_id`` (the bundle handler takes the id from it)."""
+    return f"{REQUESTS_PREFIX}{bundle_id}.json"
+
+
+def request_body(
+    labels: Sequence[str], match: str, notify: str | None, name: str | None = None
+) -> dict[str, Any]:
     cleaned = list(dict.fromkeys(label.strip() for label in labels))
     if not cleaned or any(not label for label in cleaned):
         raise BundleRequestError("labels must be non-empty, e.g. sluice bundle Dog Cat")
@@ -42,6 +49,8 @@ def request_body(labels: Sequence[str], match: str, notify: str | None) -> dict[
     body: dict[str, Any] = {"labels": cleaned, "match": match}
     if notify:
         body["notify"] = notify
+    if name:
+        body["name"] = name
     return body
 
 
@@ -66,6 +75,7 @@ def write_request(
     match: str = "any",
     notify: str | None = None,
     bundle_id: str | None = None,
+    name: str | None = None,
 ) -> BundleRequest:
     bundle_id = new_bundle_id() if bundle_id is None else bundle_id
     if not BUNDLE_ID_PATTERN.fullmatch(bundle_id):
@@ -73,8 +83,8 @@ def write_request(
             f"bundle id {bundle_id!r} must be 1-128 letters, digits, '.', '_' or '-',"
             " starting with a letter or digit"
         )
-    body = request_body(labels, match, notify)
-    key = f"{REQUESTS_PREFIX}{bundle_id}.json"
+    body = request_body(labels, match, notify, name)
+    key = request_key(bundle_id)
     response = s3.put_object(
         Bucket=work_bucket,
         Key=key,
