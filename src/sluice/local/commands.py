@@ -51,6 +51,7 @@ def _run_up(args: argparse.Namespace) -> int:
         serve=args.serve,
         environment=getattr(args, "environment", LOCAL_ENVIRONMENT),
         var_files=tuple(args.var_file),
+        api_port=args.api_port,
     )
     return up(options, root, state_dir=args.state_dir)
 
@@ -91,6 +92,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=_port,
         default=awsenv.DEFAULT_PORT,
         help="emulator port on 127.0.0.1 (default: %(default)s)",
+    )
+    up_parser.add_argument(
+        "--api-port",
+        type=_port,
+        default=None,
+        help="port of the local HTTP API on 127.0.0.1 (default: the emulator's port + 1)",
     )
     up_parser.add_argument(
         "--no-samples",

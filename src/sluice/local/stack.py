@@ -9,7 +9,9 @@
    ``apply`` with ``env/local.tfvars``; the ``environments`` output is cached in
    ``.sluice/local/outputs.json`` for the CLI;
 4. the runner (:mod:`sluice.local.runner`), restarted so it serves the code and wiring
-   just applied; then ``up`` waits until the queues have settled (see below);
+   just applied, and the API server (:mod:`sluice.local.apiserver`) on the emulator's
+   port + 1 (``--api-port``), serving the HTTP API Terraform created; then ``up``
+   waits until the queues have settled (see below);
 5. unless ``--no-samples``: ``samples/`` uploaded to RAW with ``aws s3 cp --recursive``,
    a receipt awaited for every input, the queues drained, a bundle requested for the most
    common label; then the summary.
@@ -83,6 +85,7 @@ class UpOptions:
     serve: bool = False
     environment: str = LOCAL_ENVIRONMENT
     var_files: tuple[Path, ...] = ()
+    api_port: int | None = None
 
 
 def state_key_for(environment: str) -> str | None:
@@ -298,6 +301,61 @@ def settle_queues(
     return settled
 
 
+def stop_api(state: StateDir) -> int | None:
+    """Stop the API server; the pid it had, or None if none was running."""
+    pid = state.api_pid.running_pid()
+    if pid is not None:
+        procs.stop(pid, grace_seconds=10.0)
+    state.api_pid.clear()
+    return pid
+
+
+def start_api(
+    state: StateDir, endpoint_url: str, environment: Environment, port: int, console: _Console
+) -> str | None:
+    """Serve the environment's HTTP API on 127.0.0.1:``port``; its URL (None without API)."""
+    previous = stop_api(state)
+    if previous is not None:
+        console.step(f"api: stopped the previous API server (pid {previous})")
+    if not environment.api_id:
+        console.step("api: the environment has no HTTP API")
+        return None
+    offset = state.api_log.stat().st_size if state.api_log.exists() else 0
+    process = procs.spawn_detached(
+        [
+            sys.executable,
+            "-m",
+            "sluice.local.apiserver",
+            "--endpoint-url",
+            endpoint_url,
+            "--api-id",
+            environment.api_id,
+            "--port",
+            str(port),
+        ],
+        log_path=state.api_log,
+        env=awsenv.local_env(endpoint_url),
+        cwd=state.root,
+    )
+    state.api_pid.write(process.pid)
+    url = awsenv.endpoint_for(port)
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise UpError(
+                f"the API server exited with code {process.returncode}: see {state.api_log}\n"
+                + tail(state.api_log)
+            )
+        with state.api_log.open("rb") as log:
+            log.seek(offset)
+            return b"apiserver: serving" in log.read()
+
+    if not _poll(serving, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
+        raise UpError(f"the API server did not start in time: see {state.api_log}")
+    console.step(f"api: serving {url} (pid {process.pid}, log {state.api_log})")
+    return url
+
+
 def upload_samples(samples: Path, environment: Environment, endpoint_url: str) -> list[str]:
     """``aws s3 cp --recursive samples/ s3://<raw>/``, as a user would; the keys sent."""
     keys = sorted(
@@ -394,15 +452,18 @@ def up(
             environment=options.environment,
             var_files=options.var_files,
         )
+        start_runner(
+            state, endpoint_url, environment, console, environment_name=options.environment
+        )
+        api_port = options.api_port or options.port + 1
+        api_url = start_api(state, endpoint_url, environment, api_port, console)
         state.write_stack(
             {
                 "endpoint_url": endpoint_url,
                 "port": options.port,
                 "environment": options.environment,
+                "api_url": api_url,
             }
-        )
-        start_runner(
-            state, endpoint_url, environment, console, environment_name=options.environment
         )
         s3 = awsenv.client("s3", endpoint_url)
         sqs = awsenv.client("sqs", endpoint_url)
@@ -429,10 +490,15 @@ def up(
             label, bundle = request_top_bundle(s3, dynamodb, environment, deadline, console)
         result = summary.collect(s3, sqs, dynamodb, environment, endpoint_url, inputs=keys)
         result.bundle_label, result.bundle = label, bundle
+        result.api_url = api_url
         print(summary.render(result), file=out, flush=True)
     except (EmulatorError, TerraformError, UpError) as error:
         print(f"sluice up: {error}", file=sys.stderr, flush=True)
-        if state.moto_pid.running_pid() or state.runner_pid.running_pid():
+        if (
+            state.moto_pid.running_pid()
+            or state.runner_pid.running_pid()
+            or state.api_pid.running_pid()
+        ):
             print(
                 "sluice up: what is running was left running for inspection;"
                 " `sluice down` stops it",
@@ -472,12 +538,15 @@ def serve(state: StateDir, out: TextIO) -> int:
 
 def down(root: Path, out: TextIO = sys.stdout, *, state_dir: Path | None = None) -> int:
     state = StateDir(root, state_dir.resolve() if state_dir else None)
+    api = stop_api(state)
+    if api is not None:
+        print(f"api: stopped (pid {api})", file=out, flush=True)
     runner = stop_runner(state)
     if runner.anything:
         print(f"runner: stopped ({_describe(runner)})", file=out, flush=True)
     stopped_moto = stop_moto(state, out)
     for path in (state.stack, state.outputs):
         path.unlink(missing_ok=True)
-    if not runner.anything and not stopped_moto:
+    if not runner.anything and api is None and not stopped_moto:
         print("nothing to stop: no runner or moto server started by sluice up is running", file=out)
     return 0

@@ -47,6 +47,14 @@ class StateDir:
         return self.path / "runner.log"
 
     @property
+    def api_pid(self) -> PidFile:
+        return PidFile(self.path / "api.pid", "sluice.local.apiserver")
+
+    @property
+    def api_log(self) -> Path:
+        return self.path / "api.log"
+
+    @property
     def worker_logs(self) -> Path:
         return self.path / "logs"
 

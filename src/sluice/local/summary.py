@@ -33,6 +33,7 @@ class Summary:
     bundle_label: str | None = None
     bundle: dict[str, Any] | None = None
     dead_letters: int = 0
+    api_url: str | None = None
 
 
 def collect(
@@ -110,6 +111,16 @@ def try_it(environment: Environment, endpoint_url: str) -> list[str]:
     ]
 
 
+def sign_in(api_url: str) -> list[str]:
+    """How to reach the local HTTP API: sign in, then call it with the token."""
+    return [
+        "sluice login --environment local   # admin@sluice.local; the first time it asks to"
+        " replace the temporary password of env/local.tfvars",
+        f"curl {api_url}/health",
+        f'curl -H "Authorization: Bearer $(sluice token --environment local)" {api_url}/labels',
+    ]
+
+
 def render(summary: Summary) -> str:
     env = summary.environment
     lines = [
@@ -141,5 +152,8 @@ def render(summary: Summary) -> str:
     elif summary.bundle_label:
         lines.append(f"bundle      {summary.bundle_label!r}: no status yet")
     lines.append(f"dead letters {summary.dead_letters}")
+    if summary.api_url:
+        lines += ["", f"API         {summary.api_url}  (docs/api.md)"]
+        lines += [f"  {command}" for command in sign_in(summary.api_url)]
     lines += ["", "Try it:"] + [f"  {command}" for command in try_it(env, summary.endpoint_url)]
     return "\n".join(lines)

@@ -153,3 +153,8 @@ def discover(
             continue
         wirings.append(wiring)
     return sorted(wirings, key=lambda w: w.name)
+
+
+def function_wiring(lambda_client: Any, function_arn: str) -> FunctionWiring:
+    """One function's configuration, without event sources (e.g. behind an HTTP API)."""
+    return _function_wiring(lambda_client, function_arn, ())

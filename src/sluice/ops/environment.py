@@ -97,6 +97,11 @@ class Environment:
     bundle_topic_arn: str | None = None
     region: str | None = None
     function_names: Mapping[str, str] = field(default_factory=dict)
+    api_url: str | None = None
+    """The HTTP API's URL in AWS; locally the API server's (``.sluice/local/stack.json``)."""
+    api_id: str | None = None
+    user_pool_id: str | None = None
+    cli_client_id: str | None = None
     source: str = ""
     """Where the names came from, for messages."""
 
@@ -146,6 +151,10 @@ class Environment:
             bundle_topic_arn=values.get("bundle_topic_arn") or None,
             region=values.get("region") or None,
             function_names={str(k): str(v) for k, v in dict(functions).items()},
+            api_url=values.get("api_url") or None,
+            api_id=values.get("api_id") or None,
+            user_pool_id=values.get("user_pool_id") or None,
+            cli_client_id=values.get("cli_client_id") or None,
             source=source,
         )
 
