@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import boto3
 from botocore.exceptions import (
     ClientError,
     ConnectTimeoutError,
@@ -74,6 +75,7 @@ from sluice.ops.environment import (
     resolve_environment,
     running_stack_endpoint,
 )
+from sluice.ops.login import LoginError, load_token, save_tokens, sign_in, tokens_path
 from sluice.ops.queues import QueueDepth
 from sluice.ops.redrive import DRY_RUN, METHODS, TASK, Move, RedriveReport, redrive
 from sluice.ops.status import StatusReport, collect_status
@@ -380,6 +382,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefix", default="", help="key prefix; a trailing '/' is added (default: none)"
     )
     _add_output_option(upload, on_subcommand=True)
+
+    login = _subcommand(
+        subparsers,
+        "login",
+        "sign in to the environment's user pool and keep the tokens",
+        "Sign in with a user name and password (Cognito USER_PASSWORD_AUTH on the CLI"
+        " client); a user whose password is temporary is asked for a new one. The tokens"
+        " go to .sluice/<environment>/tokens.json (mode 0600) for `sluice token`.",
+        run_login,
+    )
+    login.add_argument("--username", metavar="EMAIL", help="user name (default: asked)")
+    login.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin, and a new password, when one"
+        " is required, from the second (default: asked without echo)",
+    )
+
+    token = _subcommand(
+        subparsers,
+        "token",
+        "print the saved token, for curl -H 'Authorization: Bearer ...'",
+        "Print the id (default) or access token `sluice login` saved; exit 1 when there is"
+        " none or it has expired.",
+        run_token,
+    )
+    token.add_argument(
+        "--kind", choices=("id", "access"), default="id", help="which token (default: id)"
+    )
     return parser
 
 
@@ -730,6 +761,72 @@ def run_upload(args: argparse.Namespace) -> int:
     report = upload_folder(clients.s3, environment.raw_bucket, files, progress)
     _show(args, upload_document(report), lambda: render_upload(report))
     return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _project_dir(args: argparse.Namespace) -> Path:
+    return Path(args.project_dir or find_project_dir(Path.cwd()))
+
+
+def _secret(prompt: str, lines: list[str] | None) -> str:
+    import getpass
+
+    if lines is not None:
+        if not lines:
+            raise UsageError(f"stdin has no line for the {prompt.strip(': ').lower()}")
+        return lines.pop(0)
+    return getpass.getpass(prompt)
+
+
+def run_login(args: argparse.Namespace) -> int:
+    environment, _ = _resolve(args)
+    if not environment.cli_client_id:
+        raise UsageError(
+            f"environment {args.environment!r} has no user pool client in its outputs:"
+            " re-apply Terraform"
+        )
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    lines = sys.stdin.read().splitlines() if args.password_stdin else None
+    username = args.username or input("User name: ").strip()
+    connection = connection_for(
+        args.environment,
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+        outputs_region=environment.region,
+        stack_endpoint=running_stack_endpoint(_project_dir(args), args.environment),
+    )
+    # InitiateAuth needs no AWS credentials: the request is not signed.
+    cognito = boto3.client(
+        "cognito-idp",
+        region_name=connection.region,
+        endpoint_url=connection.endpoint_url,
+        config=Config(signature_version=UNSIGNED),
+    )
+    try:
+        tokens = sign_in(
+            cognito,
+            environment.cli_client_id,
+            username,
+            _secret("Password: ", lines),
+            new_password=lambda: _secret("New password: ", lines),
+        )
+    except LoginError as error:
+        _err(f"sluice login: {error}")
+        return EXIT_FAILED
+    path = tokens_path(_project_dir(args), args.environment)
+    save_tokens(path, tokens)
+    _err(f"signed in as {username}; tokens in {path} (sluice token prints one)")
+    return EXIT_OK
+
+
+def run_token(args: argparse.Namespace) -> int:
+    try:
+        print(load_token(tokens_path(_project_dir(args), args.environment), args.kind))
+    except LoginError as error:
+        _err(f"sluice token: {error}")
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 # --- entry point ---------------------------------------------------------------------
