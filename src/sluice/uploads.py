@@ -123,11 +123,12 @@ def sanitise_filename(filename: str) -> str:
     """
     name = re.split(r"[/\\]", filename)[-1]
     name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    name = _UNSAFE_NAME_CHARS.sub("-", name).strip(".-")
+    name = _UNSAFE_NAME_CHARS.sub("-", name)
     stem, dot, extension = name.rpartition(".")
     if not dot:
         stem, extension = name, ""
-    stem = re.sub(r"-{2,}", "-", stem)[:MAX_NAME_CHARS].strip(".-") or "file"
+    extension = extension.strip("-")
+    stem = re.sub(r"-{2,}", "-", stem).strip(".-")[:MAX_NAME_CHARS].strip(".-") or "file"
     return f"{stem}.{extension}" if extension else stem
 
 
