@@ -2,7 +2,7 @@
 # Re-resolve the development environment's lock file from pyproject.toml, and hash the
 # Lambda layer's pins (layers/requirements.in -> layers/requirements.txt).
 #
-#   scripts/lock.sh            # after changing [project] dependencies or the dev extra
+#   scripts/lock.sh            # after changing [project] dependencies or the dev or local extra
 #   scripts/lock.sh --upgrade  # move every pin to the newest version the ranges allow
 #
 # requirements/dev.lock pins every distribution with the hashes of all its published files,
@@ -20,7 +20,7 @@ if [[ ! -x "$tools/bin/uv" ]] || [[ "$("$tools/bin/uv" --version)" != "uv $uv_ve
   "$tools/bin/python" -m pip install --quiet "uv==$uv_version"
 fi
 cd "$root"
-"$tools/bin/uv" pip compile pyproject.toml --extra dev --generate-hashes --universal \
+"$tools/bin/uv" pip compile pyproject.toml --extra dev --extra local --generate-hashes --universal \
   --python-version 3.11 --no-header --quiet -o requirements/dev.lock "$@"
 
 # The Lambda layer: layers/requirements.in already pins every distribution (a person

@@ -11,9 +11,10 @@ The API never moves file bytes (decision 10). A client asks for an upload and ge
 
 The server chooses the key, so no client-chosen path can traverse anywhere:
 ``[<dataset prefix>]uploads/<user sub>/<YYYY-MM-DD>/<uuid4>-<sanitised filename>``. Data
-files go under their dataset's prefix, read from the one dataset registry
-(:func:`sluice.datasets.load_registry`) the transform uses, so the transform accepts them;
-images need no prefix. The user's ``sub`` (an opaque id, not a name or address) makes the
+files go under their dataset's prefix, from the environment's dataset registry
+(:func:`sluice.datasets.env_datasets`), so the transform accepts them;
+images need no prefix. The api function gets the same ``DATASETS`` variable as the
+transform (modules/pipeline), so both read one configuration. The user's ``sub`` (an opaque id, not a name or address) makes the
 key the caller's: multipart completion and receipts are only served to the key's owner.
 
 What may be sent follows what the transform processes: the image extensions of
@@ -46,7 +47,8 @@ MAX_SINGLE_PUT_BYTES = 5 * 1024**3
 """S3's limit for one PUT; larger files need a multipart upload."""
 MIN_MULTIPART_PART_BYTES = 8 * MIB
 MAX_NAME_CHARS = 100
-UPLOAD_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
+UPLOAD_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
+"""What one-key credentials may do: write the key, in one PUT or in parts, or give up."""
 
 _IMAGE_MEDIA_TYPES = {
     "JPEG": ("image/jpeg",),

@@ -14,7 +14,9 @@ bucket policies and labeler differ from local, and the plan shows their statemen
 
 Checked:
 
-* every function policy grants no more than an explicit per-handler allowance (below,
+* every function policy (the four queue handlers, the api function's, and the upload
+  role the api hands out one-key credentials of) grants no more than an explicit
+  per-handler allowance (below,
   with the reason for each grant): no ``*`` or service-wide action, no ``*`` resource
   except for actions without resource-level permissions (``WILDCARD_RESOURCE_ACTIONS``);
   S3 only on the buckets and prefixes a handler uses, queues, log groups, tables and
@@ -54,6 +56,7 @@ import pytest
 
 from sluice.keys import image_id, receipt_key
 from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.integration.api_support import ADMIN, ApiClient, encoded
 from tests.s3events import object_event_for
 from tests.security_support import SAMPLES_DIR, Invoke, drive_pipeline, pipeline_inputs
 from tests.terraform_support import (
@@ -88,6 +91,9 @@ WILDCARD_RESOURCE_ACTIONS = {
     # only resource IAM accepts for it (the image is authorised by s3:GetObject instead).
     "rekognition:detectlabels": "no resource-level permissions",
 }
+
+POLICIES = (*FUNCTIONS, "api", "upload")
+"""Every role policy Terraform deploys: the queue handlers', the api's, the upload role's."""
 
 WRITE_OBJECT_ACTIONS = {"s3:putobject", "s3:abortmultipartupload", "s3:putobjecttagging"}
 DELETE_OBJECT_ACTIONS = {"s3:deleteobject", "s3:deleteobjectversion"}
@@ -213,12 +219,13 @@ class Deployed:
 
     buckets: dict[str, str]  # raw/processed/archive/work -> bucket ARN
     queues: dict[str, str]  # function -> queue ARN
-    log_groups: dict[str, str]  # function -> log group ARN
+    log_groups: dict[str, str]  # function (and api) -> log group ARN
+    upload_role: str
     images_table: str
     labels_table: str
     bundle_topic: str
     data_key: str  # the environment's own KMS key (PRODUCTION_SWITCHES)
-    policies: dict[str, dict[str, Any]]  # function -> policy document
+    policies: dict[str, dict[str, Any]]  # function, api, upload -> policy document
 
     def grants(self, function: str) -> set[tuple[str, str]]:
         """(lower-cased action, resource) pairs the function's policy allows."""
@@ -254,7 +261,19 @@ def deployed(views: TerraformViews) -> Deployed:
     log_groups = {
         _key_in(r["address"], "function"): r["values"]["arn"]
         for r in _of_type(values, "aws_cloudwatch_log_group")
+        if "module.function[" in r["address"]
     }
+    (api_log_group,) = [
+        r["values"]["arn"]
+        for r in _of_type(values, "aws_cloudwatch_log_group")
+        if "module.api_function." in r["address"]
+    ]
+    log_groups["api"] = api_log_group
+    (upload_role,) = [
+        r["values"]["arn"]
+        for r in _of_type(values, "aws_iam_role")
+        if r["values"]["name"].endswith("-upload")
+    ]
     tables = {
         r["values"]["name"]: r["values"]["arn"] for r in _of_type(values, "aws_dynamodb_table")
     }
@@ -262,16 +281,21 @@ def deployed(views: TerraformViews) -> Deployed:
     (data_key,) = [
         r["values"]["arn"] for r in _of_type(values, "aws_kms_key") if r["name"] == "data"
     ]
+    # The queue handlers' policies are indexed by function; the api's and the upload role's
+    # are single resources named after them.
     policies = {
-        r["index"]: json.loads(r["values"]["policy"])
+        r.get("index", r["name"]): json.loads(r["values"]["policy"])
         for r in _of_type(values, "aws_iam_role_policy")
     }
     assert set(buckets) == set(BUCKETS)
-    assert set(queues) == set(log_groups) == set(policies) == set(FUNCTIONS)
+    assert set(queues) == set(FUNCTIONS)
+    assert set(log_groups) == {*FUNCTIONS, "api"}
+    assert set(policies) == set(POLICIES)
     return Deployed(
         buckets=buckets,
         queues=queues,
         log_groups=log_groups,
+        upload_role=upload_role,
         images_table=tables["sluice-local-images"],
         labels_table=tables["sluice-local-labels"],
         bundle_topic=topics["sluice-local-bundles"],
@@ -292,15 +316,22 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
     def grant(actions: set[str], resources: list[str]) -> set[tuple[str, str]]:
         return {(action, resource) for action in actions for resource in resources}
 
-    common = grant(
-        {
-            "sqs:receivemessage",
-            "sqs:deletemessage",
-            "sqs:getqueueattributes",
-            "sqs:changemessagevisibility",
-        },
-        [d.queues[function]],
-    ) | grant({"logs:createlogstream", "logs:putlogevents"}, [f"{d.log_groups[function]}:*"])
+    logs = {"logs:createlogstream", "logs:putlogevents"}
+    common = (
+        grant(
+            {
+                "sqs:receivemessage",
+                "sqs:deletemessage",
+                "sqs:getqueueattributes",
+                "sqs:changemessagevisibility",
+            },
+            [d.queues[function]],
+        )
+        | grant(logs, [f"{d.log_groups[function]}:*"])
+        if function in FUNCTIONS
+        else set()
+    )
+    upload_keys = [f"{d.buckets['raw']}/uploads/*", f"{d.buckets['raw']}/*/uploads/*"]
     outputs = objects("processed", "data/", "errors/", "thumbnails/", "receipts/")
     archived = objects("archive", "images/", "data/", "rejected/")
     by_function = {
@@ -334,6 +365,27 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         | grant({"dynamodb:query", "dynamodb:getitem"}, [d.labels_table])
         | grant({"dynamodb:batchgetitem"}, [d.images_table])
         | grant({"sns:publish"}, [d.bundle_topic]),
+        # Signs uploads (presigned PUTs and parts carry the signer's permissions), hands out
+        # one-key credentials, reads receipts, links and withdraws images, requests bundles.
+        "api": grant(logs, [f"{d.log_groups['api']}:*"])
+        | grant(MULTIPART_WRITE, upload_keys)
+        | grant({"s3:listbucket"}, [d.buckets["raw"], d.buckets["processed"], d.buckets["work"]])
+        | grant({"sts:assumerole"}, [d.upload_role])
+        | grant({"s3:getobject"}, objects("processed", "receipts/"))
+        | grant({"s3:getobject", "s3:deleteobject"}, objects("processed", "thumbnails/"))
+        | grant({"s3:getobject", "s3:deleteobject"}, objects("archive", "images/"))
+        | grant({"s3:putobject"}, objects("work", "requests/"))
+        | grant({"s3:getobject"}, objects("work", "bundles/"))
+        | grant(
+            {"dynamodb:getitem", "dynamodb:scan", "dynamodb:batchgetitem", "dynamodb:deleteitem"},
+            [d.images_table],
+        )
+        | grant(
+            {"dynamodb:query", "dynamodb:getitem", "dynamodb:deleteitem", "dynamodb:updateitem"},
+            [d.labels_table],
+        ),
+        # What its session policy then narrows to one key.
+        "upload": grant(MULTIPART_WRITE, upload_keys),
     }
     # The environment's key: every handler decrypts its queue and what it reads; only the
     # ones that write objects generate data keys.
@@ -341,7 +393,7 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
     return common | by_function[function] | grant(key_actions, [d.data_key])
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("function", POLICIES)
 def test_function_policy_grants_no_more_than_its_handler_needs(
     deployed: Deployed, function: str
 ) -> None:
@@ -407,7 +459,9 @@ def test_only_the_bundle_role_may_publish_to_the_bundle_topic(views: TerraformVi
         for r in _of_type(values, "aws_sns_topic_policy")
         if r["values"]["arn"].endswith(":sluice-local-bundles")
     ]
-    roles = {r["index"]: r["values"]["arn"] for r in _of_type(values, "aws_iam_role")}
+    roles = {
+        r.get("index", r["name"]): r["values"]["arn"] for r in _of_type(values, "aws_iam_role")
+    }
     statements = {s["Sid"]: s for s in _statements(json.loads(topic_policy["policy"]))}
     topic = topic_policy["arn"]
     publishers = {
@@ -428,6 +482,23 @@ def test_only_the_bundle_role_may_publish_to_the_bundle_topic(views: TerraformVi
     assert owner["Principal"]["AWS"].endswith(":root")
     assert {"sns:SetTopicAttributes", "sns:DeleteTopic"} <= set(owner["Action"])
     assert "sns:Publish" not in owner["Action"]
+
+
+def test_only_the_api_and_its_upload_role_write_raw_and_only_upload_keys(
+    deployed: Deployed,
+) -> None:
+    d = deployed
+    raw = d.buckets["raw"]
+    for who in ("api", "upload"):
+        writes = {r for a, r in d.grants(who) if a in WRITE_OBJECT_ACTIONS and r.startswith(raw)}
+        assert writes == {f"{raw}/uploads/*", f"{raw}/*/uploads/*"}, who
+    api = d.grants("api")
+    assert {r for a, r in api if a in WRITE_OBJECT_ACTIONS and r.startswith(d.buckets["work"])} == {
+        f"{d.buckets['work']}/requests/*"
+    }
+    assert {a for a, _ in api if a.startswith(("sqs:", "sns:", "rekognition:"))} == set()
+    assert {r for a, r in api if a == "sts:assumerole"} == {d.upload_role}
+    assert {a.split(":")[0] for a, _ in d.grants("upload")} == {"s3"}
 
 
 # --- the calls the handlers make -----------------------------------------------------------
@@ -511,6 +582,8 @@ def iam_requests(
                 for item in params["TransactItems"]
                 for kind, body in item.items()
             ]
+    if service == "sts" and operation == "AssumeRole":
+        return [("sts:assumerole", arn[params["RoleArn"]])]
     if service == "sns" and operation == "Publish":
         return [("sns:publish", arn[params["TopicArn"]])]
     if service == "rekognition" and operation == "DetectLabels":
@@ -575,6 +648,46 @@ def relabel_and_bundle_all(p: Pipeline, invoke: Invoke) -> None:
     assert status["status"] in ("ready", "empty"), status
 
 
+def drive_api(p: Pipeline, recorder: CallRecorder, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every route of the api once, as an admin, recording its calls as the api's.
+
+    A presigned URL is no call of the api's, but S3 authorises its use as the signer's:
+    each URL handed out is recorded as the call its client will make.
+    """
+    iam = boto3.client("iam", region_name=REGION)
+    role = iam.create_role(RoleName="sluice-test-upload", AssumeRolePolicyDocument="{}")
+    monkeypatch.setenv("UPLOAD_ROLE_ARN", role["Role"]["Arn"])
+    api = ApiClient(load_handler("api"))
+    recorder.running = "api"
+    try:
+        image = {"filename": "a.jpg", "content_type": "image/jpeg", "size": 10}
+        signed = [api.call("POST", "/uploads", body=image, claims=ADMIN).json()]
+        multipart = api.call("POST", "/uploads/multipart", body=image, claims=ADMIN).json()
+        signed.append(multipart)
+        upload_id = multipart["upload_id"]
+        api.call("DELETE", f"/uploads/multipart/{upload_id}", claims=ADMIN)
+        parts = {"parts": [{"part_number": 1, "etag": "x"}]}
+        api.call("POST", f"/uploads/multipart/{upload_id}/complete", body=parts, claims=ADMIN)
+        api.call("POST", "/uploads/credentials", body=image, claims=ADMIN)
+        images = api.call("GET", "/images", claims=ADMIN).json()["images"]
+        label = api.call("GET", "/labels", claims=ADMIN).json()["labels"][0]["label"]
+        api.call("GET", "/images", query={"label": label}, claims=ADMIN)
+        api.call("GET", f"/images/{images[0]['id']}", claims=ADMIN)
+        api.call("DELETE", f"/images/{images[0]['id']}", claims=ADMIN)
+        bundle = api.call("POST", "/bundles", body={"labels": [label]}, claims=ADMIN).json()
+        api.call("GET", f"/bundles/{bundle['bundle_id']}", claims=ADMIN)
+        api.call("GET", "/bundles/everything", claims=ADMIN)
+        api.call("GET", "/inputs", query={"status": "rejected"}, claims=ADMIN)
+        api.call("GET", f"/inputs/{encoded('photos/sunset-beach.jpg')}", claims=ADMIN)
+        api.call("GET", f"/inputs/{encoded(signed[0]['key'])}", claims=ADMIN)
+    finally:
+        recorder.running = None
+    assert recorder.calls is not None
+    for upload in signed:
+        recorder.calls.append(("api", "s3", "PutObject", {"Bucket": p.raw, "Key": upload["key"]}))
+    return str(role["Role"]["Arn"])
+
+
 def _keys(s3: Any, bucket: str) -> list[str]:
     return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
@@ -633,6 +746,7 @@ def test_function_policies_grant_exactly_the_calls_the_handlers_make(
     drive_pipeline(pipeline, invoke, pipeline_inputs())
     replace_with_a_rejected_version(pipeline, invoke)
     relabel_and_bundle_all(pipeline, invoke)
+    upload_role = drive_api(pipeline, recorder, monkeypatch)
 
     arn = {
         pipeline.raw: deployed.buckets["raw"],
@@ -642,10 +756,13 @@ def test_function_policies_grant_exactly_the_calls_the_handlers_make(
         pipeline.images_table: deployed.images_table,
         pipeline.labels_table: deployed.labels_table,
         pipeline.topic_arn: deployed.bundle_topic,
+        upload_role: deployed.upload_role,
     }
     assert recorder.calls
-    assert {function for function, *_ in recorder.calls} == set(FUNCTIONS)
-    requested: dict[str, set[tuple[str, str]]] = {function: set() for function in FUNCTIONS}
+    assert {function for function, *_ in recorder.calls} == {*FUNCTIONS, "api"}
+    requested: dict[str, set[tuple[str, str]]] = {
+        function: set() for function in (*FUNCTIONS, "api")
+    }
     denied: dict[tuple[str, str, str], str] = {}
     for function, service, operation, params in recorder.calls:
         for action, resource in iam_requests(service, operation, params, arn):

@@ -306,7 +306,6 @@ def test_one_key_credentials_come_from_a_session_policy_naming_only_that_key(
     assert set(statement["Action"]) == {
         "s3:PutObject",
         "s3:AbortMultipartUpload",
-        "s3:ListMultipartUploadParts",
     }
     assert "*" not in statement["Resource"] and "?" not in statement["Resource"]
 

@@ -47,7 +47,11 @@ def _declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     return [
         Requirement(text)
-        for text in [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+        for text in [
+            *project["dependencies"],
+            *project["optional-dependencies"]["dev"],
+            *project["optional-dependencies"]["local"],
+        ]
     ]
 
 

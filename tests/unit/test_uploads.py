@@ -116,7 +116,6 @@ def test_the_session_policy_allows_writing_one_key_and_nothing_else() -> None:
                 "Action": [
                     "s3:PutObject",
                     "s3:AbortMultipartUpload",
-                    "s3:ListMultipartUploadParts",
                 ],
                 "Resource": "arn:aws-cn:s3:::raw/uploads/u/d/x-a.jpg",
             }

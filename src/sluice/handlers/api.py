@@ -19,11 +19,13 @@ between HTTP and them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -37,7 +39,7 @@ from botocore.config import Config
 
 from sluice import image_items, uploads
 from sluice.config import env_int, env_str
-from sluice.datasets import Dataset, load_registry
+from sluice.datasets import Dataset, Registry, env_datasets, load_registry
 from sluice.image_items import InvalidCursorError
 from sluice.keys import RECEIPTS_PREFIX
 from sluice.labels import InvalidPageTokenError, images_for_label, label_counts
@@ -52,7 +54,8 @@ from sluice.ops.bundle import (
 from sluice.receipts import read_receipt
 from sluice.runtime import make_logger
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 1024 * 1024
+"""A complete request lists up to 10,000 parts (about 600 KB); API Gateway takes 10 MB."""
 DEFAULT_PAGE = 50
 MAX_PAGE = 100
 MAX_KEYS_SCANNED = 1000
@@ -76,6 +79,9 @@ class ApiSettings:
     max_upload_bytes: int = 5 * 1024**3
     upload_url_ttl_seconds: int = 900
     link_ttl_seconds: int = 900
+    datasets: Registry = field(default_factory=load_registry)
+    """The environment's datasets (``DATASETS``, as the transform reads them): data uploads
+    go under their prefixes."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
@@ -94,6 +100,7 @@ class ApiSettings:
                 env, "UPLOAD_URL_TTL_SECONDS", 900, minimum=900, maximum=3600
             ),
             link_ttl_seconds=env_int(env, "LINK_TTL_SECONDS", 900, minimum=1, maximum=604800),
+            datasets=env_datasets(env, "DATASETS"),
         )
 
 
@@ -355,7 +362,7 @@ class Api:
         return uploads.plan_upload(
             uploads.UploadRequest.from_json(body),
             user=caller.sub,
-            registry=load_registry(),
+            registry=self.settings.datasets,
             max_bytes=self.settings.max_upload_bytes,
             now=self.now(),
         )
@@ -572,7 +579,18 @@ def _caller() -> Caller:
 
 
 def _body(schema: str) -> dict[str, Any]:
-    return parse_body(app.current_event.decoded_body, schema)
+    return parse_body(request_text(app.current_event.raw_event), schema)
+
+
+def request_text(event: Mapping[str, Any]) -> str | None:
+    """The body as text; a body that is not UTF-8 (base64 from API Gateway) is not JSON."""
+    body = event.get("body")
+    if body is None or not event.get("isBase64Encoded"):
+        return body if isinstance(body, str) else None
+    try:
+        return base64.b64decode(body).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the body is not UTF-8 JSON") from None
 
 
 def _query(name: str) -> str | None:

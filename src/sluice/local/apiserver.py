@@ -408,7 +408,12 @@ def make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(response.body)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve  # noqa: N815
+        def __getattr__(self, name: str) -> Any:
+            # Every method (TRACE, QUERY, ...) reaches the gateway, which answers one without
+            # a route with its 404, as API Gateway does, rather than http.server's 501.
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: Any) -> None:
             # The access log says what happened; the default line would print paths.
