@@ -14,8 +14,9 @@ The server chooses the key, so no client-chosen path can traverse anywhere:
 files go under their dataset's prefix, from the environment's dataset registry
 (:func:`sluice.datasets.env_datasets`), so the transform accepts them;
 images need no prefix. The api function gets the same ``DATASETS`` variable as the
-transform (modules/pipeline), so both read one configuration. The user's ``sub`` (an opaque id, not a name or address) makes the
-key the caller's: multipart completion and receipts are only served to the key's owner.
+transform (modules/pipeline), so both read one configuration. The user's ``sub`` (an
+opaque id, not a name or address) makes the key the caller's: multipart completion and
+receipts are only served to the key's owner.
 
 What may be sent follows what the transform processes: the image extensions of
 :data:`sluice.images.INPUT_FORMATS` and the data extensions of
