@@ -54,7 +54,7 @@ environments = {
     functions = {
       transform = { memory_size = 256, timeout = 30 }
       archive   = { memory_size = 128, timeout = 15 }
-      tag       = { memory_size = 128, timeout = 15 }
+      tag       = { memory_size = 256, timeout = 15 } # the offline labeler decodes whole images: a 7 MP one peaks at 162 MB
       bundle    = { memory_size = 256, timeout = 60 }
     }
 
