@@ -364,6 +364,7 @@ module "api_function" {
     POWERTOOLS_SERVICE_NAME = "sluice-api"
     UPLOAD_ROLE_ARN         = module.iam.upload_role_arn
     MAX_UPLOAD_BYTES        = tostring(var.max_upload_bytes)
+    MAX_DATA_BYTES          = tostring(var.max_data_bytes)
     UPLOAD_URL_TTL_SECONDS  = tostring(var.upload_url_ttl_seconds)
     LINK_TTL_SECONDS        = tostring(var.link_ttl_seconds)
   })

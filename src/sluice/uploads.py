@@ -161,8 +161,13 @@ def plan_upload(
     max_bytes: int,
     now: datetime,
     unique: str | None = None,
+    max_data_bytes: int | None = None,
 ) -> PlannedUpload:
-    """Check the request against what the pipeline processes; the key it will have."""
+    """Check the request against what the pipeline processes; the key it will have.
+
+    ``max_data_bytes`` is the transform's own limit for data files (``MAX_DATA_BYTES``):
+    a larger one would only be rejected unread, so it is refused here already.
+    """
     media_type = request.content_type.split(";")[0].strip().lower()
     if media_type not in MEDIA_TYPES:
         known = ", ".join(sorted(MEDIA_TYPES))
@@ -175,9 +180,12 @@ def plan_upload(
             "extension_mismatch",
             f"a {media_type} file's name must end in {' or '.join(sorted(extensions))}",
         )
-    if request.size > max_bytes:
+    limit = max_bytes
+    if kind == "data" and max_data_bytes is not None:
+        limit = min(limit, max_data_bytes)
+    if request.size > limit:
         raise UploadError(
-            413, "too_large", f"files larger than {max_bytes} bytes are not accepted here"
+            413, "too_large", f"{kind} files larger than {limit} bytes are not accepted here"
         )
     prefix = _prefix_for(kind, request.dataset, registry)
     key = upload_key(prefix, user, request.filename, now=now, unique=unique or uuid.uuid4().hex)

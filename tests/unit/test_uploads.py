@@ -123,3 +123,20 @@ def test_the_session_policy_allows_writing_one_key_and_nothing_else() -> None:
     }
     with pytest.raises(ValueError, match="wildcards"):
         session_policy("arn:aws:iam::1:role/up", "raw", "uploads/*")
+
+
+def test_data_files_over_the_transforms_limit_are_refused_but_images_are_not() -> None:
+    data = UploadRequest("a.json", "application/json", 101, dataset="retina")
+    image = UploadRequest("a.jpg", "image/jpeg", 101)
+
+    def plan(request: UploadRequest) -> PlannedUpload:
+        registry = load_registry()
+        return plan_upload(
+            request, user="u", registry=registry, max_bytes=1000, now=NOW, max_data_bytes=100
+        )
+
+    with pytest.raises(UploadError) as refused:
+        plan(data)
+
+    assert (refused.value.status, refused.value.code) == (413, "too_large")
+    assert plan(image).size == 101

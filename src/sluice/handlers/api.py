@@ -79,6 +79,9 @@ class ApiSettings:
     max_upload_bytes: int = 5 * 1024**3
     upload_url_ttl_seconds: int = 900
     link_ttl_seconds: int = 900
+    max_data_bytes: int | None = None
+    """The transform's ``MAX_DATA_BYTES`` when Terraform passes it on; data files above it
+    are refused (the transform would reject them unread)."""
     datasets: Registry = field(default_factory=load_registry)
     """The environment's datasets (``DATASETS``, as the transform reads them): data uploads
     go under their prefixes."""
@@ -100,6 +103,7 @@ class ApiSettings:
                 env, "UPLOAD_URL_TTL_SECONDS", 900, minimum=900, maximum=3600
             ),
             link_ttl_seconds=env_int(env, "LINK_TTL_SECONDS", 900, minimum=1, maximum=604800),
+            max_data_bytes=env_int(env, "MAX_DATA_BYTES", 0, minimum=0) or None,
             datasets=env_datasets(env, "DATASETS"),
         )
 
@@ -364,6 +368,7 @@ class Api:
             user=caller.sub,
             registry=self.settings.datasets,
             max_bytes=self.settings.max_upload_bytes,
+            max_data_bytes=self.settings.max_data_bytes,
             now=self.now(),
         )
 
