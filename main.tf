@@ -12,6 +12,9 @@ locals {
       } if contains(["get", "put", "post", "delete", "patch"], method)
     }
   ]...)
+
+  # The datasets the web app offers for data files: the pipeline's own registry.
+  datasets = sort(keys(jsondecode(file("${path.module}/src/sluice/datasets/datasets.json"))))
 }
 
 module "pipeline" {
@@ -39,6 +42,14 @@ module "pipeline" {
   raw_cors_allowed_origins      = each.value.raw_cors_allowed_origins
   api_routes                    = local.api_routes
   web_origins                   = each.value.web_origins
+  web_app_dir                   = "${path.module}/web"
+  web_datasets                  = local.datasets
+  web_sign_in                   = each.value.web_sign_in
+  web_security_headers_policy   = each.value.web_security_headers_policy
+  web_wait_for_deployment       = each.value.web_wait_for_deployment
+  web_multipart_threshold_bytes = each.value.web_multipart_threshold_bytes
+  service_endpoint              = var.aws_endpoint_url
+  runtime_urls                  = var.runtime_urls
   api_throttling_burst_limit    = each.value.api_throttling_burst_limit
   api_throttling_rate_limit     = each.value.api_throttling_rate_limit
   max_upload_bytes              = each.value.max_upload_bytes

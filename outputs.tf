@@ -22,6 +22,10 @@ output "environments" {
       cli_client_id         = pipeline.cli_client_id
       web_client_id         = pipeline.web_client_id
       auth_domain           = pipeline.auth_domain
+      web_url               = pipeline.web_url
+      web_bucket_name       = pipeline.web_bucket_name
+      web_distribution_id   = pipeline.web_distribution_id
+      web_response_headers  = pipeline.web_response_headers
     }
   }
 }

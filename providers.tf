@@ -13,6 +13,7 @@ provider "aws" {
 
     content {
       apigatewayv2   = endpoints.value
+      cloudfront     = endpoints.value
       cloudwatch     = endpoints.value
       cloudwatchlogs = endpoints.value
       cognitoidp     = endpoints.value

@@ -14,6 +14,15 @@ variable "aws_endpoint_url" {
   }
 }
 
+variable "runtime_urls" {
+  description = "Where a local runtime serves the HTTP API and the web app instead of API Gateway and CloudFront; `sluice up` sets it from its ports. null in AWS."
+  type = object({
+    api = string
+    web = string
+  })
+  default = null
+}
+
 variable "artifacts_dir" {
   description = "Directory with sluice-code.zip and sluice-layer-<architecture>.zip, relative to the working directory or absolute."
   type        = string
@@ -51,6 +60,10 @@ variable "environments" {
     bundle_url_ttl_seconds        = optional(number)
     raw_cors_allowed_origins      = optional(list(string))
     web_origins                   = optional(list(string))
+    web_sign_in                   = optional(string)
+    web_security_headers_policy   = optional(bool)
+    web_wait_for_deployment       = optional(bool)
+    web_multipart_threshold_bytes = optional(number)
     api_throttling_burst_limit    = optional(number)
     api_throttling_rate_limit     = optional(number)
     max_upload_bytes              = optional(number)

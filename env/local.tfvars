@@ -41,6 +41,16 @@ environments = {
     web_origins      = ["http://localhost:3000"]
     max_upload_bytes = 268435456 # 256 MiB: enough for the end-to-end multipart upload
 
+    # The web app (web/): moto has no hosted UI, so the app signs in with a form that calls
+    # the user pool's API (USER_PASSWORD_AUTH); moto has no response headers policies, so
+    # the local web server sends the same headers from the Terraform output; and nothing
+    # waits for edge locations that do not exist.
+    web_sign_in                 = "password"
+    web_security_headers_policy = false
+    web_wait_for_deployment     = false
+    # 8 MiB (the smallest part): a 10 MB photo already takes the multipart route here.
+    web_multipart_threshold_bytes = 8388608
+
     # A first administrator; `sluice login` asks for a new password at first sign-in. The
     # emulator is throw-away, so a temporary password in the variables harms nothing here;
     # dev and prod create users with `aws cognito-idp admin-create-user` instead.

@@ -336,8 +336,8 @@ module "auth" {
   source = "../auth"
 
   name          = "${local.name}-users"
-  callback_urls = [for origin in var.web_origins : "${origin}/"]
-  logout_urls   = [for origin in var.web_origins : "${origin}/"]
+  callback_urls = [for origin in local.web_origins : "${origin}/"]
+  logout_urls   = [for origin in local.web_origins : "${origin}/"]
   seed_user     = var.seed_user == null ? null : { email = var.seed_user.email, groups = var.seed_user.groups }
   # sensitive(): kept out of plans and logs from here on.
   seed_user_temporary_password = var.seed_user == null ? null : sensitive(var.seed_user.temporary_password)
@@ -382,11 +382,69 @@ module "api" {
   function_qualifier     = module.api_function.invoked_qualifier
   jwt_issuer             = module.auth.issuer
   jwt_audience           = module.auth.client_ids
-  cors_allowed_origins   = var.web_origins
+  cors_allowed_origins   = local.web_origins
   throttling_burst_limit = var.api_throttling_burst_limit
   throttling_rate_limit  = var.api_throttling_rate_limit
   log_retention_days     = var.log_retention_days
   tags                   = local.tags
+}
+
+# --- The web app ---------------------------------------------------------------------------
+
+locals {
+  # Where browsers reach the services the app calls: AWS's endpoints, or the emulator's.
+  s3_origins = var.service_endpoint != null ? [var.service_endpoint] : flatten([
+    for bucket in ["raw", "processed"] : [
+      "https://${local.bucket_names[bucket]}.s3.amazonaws.com",
+      "https://${local.bucket_names[bucket]}.s3.${local.region}.amazonaws.com",
+    ]
+  ])
+  cognito_endpoint = coalesce(var.service_endpoint, "https://cognito-idp.${local.region}.amazonaws.com")
+  web_api_url      = var.runtime_urls != null ? var.runtime_urls.api : module.api.api_endpoint
+
+  # The API's origin cannot be named in the CSP: the API's CORS names the distribution, and
+  # the distribution carries the CSP, so naming the API there would be a dependency cycle.
+  # API Gateway's regional domain stands in for it (modules/web/README.md).
+  web_api_source = var.runtime_urls != null ? regex("^https?://[^/]+", var.runtime_urls.api) : "https://*.execute-api.${local.region}.amazonaws.com"
+
+  # The API's CORS origins and the hosted UI's callbacks: the configured ones, the
+  # distribution, and the local runtime's web server when there is one.
+  web_origins = distinct(concat(
+    var.web_origins,
+    # module.web[0].url, not module.web: only the URL, or the origins would wait on config.json.
+    var.web_app_dir == null ? [] : [module.web[0].url],
+    var.runtime_urls != null ? [var.runtime_urls.web] : [],
+  ))
+}
+
+module "web" {
+  source = "../web"
+  count  = var.web_app_dir == null ? 0 : 1
+
+  name    = "${local.name}-web"
+  app_dir = var.web_app_dir
+  app_config = {
+    api_url                   = local.web_api_url
+    region                    = local.region
+    user_pool_id              = module.auth.user_pool_id
+    sign_in                   = var.web_sign_in
+    client_id                 = var.web_sign_in == "password" ? module.auth.cli_client_id : module.auth.web_client_id
+    cognito_endpoint          = local.cognito_endpoint
+    auth_domain               = "https://${module.auth.hosted_ui_domain}"
+    datasets                  = var.web_datasets
+    multipart_threshold_bytes = var.web_multipart_threshold_bytes
+  }
+  connect_sources = distinct(concat(
+    [local.web_api_source, local.cognito_endpoint],
+    var.web_sign_in == "hosted_ui" ? ["https://${module.auth.hosted_ui_domain}"] : [],
+    local.s3_origins,
+  ))
+  image_sources           = local.s3_origins
+  security_headers_policy = var.web_security_headers_policy
+  wait_for_deployment     = var.web_wait_for_deployment
+  deny_insecure_transport = var.deny_insecure_transport
+  force_destroy           = var.force_destroy
+  tags                    = local.tags
 }
 
 # --- Bucket notifications ------------------------------------------------------------------

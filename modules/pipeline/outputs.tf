@@ -107,3 +107,23 @@ output "auth_domain" {
   description = "Domain of the hosted sign-in UI."
   value       = module.auth.hosted_ui_domain
 }
+
+output "web_url" {
+  description = "URL of the web app (its CloudFront distribution); null without a web app."
+  value       = one(module.web[*].url)
+}
+
+output "web_bucket_name" {
+  description = "Bucket holding the web app and its config.json; null without a web app."
+  value       = one(module.web[*].bucket_name)
+}
+
+output "web_distribution_id" {
+  description = "Id of the web app's CloudFront distribution; null without a web app."
+  value       = one(module.web[*].distribution_id)
+}
+
+output "web_response_headers" {
+  description = "Security headers the web app is served with (CSP, HSTS...); null without a web app."
+  value       = one(module.web[*].response_headers)
+}

@@ -385,3 +385,64 @@ variable "tags" {
   default     = {}
   nullable    = false
 }
+
+variable "web_app_dir" {
+  description = "Directory of the static web app (the repository's web/); null deploys no web app."
+  type        = string
+  default     = null
+}
+
+variable "web_sign_in" {
+  description = "How the web app signs in: hosted_ui (authorization code + PKCE, the web client) or password (a form calling USER_PASSWORD_AUTH with the CLI's client, for an emulator without a hosted UI)."
+  type        = string
+  default     = "hosted_ui"
+  nullable    = false
+
+  validation {
+    condition     = contains(["hosted_ui", "password"], var.web_sign_in)
+    error_message = "web_sign_in must be hosted_ui or password."
+  }
+}
+
+variable "web_security_headers_policy" {
+  description = "Whether CloudFront sends the web app's security headers through a response headers policy (false only for an emulator without that API)."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "web_wait_for_deployment" {
+  description = "Whether apply waits until the web app's distribution is deployed."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "web_multipart_threshold_bytes" {
+  description = "Files larger than this are uploaded by the web app in parts (POST /uploads/multipart)."
+  type        = number
+  default     = 67108864
+  nullable    = false
+}
+
+variable "web_datasets" {
+  description = "Dataset names the web app offers for data files (the root module reads them from src/sluice/datasets/datasets.json)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+}
+
+variable "service_endpoint" {
+  description = "URL that serves every AWS service in place of AWS's own endpoints (an emulator), so the web app calls the user pool and buckets there; null in AWS."
+  type        = string
+  default     = null
+}
+
+variable "runtime_urls" {
+  description = "Where a local runtime serves the HTTP API and the web app in place of API Gateway and CloudFront (sluice up sets it from its ports); null in AWS."
+  type = object({
+    api = string
+    web = string
+  })
+  default = null
+}
