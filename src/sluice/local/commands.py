@@ -52,6 +52,7 @@ def _run_up(args: argparse.Namespace) -> int:
         environment=getattr(args, "environment", LOCAL_ENVIRONMENT),
         var_files=tuple(args.var_file),
         api_port=args.api_port,
+        web_port=args.web_port,
     )
     return up(options, root, state_dir=args.state_dir)
 
@@ -98,6 +99,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=_port,
         default=None,
         help="port of the local HTTP API on 127.0.0.1 (default: the emulator's port + 1)",
+    )
+    up_parser.add_argument(
+        "--web-port",
+        type=_port,
+        default=None,
+        help="port of the local web app on 127.0.0.1 (default: the emulator's port + 2)",
     )
     up_parser.add_argument(
         "--no-samples",

@@ -10,8 +10,11 @@
    ``.sluice/local/outputs.json`` for the CLI;
 4. the runner (:mod:`sluice.local.runner`), restarted so it serves the code and wiring
    just applied, and the API server (:mod:`sluice.local.apiserver`) on the emulator's
-   port + 1 (``--api-port``), serving the HTTP API Terraform created; then ``up``
-   waits until the queues have settled (see below);
+   port + 1 (``--api-port``), serving the HTTP API Terraform created, and the web server
+   (:mod:`sluice.local.webserver`) on port + 2 (``--web-port``), serving the web app's
+   distribution (Terraform learns both URLs as ``runtime_urls``, so the app's
+   ``config.json``, the API's CORS and the Content-Security-Policy name them); then
+   ``up`` waits until the queues have settled (see below);
 5. unless ``--no-samples``: ``samples/`` uploaded to RAW with ``aws s3 cp --recursive``,
    a receipt awaited for every input, the queues drained, a bundle requested for the most
    common label; then the summary.
@@ -47,7 +50,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -86,6 +89,15 @@ class UpOptions:
     environment: str = LOCAL_ENVIRONMENT
     var_files: tuple[Path, ...] = ()
     api_port: int | None = None
+    web_port: int | None = None
+
+    @property
+    def api_url(self) -> str:
+        return awsenv.endpoint_for(self.api_port or self.port + 1)
+
+    @property
+    def web_url(self) -> str:
+        return awsenv.endpoint_for(self.web_port or self.port + 2)
 
 
 def state_key_for(environment: str) -> str | None:
@@ -167,6 +179,7 @@ def apply_terraform(
     *,
     environment: str = LOCAL_ENVIRONMENT,
     var_files: tuple[Path, ...] = (),
+    runtime_urls: Mapping[str, str] | None = None,
 ) -> Environment:
     terraform = Terraform(state, endpoint_url, console.out)
     bucket = terraform.ensure_state_bucket(awsenv.client("s3", endpoint_url))
@@ -174,10 +187,18 @@ def apply_terraform(
     terraform.init(state_key=state_key_for(environment))
     files = " ".join(f"-var-file={path}" for path in (TFVARS, *var_files))
     console.step(f"terraform: apply {files} (about a minute against moto)")
-    terraform.apply(extra_var_files=[path.resolve() for path in var_files])
+    variables = {"runtime_urls": hcl_object(runtime_urls)} if runtime_urls else None
+    terraform.apply(extra_var_files=[path.resolve() for path in var_files], variables=variables)
     document = terraform.environments_output(environment)
     state.outputs.write_text(_json(document))
     return select_environment(document, environment, str(state.outputs))
+
+
+def hcl_object(values: Mapping[str, str]) -> str:
+    """``{a="x",b="y"}``: a map of strings as a ``-var`` value (JSON strings are HCL strings)."""
+    import json
+
+    return "{" + ",".join(f"{name}={json.dumps(value)}" for name, value in values.items()) + "}"
 
 
 def _json(value: Any) -> str:
@@ -356,6 +377,78 @@ def start_api(
     return url
 
 
+def seeded_user(
+    state: StateDir, endpoint_url: str, environment: str, console: _Console
+) -> tuple[str, str] | None:
+    """The seeded user's email and temporary password, as env/local.tfvars sets them."""
+    try:
+        environments = Terraform(state, endpoint_url, console.out).local_variable("environments")
+    except TerraformError as error:
+        console.step(f"web: cannot read the seeded user from {TFVARS}: {error}")
+        return None
+    seed = (environments.get(environment) or {}).get("seed_user")
+    if not isinstance(seed, dict):
+        return None
+    return str(seed["email"]), str(seed["temporary_password"])
+
+
+def stop_web(state: StateDir) -> int | None:
+    """Stop the web server; the pid it had, or None if none was running."""
+    pid = state.web_pid.running_pid()
+    if pid is not None:
+        procs.stop(pid, grace_seconds=10.0)
+    state.web_pid.clear()
+    return pid
+
+
+def start_web(
+    state: StateDir, endpoint_url: str, environment: Environment, url: str, console: _Console
+) -> str | None:
+    """Serve the environment's web app at ``url`` (127.0.0.1:<port>); None without one."""
+    previous = stop_web(state)
+    if previous is not None:
+        console.step(f"web: stopped the previous web server (pid {previous})")
+    if not environment.web_distribution_id:
+        console.step("web: the environment has no web app")
+        return None
+    state.web_headers.write_text(_json(dict(environment.web_response_headers)))
+    offset = state.web_log.stat().st_size if state.web_log.exists() else 0
+    process = procs.spawn_detached(
+        [
+            sys.executable,
+            "-m",
+            "sluice.local.webserver",
+            "--endpoint-url",
+            endpoint_url,
+            "--distribution-id",
+            environment.web_distribution_id,
+            "--headers-file",
+            str(state.web_headers),
+            "--port",
+            url.rsplit(":", 1)[1],
+        ],
+        log_path=state.web_log,
+        env=awsenv.local_env(endpoint_url),
+        cwd=state.root,
+    )
+    state.web_pid.write(process.pid)
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise UpError(
+                f"the web server exited with code {process.returncode}: see {state.web_log}\n"
+                + tail(state.web_log)
+            )
+        with state.web_log.open("rb") as log:
+            log.seek(offset)
+            return b"webserver: serving" in log.read()
+
+    if not _poll(serving, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
+        raise UpError(f"the web server did not start in time: see {state.web_log}")
+    console.step(f"web: serving {url} (pid {process.pid}, log {state.web_log})")
+    return url
+
+
 def upload_samples(samples: Path, environment: Environment, endpoint_url: str) -> list[str]:
     """``aws s3 cp --recursive samples/ s3://<raw>/``, as a user would; the keys sent."""
     keys = sorted(
@@ -451,18 +544,21 @@ def up(
             console,
             environment=options.environment,
             var_files=options.var_files,
+            runtime_urls={"api": options.api_url, "web": options.web_url},
         )
         start_runner(
             state, endpoint_url, environment, console, environment_name=options.environment
         )
         api_port = options.api_port or options.port + 1
         api_url = start_api(state, endpoint_url, environment, api_port, console)
+        web_url = start_web(state, endpoint_url, environment, options.web_url, console)
         state.write_stack(
             {
                 "endpoint_url": endpoint_url,
                 "port": options.port,
                 "environment": options.environment,
                 "api_url": api_url,
+                "web_url": web_url,
             }
         )
         s3 = awsenv.client("s3", endpoint_url)
@@ -491,6 +587,8 @@ def up(
         result = summary.collect(s3, sqs, dynamodb, environment, endpoint_url, inputs=keys)
         result.bundle_label, result.bundle = label, bundle
         result.api_url = api_url
+        result.web_url = web_url
+        result.web_user = seeded_user(state, endpoint_url, options.environment, console)
         print(summary.render(result), file=out, flush=True)
     except (EmulatorError, TerraformError, UpError) as error:
         print(f"sluice up: {error}", file=sys.stderr, flush=True)
@@ -498,6 +596,7 @@ def up(
             state.moto_pid.running_pid()
             or state.runner_pid.running_pid()
             or state.api_pid.running_pid()
+            or state.web_pid.running_pid()
         ):
             print(
                 "sluice up: what is running was left running for inspection;"
@@ -538,6 +637,9 @@ def serve(state: StateDir, out: TextIO) -> int:
 
 def down(root: Path, out: TextIO = sys.stdout, *, state_dir: Path | None = None) -> int:
     state = StateDir(root, state_dir.resolve() if state_dir else None)
+    web = stop_web(state)
+    if web is not None:
+        print(f"web: stopped (pid {web})", file=out, flush=True)
     api = stop_api(state)
     if api is not None:
         print(f"api: stopped (pid {api})", file=out, flush=True)
@@ -547,6 +649,6 @@ def down(root: Path, out: TextIO = sys.stdout, *, state_dir: Path | None = None)
     stopped_moto = stop_moto(state, out)
     for path in (state.stack, state.outputs):
         path.unlink(missing_ok=True)
-    if not runner.anything and api is None and not stopped_moto:
+    if not runner.anything and api is None and web is None and not stopped_moto:
         print("nothing to stop: no runner or moto server started by sluice up is running", file=out)
     return 0

@@ -55,6 +55,19 @@ class StateDir:
         return self.path / "api.log"
 
     @property
+    def web_pid(self) -> PidFile:
+        return PidFile(self.path / "web.pid", "sluice.local.webserver")
+
+    @property
+    def web_log(self) -> Path:
+        return self.path / "web.log"
+
+    @property
+    def web_headers(self) -> Path:
+        """The web app's security headers, from the Terraform outputs, for the web server."""
+        return self.path / "web-headers.json"
+
+    @property
     def worker_logs(self) -> Path:
         return self.path / "logs"
 

@@ -34,6 +34,9 @@ class Summary:
     bundle: dict[str, Any] | None = None
     dead_letters: int = 0
     api_url: str | None = None
+    web_url: str | None = None
+    web_user: tuple[str, str] | None = None
+    """The seeded user's email and temporary password (env/local.tfvars), if any."""
 
 
 def collect(
@@ -155,5 +158,13 @@ def render(summary: Summary) -> str:
     if summary.api_url:
         lines += ["", f"API         {summary.api_url}  (docs/api.md)"]
         lines += [f"  {command}" for command in sign_in(summary.api_url)]
+    if summary.web_url:
+        lines += ["", f"Web app     {summary.web_url}  (web/README.md)"]
+        if summary.web_user:
+            email, password = summary.web_user
+            lines.append(
+                f"  sign in as {email} with {password}; the first sign-in asks for a new"
+                " password (after `sluice login` changed it, use that one)"
+            )
     lines += ["", "Try it:"] + [f"  {command}" for command in try_it(env, summary.endpoint_url)]
     return "\n".join(lines)

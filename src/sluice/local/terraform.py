@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -178,8 +178,13 @@ class Terraform:
             progress=False,
         )
 
-    def apply(self, extra_var_files: Sequence[Path] = ()) -> None:
-        """Apply ``env/local.tfvars`` (then ``extra_var_files``, which win) to the endpoint."""
+    def apply(
+        self, extra_var_files: Sequence[Path] = (), variables: Mapping[str, str] | None = None
+    ) -> None:
+        """Apply ``env/local.tfvars`` (then ``extra_var_files``, which win) to the endpoint.
+
+        ``variables``: more ``-var`` values, each already in HCL syntax.
+        """
         self.run(
             [
                 "apply",
@@ -188,6 +193,7 @@ class Terraform:
                 f"-var-file={TFVARS}",
                 *(f"-var-file={path}" for path in extra_var_files),
                 f"-var=aws_endpoint_url={self.endpoint_url}",
+                *(f"-var={name}={value}" for name, value in (variables or {}).items()),
             ],
             label="terraform apply",
             timeout=APPLY_TIMEOUT_SECONDS,

@@ -102,6 +102,11 @@ class Environment:
     api_id: str | None = None
     user_pool_id: str | None = None
     cli_client_id: str | None = None
+    web_url: str | None = None
+    """The web app's CloudFront URL; locally the web server's (``.sluice/local/stack.json``)."""
+    web_distribution_id: str | None = None
+    web_response_headers: Mapping[str, str] = field(default_factory=dict)
+    """The security headers the web app is served with (CSP, HSTS...)."""
     source: str = ""
     """Where the names came from, for messages."""
 
@@ -155,6 +160,11 @@ class Environment:
             api_id=values.get("api_id") or None,
             user_pool_id=values.get("user_pool_id") or None,
             cli_client_id=values.get("cli_client_id") or None,
+            web_url=values.get("web_url") or None,
+            web_distribution_id=values.get("web_distribution_id") or None,
+            web_response_headers={
+                str(k): str(v) for k, v in dict(values.get("web_response_headers") or {}).items()
+            },
             source=source,
         )
 
