@@ -42,7 +42,7 @@ module "pipeline" {
   raw_cors_allowed_origins      = each.value.raw_cors_allowed_origins
   api_routes                    = local.api_routes
   web_origins                   = each.value.web_origins
-  web_app_dir                   = "${path.module}/web"
+  web_app_dir                   = each.value.web_app == false ? null : "${path.module}/web"
   web_datasets                  = local.datasets
   web_sign_in                   = each.value.web_sign_in
   web_security_headers_policy   = each.value.web_security_headers_policy

@@ -60,6 +60,7 @@ variable "environments" {
     bundle_url_ttl_seconds        = optional(number)
     raw_cors_allowed_origins      = optional(list(string))
     web_origins                   = optional(list(string))
+    web_app                       = optional(bool)
     web_sign_in                   = optional(string)
     web_security_headers_policy   = optional(bool)
     web_wait_for_deployment       = optional(bool)

@@ -7,6 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 "$root/scripts/bootstrap.sh"
+"$root/scripts/browser.sh"
 if [[ -f "$root/.sluice/terraformrc" ]]; then
   export TF_CLI_CONFIG_FILE="$root/.sluice/terraformrc"
 fi

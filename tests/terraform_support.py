@@ -121,6 +121,11 @@ def copy_configuration(destination: Path) -> Path:
     # The root module reads the API's routes from its document.
     (destination / "docs").mkdir(exist_ok=True)
     shutil.copy2(REPO_ROOT / "docs" / "openapi.yaml", destination / "docs" / "openapi.yaml")
+    # ... the web app's files, and the dataset names the app offers.
+    shutil.copytree(REPO_ROOT / "web", destination / "web", ignore=ignore)
+    datasets = destination / "src" / "sluice" / "datasets"
+    datasets.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO_ROOT / "src" / "sluice" / "datasets" / "datasets.json", datasets)
     shutil.copytree(FIXTURES_DIR, destination / "tests" / "fixtures" / "terraform", ignore=ignore)
     return destination
 

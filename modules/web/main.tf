@@ -49,7 +49,7 @@ locals {
   # local runtime, which serves the app with them (src/sluice/local/webserver.py).
   response_headers = {
     "Content-Security-Policy"      = local.content_security_policy
-    "Strict-Transport-Security"    = "max-age=${var.hsts_max_age_seconds}; includeSubDomains"
+    "Strict-Transport-Security"    = "max-age=${var.hsts_max_age_seconds}; includeSubDomains; preload"
     "X-Content-Type-Options"       = "nosniff"
     "X-Frame-Options"              = "DENY"
     "Referrer-Policy"              = "no-referrer"
@@ -210,7 +210,7 @@ resource "aws_cloudfront_response_headers_policy" "this" {
     strict_transport_security {
       access_control_max_age_sec = var.hsts_max_age_seconds
       include_subdomains         = true
-      preload                    = false
+      preload                    = true
       override                   = true
     }
 

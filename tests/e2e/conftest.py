@@ -141,6 +141,8 @@ def _localstack_stack(tmp: Path) -> Iterator[Stack]:
     for settings in environments.values():
         # LocalStack runs functions in Docker: let its Lambda service poll the queues.
         settings["event_source_mappings_enabled"] = True
+        # LocalStack's community edition serves no CloudFront: no web app there.
+        settings["web_app"] = False
     override = tmp / "localstack.tfvars.json"
     override.write_text(json.dumps({"environments": environments}))
     terraform.apply(extra_var_files=[override])
