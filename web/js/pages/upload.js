@@ -19,7 +19,7 @@ export function show({ main, api, config, signal }) {
     : h("input", { type: "text", id: "dataset" });
   const drop = h("div", { class: "drop", id: "drop" },
     h("p", {}, "Drop photos (JPEG, PNG, WebP, GIF, TIFF) and data files (JSON, JSON Lines) here, or ",
-      h("label", { for: "files", class: "inline" }, "choose files:"), input));
+      h("label", { for: "files" }, "choose files:"), input));
 
   const updateOverall = () => {
     const total = jobs.reduce((sum, job) => sum + job.total, 0);
