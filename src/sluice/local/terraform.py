@@ -1,6 +1,6 @@
 """Apply the root Terraform module to the emulator, with the local environment's files.
 
-The same root module and the same S3 backend type as dev and prod (DESIGN decision 6):
+The same root module and the same S3 backend type as dev and prod (decision 6, docs/decisions.md):
 only ``env/local.tfvars``, ``env/local.backend.hcl`` and the endpoint differ. Terraform's
 own output goes to ``.sluice/local/terraform.log``; the console gets one progress line.
 """
