@@ -1,7 +1,7 @@
 """The bad-input corpus (tests/corpus/manifest.json) through transform and archive, in moto.
 
 Every file case: uploaded to RAW under its key, the transform's real event gives an empty
-batch response (a bad file is rejected, not retried: decision 3, docs/decisions.md) and one
+batch response (a bad file is rejected, not retried: decision 3, docs/decisions.md) and exactly one
 receipt with the expected status, codes, record positions and byte positions; PROCESSED
 holds exactly what the receipt lists; then the archive handler, driven by the receipt's
 event, moves the input to ARCHIVE (``rejected/`` for rejections) and RAW keeps no version
