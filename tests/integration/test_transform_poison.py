@@ -203,6 +203,32 @@ def test_a_file_that_cannot_finish_in_time_is_rejected_with_nothing_half_written
     assert processed_keys(pipeline) == {receipt_key(key)}
 
 
+def test_a_short_function_keeps_only_a_share_of_its_time_and_still_reads(
+    pipeline: Pipeline, transform: ModuleType
+) -> None:
+    # A 3 s function (the chaos environment's): a fixed 5 s margin would stop every file
+    # before its first byte. It keeps a fifth of its time, reads, and finishes.
+    key = "retina/budget/short.json"
+    pipeline.s3.put_object(Bucket=pipeline.raw, Key=key, Body=valid_array(3))
+    context = SteppingContext(budget_ms=3_000, step_ms=100)
+    assert transform.handler(sqs_batch(body_of(pipeline, key)), context) == {
+        "batchItemFailures": []
+    }
+    assert receipt_of(pipeline, key)["status"] == "processed"
+
+
+def test_the_margin_is_five_seconds_or_a_fifth_of_a_short_invocation(
+    transform: ModuleType,
+) -> None:
+    def deadline(budget_ms: int) -> int:
+        margin: int = transform.Deadline(lambda: budget_ms, budget_ms).margin_ms
+        return margin
+
+    assert deadline(900_000) == 5_000
+    assert deadline(25_000) == 5_000
+    assert deadline(3_000) == 600
+
+
 def test_a_file_left_short_of_time_by_its_batch_mates_is_retried_not_rejected(
     pipeline: Pipeline, transform: ModuleType
 ) -> None:
