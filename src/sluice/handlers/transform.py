@@ -37,7 +37,8 @@ receipts and reports name a record's fields only as the schema does (``sluice.da
 Budgets (a verdict on the file, so a rejection on the first attempt, never a retry into the
 dead-letter queue): a data file larger than ``MAX_DATA_BYTES`` is rejected unread
 (``data_too_large``). Time comes from the Lambda context as a :class:`Deadline` argument:
-the records are read until less than ``TIME_MARGIN_MS`` is left, the margin being what
+the records are read until less than the margin is left (5 s, or a fifth of a shorter
+invocation: :attr:`Deadline.margin_ms`), the margin being what
 aborting the uploads and writing the receipt take. A file stopped there is rejected
 (``time_budget_exceeded``) when, at the pace it went, it could not finish within a whole
 invocation's time; otherwise it only had too little of this invocation's time (it came
