@@ -1,4 +1,23 @@
-"""Key layout shared by every handler (see docs/contracts.md)."""
+"""Key layout shared by every handler (see docs/contracts.md).
+
+**One owner per output.** Every object the pipeline writes is owned by exactly one input
+(one RAW key, and through the receipt or the version ledger one version of it), and no two
+inputs can ever be given the same name, by construction:
+
+* a derived name is ``prefix + raw key + suffix`` and keeps the whole raw key, extension
+  included (``thumbnails/128/a.JPG.jpg`` and ``thumbnails/128/a.jpg.jpg`` are two names);
+  for one prefix and suffix that map is injective;
+* when that name would pass S3's 1024-byte limit it becomes
+  ``prefix + "_long/" + sha256(raw key) + suffix`` instead. A raw key that itself starts
+  with ``_long/`` is **always** hashed, so a plain name never starts with
+  ``prefix + "_long/"``: plain and hashed names live in disjoint namespaces, and two
+  hashed names are equal only if sha256 collides. (Hashing such keys rather than
+  rejecting them keeps every user key acceptable; escaping would make names unreadable
+  for everyone to fix a case almost nobody has.)
+* names that belong to one *version* of a key put the version token (S3 version id,
+  which never contains ``/``) in the prefix: ``superseded/<version>/<raw key>``, so the
+  split at the first ``/`` after the prefix is unambiguous.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +27,25 @@ import posixpath
 MAX_KEY_BYTES = 1024
 
 RECEIPTS_PREFIX = "receipts/"
+VERSIONS_PREFIX = "versions/"
+"""PROCESSED: the version ledger, one record per superseded or deleted RAW version."""
+LEASES_PREFIX = "leases/"
+"""PROCESSED: the transform's per-key leases (sluice.leases)."""
 DATA_PREFIX = "data/"
 ERRORS_PREFIX = "errors/"
 THUMBNAILS_PREFIX = "thumbnails/"
 ARCHIVE_IMAGES_PREFIX = "images/"
 ARCHIVE_DATA_PREFIX = "data/"
 ARCHIVE_REJECTED_PREFIX = "rejected/"
+ARCHIVE_SUPERSEDED_PREFIX = "superseded/"
+"""ARCHIVE: every RAW version that a newer version of its key replaced, by version."""
 REQUESTS_PREFIX = "requests/"
 BUNDLES_PREFIX = "bundles/"
 UPLOADS_SEGMENT = "uploads/"
 """RAW keys the API hands out: ``[<dataset prefix>]uploads/<user>/<date>/<uuid>-<name>``."""
+
+HASHED_SEGMENT = "_long/"
+"""The namespace of hashed names; a raw key starting with it is always hashed."""
 
 
 def _sha256_hex(text: str) -> str:
@@ -25,15 +53,16 @@ def _sha256_hex(text: str) -> str:
 
 
 def derived_key(prefix: str, raw_key: str, suffix: str = "") -> str:
-    """Return ``prefix + raw_key + suffix``, or a hashed form when that exceeds S3's limit.
+    """``prefix + raw_key + suffix``, or its hashed form (module docstring: why injective).
 
-    S3 keys are at most 1024 bytes of UTF-8, and a raw key may already be that long; the
-    hashed form stays unique and the receipt always records the original key.
+    Hashed when the plain name would exceed S3's 1024-byte limit, or when ``raw_key``
+    starts with ``_long/`` (so no user key can take a hashed name). The receipt always
+    records the original key.
     """
     key = f"{prefix}{raw_key}{suffix}"
-    if len(key.encode("utf-8")) <= MAX_KEY_BYTES:
+    if len(key.encode("utf-8")) <= MAX_KEY_BYTES and not raw_key.startswith(HASHED_SEGMENT):
         return key
-    return f"{prefix}_long/{_sha256_hex(raw_key)}{suffix}"
+    return f"{prefix}{HASHED_SEGMENT}{_sha256_hex(raw_key)}{suffix}"
 
 
 def receipt_key(raw_key: str) -> str:
@@ -44,6 +73,12 @@ def split_extension(key: str) -> tuple[str, str]:
     """Split ``a/b.c.JPG`` into (``a/b.c``, ``.jpg``); the extension is lower-cased."""
     stem, ext = posixpath.splitext(key)
     return stem, ext.lower()
+
+
+def thumbnail_key(raw_key: str, size: int, extension: str) -> str:
+    """``thumbnails/<size>/<raw key><extension>``: the source's own extension is kept, so
+    ``a.png`` and ``a.jpg`` (or ``a.JPG`` and ``a.jpg``) never share a thumbnail."""
+    return derived_key(f"{THUMBNAILS_PREFIX}{size}/", raw_key, extension)
 
 
 def image_id(archive_key: str) -> str:
@@ -58,3 +93,31 @@ def archive_key_for(kind: str, status: str, raw_key: str) -> str:
     if kind == "image":
         return derived_key(ARCHIVE_IMAGES_PREFIX, raw_key)
     return derived_key(ARCHIVE_DATA_PREFIX, raw_key)
+
+
+def archive_keys_of(raw_key: str) -> tuple[str, ...]:
+    """Every name under which the current version of ``raw_key`` can be archived."""
+    return tuple(
+        derived_key(prefix, raw_key)
+        for prefix in (ARCHIVE_IMAGES_PREFIX, ARCHIVE_DATA_PREFIX, ARCHIVE_REJECTED_PREFIX)
+    )
+
+
+def version_token(version_id: str | None, etag: str) -> str:
+    """What names one version of a key: its S3 version id, or ``etag-<etag>`` when the
+    object has none (an unversioned bucket, or a copy archived before ids were stamped)."""
+    return version_id or f"etag-{etag}"
+
+
+def superseded_archive_key(raw_key: str, token: str) -> str:
+    """ARCHIVE name of a superseded version of ``raw_key`` (kept like every archived object)."""
+    return derived_key(f"{ARCHIVE_SUPERSEDED_PREFIX}{token}/", raw_key)
+
+
+def version_record_key(raw_key: str, token: str) -> str:
+    """PROCESSED name of the ledger record of one superseded or deleted version."""
+    return derived_key(f"{VERSIONS_PREFIX}{token}/", raw_key, ".json")
+
+
+def lease_key(raw_key: str) -> str:
+    return derived_key(LEASES_PREFIX, raw_key, ".json")

@@ -24,10 +24,10 @@ from PIL import Image
 from sluice.keys import (
     DATA_PREFIX,
     ERRORS_PREFIX,
-    THUMBNAILS_PREFIX,
     archive_key_for,
     derived_key,
     split_extension,
+    thumbnail_key,
 )
 from sluice.labelers import pixel_labels, select_labels
 
@@ -69,11 +69,7 @@ class Input:
         if self.status != "processed":
             return set()
         if self.kind == "image":
-            stem, _ = split_extension(self.key)
-            return {
-                derived_key(f"{THUMBNAILS_PREFIX}{size}/", stem, thumbnail_ext)
-                for size in thumbnail_sizes
-            }
+            return {thumbnail_key(self.key, size, thumbnail_ext) for size in thumbnail_sizes}
         keys = {derived_key(DATA_PREFIX, self.key)}
         if self.invalid_records:
             keys.add(derived_key(ERRORS_PREFIX, self.key, ".jsonl"))

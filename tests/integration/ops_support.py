@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.events import S3ObjectRef
-from sluice.keys import archive_key_for, derived_key, split_extension
+from sluice.keys import archive_key_for, thumbnail_key
 from sluice.ops.environment import FUNCTIONS, Environment
 from sluice.receipts import Receipt, source_of, write_receipt
 from tests.conftest import REGION, Pipeline
@@ -103,8 +103,7 @@ def ingest(
     etag = put["ETag"].strip('"')
     outputs: list[dict[str, Any]] = []
     if thumbnail and status == "processed" and kind == "image":
-        stem, _ = split_extension(raw_key)
-        key = derived_key("thumbnails/128/", stem, ".jpg")
+        key = thumbnail_key(raw_key, 128, ".jpg")
         s3.put_object(Bucket=pipeline.processed, Key=key, Body=b"thumb", ContentType="image/jpeg")
         outputs.append(
             {"bucket": pipeline.processed, "key": key, "content_type": "image/jpeg", "size": 5}

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-from sluice.keys import archive_key_for, derived_key, image_id, receipt_key, split_extension
+from sluice.keys import archive_key_for, derived_key, image_id, receipt_key, thumbnail_key
 from sluice.local.invocation import settle_batch, sqs_event
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for, s3_event, s3_record, sqs_batch
@@ -177,9 +177,8 @@ def _check_outputs(p: Pipeline, case: dict[str, Any], key: str, receipt: dict[st
             wanted.append(derived_key("errors/", key, ".jsonl"))
         assert [o["key"] for o in outputs] == wanted
     else:
-        stem, _ = split_extension(key)
         assert sorted(o["key"] for o in outputs) == sorted(
-            derived_key(f"thumbnails/{size}/", stem, ".jpg") for size in THUMBNAIL_SIZES
+            thumbnail_key(key, size, ".jpg") for size in THUMBNAIL_SIZES
         )
     for output in outputs:
         head = p.s3.head_object(Bucket=output["bucket"], Key=output["key"])

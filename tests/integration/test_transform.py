@@ -288,8 +288,8 @@ def test_image_gets_thumbnails_and_a_metadata_item(
     receipt = upload_and_transform(pipeline, transform, lambda_context, key, body)
     assert receipt["status"] == "processed" and receipt["kind"] == "image"
     expected = {
-        "thumbnails/128/photos/Ocean Rotated.jpg": (128, 96),
-        "thumbnails/512/photos/Ocean Rotated.jpg": (512, 384),
+        "thumbnails/128/photos/Ocean Rotated.JPG.jpg": (128, 96),
+        "thumbnails/512/photos/Ocean Rotated.JPG.jpg": (512, 384),
     }
     assert {o["key"] for o in receipt["outputs"]} == set(expected)
     for thumbnail_key, size in expected.items():
@@ -310,7 +310,9 @@ def test_image_gets_thumbnails_and_a_metadata_item(
     assert item["bytes"] == {"N": str(len(body))}
     assert item["captured_at"] == {"S": "2024-07-02T11:15:30"}
     assert item["camera"] == {"S": "Canon EOS R6"}
-    assert item["thumbnail_keys"]["M"]["128"] == {"S": "thumbnails/128/photos/Ocean Rotated.jpg"}
+    assert item["thumbnail_keys"]["M"]["128"] == {
+        "S": "thumbnails/128/photos/Ocean Rotated.JPG.jpg"
+    }
     assert item["source_etag"]["S"] == receipt["source"]["etag"]
     assert item["created_at"] == item["updated_at"]
 
@@ -325,7 +327,7 @@ def test_thumbnail_format_is_configurable(
         pipeline, transform, lambda_context, "p/logo.png", sample("photos/rose-logo-alpha.png")
     )
     [output] = receipt["outputs"]
-    assert output["key"] == "thumbnails/64/p/logo.webp"
+    assert output["key"] == "thumbnails/64/p/logo.png.webp"
     assert output["content_type"] == "image/webp"
     assert Image.open(io.BytesIO(read(pipeline, output["key"])[0])).mode == "RGBA"
 

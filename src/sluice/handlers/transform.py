@@ -9,7 +9,8 @@ What an object becomes depends on its extension (case-insensitive):
   format; the invalid-record report (bounded) goes to ``errors/<raw key>.jsonl``. Both are
   streamed (``sluice.records``, ``MultipartWriter``): memory does not grow with the file.
 * ``.jpg``/``.jpeg``/``.png``/``.webp``/``.gif``/``.tif``/``.tiff``: thumbnails to
-  ``thumbnails/<size>/<raw key without ext>.<ext>`` (``sluice.images``) and the image's
+  ``thumbnails/<size>/<raw key>.<ext>`` (``sluice.images``; the source's extension is kept
+  so ``a.png`` and ``a.jpg`` never share one, ``sluice.keys``) and the image's
   metadata item in the images table.
 * anything else: rejected, ``unsupported_type``.
 
@@ -74,11 +75,11 @@ from sluice.images import (
 from sluice.keys import (
     DATA_PREFIX,
     ERRORS_PREFIX,
-    THUMBNAILS_PREFIX,
     archive_key_for,
     derived_key,
     image_id,
     split_extension,
+    thumbnail_key,
 )
 from sluice.metrics import Outcome
 from sluice.receipts import (
@@ -453,11 +454,6 @@ def _stream_records(
 
 
 # --- images --------------------------------------------------------------------------------
-
-
-def thumbnail_key(raw_key: str, size: int, extension: str) -> str:
-    stem, _ = split_extension(raw_key)
-    return derived_key(f"{THUMBNAILS_PREFIX}{size}/", stem, extension)
 
 
 def transform_image(clients: Clients, settings: TransformSettings, source: Source) -> Receipt:
