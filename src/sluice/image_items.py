@@ -1,30 +1,43 @@
-"""The images table as the API reads it, and withdrawing an image from the catalogue.
+"""The images table: every read and write of an image's item goes through here.
 
-An image is its item in the images table (written by transform, labelled by tag,
-docs/contracts.md), its thumbnails in PROCESSED, its archived original in ARCHIVE and
-one membership per label in the labels table (with the label's count).
+An image is its item in the images table (keyed by ``image_id`` =
+``keys.image_id(images/<raw key>)``, docs/contracts.md), its thumbnails in PROCESSED, its
+archived original in ARCHIVE and one membership per label in the labels table (with the
+label's count). Each party writes only its own attributes:
 
-:func:`withdraw_image` is the one storage function that removes an image from the
-catalogue: thumbnails, label memberships (each with its count, through
-:func:`sluice.labels.remove_membership`, so counts stay exact under retries) and, last,
-the item, so a retry after a crash still finds what is left to remove. Deleting the
-archived original is the caller's (the API's ``DELETE /images/{id}``) first step; the
-versioned ARCHIVE keeps the old version until its noncurrent-version lifecycle rule
-expires it.
+* the transform creates or refreshes the metadata (:func:`put_image_item`);
+* the tag handler takes the item's lease (:func:`acquire_lease`, :func:`release_lease`)
+  and records labels under it;
+* the bundle handler reads what a manifest needs (:func:`fetch_image_metadata`), the API
+  reads items and pages (:func:`get_image`, :func:`batch_get_images`, :func:`list_images`);
+* two functions remove an image from the catalogue, memberships first (each with its
+  count, through :func:`sluice.labels.remove_membership`, so counts stay exact under
+  retries) and the item last, so a retry after a crash still finds what is left:
+  :func:`withdraw_image` (the API's ``DELETE /images/{id}``, which also deletes the
+  thumbnails and, first, the archived original) and :func:`withdraw_under_lease` (the
+  archive handler, when a key's newest version is a rejected image: the transform has
+  already removed the thumbnails, and the old ``images/`` copy is already noncurrent). The
+  latter takes the tag handler's lease, so it never runs while a labelling run could
+  still add a membership; the API's deletion should move to it (it does not yet, so a
+  deletion racing a labelling run can leave a membership behind).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
-from collections.abc import Iterable, Mapping
+import random
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from sluice.labels import remove_membership
+from sluice.receipts import utc_now
 
 _deserializer = TypeDeserializer()
 _ID_KEY = "image_id"
@@ -152,3 +165,222 @@ def withdraw_image(
     )
     dynamodb.delete_item(TableName=images_table, Key={_ID_KEY: {"S": image_id}})
     return Withdrawal(thumbnails_deleted=len(keys), labels_uncounted=uncounted)
+
+
+_serialize = TypeSerializer().serialize
+
+
+class ImageBusyError(RuntimeError):
+    """Another invocation holds this image's lease; the message is retried later."""
+
+
+def _attribute_strings(attribute: dict[str, Any] | None) -> list[str]:
+    if not attribute:
+        return []
+    if "SS" in attribute:
+        return list(attribute["SS"])
+    return [value["S"] for value in attribute.get("L", []) if "S" in value]
+
+
+def labels_held(item: dict[str, Any]) -> set[str]:
+    """Every label the image may have a membership of (``labels`` and ``labels_touched``)."""
+    return set(_attribute_strings(item.get("labels"))) | set(
+        _attribute_strings(item.get("labels_touched"))
+    )
+
+
+def put_image_item(
+    dynamodb: Any,
+    table: str,
+    item_id: str,
+    values: dict[str, Any],
+    optional: dict[str, Any],
+) -> None:
+    """Create or refresh an item's metadata; labels and lease attributes stay as they are.
+
+    ``values`` are set; ``optional`` ones are set when not None and removed when None;
+    ``created_at`` is set once and ``updated_at`` every time.
+    """
+    now = utc_now()
+    values = {**values, "updated_at": now}
+    values.update({name: value for name, value in optional.items() if value is not None})
+    removed = [name for name, value in optional.items() if value is None]
+    names = {f"#{index}": name for index, name in enumerate([*values, *removed, "created_at"])}
+    by_name = {name: alias for alias, name in names.items()}
+    assignments = [f"{by_name[name]} = :{index}" for index, name in enumerate(values)]
+    assignments.append(f"{by_name['created_at']} = if_not_exists({by_name['created_at']}, :now)")
+    expression = "SET " + ", ".join(assignments)
+    if removed:
+        expression += " REMOVE " + ", ".join(by_name[name] for name in removed)
+    attribute_values = {
+        f":{index}": _serialize(value) for index, value in enumerate(values.values())
+    }
+    attribute_values[":now"] = _serialize(now)
+    dynamodb.update_item(
+        TableName=table,
+        Key={"image_id": {"S": item_id}},
+        UpdateExpression=expression,
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=attribute_values,
+    )
+
+
+def acquire_lease(
+    dynamodb: Any,
+    table: str,
+    item_id: str,
+    *,
+    owner: str,
+    now: float,
+    until: float,
+    archive_key: str | None = None,
+) -> dict[str, Any] | None:
+    """Take the image's lease and return its item as it stands; raises ImageBusyError.
+
+    With ``archive_key`` the item is created if missing (the tag handler may run before
+    the transform's item exists); without it a missing item is not created and None is
+    returned (a withdrawal has nothing to withdraw).
+    """
+    values = {
+        ":owner": {"S": owner},
+        ":until": {"N": f"{until:.3f}"},
+        ":now": {"N": f"{now:.3f}"},
+    }
+    expression = "SET tag_lease_owner = :owner, tag_lease_until = :until"
+    condition = (
+        "(attribute_not_exists(tag_lease_until) OR tag_lease_until < :now"
+        " OR tag_lease_owner = :owner)"
+    )
+    if archive_key is not None:
+        expression += ", archive_key = if_not_exists(archive_key, :archive_key)"
+        values[":archive_key"] = {"S": archive_key}
+    else:
+        condition = f"attribute_exists(image_id) AND {condition}"
+    try:
+        response = dynamodb.update_item(
+            TableName=table,
+            Key={"image_id": {"S": item_id}},
+            UpdateExpression=expression,
+            ConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+            # Tells "no item" from "leased" without a read (and without a GetItem grant).
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except dynamodb.exceptions.ConditionalCheckFailedException as error:
+        if archive_key is None and not error.response.get("Item"):
+            return None
+        raise ImageBusyError(f"image {item_id} is being tagged by another invocation") from None
+    item: dict[str, Any] = response["Attributes"]
+    return item
+
+
+def release_lease(dynamodb: Any, table: str, item_id: str, owner: str) -> None:
+    with contextlib.suppress(dynamodb.exceptions.ConditionalCheckFailedException):
+        dynamodb.update_item(
+            TableName=table,
+            Key={"image_id": {"S": item_id}},
+            UpdateExpression="REMOVE tag_lease_owner, tag_lease_until",
+            ConditionExpression="tag_lease_owner = :owner",
+            ExpressionAttributeValues={":owner": {"S": owner}},
+        )
+
+
+def abandon_lease(dynamodb: Any, table: str, item_id: str, owner: str) -> None:
+    """Release the lease; drop the item if the lease alone made it (no metadata, no labels),
+    as when a tag run finds its image withdrawn after taking the lease."""
+    try:
+        dynamodb.delete_item(
+            TableName=table,
+            Key={"image_id": {"S": item_id}},
+            ConditionExpression=(
+                "tag_lease_owner = :owner AND attribute_not_exists(source_key)"
+                " AND attribute_not_exists(labels) AND attribute_not_exists(labels_touched)"
+            ),
+            ExpressionAttributeValues={":owner": {"S": owner}},
+        )
+    except dynamodb.exceptions.ConditionalCheckFailedException:
+        release_lease(dynamodb, table, item_id, owner)
+
+
+def fetch_image_metadata(
+    dynamodb: Any, table: str, image_ids: Sequence[str], *, max_attempts: int = 8
+) -> dict[str, dict[str, Any]]:
+    """``sha256`` and ``labels`` of up to 100 images; images without an item are left out."""
+    if not image_ids:
+        return {}
+    pending: dict[str, Any] = {
+        table: {
+            "Keys": [{"image_id": {"S": image_id}} for image_id in dict.fromkeys(image_ids)],
+            "ProjectionExpression": "#id, #sha, #labels",
+            "ExpressionAttributeNames": {"#id": "image_id", "#sha": "sha256", "#labels": "labels"},
+        }
+    }
+    found: dict[str, dict[str, Any]] = {}
+    for attempt in range(max_attempts):
+        response = dynamodb.batch_get_item(RequestItems=pending)
+        for item in response.get("Responses", {}).get(table, []):
+            found[item["image_id"]["S"]] = {
+                "sha256": item.get("sha256", {}).get("S"),
+                "labels": _string_list(item.get("labels")),
+            }
+        pending = response.get("UnprocessedKeys") or {}
+        if not pending:
+            return found
+        time.sleep(random.uniform(0, 0.05 * 2**attempt))
+    raise RuntimeError(f"images table kept {len(pending[table]['Keys'])} keys unprocessed")
+
+
+def _string_list(value: Mapping[str, Any] | None) -> list[str] | None:
+    """A string set (sorted) or list attribute as a list; None when absent."""
+    if not value:
+        return None
+    if "SS" in value:
+        return sorted(value["SS"])
+    if "L" in value:
+        return [item["S"] for item in value["L"] if "S" in item]
+    return None
+
+
+def withdraw_under_lease(
+    dynamodb: Any,
+    images_table: str,
+    labels_table: str,
+    item_id: str,
+    *,
+    owner: str,
+    now: float,
+    until: float,
+    keep_versions: Collection[str] = (),
+) -> bool:
+    """Remove the image from the library: memberships, counts, then its item.
+
+    Idempotent: a retry after a crash removes what is left. ``keep_versions``: source
+    version ids (or ETags) that are not to be withdrawn, because they are newer than the
+    caller's view (an item that now describes one of them is left alone). Raises
+    ImageBusyError while a labelling run holds the item. True if an item was withdrawn.
+    """
+    item = acquire_lease(dynamodb, images_table, item_id, owner=owner, now=now, until=until)
+    if item is None:
+        return False
+    described = {
+        item.get("source_version_id", {}).get("S"),
+        item.get("source_etag", {}).get("S"),
+    }
+    if described & set(keep_versions):
+        release_lease(dynamodb, images_table, item_id, owner)
+        return False
+    try:
+        for label in sorted(labels_held(item)):
+            remove_membership(dynamodb, labels_table, label, item_id)
+        dynamodb.delete_item(
+            TableName=images_table,
+            Key={"image_id": {"S": item_id}},
+            ConditionExpression="tag_lease_owner = :owner",
+            ExpressionAttributeValues={":owner": {"S": owner}},
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            release_lease(dynamodb, images_table, item_id, owner)
+        raise
+    return True

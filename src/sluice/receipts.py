@@ -1,4 +1,16 @@
-"""Receipts: the ledger entry each RAW object ends with (see docs/contracts.md)."""
+"""The ledger: a receipt for each RAW key's newest version, a record for every other one.
+
+Every RAW key ends with exactly one receipt (``receipts/<raw key>.json``), which
+describes its newest version. Every *other* version of the key is accounted for by one
+record under ``versions/<version>/<raw key>.json`` (docs/contracts.md):
+
+* ``superseded``: a newer version of the key replaced it; its bytes are kept in ARCHIVE
+  at ``archive_key`` (``superseded/<version>/<raw key>``), for as long as the archive
+  keeps anything (archived objects do not expire). Written by the archive handler when
+  it archives the newer version.
+* ``deleted``: the object was deleted from RAW before it could be processed; it has no
+  outputs and nothing archived. Written by the transform handler.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +21,7 @@ from typing import Any, Literal
 
 from sluice import __version__
 from sluice.events import S3ObjectRef
-from sluice.keys import receipt_key
+from sluice.keys import receipt_key, version_record_key, version_token
 
 RECEIPT_VERSION = 1
 MAX_RECEIPT_ERRORS = 1000
@@ -17,6 +29,8 @@ MAX_RECEIPT_ERRORS = 1000
 
 Status = Literal["processed", "rejected"]
 Kind = Literal["data", "image", "unsupported"]
+VersionStatus = Literal["superseded", "deleted"]
+VERSION_RECORD_VERSION = 1
 
 
 def utc_now() -> str:
@@ -80,3 +94,38 @@ def read_receipt(s3: Any, processed_bucket: str, raw_key: str) -> dict[str, Any]
         return None
     result: dict[str, Any] = json.loads(response["Body"].read())
     return result
+
+
+def version_record(
+    source: dict[str, Any],
+    status: VersionStatus,
+    *,
+    archive_key: str | None = None,
+    superseded_by: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ledger record of one version that is not its key's newest (module docstring)."""
+    return {
+        "record_version": VERSION_RECORD_VERSION,
+        "status": status,
+        "source": source,
+        "archive_key": archive_key,
+        "superseded_by": superseded_by,
+        "recorded_at": utc_now(),
+    }
+
+
+def version_record_key_of(source: dict[str, Any]) -> str:
+    return version_record_key(
+        source["key"], version_token(source.get("version_id"), str(source.get("etag")))
+    )
+
+
+def write_version_record(s3: Any, processed_bucket: str, record: dict[str, Any]) -> str:
+    key = version_record_key_of(record["source"])
+    s3.put_object(
+        Bucket=processed_bucket,
+        Key=key,
+        Body=json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8"),
+        ContentType="application/json",
+    )
+    return key

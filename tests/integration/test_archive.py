@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import datetime
 import itertools
+import json
 import os
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.s3.models import s3_backends
 
+from sluice.keys import superseded_archive_key, version_record_key
 from sluice.receipts import Receipt, write_receipt
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for
@@ -101,7 +100,11 @@ def test_single_copy_keeps_headers_metadata_and_storage_class_then_deletes_sourc
     assert head["ContentDisposition"] == 'attachment; filename="x.jpg"'
     assert head["CacheControl"] == "max-age=60"
     assert head["ContentLanguage"] == "en"
-    assert head["Metadata"] == {"uploader": "cli", "sluice-source-etag": put["ETag"].strip('"')}
+    assert head["Metadata"] == {
+        "uploader": "cli",
+        "sluice-source-etag": put["ETag"].strip('"'),
+        "sluice-source-version-id": put["VersionId"],
+    }
     assert head["StorageClass"] == "STANDARD_IA"
     assert head["ETag"] == put["ETag"]
     # Tags are not carried, on this path as on the multipart one.
@@ -121,6 +124,7 @@ def test_multipart_copy_for_large_objects(pipeline: Pipeline, archive: ModuleTyp
     settings = archive.ArchiveSettings(
         raw_bucket=pipeline.raw,
         archive_bucket=pipeline.archive,
+        processed_bucket=pipeline.processed,
         storage_class="GLACIER_IR",
         multipart_threshold=5 * MIB,
         part_size=5 * MIB,
@@ -170,7 +174,11 @@ def test_failed_multipart_copy_is_aborted_and_source_kept(
     key = "big/broken.bin"
     put_raw(pipeline, key, os.urandom(11 * MIB))
     settings = archive.ArchiveSettings(
-        pipeline.raw, pipeline.archive, multipart_threshold=5 * MIB, part_size=5 * MIB
+        pipeline.raw,
+        pipeline.archive,
+        pipeline.processed,
+        multipart_threshold=5 * MIB,
+        part_size=5 * MIB,
     )
 
     def upload_part_copy(**kwargs: Any) -> Any:
@@ -281,13 +289,12 @@ def test_newer_raw_version_is_left_alone(
     assert archive_versions(pipeline, f"images/{key}") == []
 
 
-def test_older_superseded_upload_does_not_resurface_after_the_newer_is_archived(
+def test_newest_version_wins_older_upload_is_archived_as_superseded_not_resurfaced(
     pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
 ) -> None:
     key = "photos/rewritten.jpg"
     older = put_raw(pipeline, key, b"first upload")
     older_event = receipt_event(pipeline, key)
-    _backdate(pipeline, key, older["VersionId"])
     put_raw(pipeline, key, b"second upload")
     newer_event = receipt_event(pipeline, key)
 
@@ -296,17 +303,20 @@ def test_older_superseded_upload_does_not_resurface_after_the_newer_is_archived(
 
     archived = pipeline.s3.get_object(Bucket=pipeline.archive, Key=f"images/{key}")
     assert archived["Body"].read() == b"second upload"
-    # The older upload is kept as a noncurrent version for the lifecycle rule, not current.
-    versions, markers = raw_versions(pipeline, key)
-    assert [v["VersionId"] for v in versions] == [older["VersionId"]]
-    assert len(markers) == 1 and markers[0]["IsLatest"]
-
-
-def _backdate(p: Pipeline, key: str, version_id: str) -> None:
-    """Make a version a second older: moto stamps LastModified with second precision."""
-    bucket = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets[p.raw]
-    [version] = [v for v in bucket.keys.getlist(key) if v.version_id == version_id]
-    version.last_modified -= datetime.timedelta(seconds=1)
+    # The older upload is archived under its version, recorded, and gone from RAW: nothing
+    # can become current again there.
+    kept = pipeline.s3.get_object(
+        Bucket=pipeline.archive, Key=superseded_archive_key(key, older["VersionId"])
+    )
+    assert kept["Body"].read() == b"first upload"
+    record = json.loads(
+        pipeline.s3.get_object(
+            Bucket=pipeline.processed, Key=version_record_key(key, older["VersionId"])
+        )["Body"].read()
+    )
+    assert record["status"] == "superseded"
+    assert record["source"]["version_id"] == older["VersionId"]
+    assert raw_versions(pipeline, key) == ([], [])
 
 
 def test_same_bytes_uploaded_again_is_a_newer_version_too(
@@ -424,7 +434,7 @@ def test_unversioned_raw_bucket_uses_a_conditional_delete(
     pipeline.s3.create_bucket(Bucket="plain-raw")
     pipeline.s3.put_object(Bucket="plain-raw", Key="a.csv", Body=b"x,y\n")
     etag = pipeline.s3.head_object(Bucket="plain-raw", Key="a.csv")["ETag"].strip('"')
-    settings = archive.ArchiveSettings("plain-raw", pipeline.archive)
+    settings = archive.ArchiveSettings("plain-raw", pipeline.archive, pipeline.processed)
     request = archive.ArchiveRequest(
         "plain-raw", "a.csv", etag, None, "data/a.csv", "processed", "data"
     )
@@ -446,7 +456,13 @@ def test_unversioned_raw_bucket_uses_a_conditional_delete(
 @pytest.fixture
 def rules(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The module without moto: these tests call only pure functions."""
-    for name in ("RAW_BUCKET", "PROCESSED_BUCKET", "ARCHIVE_BUCKET"):
+    for name in (
+        "RAW_BUCKET",
+        "PROCESSED_BUCKET",
+        "ARCHIVE_BUCKET",
+        "IMAGES_TABLE",
+        "LABELS_TABLE",
+    ):
         monkeypatch.setenv(name, f"unused-{name.lower()}")
     return load_handler("archive")
 

@@ -39,8 +39,13 @@ from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for
 
 # Timestamps and version ids differ from run to run by nature; everything else must not.
-_VOLATILE = {"created_at", "updated_at", "labels_updated_at", "processed_at"}
-_VERSION_IDS = {"version_id", "source_version_id", "archive_version_id"}
+_VOLATILE = {"created_at", "updated_at", "labels_updated_at", "processed_at", "recorded_at"}
+_VERSION_IDS = {
+    "version_id",
+    "source_version_id",
+    "archive_version_id",
+    "sluice-source-version-id",
+}
 MAX_DELIVERIES = 4
 WHEN: tuple[When, ...] = ("before", "after")
 
@@ -207,12 +212,12 @@ def snapshot(p: Pipeline) -> dict[str, Any]:
             for entry in page.get("Contents", []):
                 got = p.s3.get_object(Bucket=bucket, Key=entry["Key"])
                 body = got["Body"].read()
-                if entry["Key"].startswith("receipts/"):
+                if entry["Key"].startswith(("receipts/", "versions/")):
                     objects[entry["Key"]] = _normalise(json.loads(body))
                 else:
                     objects[entry["Key"]] = (
                         hashlib.sha256(body).hexdigest(),
-                        got.get("Metadata", {}),
+                        _normalise(got.get("Metadata", {})),
                     )
         state[bucket] = objects
     for table in (p.images_table, p.labels_table):

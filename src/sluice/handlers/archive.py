@@ -47,20 +47,34 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from sluice import image_items
 from sluice.config import env_choice, env_str
 from sluice.events import S3ObjectRef, normalize_etag
-from sluice.keys import RECEIPTS_PREFIX, archive_key_for
+from sluice.keys import (
+    RECEIPTS_PREFIX,
+    archive_key_for,
+    archive_keys_of,
+    image_id,
+    superseded_archive_key,
+    version_token,
+)
+from sluice.leases import DEFAULT_LEASE_SECONDS
+from sluice.receipts import version_record, write_version_record
 from sluice.runtime import make_logger, run
 
 SOURCE_ETAG_METADATA = "sluice-source-etag"
+SOURCE_VERSION_METADATA = "sluice-source-version-id"
+"""The RAW version id of an archived copy, so a copy can be superseded under its version."""
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 MAX_SINGLE_COPY_BYTES = 5 * GIB
@@ -109,6 +123,9 @@ class InvalidReceiptError(ValueError):
 class ArchiveSettings:
     raw_bucket: str
     archive_bucket: str
+    processed_bucket: str
+    images_table: str = ""
+    labels_table: str = ""
     storage_class: str = "STANDARD"
     multipart_threshold: int = MAX_SINGLE_COPY_BYTES
     part_size: int = DEFAULT_PART_SIZE
@@ -252,6 +269,8 @@ def _destination_args(
 ) -> dict[str, Any]:
     args: dict[str, Any] = {name: source[name] for name in _CARRIED_HEADERS if source.get(name)}
     args["Metadata"] = {**source.get("Metadata", {}), SOURCE_ETAG_METADATA: request.source_etag}
+    if request.source_version_id:
+        args["Metadata"][SOURCE_VERSION_METADATA] = request.source_version_id
     args["StorageClass"] = storage_class
     return args
 
@@ -349,26 +368,176 @@ def _delete_source(s3: Any, request: ArchiveRequest, source: Mapping[str, Any]) 
     return True
 
 
-def _hide_resurfaced_version(s3: Any, request: ArchiveRequest, source: Mapping[str, Any]) -> None:
-    current = head(s3, request.source_bucket, request.source_key)
-    if current is None or not current["LastModified"] < source["LastModified"]:
-        return  # nothing there, or a newer upload that has its own receipt
-    try:
-        s3.delete_object(
-            Bucket=request.source_bucket, Key=request.source_key, IfMatch=str(current["ETag"])
+def _copy_verified(
+    s3: Any, settings: ArchiveSettings, request: ArchiveRequest, source: Mapping[str, Any]
+) -> None:
+    """Copy ``source`` to ``request.archive_key`` unless a faithful copy is there; verify."""
+    archived = head(s3, settings.archive_bucket, request.archive_key)
+    if archived is None or copy_problems(source, archived, request.source_etag):
+        size = int(source["ContentLength"])
+        copy = _multipart_copy if size > settings.multipart_threshold else _single_copy
+        version_id = copy(s3, request, source, settings)
+        extra = {"VersionId": version_id} if version_id else {}
+        archived = head(s3, settings.archive_bucket, request.archive_key, **extra)
+        if archived is None:
+            raise ArchiveVerificationError(f"{request.archive_key}: copy is missing after copying")
+        logger.info(
+            "copied",
+            bytes=size,
+            multipart=copy is _multipart_copy,
+            source_key=request.source_key,
+            archive_key=request.archive_key,
         )
-    except s3.exceptions.ClientError as error:
-        if _error_status(error) != 412:
-            raise
-    logger.info(
-        "hid an older, superseded upload that became current again",
-        source_key=request.source_key,
-        hidden_version_id=current.get("VersionId"),
+    problems = copy_problems(source, archived, request.source_etag)
+    if problems:
+        raise ArchiveVerificationError(
+            f"{request.archive_key}: archive copy does not match its source, source kept: "
+            + "; ".join(problems)
+        )
+
+
+def _owned_by(held: Mapping[str, Any], request: ArchiveRequest) -> bool:
+    """Is the archived copy ``held`` a copy of the version ``request`` names?"""
+    metadata = held.get("Metadata", {})
+    stamped_version = metadata.get(SOURCE_VERSION_METADATA)
+    return metadata.get(SOURCE_ETAG_METADATA) == request.source_etag and (
+        not stamped_version
+        or not request.source_version_id
+        or stamped_version == request.source_version_id
     )
 
 
-def archive_object(s3: Any, settings: ArchiveSettings, request: ArchiveRequest) -> Outcome:
-    """Move one RAW object to ARCHIVE (module docstring: steps 2-5). Idempotent."""
+def _record_superseded(
+    s3: Any,
+    settings: ArchiveSettings,
+    request: ArchiveRequest,
+    superseded: ArchiveRequest,
+    size: int,
+) -> None:
+    source = {
+        "bucket": settings.raw_bucket,
+        "key": superseded.source_key,
+        "etag": superseded.source_etag,
+        "version_id": superseded.source_version_id,
+        "size": size,
+        "sequencer": None,
+    }
+    record = version_record(
+        source,
+        "superseded",
+        archive_key=superseded.archive_key,
+        superseded_by={"etag": request.source_etag, "version_id": request.source_version_id},
+    )
+    write_version_record(s3, settings.processed_bucket, record)
+
+
+def supersede_archived_copies(
+    s3: Any, settings: ArchiveSettings, request: ArchiveRequest
+) -> list[str]:
+    """Move every archived copy of an older version of the key to ``superseded/``.
+
+    A key's current version is archived under one of three names (images/, data/,
+    rejected/, by kind and status). A copy of another version under any of them (the
+    key's status flipped, or the same name is about to be reused) is copied, verified and
+    recorded under its version's own name, then made noncurrent, so the name that is
+    current again describes the newest version only. Returns the names made noncurrent.
+    """
+    moved = []
+    for name in archive_keys_of(request.source_key):
+        held = head(s3, settings.archive_bucket, name)
+        if held is None or _owned_by(held, request):
+            continue
+        metadata = held.get("Metadata", {})
+        etag = normalize_etag(metadata.get(SOURCE_ETAG_METADATA)) or str(
+            normalize_etag(held.get("ETag"))
+        )
+        version_id = metadata.get(SOURCE_VERSION_METADATA) or None
+        older = ArchiveRequest(
+            source_bucket=settings.archive_bucket,
+            source_key=name,
+            source_etag=etag,
+            source_version_id=version_id,
+            archive_key=superseded_archive_key(request.source_key, version_token(version_id, etag)),
+            status="superseded",
+            kind=request.kind,
+        )
+        _copy_verified(s3, settings, older, held)
+        _record_superseded(
+            s3,
+            settings,
+            request,
+            replace(older, source_key=request.source_key),
+            int(held["ContentLength"]),
+        )
+        try:
+            s3.delete_object(Bucket=settings.archive_bucket, Key=name, IfMatch=str(held["ETag"]))
+        except s3.exceptions.ClientError as error:
+            if _error_status(error) != 412:
+                raise
+        moved.append(name)
+        logger.info("superseded an archived copy", archive_key=name, kept_as=older.archive_key)
+    return moved
+
+
+def raw_versions(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+    """Every version of exactly ``key`` in RAW, newest first (delete markers left out).
+
+    ListObjectVersions lists a key's versions newest first, and a key before every longer
+    key it is a prefix of, so the listing stops at the first other key.
+    """
+    found: list[dict[str, Any]] = []
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket, Prefix=key):
+        versions = page.get("Versions", [])
+        found.extend(version for version in versions if version["Key"] == key)
+        if any(version["Key"] != key for version in versions):
+            break
+    return found
+
+
+def supersede_older_versions(
+    s3: Any, settings: ArchiveSettings, request: ArchiveRequest, current: Mapping[str, Any]
+) -> int:
+    """Archive every RAW version older than ``current`` under ``superseded/``, record it,
+    then delete it from RAW (module docstring: step 4). Returns how many."""
+    versions = raw_versions(s3, request.source_bucket, request.source_key)
+    ids = [version["VersionId"] for version in versions]
+    if current.get("VersionId") not in ids:
+        return 0
+    older = versions[ids.index(current["VersionId"]) + 1 :]
+    for version in older:
+        source = head(s3, request.source_bucket, request.source_key, VersionId=version["VersionId"])
+        if source is None:
+            continue  # a concurrent run of this receipt got there first
+        etag = str(normalize_etag(source.get("ETag")))
+        superseded = ArchiveRequest(
+            source_bucket=request.source_bucket,
+            source_key=request.source_key,
+            source_etag=etag,
+            source_version_id=version["VersionId"],
+            archive_key=superseded_archive_key(
+                request.source_key, version_token(version["VersionId"], etag)
+            ),
+            status="superseded",
+            kind=request.kind,
+        )
+        _copy_verified(s3, settings, superseded, source)
+        _record_superseded(s3, settings, request, superseded, int(source["ContentLength"]))
+        s3.delete_object(
+            Bucket=request.source_bucket, Key=request.source_key, VersionId=version["VersionId"]
+        )
+        logger.info(
+            "archived a superseded version",
+            source_key=request.source_key,
+            archive_key=superseded.archive_key,
+        )
+    return len(older)
+
+
+def archive_object(
+    s3: Any, settings: ArchiveSettings, request: ArchiveRequest, dynamodb: Any = None
+) -> Outcome:
+    """Move one RAW object to ARCHIVE (module docstring: steps 2-6). Idempotent."""
     log: dict[str, Any] = {"source_key": request.source_key, "archive_key": request.archive_key}
     source = head(s3, request.source_bucket, request.source_key)
     if source is None:
@@ -397,33 +566,62 @@ def archive_object(s3: Any, settings: ArchiveSettings, request: ArchiveRequest) 
         )
         return "superseded"
 
-    archived = head(s3, settings.archive_bucket, request.archive_key)
-    if archived is None or copy_problems(source, archived, request.source_etag):
-        size = int(source["ContentLength"])
-        copy = _multipart_copy if size > settings.multipart_threshold else _single_copy
-        version_id = copy(s3, request, source, settings)
-        extra = {"VersionId": version_id} if version_id else {}
-        archived = head(s3, settings.archive_bucket, request.archive_key, **extra)
-        if archived is None:
-            raise ArchiveVerificationError(f"{request.archive_key}: copy is missing after copying")
-        logger.info("copied", bytes=size, multipart=copy is _multipart_copy, **log)
-
-    problems = copy_problems(source, archived, request.source_etag)
-    if problems:
-        raise ArchiveVerificationError(
-            f"{request.archive_key}: archive copy does not match its source, RAW object kept: "
-            + "; ".join(problems)
-        )
+    supersede_archived_copies(s3, settings, request)
+    if request.kind == "image" and request.archive_key != images_key_of(request.source_key):
+        withdraw_replaced_image(s3, dynamodb, settings, request, source)
+    supersede_older_versions(s3, settings, request, source)
+    _copy_verified(s3, settings, request, source)
     if not _delete_source(s3, request, source):
         logger.info("RAW changed after the copy; the newer object is left to its receipt", **log)
-    elif source.get("VersionId"):
-        _hide_resurfaced_version(s3, request, source)
     logger.info("archived", storage_class=settings.storage_class, **log)
     return "archived"
 
 
+def images_key_of(raw_key: str) -> str:
+    return archive_key_for("image", "processed", raw_key)
+
+
+def withdraw_replaced_image(
+    s3: Any,
+    dynamodb: Any,
+    settings: ArchiveSettings,
+    request: ArchiveRequest,
+    current: Mapping[str, Any],
+) -> None:
+    """The key's newest version is a rejected image: withdraw the older one from the
+    library (item, memberships, counts). Its ``images/`` copy is already noncurrent, so no
+    new labelling run can start on it; one still running holds the item's lease, and the
+    withdrawal waits for it (ImageBusyError: the message is retried)."""
+    if dynamodb is None:
+        raise ValueError("withdrawing an image needs a DynamoDB client")
+    versions = raw_versions(s3, request.source_bucket, request.source_key)
+    ids = [version["VersionId"] for version in versions]
+    position = ids.index(current["VersionId"]) if current.get("VersionId") in ids else -1
+    newer = versions[: position + 1]
+    # An item written meanwhile for a version uploaded after this one is not withdrawn.
+    keep = {request.source_etag} | {str(normalize_etag(v.get("ETag"))) for v in newer}
+    keep |= {str(v["VersionId"]) for v in newer}
+    now = time.time()
+    withdrawn = image_items.withdraw_under_lease(
+        dynamodb,
+        settings.images_table,
+        settings.labels_table,
+        image_id(images_key_of(request.source_key)),
+        owner=f"archive/{uuid.uuid4().hex}",
+        now=now,
+        until=now + DEFAULT_LEASE_SECONDS,
+        keep_versions=keep,
+    )
+    if withdrawn:
+        logger.info("withdrew the older image of a key whose newest version is rejected")
+
+
 def archive_receipt(
-    s3: Any, settings: ArchiveSettings, receipt_bucket: str, receipt_key: str
+    s3: Any,
+    settings: ArchiveSettings,
+    receipt_bucket: str,
+    receipt_key: str,
+    dynamodb: Any = None,
 ) -> Outcome:
     """Read one receipt and carry out what it asks (module docstring: step 1)."""
     try:
@@ -445,7 +643,7 @@ def archive_receipt(
             reason=str(error),
         )
         return "skipped"
-    return archive_object(s3, settings, request)
+    return archive_object(s3, settings, request, dynamodb)
 
 
 def is_receipt_event(ref: S3ObjectRef) -> bool:
@@ -457,14 +655,18 @@ PROCESSED_BUCKET = env_str(_ENV, "PROCESSED_BUCKET")
 SETTINGS = ArchiveSettings(
     raw_bucket=env_str(_ENV, "RAW_BUCKET"),
     archive_bucket=env_str(_ENV, "ARCHIVE_BUCKET"),
+    processed_bucket=PROCESSED_BUCKET,
+    images_table=env_str(_ENV, "IMAGES_TABLE"),
+    labels_table=env_str(_ENV, "LABELS_TABLE"),
     storage_class=env_choice(_ENV, "ARCHIVE_STORAGE_CLASS", "STANDARD", STORAGE_CLASSES),
 )
 logger = make_logger("archive")
 s3_client = boto3.client("s3")
+dynamodb_client = boto3.client("dynamodb")
 
 
 def _archive(ref: S3ObjectRef) -> None:
-    archive_receipt(s3_client, SETTINGS, ref.bucket, ref.key)
+    archive_receipt(s3_client, SETTINGS, ref.bucket, ref.key, dynamodb_client)
 
 
 def _is_receipt_event(ref: S3ObjectRef) -> bool:

@@ -6,9 +6,13 @@ Triggered by ARCHIVE ``images/`` objects. For each one:
    went away since the event: a newer event covers it, so this one is skipped. The
    labeler then reads exactly that version (``VersionId``), never a later one.
 2. Take a lease on the image's item in the images table (a conditional UpdateItem that
-   also creates the item if the transform has not). Runs for one image are serialised by
-   it; a second delivery that finds the lease held fails and is retried after the
-   visibility timeout. A crashed run's lease expires with its invocation's deadline.
+   also creates the item if the transform has not; :mod:`sluice.image_items`). Runs for
+   one image are serialised by it; a second delivery that finds the lease held fails and
+   is retried after the visibility timeout. A crashed run's lease expires with its
+   invocation's deadline. Then the object is looked at once more: a withdrawal
+   (``image_items.withdraw_image``) makes the copy noncurrent *before* it takes the same
+   lease, so a run that gets the lease after a withdrawal always sees the copy gone and
+   stops, and one that got it before makes the withdrawal wait for it.
 3. If the item already holds labels from this labeler for this ETag, stop: duplicate
    delivery costs no labeler call. (Labels are computed once per content version and
    labeler; changing the thresholds applies to new images.)
@@ -38,6 +42,7 @@ from typing import Any, Literal
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from sluice import image_items
 from sluice.config import env_choice, env_float, env_int, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import ARCHIVE_IMAGES_PREFIX, image_id
@@ -56,11 +61,10 @@ from sluice.runtime import make_logger, run
 LEASE_MARGIN_SECONDS = 30.0
 DEFAULT_LEASE_SECONDS = 900.0 + LEASE_MARGIN_SECONDS
 
+ImageBusyError = image_items.ImageBusyError
+"""Another invocation holds this image's lease (re-exported: callers catch it from here)."""
+
 TagOutcome = Literal["tagged", "unchanged", "skipped"]
-
-
-class ImageBusyError(RuntimeError):
-    """Another invocation holds this image's lease; the message is retried later."""
 
 
 class LeaseLostError(RuntimeError):
@@ -92,43 +96,24 @@ def _strings(attribute: dict[str, Any] | None) -> list[str]:
 def _acquire_lease(
     dynamodb: Any, settings: TagSettings, item_id: str, archive_key: str, lease: Lease
 ) -> dict[str, Any]:
-    """Take the image's lease and return its item as it stands."""
+    """Take the image's lease and return its item as it stands (sluice.image_items)."""
     now = lease.clock()
-    try:
-        response = dynamodb.update_item(
-            TableName=settings.images_table,
-            Key={"image_id": {"S": item_id}},
-            UpdateExpression=(
-                "SET tag_lease_owner = :owner, tag_lease_until = :until,"
-                " archive_key = if_not_exists(archive_key, :archive_key)"
-            ),
-            ConditionExpression=(
-                "attribute_not_exists(tag_lease_until) OR tag_lease_until < :now"
-                " OR tag_lease_owner = :owner"
-            ),
-            ExpressionAttributeValues={
-                ":owner": {"S": lease.owner},
-                ":until": {"N": f"{now + lease.seconds:.3f}"},
-                ":now": {"N": f"{now:.3f}"},
-                ":archive_key": {"S": archive_key},
-            },
-            ReturnValues="ALL_NEW",
-        )
-    except dynamodb.exceptions.ConditionalCheckFailedException:
-        raise ImageBusyError(f"image {item_id} is being tagged by another invocation") from None
-    item: dict[str, Any] = response["Attributes"]
+    item = image_items.acquire_lease(
+        dynamodb,
+        settings.images_table,
+        item_id,
+        owner=lease.owner,
+        now=now,
+        until=now + lease.seconds,
+        archive_key=archive_key,
+    )
+    if item is None:  # pragma: no cover - created when missing, since archive_key is given
+        raise ImageBusyError(f"image {item_id}: item vanished while taking the lease")
     return item
 
 
 def _release_lease(dynamodb: Any, settings: TagSettings, item_id: str, lease: Lease) -> None:
-    with contextlib.suppress(dynamodb.exceptions.ConditionalCheckFailedException):
-        dynamodb.update_item(
-            TableName=settings.images_table,
-            Key={"image_id": {"S": item_id}},
-            UpdateExpression="REMOVE tag_lease_owner, tag_lease_until",
-            ConditionExpression="tag_lease_owner = :owner",
-            ExpressionAttributeValues={":owner": {"S": lease.owner}},
-        )
+    image_items.release_lease(dynamodb, settings.images_table, item_id, lease.owner)
 
 
 def _already_tagged(item: dict[str, Any], etag: str, labeler: str) -> bool:
@@ -242,6 +227,12 @@ def tag_image(
     )
     item_id = image_id(ref.key)
     item = _acquire_lease(dynamodb, settings, item_id, ref.key, lease)
+    if _head_event_version(s3, ref) is None:
+        # Made noncurrent (its key's newest version was rejected, and the image withdrawn)
+        # between the first look and the lease: labelling it now would undo the withdrawal.
+        image_items.abandon_lease(dynamodb, settings.images_table, item_id, lease.owner)
+        logger.info("image withdrawn while the lease was taken; nothing to label")
+        return "skipped"
     try:
         if _already_tagged(item, image.etag, labeler.name):
             _release_lease(dynamodb, settings, item_id, lease)

@@ -50,18 +50,19 @@ nothing half-written remains.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from boto3.dynamodb.types import TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from sluice import image_items
 from sluice.config import env_choice, env_int, env_int_list, env_str
 from sluice.datasets import Dataset, Registry, env_datasets, load_registry
 from sluice.events import S3ObjectRef, normalize_etag
@@ -81,6 +82,7 @@ from sluice.keys import (
     split_extension,
     thumbnail_key,
 )
+from sluice.leases import LEASE_MARGIN_SECONDS, LeaseTerms, key_lease, release_own
 from sluice.metrics import Outcome
 from sluice.receipts import (
     MAX_RECEIPT_ERRORS,
@@ -88,8 +90,9 @@ from sluice.receipts import (
     Receipt,
     read_receipt,
     source_of,
-    utc_now,
+    version_record,
     write_receipt,
+    write_version_record,
 )
 from sluice.records import (
     DATA_FORMATS,
@@ -219,6 +222,26 @@ def _receipt_names(receipt: Mapping[str, Any] | None, etag: str, version_id: str
     return version_id is None or source.get("version_id") in (None, version_id)
 
 
+def _key_is_gone(s3: Any, ref: S3ObjectRef) -> bool:
+    try:
+        s3.head_object(Bucket=ref.bucket, Key=ref.key)
+    except ClientError as error:
+        if _error_code(error) in _GONE_OR_CHANGED:
+            return True
+        raise
+    return False
+
+
+def _record_deleted_before_processing(
+    s3: Any, settings: TransformSettings, ref: S3ObjectRef, etag: str
+) -> None:
+    """A key that never got a receipt and is gone from RAW: the ledger says so (it was
+    deleted before it could be processed), so the audit need not look for it forever."""
+    source = source_of(ref, etag=etag, version_id=ref.version_id, size=ref.size)
+    write_version_record(s3, settings.processed_bucket, version_record(source, "deleted"))
+    logger.info("input deleted from RAW before it was processed; recorded in the ledger")
+
+
 def fetch_source(
     clients: Clients, settings: TransformSettings, ref: S3ObjectRef, *, with_body: bool
 ) -> Source | None:
@@ -250,6 +273,8 @@ def fetch_source(
         existing = read_receipt(s3, settings.processed_bucket, ref.key)
         if _receipt_names(existing, etag, ref.version_id):
             logger.info("duplicate event: already processed, and the object has moved on")
+        elif existing is None and _key_is_gone(s3, ref):
+            _record_deleted_before_processing(s3, settings, ref, etag)
         else:
             logger.info("stale event: the object was replaced or deleted since")
         return None
@@ -456,7 +481,17 @@ def _stream_records(
 # --- images --------------------------------------------------------------------------------
 
 
-def transform_image(clients: Clients, settings: TransformSettings, source: Source) -> Receipt:
+@dataclass(frozen=True)
+class ImageOutcome:
+    """A transformed image: its receipt, and the metadata item to write once it is known
+    to be its key's current version (None when rejected)."""
+
+    receipt: Receipt
+    result: ImageResult | None = None
+    thumbnail_keys: Mapping[str, str] | None = None
+
+
+def transform_image(clients: Clients, settings: TransformSettings, source: Source) -> ImageOutcome:
     key = source.ref.key
     output = OUTPUT_FORMATS[settings.thumbnail_format]
     thumbnail_keys = [
@@ -482,7 +517,9 @@ def transform_image(clients: Clients, settings: TransformSettings, source: Sourc
         )
     except ImageRejectedError as rejection:
         _delete_if_present(clients.s3, settings.processed_bucket, thumbnail_keys)
-        return _rejected(source, "image", {"code": rejection.code, "message": rejection.message})
+        return ImageOutcome(
+            _rejected(source, "image", {"code": rejection.code, "message": rejection.message})
+        )
     outputs = []
     keys_by_size = {}
     for thumbnail in result.thumbnails:
@@ -497,15 +534,12 @@ def transform_image(clients: Clients, settings: TransformSettings, source: Sourc
         outputs.append(
             _output(settings.processed_bucket, out_key, thumbnail.content_type, len(thumbnail.data))
         )
-    put_image_item(clients.dynamodb, settings.images_table, source, result, keys_by_size)
     for note in result.info.notes:
         logger.info(note)
-    return Receipt(
+    receipt = Receipt(
         status="processed", kind="image", source=source.receipt_source(), outputs=outputs
     )
-
-
-_serialize = TypeSerializer().serialize
+    return ImageOutcome(receipt, result, keys_by_size)
 
 
 def put_image_item(
@@ -513,50 +547,33 @@ def put_image_item(
     table: str,
     source: Source,
     result: ImageResult,
-    thumbnail_keys: dict[str, str],
+    thumbnail_keys: Mapping[str, str],
 ) -> None:
     """Create or refresh the image's item; ``labels``/``labeler`` (the tag handler's) stay."""
     info = result.info
     archive_key = archive_key_for("image", "processed", source.ref.key)
-    now = utc_now()
-    values: dict[str, Any] = {
-        "source_bucket": source.ref.bucket,
-        "source_key": source.ref.key,
-        "source_etag": source.etag,
-        "archive_key": archive_key,
-        "thumbnail_keys": thumbnail_keys,
-        "width": info.width,
-        "height": info.height,
-        "format": info.format,
-        "bytes": info.bytes,
-        "sha256": info.sha256,
-        "animated": info.animated,
-        "updated_at": now,
-    }
-    optional = {
-        "source_version_id": source.version_id,
-        "captured_at": info.captured_at,
-        "camera": info.camera,
-    }
-    values.update({name: value for name, value in optional.items() if value is not None})
-    removed = [name for name, value in optional.items() if value is None]
-    names = {f"#{index}": name for index, name in enumerate([*values, *removed, "created_at"])}
-    by_name = {name: alias for alias, name in names.items()}
-    assignments = [f"{by_name[name]} = :{index}" for index, name in enumerate(values)]
-    assignments.append(f"{by_name['created_at']} = if_not_exists({by_name['created_at']}, :now)")
-    expression = "SET " + ", ".join(assignments)
-    if removed:
-        expression += " REMOVE " + ", ".join(by_name[name] for name in removed)
-    attribute_values = {
-        f":{index}": _serialize(value) for index, value in enumerate(values.values())
-    }
-    attribute_values[":now"] = _serialize(now)
-    dynamodb.update_item(
-        TableName=table,
-        Key={"image_id": {"S": image_id(archive_key)}},
-        UpdateExpression=expression,
-        ExpressionAttributeNames=names,
-        ExpressionAttributeValues=attribute_values,
+    image_items.put_image_item(
+        dynamodb,
+        table,
+        image_id(archive_key),
+        {
+            "source_bucket": source.ref.bucket,
+            "source_key": source.ref.key,
+            "source_etag": source.etag,
+            "archive_key": archive_key,
+            "thumbnail_keys": dict(thumbnail_keys),
+            "width": info.width,
+            "height": info.height,
+            "format": info.format,
+            "bytes": info.bytes,
+            "sha256": info.sha256,
+            "animated": info.animated,
+        },
+        {
+            "source_version_id": source.version_id,
+            "captured_at": info.captured_at,
+            "camera": info.camera,
+        },
     )
 
 
@@ -577,29 +594,109 @@ def _unsupported(source: Source) -> Receipt:
 # --- one object ----------------------------------------------------------------------------
 
 
+Verdict = Literal["current", "superseded", "deleted"]
+
+
+def current_verdict(s3: Any, source: Source) -> Verdict:
+    """Is ``source`` still its key's current version in RAW (module docstring: newest)?"""
+    try:
+        head = s3.head_object(Bucket=source.ref.bucket, Key=source.ref.key)
+    except ClientError as error:
+        if _error_code(error) not in _GONE_OR_CHANGED:
+            raise
+        return "deleted"
+    version_id = head.get("VersionId")
+    if normalize_etag(head.get("ETag")) != source.etag or (
+        source.version_id and version_id and version_id != source.version_id
+    ):
+        return "superseded"
+    return "current"
+
+
+def _transform(
+    clients: Clients, settings: TransformSettings, source: Source, kind: Kind, deadline: Deadline
+) -> ImageOutcome:
+    try:
+        if kind == "data":
+            return ImageOutcome(transform_data(clients, settings, source, deadline))
+        if kind == "image":
+            return transform_image(clients, settings, source)
+        return ImageOutcome(_unsupported(source))
+    finally:
+        if source.body is not None:
+            source.body.close()
+
+
+def _deleted_while_processing(
+    clients: Clients, settings: TransformSettings, source: Source, receipt: Receipt
+) -> None:
+    """The object was deleted from RAW while it was transformed: nothing of it stays."""
+    _delete_if_present(
+        clients.s3, settings.processed_bucket, [str(o["key"]) for o in receipt.outputs]
+    )
+    # Named as the event names the version, so that a late duplicate of the event (which
+    # can only say what the event says) finds this record instead of writing another.
+    named = source_of(
+        source.ref, etag=source.etag, version_id=source.ref.version_id, size=source.size
+    )
+    write_version_record(clients.s3, settings.processed_bucket, version_record(named, "deleted"))
+    logger.info("input deleted from RAW while it was transformed; outputs removed")
+
+
+def lease_owner(ref: S3ObjectRef) -> str:
+    """The lease's owner is the version being transformed, not the invocation: a retry of
+    a run that crashed holding the lease (or lost the answer to taking it) takes it over at
+    once, while another version of the key waits. Two deliveries of one version may run
+    together; they write the same bytes, which is the idempotency the handler already has."""
+    identity = "\0".join((ref.key, ref.etag or "", ref.version_id or ""))
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
+
+
 def transform_object(
     clients: Clients,
     settings: TransformSettings,
     ref: S3ObjectRef,
     deadline: Deadline | None = None,
+    *,
+    lease: LeaseTerms | None = None,
 ) -> Receipt | None:
     """Process one RAW object and write its receipt; None when there was nothing to do.
-    ``deadline`` is the invocation's clock (none: no time limit)."""
+    ``deadline`` is the invocation's clock (none: no time limit).
+
+    Under the key's lease (sluice.leases), and the receipt only if the version is still
+    current once its outputs exist (module docstring: newest version wins).
+    """
     kind = kind_of(ref.key)
-    source = fetch_source(clients, settings, ref, with_body=kind != "unsupported")
-    if source is None:
+    terms = lease or LeaseTerms(owner=lease_owner(ref))
+    # A stale or duplicate event is recognised without taking the lease; a lease that an
+    # earlier delivery of this version took and could not release is released here.
+    if fetch_source(clients, settings, ref, with_body=False) is None:
+        release_own(clients.s3, settings.processed_bucket, ref.key, terms.owner)
         return None
-    try:
-        if kind == "data":
-            receipt = transform_data(clients, settings, source, deadline or Deadline.unbounded())
-        elif kind == "image":
-            receipt = transform_image(clients, settings, source)
-        else:
-            receipt = _unsupported(source)
-    finally:
-        if source.body is not None:
-            source.body.close()
-    write_receipt(clients.s3, settings.processed_bucket, receipt)
+    with key_lease(clients.s3, settings.processed_bucket, ref.key, terms):
+        source = fetch_source(clients, settings, ref, with_body=kind != "unsupported")
+        if source is None:
+            return None
+        outcome = _transform(clients, settings, source, kind, deadline or Deadline.unbounded())
+        receipt = outcome.receipt
+        verdict = current_verdict(clients.s3, source)
+        if verdict == "superseded":
+            # Its outputs are overwritten by the newer version's transform, which waits for
+            # this lease; the archive handler records this version as superseded.
+            logger.info("a newer version was uploaded meanwhile; no receipt for this one")
+            return None
+        if verdict == "deleted":
+            _deleted_while_processing(clients, settings, source, receipt)
+            return None
+        if outcome.result is not None and outcome.thumbnail_keys is not None:
+            put_image_item(
+                clients.dynamodb,
+                settings.images_table,
+                source,
+                outcome.result,
+                outcome.thumbnail_keys,
+            )
+        write_receipt(clients.s3, settings.processed_bucket, receipt)
     logger.info(
         "input transformed",
         status=receipt.status,
@@ -633,7 +730,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
     def transform(ref: S3ObjectRef) -> Outcome | None:
         """The receipt's verdict for the metrics; its dataset is a registry name (bounded)."""
-        receipt = transform_object(CLIENTS, SETTINGS, ref, deadline)
+        # The lease outlives this invocation's deadline, after which a crashed run is dead.
+        lease = LeaseTerms(
+            owner=lease_owner(ref),
+            seconds=context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS,
+        )
+        receipt = transform_object(CLIENTS, SETTINGS, ref, deadline, lease=lease)
         return None if receipt is None else Outcome(receipt.status, receipt.dataset)
 
     return run(event, context, transform, logger, accepts=_is_raw_object_created)

@@ -1,9 +1,15 @@
-"""``sluice audit``: check the ledger (DESIGN decision 2).
+"""``sluice audit``: check the ledger (DESIGN decisions 2 and 12).
 
 Every object that reaches RAW ends with exactly one receipt, and the archive handler then
 moves it from RAW to ARCHIVE, so at rest: inputs = receipts = archived objects, and the
 dead-letter queue holds the rest. The audit lists all four buckets' relevant prefixes and
 the queues, and reports every way the two sides disagree.
+
+Ownership (one owner per output, sluice.keys): every PROCESSED object other than the
+ledger itself (``receipts/``, ``versions/``, ``leases/``) must be listed as an output by
+exactly one receipt; every ARCHIVE object must be named by exactly one receipt (its
+key's current version) or one ``superseded`` record of the version ledger, and carry
+that owner's source ETag. Versions recorded as ``deleted`` own nothing and need nothing.
 
 While any queue has work, the pipeline is not at rest: what would be a discrepancy is then
 reported as "in progress" instead, and the audit is not clean either way. ``--wait`` lets
@@ -21,11 +27,25 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from sluice.events import normalize_etag
-from sluice.keys import RECEIPTS_PREFIX, THUMBNAILS_PREFIX, archive_key_for, receipt_key
+from sluice.keys import (
+    LEASES_PREFIX,
+    RECEIPTS_PREFIX,
+    VERSIONS_PREFIX,
+    archive_key_for,
+    receipt_key,
+    version_token,
+)
 from sluice.ops.environment import Environment
-from sluice.ops.objects import READ_WORKERS, list_objects, read_receipts
+from sluice.ops.objects import (
+    READ_WORKERS,
+    ReceiptRead,
+    list_objects,
+    read_receipts,
+    read_version_records,
+)
 from sluice.ops.queues import QueueDepth, peek, queue_depth
 from sluice.ops.status import ordered_queues
+from sluice.receipts import version_record_key_of
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -42,11 +62,12 @@ ARCHIVE_MISMATCH = "archive mismatch"
 RAW_NOT_CLEARED = "raw not cleared"
 MISSING_OUTPUT = "missing output"
 ORPHAN_OUTPUT = "orphan output"
+OWNED_TWICE = "owned twice"
 BAD_RECEIPT = "bad receipt"
 IN_PROGRESS = "in progress"
 
-ORPHAN_CHECKED_PREFIXES = (THUMBNAILS_PREFIX,)
-"""PROCESSED prefixes whose every object must be a receipt's output."""
+LEDGER_PREFIXES = (RECEIPTS_PREFIX, VERSIONS_PREFIX, LEASES_PREFIX)
+"""PROCESSED prefixes of the ledger itself; every other PROCESSED object is an output."""
 DEAD_LETTER_SAMPLE = 10
 
 
@@ -67,6 +88,10 @@ class Ledger:
     receipts_rejected: int
     archived: int
     dead_lettered: int
+    versions_superseded: int = 0
+    """Older versions archived under ``superseded/`` and recorded in the version ledger."""
+    versions_deleted: int = 0
+    """Versions deleted from RAW before they were processed (nothing to archive)."""
 
 
 @dataclass
@@ -170,6 +195,8 @@ def audit(
     archive = {item.key: item for item in list_objects(s3, env.archive_bucket)}
     receipt_keys = [key for key in processed if key.startswith(RECEIPTS_PREFIX)]
     receipts = list(read_receipts(s3, env.processed_bucket, receipt_keys))
+    record_keys = [key for key in processed if key.startswith(VERSIONS_PREFIX)]
+    records = list(read_version_records(s3, env.processed_bucket, record_keys))
 
     # A snapshot taken while messages moved is not at rest: look before and after.
     depths_after = [queue_depth(sqs, name, url) for name, url in ordered_queues(env)]
@@ -189,6 +216,12 @@ def audit(
             receipts_rejected=counts["rejected"],
             archived=len(archive),
             dead_lettered=dead_letters.total,
+            versions_superseded=sum(
+                1 for r in records if r.body is not None and r.body["status"] == "superseded"
+            ),
+            versions_deleted=sum(
+                1 for r in records if r.body is not None and r.body["status"] == "deleted"
+            ),
         ),
         queues=depths_after,
     )
@@ -218,9 +251,24 @@ def audit(
             settles=False,
         )
 
-    referenced_outputs: set[tuple[str, str]] = set()
+    output_owners: dict[tuple[str, str], list[str]] = {}
+    """(bucket, key) of an output -> the raw keys whose receipts list it"""
     expected_archive: dict[str, tuple[str, str | None]] = {}
-    """archive key -> (raw key, source ETag of the receipt)"""
+    """archive key -> (raw key, source ETag of the receipt or ledger record)"""
+
+    def expect_archived(archive_key: str, raw_key: str, etag: str | None, owner: str) -> None:
+        if archive_key in expected_archive:
+            auditor.found(
+                OWNED_TWICE,
+                _s3_uri(env.archive_bucket, archive_key),
+                f"named by {owner} and by the receipt or record of"
+                f" {expected_archive[archive_key][0]!r}",
+                settles=False,
+            )
+        expected_archive[archive_key] = (raw_key, etag)
+
+    current_versions: set[tuple[str, str]] = set()
+    """(raw key, version token) of every receipt"""
 
     for receipt in receipts:
         receipt_uri = _s3_uri(env.processed_bucket, receipt.key)
@@ -244,7 +292,7 @@ def audit(
             if not isinstance(bucket, str) or not isinstance(key, str):
                 auditor.found(BAD_RECEIPT, receipt_uri, f"output without bucket/key: {output}")
                 continue
-            referenced_outputs.add((bucket, key))
+            output_owners.setdefault((bucket, key), []).append(raw_key)
             exists = (
                 key in processed
                 if bucket == env.processed_bucket
@@ -255,8 +303,9 @@ def audit(
                     MISSING_OUTPUT, _s3_uri(bucket, key), f"listed by receipt of {raw_key!r}"
                 )
 
+        current_versions.add((raw_key, version_token(source.get("version_id"), str(source_etag))))
         archive_key = archive_key_for(str(body.get("kind", "")), status, raw_key)
-        expected_archive[archive_key] = (raw_key, source_etag)
+        expect_archived(archive_key, raw_key, source_etag, f"the receipt of {raw_key!r}")
         archived = archive_key in archive
         if not archived:
             auditor.found(
@@ -282,6 +331,9 @@ def audit(
                 f"archived as {archive_key} but still in RAW",
             )
 
+    for record in records:
+        _check_version_record(auditor, record, archive, current_versions, expect_archived)
+
     to_head = [key for key in expected_archive if key in archive]
     with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
         heads = list(pool.map(auditor.archived_source_etag, to_head))
@@ -293,12 +345,12 @@ def audit(
                 _s3_uri(env.archive_bucket, archive_key),
                 f"archived copy of {raw_key!r} disappeared during the audit",
             )
-        elif stamped_etag and source_etag and stamped_etag != source_etag:
+        elif stamped_etag != source_etag:
             auditor.found(
                 ARCHIVE_MISMATCH,
                 _s3_uri(env.archive_bucket, archive_key),
-                f"archived copy is of ETag {stamped_etag}; the receipt of {raw_key!r}"
-                f" is for {source_etag}",
+                f"archived copy is of ETag {stamped_etag}; the receipt or record of"
+                f" {raw_key!r} is for {source_etag}",
             )
 
     for key in sorted(set(raw) - receipted_keys):
@@ -311,12 +363,66 @@ def audit(
 
     for key in sorted(set(archive) - set(expected_archive)):
         auditor.found(
-            ARCHIVED_WITHOUT_RECEIPT, _s3_uri(env.archive_bucket, key), "no receipt names it"
+            ARCHIVED_WITHOUT_RECEIPT,
+            _s3_uri(env.archive_bucket, key),
+            "no receipt or version record names it",
         )
 
+    for (bucket, key), owners in sorted(output_owners.items()):
+        if len(owners) > 1:
+            auditor.found(
+                OWNED_TWICE,
+                _s3_uri(bucket, key),
+                "listed by the receipts of " + ", ".join(repr(owner) for owner in owners),
+                settles=False,
+            )
     for key in sorted(processed):
-        if key.startswith(ORPHAN_CHECKED_PREFIXES) and (
-            (env.processed_bucket, key) not in referenced_outputs
-        ):
+        if not key.startswith(LEDGER_PREFIXES) and (env.processed_bucket, key) not in output_owners:
             auditor.found(ORPHAN_OUTPUT, _s3_uri(env.processed_bucket, key), "no receipt lists it")
     return report
+
+
+def _check_version_record(
+    auditor: _Auditor,
+    record: ReceiptRead,
+    archive: dict[str, Any],
+    current_versions: set[tuple[str, str]],
+    expect_archived: Callable[[str, str, str | None, str], None],
+) -> None:
+    """A superseded version must be archived under its own name; a deleted one owns nothing;
+    neither may also be its key's current version."""
+    env = auditor.environment
+    record_uri = _s3_uri(env.processed_bucket, record.key)
+    if record.body is None:
+        auditor.found(BAD_RECEIPT, record_uri, str(record.problem), settles=False)
+        return
+    source: dict[str, Any] = record.body["source"]
+    raw_key: str = source["key"]
+    etag = normalize_etag(source.get("etag"))
+    if record.key != version_record_key_of(source):
+        auditor.found(
+            BAD_RECEIPT,
+            record_uri,
+            f"names a version of {raw_key!r} whose record belongs at"
+            f" {version_record_key_of(source)}",
+            settles=False,
+        )
+    if (raw_key, version_token(source.get("version_id"), str(etag))) in current_versions:
+        auditor.found(
+            BAD_RECEIPT,
+            record_uri,
+            f"records as {record.body['status']} the version the receipt of {raw_key!r} names",
+        )
+    if record.body["status"] != "superseded":
+        return
+    archive_key = record.body.get("archive_key")
+    if not isinstance(archive_key, str):
+        auditor.found(BAD_RECEIPT, record_uri, "superseded version without archive_key")
+        return
+    expect_archived(archive_key, raw_key, etag, f"the superseded record of {raw_key!r}")
+    if archive_key not in archive:
+        auditor.found(
+            NOT_ARCHIVED,
+            _s3_uri(env.archive_bucket, archive_key),
+            f"superseded version of {raw_key!r} recorded but not archived",
+        )

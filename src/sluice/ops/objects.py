@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sluice.events import normalize_etag
-from sluice.keys import RECEIPTS_PREFIX
+from sluice.keys import RECEIPTS_PREFIX, VERSIONS_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,7 +44,13 @@ class ReceiptRead:
     problem: str | None = None
 
 
-def _read_receipt(s3: S3Client, bucket: str, key: str) -> ReceiptRead:
+RECEIPT_STATUSES = ("processed", "rejected")
+VERSION_STATUSES = ("superseded", "deleted")
+
+
+def _read_receipt(
+    s3: S3Client, bucket: str, key: str, statuses: tuple[str, ...] = RECEIPT_STATUSES
+) -> ReceiptRead:
     try:
         raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
@@ -58,7 +64,7 @@ def _read_receipt(s3: S3Client, bucket: str, key: str) -> ReceiptRead:
     source = body.get("source")
     if not isinstance(source, dict) or not isinstance(source.get("key"), str):
         return ReceiptRead(key, None, "has no source.key")
-    if body.get("status") not in ("processed", "rejected"):
+    if body.get("status") not in statuses:
         return ReceiptRead(key, None, f"has unknown status {body.get('status')!r}")
     return ReceiptRead(key, body)
 
@@ -71,3 +77,13 @@ def read_receipts(
         keys = (item.key for item in list_objects(s3, bucket, RECEIPTS_PREFIX))
     with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
         yield from pool.map(lambda key: _read_receipt(s3, bucket, key), keys)
+
+
+def read_version_records(
+    s3: S3Client, bucket: str, keys: Iterable[str] | None = None
+) -> Iterator[ReceiptRead]:
+    """Every record of the version ledger (``versions/``: superseded and deleted versions)."""
+    if keys is None:
+        keys = (item.key for item in list_objects(s3, bucket, VERSIONS_PREFIX))
+    with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
+        yield from pool.map(lambda key: _read_receipt(s3, bucket, key, VERSION_STATUSES), keys)
