@@ -117,6 +117,21 @@ data "aws_iam_policy_document" "transform" {
     ]
   }
 
+  # Per-key leases (sluice.leases): conditional PutObject takes one, conditional
+  # DeleteObject releases it, GetObject reads who holds it.
+  statement {
+    sid       = "KeyLeases"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = ["${local.processed}/leases/*"]
+  }
+
+  # The version ledger records a version deleted from RAW before it could be processed.
+  statement {
+    sid       = "RecordDeletedVersions"
+    actions   = ["s3:PutObject"]
+    resources = ["${local.processed}/versions/*"]
+  }
+
   # Without ListBucket a missing receipt reads as 403 instead of 404.
   statement {
     sid       = "ListProcessed"
@@ -158,6 +173,47 @@ data "aws_iam_policy_document" "archive" {
     resources = [local.raw, local.archive]
   }
 
+  # Every RAW version older than the one archived is archived too (superseded/).
+  statement {
+    sid       = "ListRawVersions"
+    actions   = ["s3:ListBucketVersions"]
+    resources = [local.raw]
+  }
+
+  # Each superseded version is recorded in the version ledger.
+  statement {
+    sid       = "RecordSupersededVersions"
+    actions   = ["s3:PutObject"]
+    resources = ["${local.processed}/versions/*"]
+  }
+
+  # A copy of an older version under a key's current names is kept under superseded/,
+  # then made noncurrent (a delete marker; the bucket is versioned).
+  statement {
+    sid     = "SupersedeArchivedCopies"
+    actions = ["s3:DeleteObject"]
+    resources = [
+      "${local.archive}/images/*",
+      "${local.archive}/data/*",
+      "${local.archive}/rejected/*",
+    ]
+  }
+
+  # A key whose newest version is a rejected image withdraws the older image from the
+  # library (sluice.image_items): the item's lease, its label memberships and counts
+  # (TransactWriteItems is authorised per contained action), then the item.
+  statement {
+    sid       = "WithdrawImages"
+    actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+    resources = [var.images_table_arn]
+  }
+
+  statement {
+    sid       = "WithdrawLabels"
+    actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+    resources = [var.labels_table_arn]
+  }
+
   # Destination of the copy. Copies replace tags with none (TaggingDirective REPLACE), so
   # neither GetObjectTagging on RAW nor PutObjectTagging here is needed.
   statement {
@@ -167,6 +223,7 @@ data "aws_iam_policy_document" "archive" {
       "${local.archive}/images/*",
       "${local.archive}/data/*",
       "${local.archive}/rejected/*",
+      "${local.archive}/superseded/*",
     ]
   }
 
@@ -177,6 +234,7 @@ data "aws_iam_policy_document" "archive" {
       "${local.archive}/images/*",
       "${local.archive}/data/*",
       "${local.archive}/rejected/*",
+      "${local.archive}/superseded/*",
     ]
   }
 }
@@ -202,10 +260,11 @@ data "aws_iam_policy_document" "tag" {
   }
 
   # The lease, the labels and their state are conditional UpdateItems; the item they
-  # return is the only read.
+  # return is the only read. DeleteItem: a run that finds its image withdrawn after taking
+  # the lease drops the item the lease alone created.
   statement {
     sid       = "UpdateImageMetadata"
-    actions   = ["dynamodb:UpdateItem"]
+    actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
     resources = [var.images_table_arn]
   }
 

@@ -334,11 +334,17 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
     upload_keys = [f"{d.buckets['raw']}/uploads/*", f"{d.buckets['raw']}/*/uploads/*"]
     outputs = objects("processed", "data/", "errors/", "thumbnails/", "receipts/")
     archived = objects("archive", "images/", "data/", "rejected/")
+    superseded = objects("archive", "superseded/")
     by_function = {
         # Reads the upload; writes its outputs and receipt (HEAD and delete outputs an
-        # earlier version left); reads receipts for idempotency; the image metadata item.
+        # earlier version left); reads receipts for idempotency; the image metadata item;
+        # the key's lease; records a version deleted before it was processed.
         "transform": grant({"s3:getobject"}, objects("raw", ""))
         | grant(MULTIPART_WRITE | {"s3:getobject", "s3:deleteobject"}, outputs)
+        | grant(
+            {"s3:putobject", "s3:getobject", "s3:deleteobject"}, objects("processed", "leases/")
+        )
+        | grant({"s3:putobject"}, objects("processed", "versions/"))
         | grant({"s3:listbucket"}, [d.buckets["processed"]])
         | grant({"dynamodb:updateitem"}, [d.images_table]),
         # Reads receipts; copies RAW -> ARCHIVE server side, verifies, deletes from RAW.
@@ -348,10 +354,18 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
             objects("raw", ""),
         )
         | grant({"s3:listbucket"}, [d.buckets["raw"], d.buckets["archive"]])
-        | grant(MULTIPART_WRITE | {"s3:getobject", "s3:getobjectversion"}, archived),
-        # Reads archived images; labels -> images item and labels table.
+        | grant(MULTIPART_WRITE | {"s3:getobject", "s3:getobjectversion"}, archived + superseded)
+        # Older versions: listed in RAW, archived under superseded/ and recorded; copies
+        # of them under the current names made noncurrent; a replaced image withdrawn.
+        | grant({"s3:listbucketversions"}, [d.buckets["raw"]])
+        | grant({"s3:putobject"}, objects("processed", "versions/"))
+        | grant({"s3:deleteobject"}, archived)
+        | grant({"dynamodb:updateitem", "dynamodb:deleteitem"}, [d.images_table])
+        | grant({"dynamodb:updateitem", "dynamodb:deleteitem"}, [d.labels_table]),
+        # Reads archived images; labels -> images item and labels table (DeleteItem: the
+        # item a lease alone created for an image withdrawn meanwhile).
         "tag": grant({"s3:getobject", "s3:getobjectversion"}, objects("archive", "images/"))
-        | grant({"dynamodb:updateitem"}, [d.images_table])
+        | grant({"dynamodb:updateitem", "dynamodb:deleteitem"}, [d.images_table])
         | grant(
             {"dynamodb:putitem", "dynamodb:updateitem", "dynamodb:deleteitem"}, [d.labels_table]
         )
@@ -426,13 +440,22 @@ def test_cross_cutting_rules_of_the_pipeline(deployed: Deployed) -> None:
     # Nobody writes to RAW (clients do), only archive deletes from it.
     assert _writers(d, "raw", WRITE_OBJECT_ACTIONS) == {}
     assert _writers(d, "raw", DELETE_OBJECT_ACTIONS) == {"archive": {"/*"}}
-    # Transform writes PROCESSED (its four prefixes), never ARCHIVE; nobody else writes
-    # PROCESSED, and only archive writes ARCHIVE, never its images/ trigger's neighbours.
+    # Transform writes PROCESSED (its outputs, receipts, leases, deleted versions), never
+    # ARCHIVE; archive writes only the version ledger there (never receipts/, its
+    # trigger), and is the only writer of ARCHIVE.
     assert _writers(d, "processed", WRITE_OBJECT_ACTIONS) == {
-        "transform": {"/data/*", "/errors/*", "/thumbnails/*", "/receipts/*"}
+        "transform": {
+            "/data/*",
+            "/errors/*",
+            "/thumbnails/*",
+            "/receipts/*",
+            "/leases/*",
+            "/versions/*",
+        },
+        "archive": {"/versions/*"},
     }
     assert _writers(d, "archive", WRITE_OBJECT_ACTIONS) == {
-        "archive": {"/images/*", "/data/*", "/rejected/*"}
+        "archive": {"/images/*", "/data/*", "/rejected/*", "/superseded/*"}
     }
     # Bundle writes only WORK bundles/ (never requests/, its trigger); tag writes no S3.
     assert _writers(d, "work", WRITE_OBJECT_ACTIONS) == {"bundle": {"/bundles/*"}}
@@ -612,7 +635,9 @@ def allowed(policy: dict[str, Any], action: str, resource: str) -> bool:
 
 def replace_with_a_rejected_version(p: Pipeline, invoke: Invoke) -> None:
     """A processed upload overwritten by a rejected one: transform deletes the outputs
-    the earlier version left (data, errors report, thumbnails)."""
+    the earlier version left (data, errors report, thumbnails); archive keeps the earlier
+    version under superseded/, records it, and withdraws the earlier (labelled) image.
+    A third version is overwritten before it is archived: it is archived as superseded."""
     photo = (SAMPLES_DIR / "photos" / "sunset-beach.jpg").read_bytes()
     scans = (SAMPLES_DIR / "retina" / "scans-partly-invalid.json").read_bytes()
     for key, good, bad in (
@@ -622,8 +647,26 @@ def replace_with_a_rejected_version(p: Pipeline, invoke: Invoke) -> None:
         for body in (good, bad):
             p.s3.put_object(Bucket=p.raw, Key=key, Body=body)
             invoke("transform", object_event_for(p.s3, p.raw, key))
+            invoke("archive", object_event_for(p.s3, p.processed, receipt_key(key)))
+            if body is photo:
+                invoke("tag", object_event_for(p.s3, p.archive, f"images/{key}"))
+        # Two more rejected versions: the first is archived (rejected/), the second is
+        # replaced in RAW before it is archived; the last one's archiving moves both.
+        for body in (bad + b" ", bad + b"  "):
+            p.s3.put_object(Bucket=p.raw, Key=key, Body=body)
+            invoke("transform", object_event_for(p.s3, p.raw, key))
         invoke("archive", object_event_for(p.s3, p.processed, receipt_key(key)))
-    assert not [k for k in _keys(p.s3, p.processed) if "replaced" in k and "receipts/" not in k]
+        p.s3.put_object(Bucket=p.raw, Key=key, Body=bad + b"   ")
+        invoke("transform", object_event_for(p.s3, p.raw, key))
+        p.s3.put_object(Bucket=p.raw, Key=key, Body=bad)
+        invoke("transform", object_event_for(p.s3, p.raw, key))
+        invoke("archive", object_event_for(p.s3, p.processed, receipt_key(key)))
+    outputs = [
+        k
+        for k in _keys(p.s3, p.processed)
+        if "replaced" in k and not k.startswith(("receipts/", "versions/"))
+    ]
+    assert outputs == []
 
 
 def _image_labels(p: Pipeline, archive_key: str) -> list[str]:
@@ -722,9 +765,10 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str], str] = {
     " the 404 that handlers treat as 'gone'",
     ("*", "s3:abortmultipartupload"): "called only when a streamed write or a multipart"
     " copy (objects over 5 GiB) fails",
-    ("archive", "s3:deleteobject"): "called on RAW without versions (delete IfMatch) and to"
-    " hide an older upload that resurfaced, which needs LastModified strictly older: uploads"
-    " within one second, as here, are not",
+    ("archive", "s3:deleteobject"): "on RAW, called only when the bucket has no versions"
+    " (delete IfMatch); the versioned RAW here deletes by version id",
+    ("tag", "dynamodb:deleteitem"): "on the images table, called only when a labelling run"
+    " finds its image withdrawn between its first look and its lease (a race)",
 }
 
 
