@@ -46,11 +46,11 @@ from typing import Any
 import pytest
 
 from sluice.images import OUTPUT_FORMATS
-from sluice.keys import RECEIPTS_PREFIX, receipt_key
+from sluice.keys import ARCHIVE_SUPERSEDED_PREFIX, RECEIPTS_PREFIX, receipt_key
 from sluice.labels import label_counts
 from sluice.local import awsenv
 from sluice.local.state import StateDir
-from sluice.ops.audit import pending_messages, wait_until_drained
+from sluice.ops.audit import LEDGER_PREFIXES, pending_messages, wait_until_drained
 from sluice.ops.environment import select_environment
 from sluice.ops.objects import list_objects
 from sluice.ops.queues import queue_depth
@@ -285,7 +285,7 @@ def test_every_output_exists_exactly_once(run: ChaosRun) -> None:
     stored = {
         o.key: o.size
         for o in list_objects(s3, run.stack.environment.processed_bucket)
-        if not o.key.startswith(RECEIPTS_PREFIX)
+        if not o.key.startswith(LEDGER_PREFIXES)
     }
     expected: set[str] = set()
     for key, item in run.corpus.inputs.items():
@@ -307,7 +307,15 @@ def test_the_archive_holds_each_input_once_and_raw_is_empty(run: ChaosRun) -> No
         for entry in page.get("Contents", []):
             archived[entry["Key"]] = entry["ETag"].strip('"')
     expected = {item.archive_key(): _md5(item.data) for item in run.corpus.inputs.values()}
-    assert archived == expected
+    current = {k: v for k, v in archived.items() if not k.startswith(ARCHIVE_SUPERSEDED_PREFIX)}
+    assert current == expected
+    # Each superseded upload is kept once, under superseded/<its version id>/<key>.
+    superseded = sorted(
+        (key.removeprefix(ARCHIVE_SUPERSEDED_PREFIX).split("/", 1)[1], etag)
+        for key, etag in archived.items()
+        if key.startswith(ARCHIVE_SUPERSEDED_PREFIX)
+    )
+    assert superseded == sorted((k, _md5(first)) for k, first in run.corpus.superseded.items())
 
 
 def test_label_counts_and_image_labels_equal_the_ground_truth(run: ChaosRun) -> None:

@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from sluice.events import S3ObjectRef
-from sluice.image_items import get_image_item
+from sluice.image_items import get_image
 from sluice.keys import (
     ARCHIVE_SUPERSEDED_PREFIX,
     archive_key_for,
@@ -462,7 +462,7 @@ def test_newest_version_wins_a_rejected_image_withdraws_the_older_one(stack: Sta
     stack.archive_all()
     stack.tag_all()
     item_id = image_id(f"images/{key}")
-    assert get_image_item(stack.p.dynamodb, stack.p.images_table, item_id) is not None
+    assert get_image(stack.p.dynamodb, stack.p.images_table, item_id) is not None
     assert label_counts(stack.p.dynamodb, stack.p.labels_table) != []
     old_ref = stack.archived_ref(f"images/{key}", etag_of(good))
 
@@ -473,7 +473,7 @@ def test_newest_version_wins_a_rejected_image_withdraws_the_older_one(stack: Sta
     assert stack.tag_ref(old_ref) == "skipped"  # a late event of the old copy
 
     assert stack.receipt(key)["status"] == "rejected"
-    assert get_image_item(stack.p.dynamodb, stack.p.images_table, item_id) is None
+    assert get_image(stack.p.dynamodb, stack.p.images_table, item_id) is None
     assert label_counts(stack.p.dynamodb, stack.p.labels_table) == []
     memberships = stack.p.dynamodb.scan(TableName=stack.p.labels_table)["Items"]
     assert [m for m in memberships if m["pk"]["S"].startswith("LABEL#")] == []
@@ -512,7 +512,7 @@ def test_withdrawal_waits_for_a_labelling_run_that_holds_the_image(
     labelling.join(WAIT)
     stack.archive_all()
 
-    assert get_image_item(stack.p.dynamodb, stack.p.images_table, image_id(f"images/{key}")) is None
+    assert get_image(stack.p.dynamodb, stack.p.images_table, image_id(f"images/{key}")) is None
     assert label_counts(stack.p.dynamodb, stack.p.labels_table) == []
     assert_clean(stack.audit())
 
@@ -541,7 +541,7 @@ def test_deleted_while_processing_leaves_no_outputs_and_a_ledger_entry(
     assert stack.keys(stack.p.processed, "receipts/") == []
     assert stack.keys(stack.p.processed, "thumbnails/") == []
     assert stack.keys(stack.p.archive) == []
-    assert get_image_item(stack.p.dynamodb, stack.p.images_table, image_id(f"images/{key}")) is None
+    assert get_image(stack.p.dynamodb, stack.p.images_table, image_id(f"images/{key}")) is None
     # Keyed as the event names the version (by ETag here: moto's events carry no
     # versionId), so a late duplicate of the event finds the same record.
     record = stack.record(key, version_token(None, etag_of(put)))

@@ -10,8 +10,9 @@ is only archived once its outputs exist. For each receipt:
    left untouched and still shows up in the inputs = receipts = archived check.
 2. HeadObject the RAW key. When RAW holds a newer object than the receipt names (other
    ETag, or other version id when both are known) it is left alone: it has its own
-   receipt. When RAW no longer holds the key and ARCHIVE holds the receipt's ETag, the
-   move already happened (duplicate delivery, or a retry after deleting): success.
+   receipt, and its archiving will account for this version. When RAW no longer holds
+   the key and ARCHIVE holds the receipt's ETag, the move already happened (duplicate
+   delivery, or a retry after deleting): success.
 3. Copy server side (no object bytes through the function) to
    ``keys.archive_key_for(kind, status, raw key)``, pinned to the exact source version
    (``VersionId`` when the bucket has versions, and ``CopySourceIfMatch`` always):
@@ -33,14 +34,19 @@ is only archived once its outputs exist. For each receipt:
    multipart copy asks S3 for a full-object checksum of the source's CRC algorithm, so a
    source with one (S3 has given every new object a CRC since 2024) is compared end to
    end. A failed verification raises and leaves RAW as it was; the retry copies again.
-5. Delete the RAW object: on a versioned bucket the exact version that was copied (no
+5. Account for every other version of the key first (docs/contracts.md, "Ownership
+   and versions"): a copy of an older version under any of the key's archive names
+   (``images/``, ``data/``, ``rejected/``) is copied to ``superseded/<version>/<key>``,
+   verified, recorded in the version ledger, then made noncurrent (so a status flip
+   leaves no stale copy, and a rejected newest image withdraws the older one from the
+   library: :func:`withdraw_replaced_image`); every RAW version older than this one
+   (``ListObjectVersions`` lists them newest first) is archived the same way and deleted
+   from RAW by version id. Only then is this version copied (steps 3-4).
+6. Delete the RAW object: on a versioned bucket the exact version that was copied (no
    delete marker is left, and a newer upload is never touched); on an unversioned bucket
    a conditional delete (``IfMatch`` the ETag), which fails harmlessly when the key was
-   overwritten meanwhile. Deleting the current version makes the key's previous version,
-   if any, current again: an upload that was overwritten before it could be archived
-   (its receipt found it superseded). It is hidden behind a delete marker, conditional
-   on its ETag and only when it is older than what was archived, so a newer upload is
-   never hidden; RAW's noncurrent-version lifecycle rule removes it later.
+   overwritten meanwhile. No older version can become current again: step 5 removed
+   them all.
 """
 
 from __future__ import annotations

@@ -48,10 +48,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
@@ -68,6 +66,7 @@ from botocore.exceptions import ClientError
 
 from sluice.config import env_int, env_str
 from sluice.events import S3ObjectRef, normalize_etag
+from sluice.image_items import fetch_image_metadata
 from sluice.keys import ARCHIVE_IMAGES_PREFIX, BUNDLES_PREFIX, REQUESTS_PREFIX
 from sluice.labels import LabelledImage, iter_images_for_label, label_count
 from sluice.metrics import REJECTED, Outcome
@@ -284,44 +283,6 @@ def find_images(dynamodb: Any, config: BundleConfig, request: BundleRequest) -> 
 
 
 # Image metadata (images table) -----------------------------------------------------------
-def fetch_image_metadata(
-    dynamodb: Any, table: str, image_ids: Sequence[str], *, max_attempts: int = 8
-) -> dict[str, dict[str, Any]]:
-    """``sha256`` and ``labels`` of up to 100 images; images without an item are left out."""
-    if not image_ids:
-        return {}
-    pending: dict[str, Any] = {
-        table: {
-            "Keys": [{"image_id": {"S": image_id}} for image_id in dict.fromkeys(image_ids)],
-            "ProjectionExpression": "#id, #sha, #labels",
-            "ExpressionAttributeNames": {"#id": "image_id", "#sha": "sha256", "#labels": "labels"},
-        }
-    }
-    found: dict[str, dict[str, Any]] = {}
-    for attempt in range(max_attempts):
-        response = dynamodb.batch_get_item(RequestItems=pending)
-        for item in response.get("Responses", {}).get(table, []):
-            found[item["image_id"]["S"]] = {
-                "sha256": item.get("sha256", {}).get("S"),
-                "labels": _string_list(item.get("labels")),
-            }
-        pending = response.get("UnprocessedKeys") or {}
-        if not pending:
-            return found
-        time.sleep(random.uniform(0, 0.05 * 2**attempt))
-    raise RuntimeError(f"images table kept {len(pending[table]['Keys'])} keys unprocessed")
-
-
-def _string_list(value: Mapping[str, Any] | None) -> list[str] | None:
-    if not value:
-        return None
-    if "SS" in value:
-        return sorted(value["SS"])
-    if "L" in value:
-        return [item["S"] for item in value["L"] if "S" in item]
-    return None
-
-
 # Zip -------------------------------------------------------------------------------------
 @dataclass
 class BundleContents:

@@ -25,12 +25,21 @@ finally dead-lettered.
 Idempotency and ordering (DESIGN decision 4): the object is read with ``IfMatch`` the
 event's ETag. If it is gone or has changed, a newer upload (with its own event) or the
 archive handler got there first: the event is a duplicate when the receipt already names
-this ETag, stale otherwise, and in both cases nothing is done. Every output is a PUT
-derived only from the input and the metadata item is an UpdateItem that sets
-``created_at`` once, so a retry after a crash redoes the same work; the receipt is the
-last write. Outputs a previous version of the same key left behind and this version does
-not produce (an errors report, data of a now-rejected file, thumbnails of a now-rejected
-image) are deleted so PROCESSED always matches the receipt.
+this ETag, stale otherwise, and in both cases nothing is done (a key that is gone and has
+no receipt at all was deleted before it could be processed: the version ledger says so).
+Every output is a PUT derived only from the input and the metadata item is an UpdateItem
+that sets ``created_at`` once, so a retry after a crash redoes the same work; the
+receipt is the last write. Outputs a previous version of the same key left behind and
+this version does not produce (an errors report, data of a now-rejected file, thumbnails
+of a now-rejected image) are deleted so PROCESSED always matches the receipt.
+
+Newest version wins (docs/contracts.md, "Ownership and versions"): the work on a key runs
+under its lease (:mod:`sluice.leases`), so two versions of one key are never transformed
+at once, and once the outputs exist the RAW key is looked at again
+(:func:`current_verdict`): still this version -> image item, then receipt; a newer
+version -> no receipt (its transform, waiting for the lease, overwrites these outputs, and
+the archive handler records this version as superseded); gone -> outputs removed and the
+version recorded as deleted. "Newest" is S3's current version, the last PUT to complete.
 
 Records are personal data: logs carry keys, counts and codes, never a record or a value;
 receipts and reports name a record's fields only as the schema does (``sluice.datasets``).
