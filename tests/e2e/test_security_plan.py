@@ -637,16 +637,20 @@ def replace_with_a_rejected_version(p: Pipeline, invoke: Invoke) -> None:
     """A processed upload overwritten by a rejected one: transform deletes the outputs
     the earlier version left (data, errors report, thumbnails); archive keeps the earlier
     version under superseded/, records it, and withdraws the earlier (labelled) image.
-    A third version is overwritten before it is archived: it is archived as superseded."""
+    A third version is overwritten before it is archived: it is archived as superseded.
+    Then a late event of a replaced version (stale: transform only looks for a lease it
+    might have left) and an upload deleted before its event is served (recorded)."""
     photo = (SAMPLES_DIR / "photos" / "sunset-beach.jpg").read_bytes()
     scans = (SAMPLES_DIR / "retina" / "scans-partly-invalid.json").read_bytes()
+    late = []
     for key, good, bad in (
         ("retina/replaced.json", scans, b"[{"),
         ("photos/replaced.jpg", photo, photo[: len(photo) // 2]),
     ):
         for body in (good, bad):
             p.s3.put_object(Bucket=p.raw, Key=key, Body=body)
-            invoke("transform", object_event_for(p.s3, p.raw, key))
+            late.append(object_event_for(p.s3, p.raw, key))
+            invoke("transform", late[-1])
             invoke("archive", object_event_for(p.s3, p.processed, receipt_key(key)))
             if body is photo:
                 invoke("tag", object_event_for(p.s3, p.archive, f"images/{key}"))
@@ -661,10 +665,15 @@ def replace_with_a_rejected_version(p: Pipeline, invoke: Invoke) -> None:
         p.s3.put_object(Bucket=p.raw, Key=key, Body=bad)
         invoke("transform", object_event_for(p.s3, p.raw, key))
         invoke("archive", object_event_for(p.s3, p.processed, receipt_key(key)))
+    invoke("transform", late[0])
+    p.s3.put_object(Bucket=p.raw, Key="retina/deleted.json", Body=scans)
+    deleted = object_event_for(p.s3, p.raw, "retina/deleted.json")
+    p.s3.delete_object(Bucket=p.raw, Key="retina/deleted.json")
+    invoke("transform", deleted)
     outputs = [
         k
         for k in _keys(p.s3, p.processed)
-        if "replaced" in k and not k.startswith(("receipts/", "versions/"))
+        if ("replaced" in k or "deleted" in k) and not k.startswith(("receipts/", "versions/"))
     ]
     assert outputs == []
 
