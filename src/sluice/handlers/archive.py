@@ -527,7 +527,15 @@ def supersede_older_versions(
             status="superseded",
             kind=request.kind,
         )
-        _copy_verified(s3, settings, superseded, source)
+        try:
+            _copy_verified(s3, settings, superseded, source)
+        except s3.exceptions.ClientError as error:
+            if not _is_missing(error):
+                raise
+            # Another run of this receipt archived it and deleted it from RAW meanwhile
+            # (it copies, verifies and records before it deletes): nothing left to do.
+            logger.info("older version archived by a concurrent run", source_key=request.source_key)
+            continue
         _record_superseded(s3, settings, request, superseded, int(source["ContentLength"]))
         s3.delete_object(
             Bucket=request.source_bucket, Key=request.source_key, VersionId=version["VersionId"]
