@@ -10,9 +10,9 @@ Triggered by ARCHIVE ``images/`` objects. For each one:
    one image are serialised by it; a second delivery that finds the lease held fails and
    is retried after the visibility timeout. A crashed run's lease expires with its
    invocation's deadline. Then the object is looked at once more: a withdrawal
-   (``image_items.withdraw_image``) makes the copy noncurrent *before* it takes the same
-   lease, so a run that gets the lease after a withdrawal always sees the copy gone and
-   stops, and one that got it before makes the withdrawal wait for it.
+   (``image_items.withdraw_under_lease``) makes the copy noncurrent *before* it takes
+   the same lease, so a run that gets the lease after a withdrawal always sees the copy
+   gone and stops, and one that got it before makes the withdrawal wait for it.
 3. If the item already holds labels from this labeler for this ETag, stop: duplicate
    delivery costs no labeler call. (Labels are computed once per content version and
    labeler; changing the thresholds applies to new images.)
