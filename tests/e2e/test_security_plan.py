@@ -249,9 +249,12 @@ def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def deployed(views: TerraformViews) -> Deployed:
     values = views.local_state["values"]
+    # The pipeline's buckets; the web app's bucket (module.web) holds no data and no
+    # function reaches it (its own checks are in test_web_e2e and the static tests).
     buckets = {
         _key_in(r["address"], "bucket"): r["values"]["arn"]
         for r in _of_type(values, "aws_s3_bucket")
+        if "module.bucket[" in r["address"]
     }
     queues = {
         _key_in(r["address"], "function"): r["values"]["arn"]
@@ -849,13 +852,50 @@ def test_function_policies_grant_exactly_the_calls_the_handlers_make(
 
 
 def _by_bucket(values: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """The pipeline's data buckets (module.bucket), by ``<environment>/<bucket>``."""
     return {
         # A resource whose every value is known only after apply has no "values" in a plan.
         f"{_key_in(r['address'], 'pipeline')}/{_key_in(r['address'], 'bucket')}": r.get(
             "values", {}
         )
         for r in _of_type(values, kind)
+        if "module.bucket[" in r["address"]
     }
+
+
+def _web_bucket(values: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """The web app's bucket (module.web), by environment."""
+    return {
+        _key_in(r["address"], "pipeline"): r.get("values", {})
+        for r in _of_type(values, kind)
+        if ".module.web[" in r["address"]
+    }
+
+
+@pytest.mark.parametrize("view", ["local_state", "prod_plan"])
+def test_the_web_apps_bucket_is_private_encrypted_and_versioned(
+    view: str, views: TerraformViews
+) -> None:
+    document = getattr(views, view)
+    values = document["values"] if view == "local_state" else document["planned_values"]
+    buckets = _web_bucket(values, "aws_s3_bucket")
+    assert buckets, "no web app bucket"
+    blocks = _web_bucket(values, "aws_s3_bucket_public_access_block")
+    encryption = _web_bucket(values, "aws_s3_bucket_server_side_encryption_configuration")
+    versioning = _web_bucket(values, "aws_s3_bucket_versioning")
+    ownership = _web_bucket(values, "aws_s3_bucket_ownership_controls")
+    settings = (
+        "block_public_acls",
+        "block_public_policy",
+        "ignore_public_acls",
+        "restrict_public_buckets",
+    )
+    for env in buckets:
+        assert all(blocks[env][name] is True for name in settings), env
+        assert encryption[env]["rule"], env
+        (config,) = versioning[env]["versioning_configuration"]
+        assert config["status"] == "Enabled", env
+        assert ownership[env]["rule"][0]["object_ownership"] == "BucketOwnerEnforced", env
 
 
 @pytest.mark.parametrize("view", ["local_state", "prod_plan"])
