@@ -1031,10 +1031,11 @@ def test_the_environment_key_encrypts_buckets_tables_and_queues(
     statements = {s["Sid"]: s for s in _statements(json.loads(key_values["policy"]))}
     assert set(statements) == {"AccountAdministers", "S3NotifiesEncryptedQueues"}
     admin, s3 = statements["AccountAdministers"], statements["S3NotifiesEncryptedQueues"]
-    assert admin["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    account = deployed.queues["transform"].split(":")[4]  # the emulator's account
+    assert admin["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"}
     assert s3["Principal"] == {"Service": "s3.amazonaws.com"}
     assert sorted(_as_list(s3["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert s3["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+    assert s3["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
 
     encryption = _by_bucket(values, "aws_s3_bucket_server_side_encryption_configuration")
     assert len(encryption) == len(BUCKETS)
