@@ -22,12 +22,22 @@ from pathlib import Path
 
 import pytest
 
+from sluice.local import awsenv, localstack
+from sluice.local.emulator import EmulatorError
+from sluice.local.state import StateDir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "terraform"
 MODULES = ("s3", "iam", "lambda", "layers", "dynamodb", "notifications", "auth", "api", "pipeline")
 FUNCTIONS = ("transform", "archive", "tag", "bundle")
 PLUGIN_CACHE_DIR = REPO_ROOT / ".sluice" / "plugin-cache"
 COMMAND_TIMEOUT_SECONDS = 600
+E2E_TARGET_VARIABLE = "SLUICE_E2E_TARGET"
+
+
+def e2e_target() -> str:
+    """The emulator the end-to-end tests run against: ``moto`` (default) or ``localstack``."""
+    return os.environ.get(E2E_TARGET_VARIABLE, "moto")
 
 
 def terraform_binary() -> str:
@@ -183,3 +193,26 @@ def moto_server(log_path: Path, startup_deadline_seconds: float = 30.0) -> Itera
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextlib.contextmanager
+def emulator_server(work_dir: Path) -> Iterator[str]:
+    """The end-to-end target's emulator on a free port, all its own; stopped after.
+
+    moto by default; with ``SLUICE_E2E_TARGET=localstack`` a LocalStack host process as
+    ``sluice up --emulator localstack`` starts it (its state under ``work_dir``).
+    """
+    if e2e_target() != "localstack":
+        with moto_server(work_dir / "moto.log") as url:
+            yield url
+        return
+    state = StateDir(REPO_ROOT, work_dir / "localstack-stack")
+    port = free_port()
+    try:
+        try:
+            localstack.ensure(port, state, sys.stdout)
+        except EmulatorError as error:
+            pytest.fail(f"LocalStack did not start: {error}", pytrace=False)
+        yield awsenv.endpoint_for(port)
+    finally:
+        localstack.stop(state, sys.stdout)

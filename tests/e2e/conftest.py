@@ -1,18 +1,16 @@
 """The deployed local stack, once per session, for the end-to-end tests.
 
-Default target: ``python -m sluice.local up --no-samples --port <free port>`` (moto server,
-the real Terraform, the local runner), and ``down`` at teardown.
-
-``SLUICE_E2E_TARGET=localstack``: no moto and no runner. The root Terraform is applied with
-``env/local.tfvars`` to the LocalStack at ``AWS_ENDPOINT_URL`` with every event source
-mapping enabled, so LocalStack's own Lambda service runs the functions (it needs Docker;
-GitHub Actions has it, this machine does not).
+``python -m sluice.local up --no-samples --port <free port> --emulator <target>`` (the
+emulator, the real Terraform, the local runner), and ``down`` at teardown. The target is
+``SLUICE_E2E_TARGET``: ``moto`` (the default) or ``localstack`` (LocalStack as a host
+process, installed by ``up`` on first use; docs/localstack.md). Either way the local
+runner serves the functions from the event source mappings that Terraform created
+disabled: LocalStack's community edition runs functions only in Docker.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -25,13 +23,22 @@ from typing import Any
 import pytest
 
 from sluice.local import awsenv
+from sluice.local.stack import EMULATORS
 from sluice.local.state import LOCAL_ENVIRONMENT, StateDir
-from sluice.local.terraform import Terraform
 from sluice.ops.environment import Environment, select_environment
+from tests.terraform_support import e2e_target
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGET = os.environ.get("SLUICE_E2E_TARGET", "moto")
-UP_TIMEOUT_SECONDS = 900
+TARGET = e2e_target()
+# The first `up --emulator localstack` on a machine also installs LocalStack (minutes).
+UP_TIMEOUT_SECONDS = 1800
+
+
+def emulator_args() -> list[str]:
+    """``up``'s ``--emulator`` for the target; an unknown target fails the run."""
+    if TARGET not in EMULATORS:
+        pytest.fail(f"SLUICE_E2E_TARGET must be one of {EMULATORS}, got {TARGET!r}", pytrace=False)
+    return ["--emulator", TARGET]
 
 
 @dataclass(frozen=True)
@@ -103,13 +110,16 @@ def _run_local(args: Sequence[str], timeout: float) -> subprocess.CompletedProce
     )
 
 
-def _moto_stack(state_dir: Path) -> Iterator[Stack]:
+def _local_stack(state_dir: Path) -> Iterator[Stack]:
     port = _free_port()
     started = time.monotonic()
     # Its own state directory: a developer's `sluice up` in this checkout keeps running.
     local = ["--state-dir", str(state_dir)]
     try:
-        up = _run_local(["up", "--no-samples", "--port", str(port), *local], UP_TIMEOUT_SECONDS)
+        up = _run_local(
+            ["up", "--no-samples", "--port", str(port), *emulator_args(), *local],
+            UP_TIMEOUT_SECONDS,
+        )
         if up.returncode != 0:
             pytest.fail(
                 f"sluice up failed ({up.returncode}) after {time.monotonic() - started:.0f} s:\n"
@@ -129,39 +139,6 @@ def _moto_stack(state_dir: Path) -> Iterator[Stack]:
         print(down.stdout, down.stderr, sep="\n")
 
 
-def _localstack_stack(tmp: Path) -> Iterator[Stack]:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if not endpoint:
-        pytest.fail("SLUICE_E2E_TARGET=localstack needs AWS_ENDPOINT_URL", pytrace=False)
-    # Its own Terraform data directory and logs, apart from the moto stack's.
-    terraform = Terraform(StateDir(ROOT, tmp), endpoint, sys.stdout)
-    terraform.ensure_state_bucket(awsenv.client("s3", endpoint))
-    terraform.init()
-    environments = terraform.local_variable("environments")
-    for settings in environments.values():
-        # LocalStack runs functions in Docker: let its Lambda service poll the queues.
-        settings["event_source_mappings_enabled"] = True
-        # LocalStack's community edition serves no CloudFront: no web app there.
-        settings["web_app"] = False
-    override = tmp / "localstack.tfvars.json"
-    override.write_text(json.dumps({"environments": environments}))
-    terraform.apply(extra_var_files=[override])
-    outputs = terraform.environments_output()
-    outputs_file = tmp / "outputs.json"
-    outputs_file.write_text(json.dumps(outputs))
-    yield Stack(
-        endpoint_url=endpoint,
-        environment=select_environment(outputs, LOCAL_ENVIRONMENT, str(outputs_file)),
-        outputs_file=outputs_file,
-        root=ROOT,
-    )
-
-
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if TARGET == "moto":
-        yield from _moto_stack(tmp_path_factory.mktemp("stack"))
-    elif TARGET == "localstack":
-        yield from _localstack_stack(tmp_path_factory.mktemp("localstack"))
-    else:
-        pytest.fail(f"SLUICE_E2E_TARGET must be moto or localstack, got {TARGET!r}")
+    yield from _local_stack(tmp_path_factory.mktemp("stack"))

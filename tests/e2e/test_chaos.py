@@ -3,10 +3,12 @@ invocations fail, messages are delivered twice and late, and old events come aft
 
 The stack is a ``chaos`` environment of its own (``tests/chaos/chaos.tfvars``: 2-3 s
 timeouts, so 12-18 s visibility timeouts, and two receives before the dead-letter queue)
-on its own moto server, applied by ``sluice up --var-file ... --environment chaos``. Its
-runner preloads the fault harness (``tests/chaos/preload.py``): 25% of the invocations of
-transform, archive and tag fail at a random AWS call (before it, or after it with the
-response lost) or at their end, and one message in ten is sent again with a random delay.
+on its own emulator, applied by ``sluice up --var-file ... --environment chaos``
+(``--emulator`` of the end-to-end target; skipped on LocalStack for the limitation in
+``LOCALSTACK_LIMITATION``). Its runner preloads the fault harness
+(``tests/chaos/preload.py``): 25% of the invocations of transform, archive and tag fail at
+a random AWS call (before it, or after it with the response lost) or at their end, and one
+message in ten is sent again with a random delay.
 Some keys are uploaded twice, and the first version's event is sent again once the second
 is archived.
 
@@ -57,7 +59,15 @@ from sluice.ops.queues import queue_depth
 from sluice.ops.redrive import redrive
 from tests.chaos import faults
 from tests.chaos.inputs import Corpus, build
-from tests.e2e.conftest import ROOT, TARGET, UP_TIMEOUT_SECONDS, Stack, _free_port, _run_local
+from tests.e2e.conftest import (
+    ROOT,
+    TARGET,
+    UP_TIMEOUT_SECONDS,
+    Stack,
+    _free_port,
+    _run_local,
+    emulator_args,
+)
 from tests.s3events import s3_event, s3_record
 
 pytestmark = pytest.mark.e2e
@@ -71,6 +81,12 @@ SEED = 7
 DRAIN_TIMEOUT_SECONDS = 600  # a deadline, polled: generous for a loaded machine
 MAX_REDRIVE_ROUNDS = 6
 FAULTED_FUNCTIONS = ("transform", "archive", "tag")
+LOCALSTACK_LIMITATION = (
+    "LocalStack 4.14 answers a conditional DeleteObject (IfMatch) on a general-purpose bucket"
+    " with 501 NotImplemented; the archive handler hides a superseded RAW version that became"
+    " current again with exactly that call, so this run's superseded uploads cannot converge"
+    " (docs/localstack.md)"
+)
 
 
 def _md5(data: bytes) -> str:
@@ -79,9 +95,9 @@ def _md5(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path]]:
-    """A moto server with the chaos environment applied and a runner with the harness."""
-    if TARGET != "moto":
-        pytest.skip("fault injection hooks the local runner; LocalStack runs functions itself")
+    """An emulator with the chaos environment applied and a runner with the harness."""
+    if TARGET == "localstack":
+        pytest.skip(LOCALSTACK_LIMITATION)
     state_dir = tmp_path_factory.mktemp("chaos-stack")
     fault_log = state_dir / "faults.jsonl"
     port = _free_port()
@@ -106,6 +122,7 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stac
                     "--no-samples",
                     "--port",
                     str(port),
+                    *emulator_args(),
                     *local,
                     "--var-file",
                     str(TFVARS),

@@ -3,7 +3,8 @@
 The function policies are rendered from ``aws_iam_policy_document`` data sources whose
 inputs (bucket, table and topic ARNs) are unknown until those resources exist, so a plan
 alone would leave every ``Resource`` unknown. The local environment is therefore applied
-to a throw-away moto server (``env/local.tfvars``, the state in that server, own
+to a throw-away emulator (the end-to-end target's: moto, or LocalStack with
+``SLUICE_E2E_TARGET=localstack``; ``env/local.tfvars``, the state in that server, own
 ``TF_DATA_DIR``) with the switches only production turns on switched on too
 (``PRODUCTION_SWITCHES``: the environment's own KMS key, ARCHIVE Object Lock), so their
 resources and grants are checked as applied; ``terraform show -json`` gives every policy
@@ -62,7 +63,7 @@ from tests.security_support import SAMPLES_DIR, Invoke, drive_pipeline, pipeline
 from tests.terraform_support import (
     FUNCTIONS,
     REPO_ROOT,
-    moto_server,
+    emulator_server,
     terraform,
     terraform_binary,
     terraform_env,
@@ -113,7 +114,7 @@ class TerraformViews:
 @pytest.fixture(scope="module")
 def views(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TerraformViews]:
     work = tmp_path_factory.mktemp("security-plan")
-    with moto_server(work / "moto.log") as endpoint:
+    with emulator_server(work) as endpoint:
         env = terraform_env(work, FAKE_CREDENTIALS)
         for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
             env.pop(name, None)
@@ -1030,10 +1031,11 @@ def test_the_environment_key_encrypts_buckets_tables_and_queues(
     statements = {s["Sid"]: s for s in _statements(json.loads(key_values["policy"]))}
     assert set(statements) == {"AccountAdministers", "S3NotifiesEncryptedQueues"}
     admin, s3 = statements["AccountAdministers"], statements["S3NotifiesEncryptedQueues"]
-    assert admin["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    account = deployed.queues["transform"].split(":")[4]  # the emulator's account
+    assert admin["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"}
     assert s3["Principal"] == {"Service": "s3.amazonaws.com"}
     assert sorted(_as_list(s3["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert s3["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+    assert s3["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
 
     encryption = _by_bucket(values, "aws_s3_bucket_server_side_encryption_configuration")
     assert len(encryption) == len(BUCKETS)

@@ -49,11 +49,12 @@ def local_env(endpoint_url: str, base: Mapping[str, str] | None = None) -> dict[
     return env
 
 
-def client(service: str, endpoint_url: str) -> Any:
-    """A boto3 client for ``service`` in the emulator, with the fake keys."""
+def client(service: str, endpoint_url: str, config: Any = None) -> Any:
+    """A boto3 client for ``service`` in the emulator, with the fake keys (and botocore
+    ``config``, e.g. longer timeouts)."""
     return boto3.session.Session(
         aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
         region_name=REGION,
-    ).client(service, endpoint_url=endpoint_url)  # type: ignore[call-overload]
+    ).client(service, endpoint_url=endpoint_url, config=config)  # type: ignore[call-overload]

@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 
 from sluice.local import awsenv
-from sluice.local.stack import DEFAULT_TIMEOUT_SECONDS, UpError, UpOptions, down, project_root, up
+from sluice.local.stack import (
+    DEFAULT_TIMEOUT_SECONDS,
+    EMULATORS,
+    UpError,
+    UpOptions,
+    down,
+    project_root,
+    up,
+)
 from sluice.local.state import LOCAL_ENVIRONMENT
 from sluice.local.terraform import TFVARS as LOCAL_TFVARS
 
@@ -53,6 +61,7 @@ def _run_up(args: argparse.Namespace) -> int:
         var_files=tuple(args.var_file),
         api_port=args.api_port,
         web_port=args.web_port,
+        emulator=args.emulator,
     )
     return up(options, root, state_dir=args.state_dir)
 
@@ -81,10 +90,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     up_parser = subparsers.add_parser(
         "up",
         allow_abbrev=False,
-        help="run the whole pipeline locally (moto server, Terraform, local runner)",
+        help="run the whole pipeline locally (moto or LocalStack, Terraform, local runner)",
         description=(
-            "Start a moto server, build the artifacts, apply the root Terraform with"
-            " env/local.tfvars against it, start the local runner, send samples/ through"
+            "Start a moto server (or LocalStack), build the artifacts, apply the root Terraform"
+            " with env/local.tfvars against it, start the local runner, send samples/ through"
             " and print a summary. Idempotent: run it again after changing code."
         ),
     )
@@ -105,6 +114,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=_port,
         default=None,
         help="port of the local web app on 127.0.0.1 (default: the emulator's port + 2)",
+    )
+    up_parser.add_argument(
+        "--emulator",
+        choices=EMULATORS,
+        default=EMULATORS[0],
+        help="what stands in for AWS: a moto server, or LocalStack as a host process (installed"
+        " into .sluice/localstack on first use; docs/localstack.md) (default: %(default)s)",
     )
     up_parser.add_argument(
         "--no-samples",
@@ -146,8 +162,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     down_parser = subparsers.add_parser(
         "down",
         allow_abbrev=False,
-        help="stop the local runner and the moto server that `sluice up` started",
-        description="Stop the local runner, then the moto server (all local state goes with it).",
+        help="stop the local runner and the emulator that `sluice up` started",
+        description="Stop the local runner, then the emulator (all local state goes with it).",
     )
     _add_state_dir(down_parser)
     down_parser.set_defaults(run=_run_down)

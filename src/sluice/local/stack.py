@@ -2,7 +2,8 @@
 
 ``up`` runs, in order and each with a deadline:
 
-1. the emulator: a moto server on 127.0.0.1:<port> (reused when one already answers);
+1. the emulator: a moto server on 127.0.0.1:<port> (reused when one already answers), or
+   with ``--emulator localstack`` a LocalStack host process (:mod:`sluice.local.localstack`);
 2. the build: ``scripts/build_artifacts.py`` for the local architecture (its wheel cache
    makes a rebuild offline and quick);
 3. Terraform: the state bucket in the emulator, ``init`` with ``env/local.backend.hcl``,
@@ -33,7 +34,7 @@ The wait is bounded; a queue that stays busy (a backlog from an earlier run) is
 reported and ``up`` goes on.
 
 It is idempotent: run it again after changing code or Terraform. ``down`` stops the
-runner, then the moto server (which holds all local state, Terraform's included).
+runner, then the emulator (which holds all local state, Terraform's included).
 
 ``--var-file`` adds variable files after ``env/local.tfvars`` (later files win, and a
 file that sets ``environments`` replaces the whole map), and ``--environment`` names the
@@ -57,7 +58,7 @@ from typing import Any, TextIO
 
 from sluice.keys import receipt_key
 from sluice.labels import label_counts
-from sluice.local import awsenv, procs, summary
+from sluice.local import awsenv, localstack, procs, summary
 from sluice.local.emulator import EmulatorError, ensure_moto, stop_moto, tail
 from sluice.local.runner import worker_pid_file
 from sluice.local.state import LOCAL_ENVIRONMENT, StateDir
@@ -74,6 +75,7 @@ RUNNER_STOP_GRACE_SECONDS = 40.0
 QUEUES_SETTLE_SECONDS = 180.0
 """Enough for a test event whose first batch failed to come back once (6 x timeout)."""
 SAMPLES_DIR = "samples"
+EMULATORS = ("moto", "localstack")
 
 
 class UpError(RuntimeError):
@@ -88,6 +90,7 @@ class UpOptions:
     serve: bool = False
     environment: str = LOCAL_ENVIRONMENT
     var_files: tuple[Path, ...] = ()
+    emulator: str = EMULATORS[0]
     api_port: int | None = None
     web_port: int | None = None
 
@@ -186,7 +189,7 @@ def apply_terraform(
     console.step(f"terraform: init (state in s3://{bucket}, log {state.terraform_log})")
     terraform.init(state_key=state_key_for(environment))
     files = " ".join(f"-var-file={path}" for path in (TFVARS, *var_files))
-    console.step(f"terraform: apply {files} (about a minute against moto)")
+    console.step(f"terraform: apply {files} (a minute or more)")
     variables = {"runtime_urls": hcl_object(runtime_urls)} if runtime_urls else None
     terraform.apply(extra_var_files=[path.resolve() for path in var_files], variables=variables)
     document = terraform.environments_output(environment)
@@ -535,8 +538,11 @@ def up(
     state = StateDir(root, state_dir.resolve() if state_dir else None)
     endpoint_url = awsenv.endpoint_for(options.port)
     try:
-        console.step(f"emulator: moto server on {endpoint_url}")
-        ensure_moto(options.port, state, out)
+        console.step(f"emulator: {options.emulator} on {endpoint_url}")
+        if options.emulator == "localstack":
+            localstack.ensure(options.port, state, out)
+        else:
+            ensure_moto(options.port, state, out)
         build_artifacts(state, console)
         environment = apply_terraform(
             state,
@@ -559,6 +565,7 @@ def up(
                 "environment": options.environment,
                 "api_url": api_url,
                 "web_url": web_url,
+                "emulator": options.emulator,
             }
         )
         s3 = awsenv.client("s3", endpoint_url)
@@ -594,6 +601,7 @@ def up(
         print(f"sluice up: {error}", file=sys.stderr, flush=True)
         if (
             state.moto_pid.running_pid()
+            or localstack.pid_file(state).running_pid()
             or state.runner_pid.running_pid()
             or state.api_pid.running_pid()
             or state.web_pid.running_pid()
@@ -647,8 +655,9 @@ def down(root: Path, out: TextIO = sys.stdout, *, state_dir: Path | None = None)
     if runner.anything:
         print(f"runner: stopped ({_describe(runner)})", file=out, flush=True)
     stopped_moto = stop_moto(state, out)
+    stopped_localstack = localstack.stop(state, out)
     for path in (state.stack, state.outputs):
         path.unlink(missing_ok=True)
-    if not runner.anything and api is None and web is None and not stopped_moto:
-        print("nothing to stop: no runner or moto server started by sluice up is running", file=out)
+    if not (runner.anything or api or web or stopped_moto or stopped_localstack):
+        print("nothing to stop: no runner or emulator started by sluice up is running", file=out)
     return 0
