@@ -50,6 +50,18 @@ CONTRACT_KEYS = {
     "alerts_topic_arn",
     "function_names",
     "region",
+    # The HTTP API and its sign-in (docs/api.md), and the web app.
+    "api_url",
+    "api_id",
+    "api_function_name",
+    "user_pool_id",
+    "cli_client_id",
+    "web_client_id",
+    "auth_domain",
+    "web_url",
+    "web_bucket_name",
+    "web_distribution_id",
+    "web_response_headers",
 }
 
 # Attributes an emulator does not keep, by resource type: they read back empty, so every
