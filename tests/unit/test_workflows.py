@@ -233,7 +233,7 @@ def test_apply_consumes_the_saved_plan_and_never_plans_itself(env: str) -> None:
         assert job["concurrency"] == {"group": f"deploy-{env}", "cancel-in-progress": False}
 
 
-def test_ci_runs_every_check_and_the_e2e_suite_on_both_emulators() -> None:
+def test_ci_runs_every_check_and_the_e2e_suite() -> None:
     ci = _load("ci.yml")
     assert set(ci[True]) == {"pull_request", "push"}
     runs = "\n".join(run for job in ci["jobs"].values() for run in _runs(job))
@@ -248,7 +248,9 @@ def test_ci_runs_every_check_and_the_e2e_suite_on_both_emulators() -> None:
     ):
         assert command in runs, command
     e2e = ci["jobs"]["e2e"]
-    assert e2e["strategy"]["matrix"]["emulator"] == ["moto", "localstack"]
+    # LocalStack returns to the matrix once the API and sign-in can be switched off there
+    # (its community edition has neither): docs/localstack.md.
+    assert e2e["strategy"]["matrix"]["emulator"] == ["moto"]
     assert e2e["env"]["SLUICE_E2E_TARGET"] == "${{ matrix.emulator }}"
     assert "services" not in e2e  # LocalStack runs as a host process, as on a laptop
 
