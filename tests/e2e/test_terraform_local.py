@@ -76,6 +76,36 @@ DROPPED_BY_EMULATOR: dict[str, dict[str, set[str]]] = {
     },
 }
 
+# Fields inside nested blocks that an emulator does not keep, by resource type and block:
+# the block reads back without them, so every re-plan proposes to set them again. Only
+# these fields may differ inside those blocks.
+DROPPED_INSIDE_BLOCKS: dict[str, dict[str, dict[str, set[str]]]] = {
+    "moto": {
+        # moto 5.2's CloudFront keeps a distribution's origins, behaviours and certificate
+        # but not these fields of them (moto/cloudfront/models.py), so the distribution
+        # always shows an in-place update (modules/web/README.md).
+        "aws_cloudfront_distribution": {
+            "viewer_certificate": {"ssl_support_method", "minimum_protocol_version"},
+            "default_cache_behavior": {"forwarded_values"},
+            "origin": {"origin_access_control_id"},
+        },
+    },
+    "localstack": {},
+}
+
+
+def _differing_fields(before: Any, after: Any) -> set[str]:
+    """The fields that differ between two lists of blocks (Terraform's nested blocks)."""
+    before_blocks = before if isinstance(before, list) else [before]
+    after_blocks = after if isinstance(after, list) else [after]
+    if len(before_blocks) != len(after_blocks):
+        return {"<number of blocks>"}
+    fields: set[str] = set()
+    for old, new in zip(before_blocks, after_blocks, strict=True):
+        old, new = old or {}, new or {}
+        fields |= {k for k in {*old, *new} if old.get(k) != new.get(k)}
+    return fields
+
 
 @pytest.fixture
 def endpoint(tmp_path: Path) -> Iterator[str]:
@@ -125,6 +155,7 @@ def _replan(tf_vars: list[str], work: Path, env: dict[str, str]) -> dict[str, di
             "actions": change["actions"],
             "attributes": {k for k in {*before, *after} if before.get(k) != after.get(k)},
             "before": before,
+            "after": after,
         }
     return changes
 
@@ -241,12 +272,19 @@ def test_local_environment_applies_plans_clean_and_destroys(tmp_path: Path, endp
     # What the emulator reads back matches the configuration: nothing left to change but
     # in-place updates of what it provably drops, which it reads back empty.
     dropped = DROPPED_BY_EMULATOR[e2e_target()]
+    dropped_inside = DROPPED_INSIDE_BLOCKS[e2e_target()]
     for address, change in _replan(tf_vars, tmp_path, env).items():
-        allowed = dropped.get(change["type"], set())
+        blocks = dropped_inside.get(change["type"], {})
+        allowed = dropped.get(change["type"], set()) | set(blocks)
         assert change["actions"] == ["update"] and change["attributes"] <= allowed, (
             f"re-plan changes {address}: {change['actions']} {sorted(change['attributes'])}"
         )
-        assert all(not change["before"].get(name) for name in change["attributes"]), address
+        for name in change["attributes"]:
+            if name in blocks:
+                fields = _differing_fields(change["before"].get(name), change["after"].get(name))
+                assert fields <= blocks[name], f"{address}: {name} differs in {sorted(fields)}"
+            else:
+                assert not change["before"].get(name), address
 
     # The backend's S3 lock file (conditional PUT) keeps a second run out.
     lock_key = f"{STATE_KEY}.tflock"
