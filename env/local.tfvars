@@ -40,6 +40,11 @@ environments = {
     # The HTTP API, served on 127.0.0.1 by the local runtime (src/sluice/local/apiserver.py).
     web_origins      = ["http://localhost:3000"]
     max_upload_bytes = 268435456 # 256 MiB: enough for the end-to-end multipart upload
+    # One developer and the test suite, which sends a few hundred requests in seconds (every
+    # route with five bad tokens; schemathesis): the deployed defaults (50 burst, 25/s)
+    # would answer some of them 429 before their 401.
+    api_throttling_burst_limit = 1000
+    api_throttling_rate_limit  = 500
 
     # The web app (web/): moto has no hosted UI, so the app signs in with a form that calls
     # the user pool's API (USER_PASSWORD_AUTH); moto has no response headers policies, so
