@@ -10,6 +10,7 @@ disabled: LocalStack's community edition runs functions only in Docker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -92,11 +93,21 @@ class Stack:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free now, held open together while they are chosen (the
+    emulator's, the API's and the web app's: ``port + 1`` and ``port + 2``, the defaults,
+    may belong to some other process's connection on a busy machine)."""
+    with contextlib.ExitStack() as held:
+        probes = [held.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+
+
+def stack_ports() -> list[str]:
+    """``sluice up`` arguments placing the emulator, the API and the web app on free ports."""
+    port, api_port, web_port = _free_ports(3)
+    return ["--port", str(port), "--api-port", str(api_port), "--web-port", str(web_port)]
 
 
 def _run_local(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -111,13 +122,14 @@ def _run_local(args: Sequence[str], timeout: float) -> subprocess.CompletedProce
 
 
 def _local_stack(state_dir: Path) -> Iterator[Stack]:
-    port = _free_port()
+    ports = stack_ports()
+    port = int(ports[1])
     started = time.monotonic()
     # Its own state directory: a developer's `sluice up` in this checkout keeps running.
     local = ["--state-dir", str(state_dir)]
     try:
         up = _run_local(
-            ["up", "--no-samples", "--port", str(port), *emulator_args(), *local],
+            ["up", "--no-samples", *ports, *emulator_args(), *local],
             UP_TIMEOUT_SECONDS,
         )
         if up.returncode != 0:

@@ -64,9 +64,9 @@ from tests.e2e.conftest import (
     TARGET,
     UP_TIMEOUT_SECONDS,
     Stack,
-    _free_port,
     _run_local,
     emulator_args,
+    stack_ports,
 )
 from tests.s3events import s3_event, s3_record
 
@@ -100,7 +100,8 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stac
         pytest.skip(LOCALSTACK_LIMITATION)
     state_dir = tmp_path_factory.mktemp("chaos-stack")
     fault_log = state_dir / "faults.jsonl"
-    port = _free_port()
+    ports = stack_ports()
+    port = int(ports[1])
     local = ["--state-dir", str(state_dir)]
     harness = {
         "SLUICE_RUNNER_PRELOAD": "tests.chaos.preload",
@@ -120,8 +121,7 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stac
                 [
                     "up",
                     "--no-samples",
-                    "--port",
-                    str(port),
+                    *ports,
                     *emulator_args(),
                     *local,
                     "--var-file",
