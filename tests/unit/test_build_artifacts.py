@@ -188,11 +188,12 @@ def test_code_zip_is_small_and_importable(tmp_path: Path) -> None:
     # sluice alone: a dependency that slipped in would break the sources' budget. The
     # bytecode beside them compresses to about twice their size (pycs compress less than
     # text), so the whole zip has its own bound (sizes: docs/benchmarks.md, cold start).
-    # 600 KiB since the api function (its handler, uploads, image_items) and the local API
-    # server joined (534 KB then; sluice/local alone is 167 KB and never runs in Lambda).
+    # 700 KiB since the api function, the local API and web servers and LocalStack joined
+    # (621 KB then). sluice/local (about 200 KB of it) never runs in Lambda: leaving the
+    # developer tools out of the function zip is the next step (issue 16, cold start).
     source_bytes = sum(i.compress_size for i in infos if not i.filename.endswith(".pyc"))
     assert source_bytes < 200 * 1024
-    assert code_zip.stat().st_size < 600 * 1024
+    assert code_zip.stat().st_size < 700 * 1024
     # Lambda puts the zip's root on sys.path: `sluice.handlers.<name>.handler` must resolve.
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); import sluice, sluice.handlers; "
