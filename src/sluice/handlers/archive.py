@@ -64,7 +64,6 @@ import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sluice import image_items
-from sluice.config import env_choice, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import (
     RECEIPTS_PREFIX,
@@ -77,24 +76,17 @@ from sluice.keys import (
 from sluice.leases import DEFAULT_LEASE_SECONDS
 from sluice.receipts import version_record, write_version_record
 from sluice.runtime import make_logger, run
+from sluice.s3io import MIB
+from sluice.settings import (
+    ArchiveSettings,
+)
 
 SOURCE_ETAG_METADATA = "sluice-source-etag"
 SOURCE_VERSION_METADATA = "sluice-source-version-id"
 """The RAW version id of an archived copy, so a copy can be superseded under its version."""
-MIB = 1024 * 1024
-GIB = 1024 * MIB
-MAX_SINGLE_COPY_BYTES = 5 * GIB
-"""CopyObject's limit; larger objects need a multipart copy."""
-DEFAULT_PART_SIZE = 512 * MIB
-MIN_PART_SIZE = 5 * MIB
 MAX_PARTS = 10_000
-DEFAULT_COPY_CONCURRENCY = 8
 MAX_RECEIPT_BYTES = 16 * MIB
 """Far above any real receipt (errors are capped at 1,000); reading stops there."""
-
-STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
-"""Classes readable at once. GLACIER and DEEP_ARCHIVE are left out on purpose: the tag and
-bundle handlers read archived images synchronously; move cold data with a lifecycle rule."""
 
 _CARRIED_HEADERS = (
     "ContentType",
@@ -123,27 +115,6 @@ class ArchiveVerificationError(RuntimeError):
 
 class InvalidReceiptError(ValueError):
     """A receipts/ object that is not a sluice receipt."""
-
-
-@dataclass(frozen=True)
-class ArchiveSettings:
-    raw_bucket: str
-    archive_bucket: str
-    processed_bucket: str
-    images_table: str = ""
-    labels_table: str = ""
-    storage_class: str = "STANDARD"
-    multipart_threshold: int = MAX_SINGLE_COPY_BYTES
-    part_size: int = DEFAULT_PART_SIZE
-    max_concurrency: int = DEFAULT_COPY_CONCURRENCY
-
-    def __post_init__(self) -> None:
-        if not MIN_PART_SIZE <= self.part_size <= MAX_SINGLE_COPY_BYTES:
-            raise ValueError(
-                f"part_size must be between {MIN_PART_SIZE} and {MAX_SINGLE_COPY_BYTES}"
-            )
-        if not 0 <= self.multipart_threshold <= MAX_SINGLE_COPY_BYTES:
-            raise ValueError(f"multipart_threshold must be at most {MAX_SINGLE_COPY_BYTES}")
 
 
 @dataclass(frozen=True)
@@ -664,16 +635,8 @@ def is_receipt_event(ref: S3ObjectRef) -> bool:
     return ref.is_created and ref.key.startswith(RECEIPTS_PREFIX) and ref.key.endswith(".json")
 
 
-_ENV = os.environ
-PROCESSED_BUCKET = env_str(_ENV, "PROCESSED_BUCKET")
-SETTINGS = ArchiveSettings(
-    raw_bucket=env_str(_ENV, "RAW_BUCKET"),
-    archive_bucket=env_str(_ENV, "ARCHIVE_BUCKET"),
-    processed_bucket=PROCESSED_BUCKET,
-    images_table=env_str(_ENV, "IMAGES_TABLE"),
-    labels_table=env_str(_ENV, "LABELS_TABLE"),
-    storage_class=env_choice(_ENV, "ARCHIVE_STORAGE_CLASS", "STANDARD", STORAGE_CLASSES),
-)
+SETTINGS = ArchiveSettings.from_env(os.environ)
+PROCESSED_BUCKET = SETTINGS.processed_bucket
 logger = make_logger("archive")
 s3_client = boto3.client("s3")
 dynamodb_client = boto3.client("dynamodb")

@@ -64,7 +64,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from sluice.config import env_int, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.image_items import fetch_image_metadata
 from sluice.keys import ARCHIVE_IMAGES_PREFIX, BUNDLES_PREFIX, REQUESTS_PREFIX
@@ -72,11 +71,9 @@ from sluice.labels import LabelledImage, iter_images_for_label, label_count
 from sluice.metrics import REJECTED, Outcome
 from sluice.runtime import make_logger, run
 from sluice.s3io import MIB, MultipartWriter
+from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
 from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_time
 
-MAX_URL_TTL_SECONDS = 7 * 24 * 3600
-"""SigV4 presigned URLs cannot live longer than 7 days."""
-DEFAULT_URL_TTL_SECONDS = 24 * 3600
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_REPORTED_ERRORS = 20
 MAX_ERROR_MESSAGE = 300
@@ -97,34 +94,6 @@ _REQUEST_SCHEMA: dict[str, Any] = json.loads(
 _request_check = fastjsonschema.compile(_REQUEST_SCHEMA, use_default=False)
 
 logger = make_logger("bundle")
-
-
-# Configuration ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BundleConfig:
-    work_bucket: str
-    archive_bucket: str
-    labels_table: str
-    images_table: str
-    topic_arn: str
-    url_ttl_seconds: int = DEFAULT_URL_TTL_SECONDS
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> BundleConfig:
-        return cls(
-            work_bucket=env_str(env, "WORK_BUCKET"),
-            archive_bucket=env_str(env, "ARCHIVE_BUCKET"),
-            labels_table=env_str(env, "LABELS_TABLE"),
-            images_table=env_str(env, "IMAGES_TABLE"),
-            topic_arn=env_str(env, "BUNDLE_TOPIC_ARN"),
-            url_ttl_seconds=env_int(
-                env,
-                "BUNDLE_URL_TTL_SECONDS",
-                DEFAULT_URL_TTL_SECONDS,
-                minimum=1,
-                maximum=MAX_URL_TTL_SECONDS,
-            ),
-        )
 
 
 # Keys ------------------------------------------------------------------------------------
@@ -270,7 +239,9 @@ def match_images(labels: Sequence[str], match: Match, images_of: ImagesOf) -> li
     return images
 
 
-def find_images(dynamodb: Any, config: BundleConfig, request: BundleRequest) -> list[MatchedImage]:
+def find_images(
+    dynamodb: Any, config: BundleSettings, request: BundleRequest
+) -> list[MatchedImage]:
     labels: Sequence[str] = request.labels
     if request.match == "all":
         # Counts only order the reads; the result does not depend on them being exact.
@@ -319,7 +290,7 @@ def _get_archived(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
 def write_bundle_zip(
     s3: Any,
     dynamodb: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     bundle_id: str,
     request: BundleRequest,
     images: Sequence[MatchedImage],
@@ -381,7 +352,7 @@ def write_bundle_zip(
 
 def _add_image(
     s3: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     archive: zipfile.ZipFile,
     names: EntryNames,
     image: MatchedImage,
@@ -463,7 +434,7 @@ def publish_outcome(sns: Any, topic_arn: str, status: Mapping[str, Any]) -> None
     )
 
 
-def finish(s3: Any, sns: Any, config: BundleConfig, status: dict[str, Any]) -> None:
+def finish(s3: Any, sns: Any, config: BundleSettings, status: dict[str, Any]) -> None:
     """Notify, then record the outcome (see the module docstring for why in this order)."""
     publish_outcome(sns, config.topic_arn, status)
     s3.put_object(
@@ -514,7 +485,7 @@ def process_request(
     s3: Any,
     dynamodb: Any,
     sns: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Status | None:
     """Serve one request object; returns its outcome, or None when there was nothing to do."""
@@ -614,7 +585,7 @@ def process_request(
 
 
 # Lambda entry point (clients and configuration are built once, at cold start) -------------
-CONFIG = BundleConfig.from_env(os.environ)
+CONFIG = BundleSettings.from_env(os.environ)
 _s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
 _dynamodb = boto3.client("dynamodb")
 _sns = boto3.client("sns")

@@ -63,7 +63,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import boto3
@@ -72,8 +72,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from sluice import image_items
-from sluice.config import env_choice, env_int, env_int_list, env_str
-from sluice.datasets import Dataset, Registry, env_datasets, load_registry
+from sluice.datasets import Dataset
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.images import (
     INPUT_FORMATS,
@@ -112,6 +111,7 @@ from sluice.records import (
 )
 from sluice.runtime import make_logger, run
 from sluice.s3io import MultipartWriter
+from sluice.settings import TransformSettings
 
 DATA_CONTENT_TYPES = {"array": "application/json", "lines": "application/x-ndjson"}
 ERRORS_CONTENT_TYPE = "application/x-ndjson"
@@ -153,37 +153,6 @@ class Deadline:
 class OutOfTimeRetryError(Exception):
     """A data file could finish in a fresh invocation but not in what was left of this one:
     the message is retried (nothing was written)."""
-
-
-@dataclass(frozen=True)
-class TransformSettings:
-    raw_bucket: str
-    processed_bucket: str
-    images_table: str
-    thumbnail_sizes: tuple[int, ...] = (128, 512)
-    thumbnail_format: str = "JPEG"
-    thumbnail_quality: int = 85
-    max_image_pixels: int = 64_000_000
-    max_image_bytes: int = 100 * 1024 * 1024
-    datasets: Registry = field(default_factory=load_registry)
-    max_data_bytes: int = 512 * 1024 * 1024
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> TransformSettings:
-        return cls(
-            raw_bucket=env_str(env, "RAW_BUCKET"),
-            processed_bucket=env_str(env, "PROCESSED_BUCKET"),
-            images_table=env_str(env, "IMAGES_TABLE"),
-            thumbnail_sizes=env_int_list(
-                env, "THUMBNAIL_SIZES", "128,512", minimum=16, maximum=4096
-            ),
-            thumbnail_format=env_choice(env, "THUMBNAIL_FORMAT", "JPEG", OUTPUT_FORMATS),
-            thumbnail_quality=env_int(env, "THUMBNAIL_QUALITY", 85, minimum=1, maximum=95),
-            max_image_pixels=env_int(env, "MAX_IMAGE_PIXELS", 64_000_000, minimum=1),
-            max_image_bytes=env_int(env, "MAX_IMAGE_BYTES", 100 * 1024 * 1024, minimum=1),
-            datasets=env_datasets(env, "DATASETS"),
-            max_data_bytes=env_int(env, "MAX_DATA_BYTES", 512 * 1024 * 1024, minimum=1),
-        )
 
 
 @dataclass(frozen=True)
