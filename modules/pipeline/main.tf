@@ -28,9 +28,9 @@ locals {
   # list per bucket becomes that bucket's single notification configuration.
   notifications = {
     raw       = [{ id = "transform-all-objects", function = "transform", events = ["s3:ObjectCreated:*"], filter_prefix = "" }]
-    processed = [{ id = "archive-receipts", function = "archive", events = ["s3:ObjectCreated:*"], filter_prefix = "receipts/" }]
-    archive   = [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = "images/" }]
-    work      = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = "requests/" }]
+    processed = [{ id = "archive-receipts", function = "archive", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.processed.receipts }]
+    archive   = [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.archive.images }]
+    work      = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.work.requests }]
   }
 
   # Buckets allowed to send to each handler's queue.
@@ -234,7 +234,7 @@ module "bucket" {
   object_lock_days                   = each.key == "archive" ? var.archive_object_lock_days : null
 
   # Bundles are downloads with a bounded lifetime; nothing else expires.
-  expiring_prefixes = each.key == "work" ? { "bundles/" = var.bundle_expiration_days } : {}
+  expiring_prefixes = each.key == "work" ? { (var.key_prefixes.work.bundles) = var.bundle_expiration_days } : {}
 
   # Browsers upload to RAW with presigned PUT or POST and read the ETag to confirm.
   cors_rules = each.key == "raw" && length(var.raw_cors_allowed_origins) > 0 ? [{
@@ -323,6 +323,7 @@ module "iam" {
   source = "../iam"
 
   name_prefix       = local.name
+  key_prefixes      = var.key_prefixes
   functions         = local.function_resource_arns
   api_log_group_arn = local.api_log_group_arn
   bucket_arns = {

@@ -40,14 +40,12 @@ from botocore.config import Config
 from sluice import image_items, uploads
 from sluice.datasets import Dataset
 from sluice.image_items import InvalidCursorError
-from sluice.keys import RECEIPTS_PREFIX
+from sluice.keys import BUNDLE_ID_PATTERN, RECEIPTS_PREFIX, bundle_request_key
 from sluice.labels import InvalidPageTokenError, images_for_label, label_counts
 from sluice.ops.bundle import (
-    BUNDLE_ID_PATTERN,
     BundleRequest,
     BundleRequestError,
     read_status,
-    request_key,
     write_request,
 )
 from sluice.receipts import read_receipt
@@ -449,7 +447,7 @@ class Api:
         if not BUNDLE_ID_PATTERN.fullmatch(bundle_id):
             raise ApiError(404, "not_found", "no such bundle")
         bucket = self.settings.work_bucket
-        key = request_key(bundle_id)
+        key = bundle_request_key(bundle_id)
         status = read_status(self.s3, BundleRequest(bundle_id, bucket, key, None, {}))
         if status is not None:
             return {name: status.get(name) for name in BUNDLE_FIELDS if name in status}

@@ -48,7 +48,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -66,7 +65,13 @@ from botocore.exceptions import ClientError
 
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.image_items import fetch_image_metadata
-from sluice.keys import ARCHIVE_IMAGES_PREFIX, BUNDLES_PREFIX, REQUESTS_PREFIX
+from sluice.keys import (
+    ARCHIVE_IMAGES_PREFIX,
+    REQUESTS_PREFIX,
+    bundle_id_for,
+    bundle_status_key,
+    bundle_zip_key,
+)
 from sluice.labels import LabelledImage, iter_images_for_label, label_count
 from sluice.metrics import REJECTED, Outcome
 from sluice.runtime import make_logger, run
@@ -85,7 +90,6 @@ FINAL_STATUSES = frozenset({"ready", "empty", "error"})
 Match = Literal["any", "all"]
 Status = Literal["ready", "empty", "error"]
 
-_BUNDLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _REQUEST_SCHEMA: dict[str, Any] = json.loads(
     resources.files("sluice").joinpath("schemas/bundle_request.schema.json").read_text("utf-8")
 )
@@ -97,25 +101,9 @@ logger = make_logger("bundle")
 
 
 # Keys ------------------------------------------------------------------------------------
-def bundle_id_for(request_key: str) -> str | None:
-    """The bundle id of ``requests/<id>.json``, or None when the key is not a valid request."""
-    if not request_key.startswith(REQUESTS_PREFIX) or not request_key.endswith(".json"):
-        return None
-    candidate = request_key[len(REQUESTS_PREFIX) : -len(".json")]
-    return candidate if _BUNDLE_ID.fullmatch(candidate) else None
-
-
 def invalid_bundle_id(request_key: str) -> str:
     """Where an invalid request's error status goes; valid ids never start with ``_``."""
     return "_invalid-" + hashlib.sha256(request_key.encode("utf-8")).hexdigest()[:16]
-
-
-def zip_key(bundle_id: str) -> str:
-    return f"{BUNDLES_PREFIX}{bundle_id}.zip"
-
-
-def status_key(bundle_id: str) -> str:
-    return f"{BUNDLES_PREFIX}{bundle_id}.json"
 
 
 # Request ---------------------------------------------------------------------------------
@@ -305,7 +293,7 @@ def write_bundle_zip(
     """
     contents = BundleContents()
     names = EntryNames(reserved=[MANIFEST_NAME])
-    key = zip_key(bundle_id)
+    key = bundle_zip_key(bundle_id)
     metadata = {"bundle-id": bundle_id, "request-etag": request_etag}
     with (
         tempfile.SpooledTemporaryFile(max_size=MIB) as manifest,
@@ -388,7 +376,7 @@ def presigned_zip_url(s3: Any, bucket: str, bundle_id: str, ttl_seconds: int) ->
         "get_object",
         Params={
             "Bucket": bucket,
-            "Key": zip_key(bundle_id),
+            "Key": bundle_zip_key(bundle_id),
             "ResponseContentDisposition": f'attachment; filename="{bundle_id}.zip"',
         },
         ExpiresIn=max(1, min(ttl_seconds, MAX_URL_TTL_SECONDS)),
@@ -398,7 +386,7 @@ def presigned_zip_url(s3: Any, bucket: str, bundle_id: str, ttl_seconds: int) ->
 
 def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
     try:
-        response = s3.get_object(Bucket=bucket, Key=status_key(bundle_id))
+        response = s3.get_object(Bucket=bucket, Key=bundle_status_key(bundle_id))
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
@@ -525,7 +513,7 @@ def process_request(
         "expires_at": None,
         "missing": [],
         "errors": [],
-        "status_key": status_key(bundle_id),
+        "status_key": bundle_status_key(bundle_id),
         "request_key": ref.key,
         "request_etag": request_etag,
         "created_at": _iso(now()),
@@ -573,7 +561,7 @@ def process_request(
         image_count=contents.image_count,
         bytes=contents.zip_bytes,
         image_bytes=contents.image_bytes,
-        zip_key=zip_key(bundle_id),
+        zip_key=bundle_zip_key(bundle_id),
         zip_etag=contents.zip_etag,
         manifest=MANIFEST_NAME,
         missing=contents.missing,

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from sluice.keys import receipt_key
+from sluice.keys import RECEIPTS_PREFIX, receipt_key
 from sluice.labels import label_counts
 from sluice.local import awsenv, localstack, procs, summary
 from sluice.local.emulator import EmulatorError, ensure_moto, stop_moto, tail
@@ -493,7 +493,9 @@ def wait_for_receipts(
     seen: set[str] = set()
 
     def all_there() -> bool:
-        present = {item.key for item in list_objects(s3, environment.processed_bucket, "receipts/")}
+        present = {
+            item.key for item in list_objects(s3, environment.processed_bucket, RECEIPTS_PREFIX)
+        }
         seen.update(present & wanted.keys())
         console.progress(f"  receipts {len(seen)}/{len(wanted)}", final=len(seen) == len(wanted))
         return len(seen) == len(wanted)
