@@ -42,7 +42,7 @@ from sluice.datasets import Registry
 from sluice.images import INPUT_FORMATS
 from sluice.keys import UPLOADS_SEGMENT, split_extension
 from sluice.records import DATA_FORMATS
-from sluice.s3io import MAX_PARTS, MIB
+from sluice.s3io import MAX_PARTS, MIB, error_code
 
 MAX_SINGLE_PUT_BYTES = 5 * 1024**3
 """S3's limit for one PUT; larger files need a multipart upload."""
@@ -318,10 +318,6 @@ def start_multipart(
     }
 
 
-def _error_code(error: Any) -> str:
-    return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
-
-
 def complete_multipart(
     s3: Any, bucket: str, key: str, upload_id: str, parts: list[Mapping[str, Any]]
 ) -> dict[str, Any]:
@@ -347,7 +343,7 @@ def complete_multipart(
             404, "not_found", "no such multipart upload (completed or aborted?)"
         ) from None
     except s3.exceptions.ClientError as error:
-        code = _error_code(error)
+        code = error_code(error)
         if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
             raise UploadError(
                 409, "parts_mismatch", f"the parts do not match what was uploaded ({code})"

@@ -63,7 +63,7 @@ from typing import Any, Literal
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice import image_items
+from sluice import image_items, s3io
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import (
     RECEIPTS_PREFIX,
@@ -76,7 +76,7 @@ from sluice.keys import (
 from sluice.leases import DEFAULT_LEASE_SECONDS
 from sluice.receipts import version_record, write_version_record
 from sluice.runtime import make_logger, run
-from sluice.s3io import MIB
+from sluice.s3io import MIB, is_missing, is_precondition_failed
 from sluice.settings import (
     ArchiveSettings,
 )
@@ -169,26 +169,9 @@ def parse_receipt(body: bytes, raw_bucket: str) -> ArchiveRequest:
     )
 
 
-def _error_status(error: Any) -> int:
-    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _is_missing(error: Any) -> bool:
-    code = error.response.get("Error", {}).get("Code")
-    return _error_status(error) == 404 or code in ("NoSuchKey", "NoSuchVersion", "404")
-
-
 def head(s3: Any, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
     """HeadObject with checksums, or None when there is no such object (or version)."""
-    try:
-        response: dict[str, Any] = s3.head_object(
-            Bucket=bucket, Key=key, ChecksumMode="ENABLED", **extra
-        )
-    except s3.exceptions.ClientError as error:
-        if _is_missing(error):
-            return None
-        raise
-    return response
+    return s3io.head(s3, bucket, key, ChecksumMode="ENABLED", **extra)
 
 
 def _plain_md5_etag(head_response: Mapping[str, Any]) -> str | None:
@@ -339,7 +322,7 @@ def _delete_source(s3: Any, request: ArchiveRequest, source: Mapping[str, Any]) 
                 Bucket=request.source_bucket, Key=request.source_key, IfMatch=str(source["ETag"])
             )
     except s3.exceptions.ClientError as error:
-        if _error_status(error) == 412:
+        if is_precondition_failed(error):
             return False
         raise
     return True
@@ -449,7 +432,7 @@ def supersede_archived_copies(
         try:
             s3.delete_object(Bucket=settings.archive_bucket, Key=name, IfMatch=str(held["ETag"]))
         except s3.exceptions.ClientError as error:
-            if _error_status(error) != 412:
+            if not is_precondition_failed(error):
                 raise
         moved.append(name)
         logger.info("superseded an archived copy", archive_key=name, kept_as=older.archive_key)
@@ -501,7 +484,7 @@ def supersede_older_versions(
         try:
             _copy_verified(s3, settings, superseded, source)
         except s3.exceptions.ClientError as error:
-            if not _is_missing(error):
+            if not is_missing(error):
                 raise
             # Another run of this receipt archived it and deleted it from RAW meanwhile
             # (it copies, verifies and records before it deletes): nothing left to do.

@@ -61,7 +61,6 @@ import boto3
 import fastjsonschema
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.image_items import fetch_image_metadata
@@ -75,7 +74,7 @@ from sluice.keys import (
 from sluice.labels import LabelledImage, iter_images_for_label, label_count
 from sluice.metrics import REJECTED, Outcome
 from sluice.runtime import make_logger, run
-from sluice.s3io import MIB, MultipartWriter
+from sluice.s3io import MIB, MultipartWriter, get
 from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
 from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_time
 
@@ -265,16 +264,6 @@ def _entry_name(names: EntryNames, image: MatchedImage) -> str:
     return names.claim(ZIP_IMAGES_DIR + safe)
 
 
-def _get_archived(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        response: dict[str, Any] = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    return response
-
-
 def write_bundle_zip(
     s3: Any,
     dynamodb: Any,
@@ -348,7 +337,7 @@ def _add_image(
 ) -> dict[str, Any] | None:
     if not image.archive_key:
         return None
-    response = _get_archived(s3, config.archive_bucket, image.archive_key)
+    response = get(s3, config.archive_bucket, image.archive_key)
     if response is None:
         logger.warning("archived image is gone; left out", archive_key=image.archive_key)
         return None
@@ -385,12 +374,9 @@ def presigned_zip_url(s3: Any, bucket: str, bundle_id: str, ttl_seconds: int) ->
 
 
 def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
-    try:
-        response = s3.get_object(Bucket=bucket, Key=bundle_status_key(bundle_id))
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
+    response = get(s3, bucket, bundle_status_key(bundle_id))
+    if response is None:
+        return None
     try:
         status = json.loads(response["Body"].read())
     except ValueError:
@@ -446,20 +432,10 @@ def _iso(moment: datetime) -> str:
 
 def read_request(s3: Any, ref: S3ObjectRef) -> tuple[bytes | None, str] | None:
     """The request's bytes (None when too large) and ETag; None when superseded or gone."""
-    params: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
-    if ref.etag:
-        params["IfMatch"] = ref.etag
-    try:
-        response = s3.get_object(**params)
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code")
-        if code in ("PreconditionFailed", "412"):
-            logger.info("request was overwritten since this event; its newer version is served")
-            return None
-        if code in ("NoSuchKey", "404"):
-            logger.info("request no longer exists; nothing to do")
-            return None
-        raise
+    response = get(s3, ref.bucket, ref.key, if_match=ref.etag)
+    if response is None:
+        logger.info("request was overwritten or deleted since this event; nothing to do")
+        return None
     etag = normalize_etag(response.get("ETag")) or ref.etag or ""
     with closing(response["Body"]) as body:
         if int(response.get("ContentLength", 0)) > MAX_REQUEST_BYTES:
