@@ -43,6 +43,7 @@ from sluice.images import INPUT_FORMATS
 from sluice.keys import UPLOADS_SEGMENT, split_extension
 from sluice.records import DATA_FORMATS
 from sluice.s3io import MAX_PARTS, MIB, error_code
+from sluice.timestamps import utc_iso
 
 MAX_SINGLE_PUT_BYTES = 5 * 1024**3
 """S3's limit for one PUT; larger files need a multipart upload."""
@@ -209,8 +210,7 @@ def _prefix_for(kind: Kind, dataset: str | None, registry: Registry) -> str:
 
 
 def _expires_at(now: datetime, ttl_seconds: int) -> str:
-    moment = now.astimezone(UTC) + timedelta(seconds=ttl_seconds)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_iso(now + timedelta(seconds=ttl_seconds))
 
 
 # --- presigned PUT -------------------------------------------------------------------------
@@ -409,8 +409,7 @@ def one_key_credentials(
     credentials = response["Credentials"]
     expiration = credentials["Expiration"]
     if isinstance(expiration, datetime):
-        expiration = expiration.astimezone(UTC).isoformat(timespec="seconds")
-        expiration = expiration.replace("+00:00", "Z")
+        expiration = utc_iso(expiration)
     return {
         "bucket": bucket,
         "key": upload.key,

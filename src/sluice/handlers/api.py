@@ -51,6 +51,7 @@ from sluice.ops.bundle import (
 from sluice.receipts import read_receipt
 from sluice.runtime import make_logger
 from sluice.settings import ApiSettings
+from sluice.timestamps import utc_iso
 
 MAX_BODY_BYTES = 1024 * 1024
 """A complete request lists up to 10,000 parts (about 600 KB); API Gateway takes 10 MB."""
@@ -223,7 +224,7 @@ def image_detail(
     ttl = settings.link_ttl_seconds
     thumbnails = item.get("thumbnail_keys") or {}
     archive_key = item.get("archive_key")
-    expires = (now + _seconds(ttl)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    expires = utc_iso(now + _seconds(ttl))
     return {
         **image_summary(item),
         "captured_at": item.get("captured_at"),

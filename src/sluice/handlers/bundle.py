@@ -76,6 +76,7 @@ from sluice.metrics import REJECTED, Outcome
 from sluice.runtime import make_logger, run
 from sluice.s3io import MIB, MultipartWriter, get
 from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
+from sluice.timestamps import utc_iso
 from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_time
 
 MAX_REQUEST_BYTES = 64 * 1024
@@ -426,10 +427,6 @@ def finish(s3: Any, sns: Any, config: BundleSettings, status: dict[str, Any]) ->
     )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def read_request(s3: Any, ref: S3ObjectRef) -> tuple[bytes | None, str] | None:
     """The request's bytes (None when too large) and ETag; None when superseded or gone."""
     response = get(s3, ref.bucket, ref.key, if_match=ref.etag)
@@ -492,7 +489,7 @@ def process_request(
         "status_key": bundle_status_key(bundle_id),
         "request_key": ref.key,
         "request_etag": request_etag,
-        "created_at": _iso(now()),
+        "created_at": utc_iso(now()),
     }
     try:
         if key_error is not None:
@@ -542,7 +539,7 @@ def process_request(
         manifest=MANIFEST_NAME,
         missing=contents.missing,
         url=presigned_zip_url(s3, config.work_bucket, bundle_id, ttl),
-        expires_at=_iso(signed_at + timedelta(seconds=ttl)),
+        expires_at=utc_iso(signed_at + timedelta(seconds=ttl)),
     )
     finish(s3, sns, config, status)
     return "ready"
