@@ -67,16 +67,20 @@ def is_gone_or_changed(error: Any) -> bool:
     return is_missing(error) or is_precondition_failed(error)
 
 
-def head(s3: Any, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
-    """HeadObject, or None when there is no such object (or version, or ETag with
-    ``IfMatch`` in ``extra``)."""
+def _unless_gone(call: Any, **request: Any) -> dict[str, Any] | None:
     try:
-        response: dict[str, Any] = s3.head_object(Bucket=bucket, Key=key, **extra)
+        response: dict[str, Any] = call(**request)
     except ClientError as error:
         if is_gone_or_changed(error):
             return None
         raise
     return response
+
+
+def head(s3: Any, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
+    """HeadObject, or None when there is no such object (or version, or ETag with
+    ``IfMatch`` in ``extra``)."""
+    return _unless_gone(s3.head_object, Bucket=bucket, Key=key, **extra)
 
 
 def get(
@@ -87,13 +91,7 @@ def get(
     if if_match:
         # The quoted form is what HTTP specifies (and what every S3 implementation accepts).
         extra["IfMatch"] = '"' + if_match.strip('"') + '"'
-    try:
-        response: dict[str, Any] = s3.get_object(Bucket=bucket, Key=key, **extra)
-    except ClientError as error:
-        if is_gone_or_changed(error):
-            return None
-        raise
-    return response
+    return _unless_gone(s3.get_object, Bucket=bucket, Key=key, **extra)
 
 
 class MultipartWriter(io.RawIOBase):
