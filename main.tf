@@ -15,6 +15,9 @@ locals {
 
   # The datasets the web app offers for data files: the pipeline's own registry.
   datasets = sort(keys(jsondecode(file("${path.module}/src/sluice/datasets/datasets.json"))))
+
+  # Every key prefix, by bucket: the handlers' own file (sluice.keys reads it too).
+  key_prefixes = jsondecode(file("${path.module}/src/sluice/keys.json"))
 }
 
 module "pipeline" {
@@ -23,6 +26,7 @@ module "pipeline" {
 
   environment   = each.key
   artifacts_dir = var.artifacts_dir
+  key_prefixes  = local.key_prefixes
 
   # null leaves the pipeline module's default in place (its variables are not nullable).
   name_prefix                   = each.value.name_prefix

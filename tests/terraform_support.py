@@ -136,6 +136,8 @@ def copy_configuration(destination: Path) -> Path:
     datasets = destination / "src" / "sluice" / "datasets"
     datasets.mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO_ROOT / "src" / "sluice" / "datasets" / "datasets.json", datasets)
+    # ... and the key prefixes (the IAM grants and notifications are scoped by them).
+    shutil.copy2(REPO_ROOT / "src" / "sluice" / "keys.json", datasets.parent)
     shutil.copytree(FIXTURES_DIR, destination / "tests" / "fixtures" / "terraform", ignore=ignore)
     return destination
 

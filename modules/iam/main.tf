@@ -7,6 +7,14 @@ locals {
   archive   = var.bucket_arns.archive
   work      = var.bucket_arns.work
 
+  # The objects under each key prefix, e.g. local.objects.processed.receipts is
+  # "<PROCESSED ARN>/receipts/*": the prefixes are the handlers' own (src/sluice/keys.json).
+  objects = {
+    for bucket, prefixes in var.key_prefixes : bucket => {
+      for name, prefix in prefixes : name => "${var.bucket_arns[bucket]}/${prefix}*"
+    }
+  }
+
   # Multipart writes (streamed outputs, server-side copies of large objects) abort their
   # upload when they fail, so that needs its own action beside PutObject.
   put_object_actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
@@ -91,17 +99,17 @@ data "aws_iam_policy_document" "transform" {
     sid     = "WriteProcessedOutputs"
     actions = local.put_object_actions
     resources = [
-      "${local.processed}/data/*",
-      "${local.processed}/errors/*",
-      "${local.processed}/thumbnails/*",
-      "${local.processed}/receipts/*",
+      local.objects.processed.data,
+      local.objects.processed.errors,
+      local.objects.processed.thumbnails,
+      local.objects.processed.receipts,
     ]
   }
 
   statement {
     sid       = "ReadReceipts"
     actions   = ["s3:GetObject"]
-    resources = ["${local.processed}/receipts/*"]
+    resources = [local.objects.processed.receipts]
   }
 
   # A new version of an input can produce fewer outputs than the one before (a fixed file
@@ -111,9 +119,9 @@ data "aws_iam_policy_document" "transform" {
     sid     = "ReplaceStaleOutputs"
     actions = ["s3:GetObject", "s3:DeleteObject"]
     resources = [
-      "${local.processed}/data/*",
-      "${local.processed}/errors/*",
-      "${local.processed}/thumbnails/*",
+      local.objects.processed.data,
+      local.objects.processed.errors,
+      local.objects.processed.thumbnails,
     ]
   }
 
@@ -122,14 +130,14 @@ data "aws_iam_policy_document" "transform" {
   statement {
     sid       = "KeyLeases"
     actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
-    resources = ["${local.processed}/leases/*"]
+    resources = [local.objects.processed.leases]
   }
 
   # The version ledger records a version deleted from RAW before it could be processed.
   statement {
     sid       = "RecordDeletedVersions"
     actions   = ["s3:PutObject"]
-    resources = ["${local.processed}/versions/*"]
+    resources = [local.objects.processed.versions]
   }
 
   # Without ListBucket a missing receipt reads as 403 instead of 404.
@@ -152,7 +160,7 @@ data "aws_iam_policy_document" "archive" {
   statement {
     sid       = "ReadReceipts"
     actions   = ["s3:GetObject"]
-    resources = ["${local.processed}/receipts/*"]
+    resources = [local.objects.processed.receipts]
   }
 
   # Source of the server-side copy, deleted once the copy is verified.
@@ -184,7 +192,7 @@ data "aws_iam_policy_document" "archive" {
   statement {
     sid       = "RecordSupersededVersions"
     actions   = ["s3:PutObject"]
-    resources = ["${local.processed}/versions/*"]
+    resources = [local.objects.processed.versions]
   }
 
   # A copy of an older version under a key's current names is kept under superseded/,
@@ -193,9 +201,9 @@ data "aws_iam_policy_document" "archive" {
     sid     = "SupersedeArchivedCopies"
     actions = ["s3:DeleteObject"]
     resources = [
-      "${local.archive}/images/*",
-      "${local.archive}/data/*",
-      "${local.archive}/rejected/*",
+      local.objects.archive.images,
+      local.objects.archive.data,
+      local.objects.archive.rejected,
     ]
   }
 
@@ -220,10 +228,10 @@ data "aws_iam_policy_document" "archive" {
     sid     = "WriteArchive"
     actions = local.put_object_actions
     resources = [
-      "${local.archive}/images/*",
-      "${local.archive}/data/*",
-      "${local.archive}/rejected/*",
-      "${local.archive}/superseded/*",
+      local.objects.archive.images,
+      local.objects.archive.data,
+      local.objects.archive.rejected,
+      local.objects.archive.superseded,
     ]
   }
 
@@ -231,10 +239,10 @@ data "aws_iam_policy_document" "archive" {
     sid     = "VerifyArchive"
     actions = ["s3:GetObject", "s3:GetObjectVersion"]
     resources = [
-      "${local.archive}/images/*",
-      "${local.archive}/data/*",
-      "${local.archive}/rejected/*",
-      "${local.archive}/superseded/*",
+      local.objects.archive.images,
+      local.objects.archive.data,
+      local.objects.archive.rejected,
+      local.objects.archive.superseded,
     ]
   }
 }
@@ -246,7 +254,7 @@ data "aws_iam_policy_document" "tag" {
   statement {
     sid       = "ReadArchivedImages"
     actions   = ["s3:GetObject", "s3:GetObjectVersion"]
-    resources = ["${local.archive}/images/*"]
+    resources = [local.objects.archive.images]
   }
 
   dynamic "statement" {
@@ -287,13 +295,13 @@ data "aws_iam_policy_document" "bundle" {
   statement {
     sid       = "ReadRequests"
     actions   = ["s3:GetObject"]
-    resources = ["${local.work}/requests/*"]
+    resources = [local.objects.work.requests]
   }
 
   statement {
     sid       = "WriteBundles"
     actions   = local.put_object_actions
-    resources = ["${local.work}/bundles/*"]
+    resources = [local.objects.work.bundles]
   }
 
   # A presigned URL carries its signer's permissions: the URL the handler hands out for a
@@ -301,7 +309,7 @@ data "aws_iam_policy_document" "bundle" {
   statement {
     sid       = "ReadBundles"
     actions   = ["s3:GetObject"]
-    resources = ["${local.work}/bundles/*"]
+    resources = [local.objects.work.bundles]
   }
 
   # Without ListBucket a missing bundle status reads as 403 instead of 404.
@@ -314,7 +322,7 @@ data "aws_iam_policy_document" "bundle" {
   statement {
     sid       = "ReadArchivedImages"
     actions   = ["s3:GetObject"]
-    resources = ["${local.archive}/images/*"]
+    resources = [local.objects.archive.images]
   }
 
   # A label's images are a Query; "all" reads each label's count item first (GetItem).
@@ -351,7 +359,7 @@ locals {
   # Where the api lets clients write in RAW: <dataset prefix or nothing>uploads/<user>/...
   # (sluice.uploads). `*` in an IAM resource spans slashes, so */uploads/* covers every
   # dataset prefix without naming them here.
-  upload_objects = ["${local.raw}/uploads/*", "${local.raw}/*/uploads/*"]
+  upload_objects = [local.objects.raw.uploads, "${local.raw}/*/${var.key_prefixes.raw.uploads}*"]
 }
 
 resource "aws_iam_role" "api" {
@@ -386,7 +394,7 @@ data "aws_iam_policy_document" "api" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["uploads/*", "*/uploads/*"]
+      values   = ["${var.key_prefixes.raw.uploads}*", "*/${var.key_prefixes.raw.uploads}*"]
     }
   }
 
@@ -399,7 +407,7 @@ data "aws_iam_policy_document" "api" {
   statement {
     sid       = "ReadReceipts"
     actions   = ["s3:GetObject"]
-    resources = ["${local.processed}/receipts/*"]
+    resources = [local.objects.processed.receipts]
   }
 
   # Lists receipts (GET /inputs); without ListBucket a missing receipt reads as 403, not 404.
@@ -413,25 +421,25 @@ data "aws_iam_policy_document" "api" {
   statement {
     sid       = "LinkAndWithdrawThumbnails"
     actions   = ["s3:GetObject", "s3:DeleteObject"]
-    resources = ["${local.processed}/thumbnails/*"]
+    resources = [local.objects.processed.thumbnails]
   }
 
   statement {
     sid       = "LinkAndDeleteOriginals"
     actions   = ["s3:GetObject", "s3:DeleteObject"]
-    resources = ["${local.archive}/images/*"]
+    resources = [local.objects.archive.images]
   }
 
   statement {
     sid       = "RequestBundles"
     actions   = ["s3:PutObject"]
-    resources = ["${local.work}/requests/*"]
+    resources = [local.objects.work.requests]
   }
 
   statement {
     sid       = "ReadBundleStatus"
     actions   = ["s3:GetObject"]
-    resources = ["${local.work}/bundles/*"]
+    resources = [local.objects.work.bundles]
   }
 
   # Without ListBucket a missing bundle status reads as 403 instead of 404.

@@ -31,6 +31,16 @@ variable "bucket_arns" {
   })
 }
 
+variable "key_prefixes" {
+  description = "Every key prefix the handlers use, by bucket and name (src/sluice/keys.json, through the pipeline module): each grant names the prefixes its handler reads or writes."
+  type = object({
+    raw       = object({ uploads = string })
+    processed = object({ data = string, errors = string, thumbnails = string, receipts = string, versions = string, leases = string })
+    archive   = object({ images = string, data = string, rejected = string, superseded = string })
+    work      = object({ requests = string, bundles = string })
+  })
+}
+
 variable "images_table_arn" {
   description = "ARN of the image metadata table."
   type        = string

@@ -28,9 +28,9 @@ locals {
   # list per bucket becomes that bucket's single notification configuration.
   notifications = {
     raw       = [{ id = "transform-all-objects", function = "transform", events = ["s3:ObjectCreated:*"], filter_prefix = "" }]
-    processed = [{ id = "archive-receipts", function = "archive", events = ["s3:ObjectCreated:*"], filter_prefix = "receipts/" }]
-    archive   = [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = "images/" }]
-    work      = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = "requests/" }]
+    processed = [{ id = "archive-receipts", function = "archive", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.processed.receipts }]
+    archive   = [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.archive.images }]
+    work      = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.work.requests }]
   }
 
   # Buckets allowed to send to each handler's queue.
@@ -94,17 +94,22 @@ locals {
   # DATASETS is set only when the environment names its datasets: the default is the
   # handlers' own (src/sluice/datasets/datasets.json), defined once. The transform validates
   # by it and the api places data uploads under its prefixes, so both get the same value.
-  datasets_environment = var.datasets == null ? {} : { DATASETS = jsonencode(var.datasets) }
+  datasets_json = var.datasets == null ? null : jsonencode(var.datasets)
 
-  function_environment = {
-    transform = merge({
+  # The variables each function reads beside the common ones. Their names, defaults and
+  # bounds are src/sluice/settings.py's (one class per function); the static test
+  # tests/unit/test_settings_contract.py fails when these names and that module's differ.
+  # A null value is left unset, so the function uses its default.
+  function_variables = {
+    transform = {
       THUMBNAIL_SIZES   = join(",", [for size in var.thumbnail_sizes : tostring(size)])
       THUMBNAIL_FORMAT  = var.thumbnail_format
       THUMBNAIL_QUALITY = tostring(var.thumbnail_quality)
       MAX_IMAGE_PIXELS  = tostring(var.max_image_pixels)
       MAX_IMAGE_BYTES   = tostring(var.max_image_bytes)
       MAX_DATA_BYTES    = tostring(var.max_data_bytes)
-    }, local.datasets_environment)
+      DATASETS          = local.datasets_json
+    }
     archive = {
       ARCHIVE_STORAGE_CLASS = var.archive_storage_class
     }
@@ -117,6 +122,21 @@ locals {
       BUNDLE_TOPIC_ARN       = aws_sns_topic.bundles.arn
       BUNDLE_URL_TTL_SECONDS = tostring(var.bundle_url_ttl_seconds)
     }
+    api = {
+      UPLOAD_ROLE_ARN        = module.iam.upload_role_arn
+      MAX_UPLOAD_BYTES       = tostring(var.max_upload_bytes)
+      MAX_DATA_BYTES         = tostring(var.max_data_bytes)
+      UPLOAD_URL_TTL_SECONDS = tostring(var.upload_url_ttl_seconds)
+      LINK_TTL_SECONDS       = tostring(var.link_ttl_seconds)
+      DATASETS               = local.datasets_json
+    }
+  }
+
+  function_environment = {
+    for function, variables in local.function_variables : function => merge(
+      local.common_environment,
+      { for name, value in variables : name => value if value != null },
+    )
   }
 }
 
@@ -214,7 +234,7 @@ module "bucket" {
   object_lock_days                   = each.key == "archive" ? var.archive_object_lock_days : null
 
   # Bundles are downloads with a bounded lifetime; nothing else expires.
-  expiring_prefixes = each.key == "work" ? { "bundles/" = var.bundle_expiration_days } : {}
+  expiring_prefixes = each.key == "work" ? { (var.key_prefixes.work.bundles) = var.bundle_expiration_days } : {}
 
   # Browsers upload to RAW with presigned PUT or POST and read the ETag to confirm.
   cors_rules = each.key == "raw" && length(var.raw_cors_allowed_origins) > 0 ? [{
@@ -281,7 +301,6 @@ module "function" {
   tags          = local.tags
 
   environment_variables = merge(
-    local.common_environment,
     local.function_environment[each.key],
     {
       POWERTOOLS_SERVICE_NAME      = "sluice-${each.key}"
@@ -304,6 +323,7 @@ module "iam" {
   source = "../iam"
 
   name_prefix       = local.name
+  key_prefixes      = var.key_prefixes
   functions         = local.function_resource_arns
   api_log_group_arn = local.api_log_group_arn
   bucket_arns = {
@@ -360,13 +380,8 @@ module "api_function" {
   queue_trigger = false
   snap_start    = var.snap_start
 
-  environment_variables = merge(local.common_environment, local.datasets_environment, {
+  environment_variables = merge(local.function_environment["api"], {
     POWERTOOLS_SERVICE_NAME = "sluice-api"
-    UPLOAD_ROLE_ARN         = module.iam.upload_role_arn
-    MAX_UPLOAD_BYTES        = tostring(var.max_upload_bytes)
-    MAX_DATA_BYTES          = tostring(var.max_data_bytes)
-    UPLOAD_URL_TTL_SECONDS  = tostring(var.upload_url_ttl_seconds)
-    LINK_TTL_SECONDS        = tostring(var.link_ttl_seconds)
   })
 
   log_retention_days = var.log_retention_days

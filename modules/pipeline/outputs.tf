@@ -23,6 +23,14 @@ output "queue_urls" {
   value       = { for function, fn in module.function : function => fn.queue_url }
 }
 
+output "bucket_functions" {
+  description = "Map of bucket name to the function its notifications trigger (local.notifications, the one statement of that wiring): the CLI sends a dead-lettered event back to that function's queue."
+  value = {
+    for bucket, entries in local.notifications :
+    module.bucket[bucket].bucket_name => one(distinct([for entry in entries : entry.function]))
+  }
+}
+
 output "dead_letter_queue_url" {
   description = "URL of the environment's dead-letter queue."
   value       = aws_sqs_queue.dead_letter.url

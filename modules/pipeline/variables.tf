@@ -10,6 +10,16 @@ variable "name_prefix" {
   }
 }
 
+variable "key_prefixes" {
+  description = "Every key prefix the handlers use, by bucket and name: src/sluice/keys.json, which the root module reads (sluice.keys reads the same file). Scopes the IAM grants and the bucket notifications."
+  type = object({
+    raw       = object({ uploads = string })
+    processed = object({ data = string, errors = string, thumbnails = string, receipts = string, versions = string, leases = string })
+    archive   = object({ images = string, data = string, rejected = string, superseded = string })
+    work      = object({ requests = string, bundles = string })
+  })
+}
+
 variable "environment" {
   description = "Name of the environment (local, dev, prod, ...)."
   type        = string

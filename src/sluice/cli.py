@@ -56,6 +56,7 @@ from botocore.exceptions import (
 )
 
 from sluice import __version__
+from sluice.arguments import seconds, whole_number
 from sluice.local.commands import register as register_local_commands
 from sluice.ops.audit import AuditReport, Finding, audit, pending_messages, wait_until_drained
 from sluice.ops.bundle import (
@@ -126,24 +127,8 @@ class UsageError(Exception):
 # --- argument parsing ----------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 <= value <= 86_400:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text}")
-    return value
+_positive_int = whole_number(1)
+_seconds = seconds(maximum=86_400)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, on_subcommand: bool) -> None:

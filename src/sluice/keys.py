@@ -22,26 +22,36 @@ inputs can ever be given the same name, by construction:
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
+import re
+from importlib import resources
 
 MAX_KEY_BYTES = 1024
 
-RECEIPTS_PREFIX = "receipts/"
-VERSIONS_PREFIX = "versions/"
+PREFIXES: dict[str, dict[str, str]] = json.loads(
+    resources.files("sluice").joinpath("keys.json").read_text("utf-8")
+)
+"""Every key prefix, by bucket and name: ``keys.json``, which Terraform reads too (the root
+module passes it to the pipeline as ``key_prefixes``, for the IAM grants and the bucket
+notifications), so a prefix is written once (tests/unit/test_keys_contract.py)."""
+
+RECEIPTS_PREFIX = PREFIXES["processed"]["receipts"]
+VERSIONS_PREFIX = PREFIXES["processed"]["versions"]
 """PROCESSED: the version ledger, one record per superseded or deleted RAW version."""
-LEASES_PREFIX = "leases/"
+LEASES_PREFIX = PREFIXES["processed"]["leases"]
 """PROCESSED: the transform's per-key leases (sluice.leases)."""
-DATA_PREFIX = "data/"
-ERRORS_PREFIX = "errors/"
-THUMBNAILS_PREFIX = "thumbnails/"
-ARCHIVE_IMAGES_PREFIX = "images/"
-ARCHIVE_DATA_PREFIX = "data/"
-ARCHIVE_REJECTED_PREFIX = "rejected/"
-ARCHIVE_SUPERSEDED_PREFIX = "superseded/"
+DATA_PREFIX = PREFIXES["processed"]["data"]
+ERRORS_PREFIX = PREFIXES["processed"]["errors"]
+THUMBNAILS_PREFIX = PREFIXES["processed"]["thumbnails"]
+ARCHIVE_IMAGES_PREFIX = PREFIXES["archive"]["images"]
+ARCHIVE_DATA_PREFIX = PREFIXES["archive"]["data"]
+ARCHIVE_REJECTED_PREFIX = PREFIXES["archive"]["rejected"]
+ARCHIVE_SUPERSEDED_PREFIX = PREFIXES["archive"]["superseded"]
 """ARCHIVE: every RAW version that a newer version of its key replaced, by version."""
-REQUESTS_PREFIX = "requests/"
-BUNDLES_PREFIX = "bundles/"
-UPLOADS_SEGMENT = "uploads/"
+REQUESTS_PREFIX = PREFIXES["work"]["requests"]
+BUNDLES_PREFIX = PREFIXES["work"]["bundles"]
+UPLOADS_SEGMENT = PREFIXES["raw"]["uploads"]
 """RAW keys the API hands out: ``[<dataset prefix>]uploads/<user>/<date>/<uuid>-<name>``."""
 
 HASHED_SEGMENT = "_long/"
@@ -121,3 +131,28 @@ def version_record_key(raw_key: str, token: str) -> str:
 
 def lease_key(raw_key: str) -> str:
     return derived_key(LEASES_PREFIX, raw_key, ".json")
+
+
+BUNDLE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A bundle id: safe in a key, a file name and a URL without escaping."""
+
+
+def bundle_request_key(bundle_id: str) -> str:
+    """WORK key of the request for ``bundle_id`` (the bundle handler takes the id from it)."""
+    return f"{REQUESTS_PREFIX}{bundle_id}.json"
+
+
+def bundle_id_for(request_key: str) -> str | None:
+    """The bundle id of ``requests/<id>.json``, or None when the key is not a valid request."""
+    if not request_key.startswith(REQUESTS_PREFIX) or not request_key.endswith(".json"):
+        return None
+    candidate = request_key[len(REQUESTS_PREFIX) : -len(".json")]
+    return candidate if BUNDLE_ID_PATTERN.fullmatch(candidate) else None
+
+
+def bundle_status_key(bundle_id: str) -> str:
+    return f"{BUNDLES_PREFIX}{bundle_id}.json"
+
+
+def bundle_zip_key(bundle_id: str) -> str:
+    return f"{BUNDLES_PREFIX}{bundle_id}.zip"

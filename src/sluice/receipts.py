@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sluice import __version__
 from sluice.events import S3ObjectRef
 from sluice.keys import receipt_key, version_record_key, version_token
+from sluice.timestamps import utc_iso
 
 RECEIPT_VERSION = 1
 MAX_RECEIPT_ERRORS = 1000
@@ -34,7 +34,7 @@ VERSION_RECORD_VERSION = 1
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(timespec="milliseconds")
 
 
 @dataclass
@@ -67,12 +67,6 @@ def source_of(
         "size": size if size is not None else ref.size,
         "sequencer": ref.sequencer,
     }
-
-
-def rejected(source: dict[str, Any], kind: Kind, code: str, message: str) -> Receipt:
-    return Receipt(
-        status="rejected", kind=kind, source=source, errors=[{"code": code, "message": message}]
-    )
 
 
 def write_receipt(s3: Any, processed_bucket: str, receipt: Receipt) -> str:

@@ -42,6 +42,7 @@ CONTRACT_KEYS = {
     "archive_bucket_name",
     "work_bucket_name",
     "queue_urls",
+    "bucket_functions",
     "dead_letter_queue_url",
     "dead_letter_queue_arn",
     "images_table_name",
@@ -208,6 +209,13 @@ def test_local_environment_applies_plans_clean_and_destroys(tmp_path: Path, endp
     assert local["region"] == REGION
     assert local["function_names"] == {f: f"sluice-local-{f}" for f in FUNCTIONS}
     assert set(local["queue_urls"]) == set(FUNCTIONS)
+    # The wiring the CLI redrives by: which bucket's notifications trigger which function.
+    assert local["bucket_functions"] == {
+        local["raw_bucket_name"]: "transform",
+        local["processed_bucket_name"]: "archive",
+        local["archive_bucket_name"]: "tag",
+        local["work_bucket_name"]: "bundle",
+    }
     assert local["images_table_name"] == "sluice-local-images"
     assert local["labels_table_name"] == "sluice-local-labels"
     account = _client("sts", endpoint).get_caller_identity()["Account"]

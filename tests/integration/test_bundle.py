@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from sluice.events import S3ObjectRef
-from sluice.keys import image_id
+from sluice.keys import bundle_status_key, image_id
 from sluice.labels import add_membership
 from sluice.s3io import MIB
 from tests.conftest import FakeContext, Pipeline, load_handler
@@ -447,7 +447,7 @@ def test_invalid_request_id_gets_an_error_status_inside_bundles(
     run_request(bundle, pipeline, key)
 
     [written] = work_keys(pipeline) - before
-    assert written == bundle.status_key(bundle.invalid_bundle_id(key))
+    assert written == bundle_status_key(bundle.invalid_bundle_id(key))
     assert written.startswith("bundles/_invalid-")
     status = status_of(pipeline, written.removeprefix("bundles/").removesuffix(".json"))
     assert status["status"] == "error"

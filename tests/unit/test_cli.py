@@ -38,6 +38,12 @@ def env_outputs(raw: str = "raw-bucket") -> dict[str, Any]:
         "archive_bucket_name": "archive-bucket",
         "work_bucket_name": "work-bucket",
         "queue_urls": {f: f"https://sqs.eu-west-1.amazonaws.com/1/{f}" for f in ("transform",)},
+        "bucket_functions": {
+            raw: "transform",
+            "processed-bucket": "archive",
+            "archive-bucket": "tag",
+            "work-bucket": "bundle",
+        },
         "dead_letter_queue_url": "https://sqs.eu-west-1.amazonaws.com/1/dlq",
         "dead_letter_queue_arn": "arn:aws:sqs:eu-west-1:1:dlq",
         "region": "eu-west-1",

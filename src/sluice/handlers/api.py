@@ -25,7 +25,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -38,21 +38,20 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from sluice import image_items, uploads
-from sluice.config import env_int, env_str
-from sluice.datasets import Dataset, Registry, env_datasets, load_registry
+from sluice.datasets import Dataset
 from sluice.image_items import InvalidCursorError
-from sluice.keys import RECEIPTS_PREFIX
+from sluice.keys import BUNDLE_ID_PATTERN, RECEIPTS_PREFIX, bundle_request_key
 from sluice.labels import InvalidPageTokenError, images_for_label, label_counts
 from sluice.ops.bundle import (
-    BUNDLE_ID_PATTERN,
     BundleRequest,
     BundleRequestError,
     read_status,
-    request_key,
     write_request,
 )
 from sluice.receipts import read_receipt
 from sluice.runtime import make_logger
+from sluice.settings import ApiSettings
+from sluice.timestamps import utc_iso
 
 MAX_BODY_BYTES = 1024 * 1024
 """A complete request lists up to 10,000 parts (about 600 KB); API Gateway takes 10 MB."""
@@ -63,49 +62,6 @@ MAX_KEYS_SCANNED = 1000
 ADMIN_GROUP = "admin"
 
 logger = make_logger("api")
-
-
-# Configuration -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ApiSettings:
-    raw_bucket: str
-    processed_bucket: str
-    archive_bucket: str
-    work_bucket: str
-    images_table: str
-    labels_table: str
-    upload_role_arn: str
-    region: str
-    max_upload_bytes: int = 5 * 1024**3
-    upload_url_ttl_seconds: int = 900
-    link_ttl_seconds: int = 900
-    max_data_bytes: int | None = None
-    """The transform's ``MAX_DATA_BYTES`` when Terraform passes it on; data files above it
-    are refused (the transform would reject them unread)."""
-    datasets: Registry = field(default_factory=load_registry)
-    """The environment's datasets (``DATASETS``, as the transform reads them): data uploads
-    go under their prefixes."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
-        return cls(
-            raw_bucket=env_str(env, "RAW_BUCKET"),
-            processed_bucket=env_str(env, "PROCESSED_BUCKET"),
-            archive_bucket=env_str(env, "ARCHIVE_BUCKET"),
-            work_bucket=env_str(env, "WORK_BUCKET"),
-            images_table=env_str(env, "IMAGES_TABLE"),
-            labels_table=env_str(env, "LABELS_TABLE"),
-            upload_role_arn=env_str(env, "UPLOAD_ROLE_ARN"),
-            region=env_str(env, "AWS_REGION", env.get("AWS_DEFAULT_REGION") or "us-east-1"),
-            max_upload_bytes=env_int(env, "MAX_UPLOAD_BYTES", 5 * 1024**3, minimum=1),
-            # STS's minimum session is 900 s; the upload role allows at most 3600 s.
-            upload_url_ttl_seconds=env_int(
-                env, "UPLOAD_URL_TTL_SECONDS", 900, minimum=900, maximum=3600
-            ),
-            link_ttl_seconds=env_int(env, "LINK_TTL_SECONDS", 900, minimum=1, maximum=604800),
-            max_data_bytes=env_int(env, "MAX_DATA_BYTES", 0, minimum=0) or None,
-            datasets=env_datasets(env, "DATASETS"),
-        )
 
 
 # Errors ------------------------------------------------------------------------------------
@@ -268,7 +224,7 @@ def image_detail(
     ttl = settings.link_ttl_seconds
     thumbnails = item.get("thumbnail_keys") or {}
     archive_key = item.get("archive_key")
-    expires = (now + _seconds(ttl)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    expires = utc_iso(now + _seconds(ttl))
     return {
         **image_summary(item),
         "captured_at": item.get("captured_at"),
@@ -492,7 +448,7 @@ class Api:
         if not BUNDLE_ID_PATTERN.fullmatch(bundle_id):
             raise ApiError(404, "not_found", "no such bundle")
         bucket = self.settings.work_bucket
-        key = request_key(bundle_id)
+        key = bundle_request_key(bundle_id)
         status = read_status(self.s3, BundleRequest(bundle_id, bucket, key, None, {}))
         if status is not None:
             return {name: status.get(name) for name in BUNDLE_FIELDS if name in status}

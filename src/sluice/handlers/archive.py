@@ -63,8 +63,7 @@ from typing import Any, Literal
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice import image_items
-from sluice.config import env_choice, env_str
+from sluice import image_items, s3io
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import (
     RECEIPTS_PREFIX,
@@ -77,24 +76,17 @@ from sluice.keys import (
 from sluice.leases import DEFAULT_LEASE_SECONDS
 from sluice.receipts import version_record, write_version_record
 from sluice.runtime import make_logger, run
+from sluice.s3io import MIB, is_missing, is_precondition_failed
+from sluice.settings import (
+    ArchiveSettings,
+)
 
 SOURCE_ETAG_METADATA = "sluice-source-etag"
 SOURCE_VERSION_METADATA = "sluice-source-version-id"
 """The RAW version id of an archived copy, so a copy can be superseded under its version."""
-MIB = 1024 * 1024
-GIB = 1024 * MIB
-MAX_SINGLE_COPY_BYTES = 5 * GIB
-"""CopyObject's limit; larger objects need a multipart copy."""
-DEFAULT_PART_SIZE = 512 * MIB
-MIN_PART_SIZE = 5 * MIB
 MAX_PARTS = 10_000
-DEFAULT_COPY_CONCURRENCY = 8
 MAX_RECEIPT_BYTES = 16 * MIB
 """Far above any real receipt (errors are capped at 1,000); reading stops there."""
-
-STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
-"""Classes readable at once. GLACIER and DEEP_ARCHIVE are left out on purpose: the tag and
-bundle handlers read archived images synchronously; move cold data with a lifecycle rule."""
 
 _CARRIED_HEADERS = (
     "ContentType",
@@ -123,27 +115,6 @@ class ArchiveVerificationError(RuntimeError):
 
 class InvalidReceiptError(ValueError):
     """A receipts/ object that is not a sluice receipt."""
-
-
-@dataclass(frozen=True)
-class ArchiveSettings:
-    raw_bucket: str
-    archive_bucket: str
-    processed_bucket: str
-    images_table: str = ""
-    labels_table: str = ""
-    storage_class: str = "STANDARD"
-    multipart_threshold: int = MAX_SINGLE_COPY_BYTES
-    part_size: int = DEFAULT_PART_SIZE
-    max_concurrency: int = DEFAULT_COPY_CONCURRENCY
-
-    def __post_init__(self) -> None:
-        if not MIN_PART_SIZE <= self.part_size <= MAX_SINGLE_COPY_BYTES:
-            raise ValueError(
-                f"part_size must be between {MIN_PART_SIZE} and {MAX_SINGLE_COPY_BYTES}"
-            )
-        if not 0 <= self.multipart_threshold <= MAX_SINGLE_COPY_BYTES:
-            raise ValueError(f"multipart_threshold must be at most {MAX_SINGLE_COPY_BYTES}")
 
 
 @dataclass(frozen=True)
@@ -198,26 +169,9 @@ def parse_receipt(body: bytes, raw_bucket: str) -> ArchiveRequest:
     )
 
 
-def _error_status(error: Any) -> int:
-    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _is_missing(error: Any) -> bool:
-    code = error.response.get("Error", {}).get("Code")
-    return _error_status(error) == 404 or code in ("NoSuchKey", "NoSuchVersion", "404")
-
-
 def head(s3: Any, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
     """HeadObject with checksums, or None when there is no such object (or version)."""
-    try:
-        response: dict[str, Any] = s3.head_object(
-            Bucket=bucket, Key=key, ChecksumMode="ENABLED", **extra
-        )
-    except s3.exceptions.ClientError as error:
-        if _is_missing(error):
-            return None
-        raise
-    return response
+    return s3io.head(s3, bucket, key, ChecksumMode="ENABLED", **extra)
 
 
 def _plain_md5_etag(head_response: Mapping[str, Any]) -> str | None:
@@ -368,7 +322,7 @@ def _delete_source(s3: Any, request: ArchiveRequest, source: Mapping[str, Any]) 
                 Bucket=request.source_bucket, Key=request.source_key, IfMatch=str(source["ETag"])
             )
     except s3.exceptions.ClientError as error:
-        if _error_status(error) == 412:
+        if is_precondition_failed(error):
             return False
         raise
     return True
@@ -478,7 +432,7 @@ def supersede_archived_copies(
         try:
             s3.delete_object(Bucket=settings.archive_bucket, Key=name, IfMatch=str(held["ETag"]))
         except s3.exceptions.ClientError as error:
-            if _error_status(error) != 412:
+            if not is_precondition_failed(error):
                 raise
         moved.append(name)
         logger.info("superseded an archived copy", archive_key=name, kept_as=older.archive_key)
@@ -530,7 +484,7 @@ def supersede_older_versions(
         try:
             _copy_verified(s3, settings, superseded, source)
         except s3.exceptions.ClientError as error:
-            if not _is_missing(error):
+            if not is_missing(error):
                 raise
             # Another run of this receipt archived it and deleted it from RAW meanwhile
             # (it copies, verifies and records before it deletes): nothing left to do.
@@ -664,16 +618,8 @@ def is_receipt_event(ref: S3ObjectRef) -> bool:
     return ref.is_created and ref.key.startswith(RECEIPTS_PREFIX) and ref.key.endswith(".json")
 
 
-_ENV = os.environ
-PROCESSED_BUCKET = env_str(_ENV, "PROCESSED_BUCKET")
-SETTINGS = ArchiveSettings(
-    raw_bucket=env_str(_ENV, "RAW_BUCKET"),
-    archive_bucket=env_str(_ENV, "ARCHIVE_BUCKET"),
-    processed_bucket=PROCESSED_BUCKET,
-    images_table=env_str(_ENV, "IMAGES_TABLE"),
-    labels_table=env_str(_ENV, "LABELS_TABLE"),
-    storage_class=env_choice(_ENV, "ARCHIVE_STORAGE_CLASS", "STANDARD", STORAGE_CLASSES),
-)
+SETTINGS = ArchiveSettings.from_env(os.environ)
+PROCESSED_BUCKET = SETTINGS.processed_bucket
 logger = make_logger("archive")
 s3_client = boto3.client("s3")
 dynamodb_client = boto3.client("dynamodb")

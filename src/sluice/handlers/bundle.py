@@ -48,7 +48,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,21 +61,24 @@ import boto3
 import fastjsonschema
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
-from sluice.config import env_int, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.image_items import fetch_image_metadata
-from sluice.keys import ARCHIVE_IMAGES_PREFIX, BUNDLES_PREFIX, REQUESTS_PREFIX
+from sluice.keys import (
+    ARCHIVE_IMAGES_PREFIX,
+    REQUESTS_PREFIX,
+    bundle_id_for,
+    bundle_status_key,
+    bundle_zip_key,
+)
 from sluice.labels import LabelledImage, iter_images_for_label, label_count
 from sluice.metrics import REJECTED, Outcome
 from sluice.runtime import make_logger, run
-from sluice.s3io import MIB, MultipartWriter
+from sluice.s3io import MIB, MultipartWriter, get
+from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
+from sluice.timestamps import utc_iso
 from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_time
 
-MAX_URL_TTL_SECONDS = 7 * 24 * 3600
-"""SigV4 presigned URLs cannot live longer than 7 days."""
-DEFAULT_URL_TTL_SECONDS = 24 * 3600
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_REPORTED_ERRORS = 20
 MAX_ERROR_MESSAGE = 300
@@ -88,7 +90,6 @@ FINAL_STATUSES = frozenset({"ready", "empty", "error"})
 Match = Literal["any", "all"]
 Status = Literal["ready", "empty", "error"]
 
-_BUNDLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _REQUEST_SCHEMA: dict[str, Any] = json.loads(
     resources.files("sluice").joinpath("schemas/bundle_request.schema.json").read_text("utf-8")
 )
@@ -99,54 +100,10 @@ _request_check = fastjsonschema.compile(_REQUEST_SCHEMA, use_default=False)
 logger = make_logger("bundle")
 
 
-# Configuration ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BundleConfig:
-    work_bucket: str
-    archive_bucket: str
-    labels_table: str
-    images_table: str
-    topic_arn: str
-    url_ttl_seconds: int = DEFAULT_URL_TTL_SECONDS
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> BundleConfig:
-        return cls(
-            work_bucket=env_str(env, "WORK_BUCKET"),
-            archive_bucket=env_str(env, "ARCHIVE_BUCKET"),
-            labels_table=env_str(env, "LABELS_TABLE"),
-            images_table=env_str(env, "IMAGES_TABLE"),
-            topic_arn=env_str(env, "BUNDLE_TOPIC_ARN"),
-            url_ttl_seconds=env_int(
-                env,
-                "BUNDLE_URL_TTL_SECONDS",
-                DEFAULT_URL_TTL_SECONDS,
-                minimum=1,
-                maximum=MAX_URL_TTL_SECONDS,
-            ),
-        )
-
-
 # Keys ------------------------------------------------------------------------------------
-def bundle_id_for(request_key: str) -> str | None:
-    """The bundle id of ``requests/<id>.json``, or None when the key is not a valid request."""
-    if not request_key.startswith(REQUESTS_PREFIX) or not request_key.endswith(".json"):
-        return None
-    candidate = request_key[len(REQUESTS_PREFIX) : -len(".json")]
-    return candidate if _BUNDLE_ID.fullmatch(candidate) else None
-
-
 def invalid_bundle_id(request_key: str) -> str:
     """Where an invalid request's error status goes; valid ids never start with ``_``."""
     return "_invalid-" + hashlib.sha256(request_key.encode("utf-8")).hexdigest()[:16]
-
-
-def zip_key(bundle_id: str) -> str:
-    return f"{BUNDLES_PREFIX}{bundle_id}.zip"
-
-
-def status_key(bundle_id: str) -> str:
-    return f"{BUNDLES_PREFIX}{bundle_id}.json"
 
 
 # Request ---------------------------------------------------------------------------------
@@ -270,7 +227,9 @@ def match_images(labels: Sequence[str], match: Match, images_of: ImagesOf) -> li
     return images
 
 
-def find_images(dynamodb: Any, config: BundleConfig, request: BundleRequest) -> list[MatchedImage]:
+def find_images(
+    dynamodb: Any, config: BundleSettings, request: BundleRequest
+) -> list[MatchedImage]:
     labels: Sequence[str] = request.labels
     if request.match == "all":
         # Counts only order the reads; the result does not depend on them being exact.
@@ -306,20 +265,10 @@ def _entry_name(names: EntryNames, image: MatchedImage) -> str:
     return names.claim(ZIP_IMAGES_DIR + safe)
 
 
-def _get_archived(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        response: dict[str, Any] = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    return response
-
-
 def write_bundle_zip(
     s3: Any,
     dynamodb: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     bundle_id: str,
     request: BundleRequest,
     images: Sequence[MatchedImage],
@@ -334,7 +283,7 @@ def write_bundle_zip(
     """
     contents = BundleContents()
     names = EntryNames(reserved=[MANIFEST_NAME])
-    key = zip_key(bundle_id)
+    key = bundle_zip_key(bundle_id)
     metadata = {"bundle-id": bundle_id, "request-etag": request_etag}
     with (
         tempfile.SpooledTemporaryFile(max_size=MIB) as manifest,
@@ -381,7 +330,7 @@ def write_bundle_zip(
 
 def _add_image(
     s3: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     archive: zipfile.ZipFile,
     names: EntryNames,
     image: MatchedImage,
@@ -389,7 +338,7 @@ def _add_image(
 ) -> dict[str, Any] | None:
     if not image.archive_key:
         return None
-    response = _get_archived(s3, config.archive_bucket, image.archive_key)
+    response = get(s3, config.archive_bucket, image.archive_key)
     if response is None:
         logger.warning("archived image is gone; left out", archive_key=image.archive_key)
         return None
@@ -417,7 +366,7 @@ def presigned_zip_url(s3: Any, bucket: str, bundle_id: str, ttl_seconds: int) ->
         "get_object",
         Params={
             "Bucket": bucket,
-            "Key": zip_key(bundle_id),
+            "Key": bundle_zip_key(bundle_id),
             "ResponseContentDisposition": f'attachment; filename="{bundle_id}.zip"',
         },
         ExpiresIn=max(1, min(ttl_seconds, MAX_URL_TTL_SECONDS)),
@@ -426,12 +375,9 @@ def presigned_zip_url(s3: Any, bucket: str, bundle_id: str, ttl_seconds: int) ->
 
 
 def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
-    try:
-        response = s3.get_object(Bucket=bucket, Key=status_key(bundle_id))
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
+    response = get(s3, bucket, bundle_status_key(bundle_id))
+    if response is None:
+        return None
     try:
         status = json.loads(response["Body"].read())
     except ValueError:
@@ -463,7 +409,7 @@ def publish_outcome(sns: Any, topic_arn: str, status: Mapping[str, Any]) -> None
     )
 
 
-def finish(s3: Any, sns: Any, config: BundleConfig, status: dict[str, Any]) -> None:
+def finish(s3: Any, sns: Any, config: BundleSettings, status: dict[str, Any]) -> None:
     """Notify, then record the outcome (see the module docstring for why in this order)."""
     publish_outcome(sns, config.topic_arn, status)
     s3.put_object(
@@ -481,26 +427,12 @@ def finish(s3: Any, sns: Any, config: BundleConfig, status: dict[str, Any]) -> N
     )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def read_request(s3: Any, ref: S3ObjectRef) -> tuple[bytes | None, str] | None:
     """The request's bytes (None when too large) and ETag; None when superseded or gone."""
-    params: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
-    if ref.etag:
-        params["IfMatch"] = ref.etag
-    try:
-        response = s3.get_object(**params)
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code")
-        if code in ("PreconditionFailed", "412"):
-            logger.info("request was overwritten since this event; its newer version is served")
-            return None
-        if code in ("NoSuchKey", "404"):
-            logger.info("request no longer exists; nothing to do")
-            return None
-        raise
+    response = get(s3, ref.bucket, ref.key, if_match=ref.etag)
+    if response is None:
+        logger.info("request was overwritten or deleted since this event; nothing to do")
+        return None
     etag = normalize_etag(response.get("ETag")) or ref.etag or ""
     with closing(response["Body"]) as body:
         if int(response.get("ContentLength", 0)) > MAX_REQUEST_BYTES:
@@ -514,7 +446,7 @@ def process_request(
     s3: Any,
     dynamodb: Any,
     sns: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Status | None:
     """Serve one request object; returns its outcome, or None when there was nothing to do."""
@@ -554,10 +486,10 @@ def process_request(
         "expires_at": None,
         "missing": [],
         "errors": [],
-        "status_key": status_key(bundle_id),
+        "status_key": bundle_status_key(bundle_id),
         "request_key": ref.key,
         "request_etag": request_etag,
-        "created_at": _iso(now()),
+        "created_at": utc_iso(now()),
     }
     try:
         if key_error is not None:
@@ -602,19 +534,19 @@ def process_request(
         image_count=contents.image_count,
         bytes=contents.zip_bytes,
         image_bytes=contents.image_bytes,
-        zip_key=zip_key(bundle_id),
+        zip_key=bundle_zip_key(bundle_id),
         zip_etag=contents.zip_etag,
         manifest=MANIFEST_NAME,
         missing=contents.missing,
         url=presigned_zip_url(s3, config.work_bucket, bundle_id, ttl),
-        expires_at=_iso(signed_at + timedelta(seconds=ttl)),
+        expires_at=utc_iso(signed_at + timedelta(seconds=ttl)),
     )
     finish(s3, sns, config, status)
     return "ready"
 
 
 # Lambda entry point (clients and configuration are built once, at cold start) -------------
-CONFIG = BundleConfig.from_env(os.environ)
+CONFIG = BundleSettings.from_env(os.environ)
 _s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
 _dynamodb = boto3.client("dynamodb")
 _sns = boto3.client("sns")

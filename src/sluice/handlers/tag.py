@@ -43,7 +43,6 @@ import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sluice import image_items
-from sluice.config import env_choice, env_float, env_int, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import ARCHIVE_IMAGES_PREFIX, image_id
 from sluice.labelers import (
@@ -57,6 +56,7 @@ from sluice.labelers import (
 from sluice.labels import add_membership, remove_membership
 from sluice.receipts import utc_now
 from sluice.runtime import make_logger, run
+from sluice.settings import TagSettings
 
 LEASE_MARGIN_SECONDS = 30.0
 DEFAULT_LEASE_SECONDS = 900.0 + LEASE_MARGIN_SECONDS
@@ -69,13 +69,6 @@ TagOutcome = Literal["tagged", "unchanged", "skipped"]
 
 class LeaseLostError(RuntimeError):
     """This run's lease expired and another run took the image over."""
-
-
-@dataclass(frozen=True)
-class TagSettings:
-    archive_bucket: str
-    images_table: str
-    labels_table: str
 
 
 @dataclass(frozen=True)
@@ -291,20 +284,15 @@ def is_archived_image(ref: S3ObjectRef) -> bool:
     return ref.is_created and ref.key.startswith(ARCHIVE_IMAGES_PREFIX)
 
 
-_ENV = os.environ
-SETTINGS = TagSettings(
-    archive_bucket=env_str(_ENV, "ARCHIVE_BUCKET"),
-    images_table=env_str(_ENV, "IMAGES_TABLE"),
-    labels_table=env_str(_ENV, "LABELS_TABLE"),
-)
+SETTINGS = TagSettings.from_env(os.environ)
 logger = make_logger("tag")
 s3_client = boto3.client("s3")
 dynamodb_client = boto3.client("dynamodb")
 LABELER = build_labeler(
-    env_choice(_ENV, "LABELER", "rekognition", ("rekognition", "offline")),
+    SETTINGS.labeler,
     s3_client,
-    min_confidence=env_float(_ENV, "LABEL_MIN_CONFIDENCE", 80.0, minimum=0.0, maximum=100.0),
-    max_labels=env_int(_ENV, "LABEL_MAX_LABELS", 10, minimum=1, maximum=100),
+    min_confidence=SETTINGS.label_min_confidence,
+    max_labels=SETTINGS.label_max_labels,
 )
 
 

@@ -63,7 +63,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import boto3
@@ -72,8 +72,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from sluice import image_items
-from sluice.config import env_choice, env_int, env_int_list, env_str
-from sluice.datasets import Dataset, Registry, env_datasets, load_registry
+from sluice.datasets import Dataset
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.images import (
     INPUT_FORMATS,
@@ -111,13 +110,12 @@ from sluice.records import (
     transform_records,
 )
 from sluice.runtime import make_logger, run
-from sluice.s3io import MultipartWriter
+from sluice.s3io import MultipartWriter, head, is_gone_or_changed
+from sluice.settings import TransformSettings
 
 DATA_CONTENT_TYPES = {"array": "application/json", "lines": "application/x-ndjson"}
 ERRORS_CONTENT_TYPE = "application/x-ndjson"
 
-# Not-found and precondition codes that mean "this event's object is no longer current".
-_GONE_OR_CHANGED = {"NoSuchKey", "NoSuchVersion", "PreconditionFailed", "404", "412"}
 
 TIME_MARGIN_MS = 5_000
 """Time kept for aborting the uploads, removing stale outputs and writing the receipt."""
@@ -156,37 +154,6 @@ class OutOfTimeRetryError(Exception):
 
 
 @dataclass(frozen=True)
-class TransformSettings:
-    raw_bucket: str
-    processed_bucket: str
-    images_table: str
-    thumbnail_sizes: tuple[int, ...] = (128, 512)
-    thumbnail_format: str = "JPEG"
-    thumbnail_quality: int = 85
-    max_image_pixels: int = 64_000_000
-    max_image_bytes: int = 100 * 1024 * 1024
-    datasets: Registry = field(default_factory=load_registry)
-    max_data_bytes: int = 512 * 1024 * 1024
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> TransformSettings:
-        return cls(
-            raw_bucket=env_str(env, "RAW_BUCKET"),
-            processed_bucket=env_str(env, "PROCESSED_BUCKET"),
-            images_table=env_str(env, "IMAGES_TABLE"),
-            thumbnail_sizes=env_int_list(
-                env, "THUMBNAIL_SIZES", "128,512", minimum=16, maximum=4096
-            ),
-            thumbnail_format=env_choice(env, "THUMBNAIL_FORMAT", "JPEG", OUTPUT_FORMATS),
-            thumbnail_quality=env_int(env, "THUMBNAIL_QUALITY", 85, minimum=1, maximum=95),
-            max_image_pixels=env_int(env, "MAX_IMAGE_PIXELS", 64_000_000, minimum=1),
-            max_image_bytes=env_int(env, "MAX_IMAGE_BYTES", 100 * 1024 * 1024, minimum=1),
-            datasets=env_datasets(env, "DATASETS"),
-            max_data_bytes=env_int(env, "MAX_DATA_BYTES", 512 * 1024 * 1024, minimum=1),
-        )
-
-
-@dataclass(frozen=True)
 class Source:
     """The object as S3 has it now, confirmed to be the one the event announced."""
 
@@ -218,10 +185,6 @@ def kind_of(key: str) -> Kind:
 # --- reading the source --------------------------------------------------------------------
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _receipt_names(receipt: Mapping[str, Any] | None, etag: str, version_id: str | None) -> bool:
     if not receipt:
         return False
@@ -232,13 +195,7 @@ def _receipt_names(receipt: Mapping[str, Any] | None, etag: str, version_id: str
 
 
 def _key_is_gone(s3: Any, ref: S3ObjectRef) -> bool:
-    try:
-        s3.head_object(Bucket=ref.bucket, Key=ref.key)
-    except ClientError as error:
-        if _error_code(error) in _GONE_OR_CHANGED:
-            return True
-        raise
-    return False
+    return head(s3, ref.bucket, ref.key) is None
 
 
 def _record_deleted_before_processing(
@@ -264,20 +221,17 @@ def fetch_source(
             return None
     if etag is None:
         # Some emitters omit the ETag: take the current object as the one meant.
-        try:
-            head = s3.head_object(Bucket=ref.bucket, Key=ref.key)
-        except ClientError as error:
-            if _error_code(error) not in _GONE_OR_CHANGED:
-                raise
+        current = head(s3, ref.bucket, ref.key)
+        if current is None:
             logger.info("stale event: the object no longer exists")
             return None
-        etag = normalize_etag(head.get("ETag")) or ""
+        etag = normalize_etag(current.get("ETag")) or ""
     # The quoted form is what HTTP specifies (and what every S3 implementation accepts).
     request = {"Bucket": ref.bucket, "Key": ref.key, "IfMatch": f'"{etag}"'}
     try:
         response = s3.get_object(**request) if with_body else s3.head_object(**request)
     except ClientError as error:
-        if _error_code(error) not in _GONE_OR_CHANGED:
+        if not is_gone_or_changed(error):
             raise
         existing = read_receipt(s3, settings.processed_bucket, ref.key)
         if _receipt_names(existing, etag, ref.version_id):
@@ -314,12 +268,8 @@ def _delete_if_present(s3: Any, bucket: str, keys: list[str]) -> None:
     """Remove outputs an earlier version left; HEAD first so no delete marker is made for
     keys that never existed."""
     for key in keys:
-        try:
-            s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if _error_code(error) in _GONE_OR_CHANGED:
-                continue
-            raise
+        if head(s3, bucket, key) is None:
+            continue
         s3.delete_object(Bucket=bucket, Key=key)
         logger.info("deleted an output of an earlier version", output_key=key)
 
@@ -608,14 +558,11 @@ Verdict = Literal["current", "superseded", "deleted"]
 
 def current_verdict(s3: Any, source: Source) -> Verdict:
     """Is ``source`` still its key's current version in RAW (module docstring: newest)?"""
-    try:
-        head = s3.head_object(Bucket=source.ref.bucket, Key=source.ref.key)
-    except ClientError as error:
-        if _error_code(error) not in _GONE_OR_CHANGED:
-            raise
+    current = head(s3, source.ref.bucket, source.ref.key)
+    if current is None:
         return "deleted"
-    version_id = head.get("VersionId")
-    if normalize_etag(head.get("ETag")) != source.etag or (
+    version_id = current.get("VersionId")
+    if normalize_etag(current.get("ETag")) != source.etag or (
         source.version_id and version_id and version_id != source.version_id
     ):
         return "superseded"

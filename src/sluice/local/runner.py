@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import importlib
 import os
 import signal
@@ -83,6 +82,7 @@ from sluice.local.invocation import (
 from sluice.local.procs import PidFile
 from sluice.local.sandbox import MemoryWatch, die_with_parent
 from sluice.local.wiring import FunctionWiring, QueueSource, discover
+from sluice.timestamps import utc_iso
 
 Handler = Callable[[dict[str, Any], Any], Any]
 ShouldStop = Callable[[], bool]
@@ -439,7 +439,7 @@ def _nothing() -> Iterator[None]:
 
 
 def _utc_stamp() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(timespec="milliseconds")
 
 
 class StopFlag:

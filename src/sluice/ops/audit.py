@@ -24,8 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from sluice.events import normalize_etag
 from sluice.keys import (
     LEASES_PREFIX,
@@ -46,6 +44,7 @@ from sluice.ops.objects import (
 from sluice.ops.queues import QueueDepth, peek, queue_depth
 from sluice.ops.status import ordered_queues
 from sluice.receipts import version_record_key_of
+from sluice.s3io import head
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -137,10 +136,6 @@ def pending_messages(sqs: SQSClient, environment: Environment) -> int:
     return sum(queue_depth(sqs, name, url).total for name, url in ordered_queues(environment))
 
 
-def _not_found(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
-
-
 def _s3_uri(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
@@ -161,22 +156,13 @@ class _Auditor:
 
     def archived_source_etag(self, key: str) -> tuple[bool, str | None]:
         """(exists, the source ETag the archive handler stamped on it, if any)."""
-        try:
-            head = self.s3.head_object(Bucket=self.environment.archive_bucket, Key=key)
-        except ClientError as exc:
-            if _not_found(exc):
-                return False, None
-            raise
-        return True, normalize_etag(head.get("Metadata", {}).get(SOURCE_ETAG_METADATA))
+        found = head(self.s3, self.environment.archive_bucket, key)
+        if found is None:
+            return False, None
+        return True, normalize_etag(found.get("Metadata", {}).get(SOURCE_ETAG_METADATA))
 
     def output_exists(self, bucket: str, key: str) -> bool:
-        try:
-            self.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if _not_found(exc):
-                return False
-            raise
-        return True
+        return head(self.s3, bucket, key) is not None
 
 
 def audit(

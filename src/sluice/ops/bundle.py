@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -12,15 +11,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sluice.events import normalize_etag
-from sluice.keys import BUNDLES_PREFIX, REQUESTS_PREFIX
+from sluice.keys import BUNDLE_ID_PATTERN, bundle_request_key, bundle_status_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 MATCH_MODES = ("any", "all")
 FINAL_STATUSES = ("ready", "empty", "error")
-BUNDLE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-"""Safe in a key, a file name and a URL without escaping."""
 
 
 class BundleRequestError(ValueError):
@@ -31,11 +28,6 @@ def new_bundle_id(now: datetime | None = None) -> str:
     """A sortable, unique id: UTC timestamp plus a short random suffix."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{secrets.token_hex(3)}"
-
-
-def request_key(bundle_id: str) -> str:
-    """WORK key of the request for ``bundle_id`` (the bundle handler takes the id from it)."""
-    return f"{REQUESTS_PREFIX}{bundle_id}.json"
 
 
 def request_body(
@@ -64,7 +56,7 @@ class BundleRequest:
 
     @property
     def status_key(self) -> str:
-        return f"{BUNDLES_PREFIX}{self.bundle_id}.json"
+        return bundle_status_key(self.bundle_id)
 
 
 def write_request(
@@ -84,7 +76,7 @@ def write_request(
             " starting with a letter or digit"
         )
     body = request_body(labels, match, notify, name)
-    key = request_key(bundle_id)
+    key = bundle_request_key(bundle_id)
     response = s3.put_object(
         Bucket=work_bucket,
         Key=key,
