@@ -12,7 +12,7 @@ locals {
   put_object_actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
 
   # Handlers that write S3 objects, so need kms:GenerateDataKey under SSE-KMS.
-  object_writers = ["transform", "archive", "bundle"]
+  object_writers = ["transform", "archive", "tag", "bundle"]
 
   policy_documents = {
     transform = data.aws_iam_policy_document.transform.json
@@ -214,6 +214,32 @@ data "aws_iam_policy_document" "archive" {
     resources = [var.labels_table_arn]
   }
 
+  # An input deleted from RAW after its receipt and before it was archived: what it owns
+  # goes (sluice.deletion), under the key's transform lease, then the receipt.
+  statement {
+    sid     = "RemoveOwnedOutputs"
+    actions = ["s3:DeleteObject"]
+    resources = [
+      "${local.processed}/receipts/*",
+      "${local.processed}/data/*",
+      "${local.processed}/errors/*",
+      "${local.processed}/thumbnails/*",
+    ]
+  }
+
+  statement {
+    sid       = "KeyLeases"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = ["${local.processed}/leases/*"]
+  }
+
+  # Without ListBucket a missing receipt or lease reads as 403 instead of 404.
+  statement {
+    sid       = "ListProcessed"
+    actions   = ["s3:ListBucket"]
+    resources = [local.processed]
+  }
+
   # Destination of the copy. Copies replace tags with none (TaggingDirective REPLACE), so
   # neither GetObjectTagging on RAW nor PutObjectTagging here is needed.
   statement {
@@ -266,6 +292,64 @@ data "aws_iam_policy_document" "tag" {
     sid       = "UpdateImageMetadata"
     actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
     resources = [var.images_table_arn]
+  }
+
+  # Removing an archived input (sluice.deletion, decision 29): is the name still current,
+  # and which copy was removed (the newest version left, read by version id).
+  statement {
+    sid     = "FindRemovedArchiveCopies"
+    actions = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = [
+      "${local.archive}/data/*",
+      "${local.archive}/rejected/*",
+      "${local.archive}/superseded/*",
+    ]
+  }
+
+  statement {
+    sid       = "ListArchiveVersions"
+    actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
+    resources = [local.archive]
+  }
+
+  # Without ListBucket a missing receipt or record reads as 403, not 404.
+  statement {
+    sid       = "ListProcessed"
+    actions   = ["s3:ListBucket"]
+    resources = [local.processed]
+  }
+
+  # The ledger: read the receipt (or a superseded record), record the version deleted,
+  # then remove what the receipt lists and the receipt itself.
+  statement {
+    sid       = "ReadLedger"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.processed}/receipts/*", "${local.processed}/versions/*"]
+  }
+
+  statement {
+    sid       = "RecordDeletedVersions"
+    actions   = ["s3:PutObject"]
+    resources = ["${local.processed}/versions/*"]
+  }
+
+  statement {
+    sid     = "RemoveOwnedOutputs"
+    actions = ["s3:DeleteObject"]
+    resources = [
+      "${local.processed}/receipts/*",
+      "${local.processed}/data/*",
+      "${local.processed}/errors/*",
+      "${local.processed}/thumbnails/*",
+    ]
+  }
+
+  # The key's transform lease (sluice.leases): a new upload of the key is not transformed
+  # while the outputs of the removed one, which have the same names, are deleted.
+  statement {
+    sid       = "KeyLeases"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = ["${local.processed}/leases/*"]
   }
 
   # TransactWriteItems is authorised per contained action (conditional Put, Update,
@@ -416,10 +500,37 @@ data "aws_iam_policy_document" "api" {
     resources = ["${local.processed}/thumbnails/*"]
   }
 
+  # DELETE /images/{id} removes the original, then goes the way of every ARCHIVE removal
+  # (sluice.deletion, decision 29): which copy was removed (by version id), the ledger,
+  # the key's transform lease.
   statement {
     sid       = "LinkAndDeleteOriginals"
-    actions   = ["s3:GetObject", "s3:DeleteObject"]
+    actions   = ["s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject"]
     resources = ["${local.archive}/images/*"]
+  }
+
+  statement {
+    sid       = "ListArchiveVersions"
+    actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
+    resources = [local.archive]
+  }
+
+  statement {
+    sid       = "RecordDeletedVersions"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${local.processed}/versions/*"]
+  }
+
+  statement {
+    sid       = "RemoveReceipts"
+    actions   = ["s3:DeleteObject"]
+    resources = ["${local.processed}/receipts/*"]
+  }
+
+  statement {
+    sid       = "KeyLeases"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = ["${local.processed}/leases/*"]
   }
 
   statement {
@@ -443,7 +554,7 @@ data "aws_iam_policy_document" "api" {
 
   statement {
     sid       = "ReadAndWithdrawImages"
-    actions   = ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:DeleteItem"]
+    actions   = ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
     resources = [var.images_table_arn]
   }
 

@@ -29,8 +29,15 @@ locals {
   notifications = {
     raw       = [{ id = "transform-all-objects", function = "transform", events = ["s3:ObjectCreated:*"], filter_prefix = "" }]
     processed = [{ id = "archive-receipts", function = "archive", events = ["s3:ObjectCreated:*"], filter_prefix = "receipts/" }]
-    archive   = [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = "images/" }]
-    work      = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = "requests/" }]
+    # Removing an archived input removes what it owns (decision 29): the tag handler owns
+    # the label counts and the image lease, and never writes ARCHIVE.
+    archive = concat(
+      [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = "images/" }],
+      [for prefix in ["images/", "data/", "rejected/", "superseded/"] : {
+        id = "tag-removed-${trimsuffix(prefix, "/")}", function = "tag", events = ["s3:ObjectRemoved:*"], filter_prefix = prefix
+      }],
+    )
+    work = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = "requests/" }]
   }
 
   # Buckets allowed to send to each handler's queue.

@@ -12,7 +12,9 @@ is only archived once its outputs exist. For each receipt:
    ETag, or other version id when both are known) it is left alone: it has its own
    receipt, and its archiving will account for this version. When RAW no longer holds
    the key and ARCHIVE holds the receipt's ETag, the move already happened (duplicate
-   delivery, or a retry after deleting): success.
+   delivery, or a retry after deleting): success. When neither holds it, the input was
+   deleted from RAW after its receipt and before it could be archived: what it owns is
+   removed and the version recorded ``deleted`` (:func:`sluice.deletion.remove_unarchived`).
 3. Copy server side (no object bytes through the function) to
    ``keys.archive_key_for(kind, status, raw key)``, pinned to the exact source version
    (``VersionId`` when the bucket has versions, and ``CopySourceIfMatch`` always):
@@ -63,7 +65,7 @@ from typing import Any, Literal
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice import image_items
+from sluice import deletion, image_items
 from sluice.config import env_choice, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import (
@@ -74,7 +76,7 @@ from sluice.keys import (
     superseded_archive_key,
     version_token,
 )
-from sluice.leases import DEFAULT_LEASE_SECONDS
+from sluice.leases import DEFAULT_LEASE_SECONDS, LeaseTerms
 from sluice.receipts import version_record, write_version_record
 from sluice.runtime import make_logger, run
 
@@ -114,7 +116,9 @@ _CHECKSUM_FIELDS = (
 _FULL_OBJECT_CRCS = ("CRC64NVME", "CRC32C", "CRC32")
 _KMS_ENCRYPTION = ("aws:kms", "aws:kms:dsse")
 
-Outcome = Literal["archived", "already_archived", "superseded", "source_missing", "skipped"]
+Outcome = Literal[
+    "archived", "already_archived", "superseded", "source_missing", "deleted", "skipped"
+]
 
 
 class ArchiveVerificationError(RuntimeError):
@@ -559,9 +563,21 @@ def archive_object(
         if held and held.get("Metadata", {}).get(SOURCE_ETAG_METADATA) == request.source_etag:
             logger.info("already archived", **log)
             return "already_archived"
+        removal = deletion.remove_unarchived(
+            s3,
+            dynamodb,
+            deletion_settings(settings),
+            request.source_key,
+            {"etag": request.source_etag, "version_id": request.source_version_id},
+            LeaseTerms(owner=f"archive/{uuid.uuid4().hex}"),
+        )
+        if removal == "removed":
+            logger.info("deleted from RAW before it was archived; removed and recorded", **log)
+            return "deleted"
         logger.warning(
             "source is gone and the archive does not hold it; nothing to archive",
             code="source_missing",
+            removal=removal,
             **log,
         )
         return "source_missing"
@@ -589,6 +605,16 @@ def archive_object(
         logger.info("RAW changed after the copy; the newer object is left to its receipt", **log)
     logger.info("archived", storage_class=settings.storage_class, **log)
     return "archived"
+
+
+def deletion_settings(settings: ArchiveSettings) -> deletion.DeletionSettings:
+    return deletion.DeletionSettings(
+        raw_bucket=settings.raw_bucket,
+        processed_bucket=settings.processed_bucket,
+        archive_bucket=settings.archive_bucket,
+        images_table=settings.images_table,
+        labels_table=settings.labels_table,
+    )
 
 
 def images_key_of(raw_key: str) -> str:

@@ -247,7 +247,9 @@ def _record_deleted_before_processing(
     """A key that never got a receipt and is gone from RAW: the ledger says so (it was
     deleted before it could be processed), so the audit need not look for it forever."""
     source = source_of(ref, etag=etag, version_id=ref.version_id, size=ref.size)
-    write_version_record(s3, settings.processed_bucket, version_record(source, "deleted"))
+    write_version_record(
+        s3, settings.processed_bucket, version_record(source, "deleted", deleted_from="raw")
+    )
     logger.info("input deleted from RAW before it was processed; recorded in the ledger")
 
 
@@ -648,7 +650,9 @@ def _deleted_while_processing(
     named = source_of(
         source.ref, etag=source.etag, version_id=source.ref.version_id, size=source.size
     )
-    write_version_record(clients.s3, settings.processed_bucket, version_record(named, "deleted"))
+    write_version_record(
+        clients.s3, settings.processed_bucket, version_record(named, "deleted", deleted_from="raw")
+    )
     logger.info("input deleted from RAW while it was transformed; outputs removed")
 
 
