@@ -117,6 +117,25 @@ data "aws_iam_policy_document" "transform" {
     ]
   }
 
+  # A version deleted from RAW while it was transformed wrote over the outputs of the
+  # key's archived version (same names): they are copied back from their own versions
+  # (PROCESSED is versioned), found by listing the key's versions.
+  statement {
+    sid     = "RestoreOverwrittenOutputs"
+    actions = ["s3:GetObjectVersion"]
+    resources = [
+      "${local.processed}/data/*",
+      "${local.processed}/errors/*",
+      "${local.processed}/thumbnails/*",
+    ]
+  }
+
+  statement {
+    sid       = "ListProcessedVersions"
+    actions   = ["s3:ListBucketVersions"]
+    resources = [local.processed]
+  }
+
   # Per-key leases (sluice.leases): conditional PutObject takes one, conditional
   # DeleteObject releases it, GetObject reads who holds it.
   statement {

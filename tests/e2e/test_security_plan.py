@@ -350,6 +350,10 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         )
         | grant({"s3:putobject"}, objects("processed", "versions/"))
         | grant({"s3:listbucket"}, [d.buckets["processed"]])
+        # Outputs of the archived version that a version deleted while transformed wrote
+        # over are copied back from their own versions.
+        | grant({"s3:getobjectversion"}, objects("processed", "data/", "errors/", "thumbnails/"))
+        | grant({"s3:listbucketversions"}, [d.buckets["processed"]])
         | grant({"dynamodb:updateitem"}, [d.images_table]),
         # Reads receipts; copies RAW -> ARCHIVE server side, verifies, deletes from RAW.
         "archive": grant({"s3:getobject"}, objects("processed", "receipts/"))
@@ -866,6 +870,11 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str], str] = {
     " (delete IfMatch); the versioned RAW here deletes by version id",
     ("tag", "dynamodb:deleteitem"): "on the images table, called only when a labelling run"
     " finds its image withdrawn between its first look and its lease (a race)",
+    ("transform", "s3:listbucketversions"): "called only when a version deleted from RAW"
+    " while it was transformed wrote over an archived version's outputs (a race;"
+    " tests/integration/test_deletion.py)",
+    ("transform", "s3:getobjectversion"): "the same race: the overwritten outputs are"
+    " copied back from their own versions",
 }
 
 

@@ -388,3 +388,66 @@ def test_version_record_key_names_the_removed_version(flow: Flow) -> None:
     assert version_record_key("photos/named.jpg", source["version_id"]) in flow.keys(
         flow.p.processed, "versions/"
     )
+
+
+# --- issue 10's leftover: a later version deleted after an earlier one was archived ----------
+
+
+def test_a_newer_version_deleted_before_archiving_leaves_the_archived_older_one_superseded(
+    flow: Flow,
+) -> None:
+    """The key's newest version is gone, so the key is: the earlier, archived and labelled
+    version is kept under superseded/ and recorded so, and leaves the library."""
+    flow.upload("photos/two.jpg", picture((200, 10, 10)))
+    flow.invoke("tag", flow.created("images/photos/two.jpg"))
+    assert flow.counts()
+    flow.p.s3.put_object(Bucket=flow.p.raw, Key="photos/two.jpg", Body=picture((9, 9, 200)))
+    flow.invoke("transform", object_event_for(flow.p.s3, flow.p.raw, "photos/two.jpg"))
+    receipt = object_event_for(flow.p.s3, flow.p.processed, receipt_key("photos/two.jpg"))
+    flow.p.s3.delete_object(Bucket=flow.p.raw, Key="photos/two.jpg")
+
+    flow.invoke("archive", receipt)
+    flow.invoke("archive", receipt)
+
+    assert flow.keys(flow.p.archive, "images/") == []
+    assert len(flow.keys(flow.p.archive, "superseded/")) == 1
+    statuses = sorted(
+        json.loads(flow.p.s3.get_object(Bucket=flow.p.processed, Key=k)["Body"].read())["status"]
+        for k in flow.keys(flow.p.processed, "versions/")
+    )
+    assert statuses == ["deleted", "superseded"]
+    assert flow.item("images/photos/two.jpg") is None
+    assert flow.memberships() == Counter() and not any(flow.counts().values())
+    assert flow.keys(flow.p.processed, "thumbnails/") == []
+    assert_clean(flow.audit())
+
+
+def test_a_newer_version_deleted_while_transformed_leaves_the_archived_ones_outputs(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newer version's transform wrote over the outputs of the archived one (same
+    names), then found itself deleted: the archived version's receipt still lists them, so
+    they are put back as that receipt wrote them, not deleted."""
+    flow.upload("retina/two.json", RETINA)
+    before = {
+        key: flow.p.s3.get_object(Bucket=flow.p.processed, Key=key)["Body"].read()
+        for key in ("data/retina/two.json", "errors/retina/two.json.jsonl")
+    }
+    transform = flow.handlers["transform"]
+    real = transform.transform_data
+
+    def delete_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        flow.p.s3.delete_object(Bucket=flow.p.raw, Key="retina/two.json")
+        return result
+
+    monkeypatch.setattr(transform, "transform_data", delete_meanwhile)
+    valid_only = json.dumps([json.loads(RETINA)[0]] * 3).encode()
+    flow.p.s3.put_object(Bucket=flow.p.raw, Key="retina/two.json", Body=valid_only)
+    flow.invoke("transform", object_event_for(flow.p.s3, flow.p.raw, "retina/two.json"))
+
+    after = {
+        key: flow.p.s3.get_object(Bucket=flow.p.processed, Key=key)["Body"].read() for key in before
+    }
+    assert after == before
+    assert_clean(flow.audit())

@@ -57,7 +57,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -77,7 +77,7 @@ from sluice.keys import (
     version_token,
 )
 from sluice.leases import DEFAULT_LEASE_SECONDS, LeaseTerms
-from sluice.receipts import version_record, write_version_record
+from sluice.receipts import read_receipt, version_record, write_version_record
 from sluice.runtime import make_logger, run
 
 SOURCE_ETAG_METADATA = "sluice-source-etag"
@@ -563,6 +563,13 @@ def archive_object(
         if held and held.get("Metadata", {}).get(SOURCE_ETAG_METADATA) == request.source_etag:
             logger.info("already archived", **log)
             return "already_archived"
+        # The key's newest version is gone: a copy of an older version still under the
+        # key's names is kept as superseded (by the deleted one) and its image withdrawn,
+        # before the receipt goes, so a retry still finds the receipt (issue 10).
+        if _receipt_names_request(s3, settings, request):
+            moved = supersede_archived_copies(s3, settings, request)
+            if images_key_of(request.source_key) in moved:
+                _withdraw(dynamodb, settings, request.source_key, keep=())
         removal = deletion.remove_unarchived(
             s3,
             dynamodb,
@@ -641,19 +648,36 @@ def withdraw_replaced_image(
     # An item written meanwhile for a version uploaded after this one is not withdrawn.
     keep = {request.source_etag} | {str(normalize_etag(v.get("ETag"))) for v in newer}
     keep |= {str(v["VersionId"]) for v in newer}
+    if _withdraw(dynamodb, settings, request.source_key, keep=keep):
+        logger.info("withdrew the older image of a key whose newest version is rejected")
+
+
+def _withdraw(
+    dynamodb: Any, settings: ArchiveSettings, raw_key: str, *, keep: Collection[str]
+) -> bool:
+    if dynamodb is None:
+        raise ValueError("withdrawing an image needs a DynamoDB client")
     now = time.time()
-    withdrawn = image_items.withdraw_under_lease(
+    return image_items.withdraw_under_lease(
         dynamodb,
         settings.images_table,
         settings.labels_table,
-        image_id(images_key_of(request.source_key)),
+        image_id(images_key_of(raw_key)),
         owner=f"archive/{uuid.uuid4().hex}",
         now=now,
         until=now + DEFAULT_LEASE_SECONDS,
         keep_versions=keep,
     )
-    if withdrawn:
-        logger.info("withdrew the older image of a key whose newest version is rejected")
+
+
+def _receipt_names_request(s3: Any, settings: ArchiveSettings, request: ArchiveRequest) -> bool:
+    """Is the key's receipt still the one ``request`` came from (not removed, not newer)?"""
+    receipt = read_receipt(s3, settings.processed_bucket, request.source_key)
+    source = (receipt or {}).get("source") or {}
+    return (
+        normalize_etag(source.get("etag")) == request.source_etag
+        and (source.get("version_id") or None) == request.source_version_id
+    )
 
 
 def archive_receipt(
