@@ -480,8 +480,8 @@ def test_cross_cutting_rules_of_the_pipeline(deployed: Deployed) -> None:
     assert _writers(d, "raw", WRITE_OBJECT_ACTIONS) == {}
     assert _writers(d, "raw", DELETE_OBJECT_ACTIONS) == {"archive": {"/*"}}
     # Transform writes PROCESSED (its outputs, receipts, leases, deleted versions), never
-    # ARCHIVE; archive writes only the version ledger there (never receipts/, its
-    # trigger), and is the only writer of ARCHIVE.
+    # ARCHIVE; archive and tag write only the version ledger and the key's lease there
+    # (never receipts/, archive's trigger), and archive is the only writer of ARCHIVE.
     assert _writers(d, "processed", WRITE_OBJECT_ACTIONS) == {
         "transform": {
             "/data/*",
@@ -491,18 +491,26 @@ def test_cross_cutting_rules_of_the_pipeline(deployed: Deployed) -> None:
             "/leases/*",
             "/versions/*",
         },
-        "archive": {"/versions/*"},
+        "archive": {"/versions/*", "/leases/*"},
+        "tag": {"/versions/*", "/leases/*"},
+    }
+    # What a deleted input owned goes (sluice.deletion): archive (deleted from RAW after
+    # its receipt) and tag (removed from ARCHIVE) delete its outputs and receipt.
+    owned = {"/data/*", "/errors/*", "/thumbnails/*", "/receipts/*", "/leases/*"}
+    assert _writers(d, "processed", DELETE_OBJECT_ACTIONS) == {
+        "transform": {"/data/*", "/errors/*", "/thumbnails/*", "/leases/*"},
+        "archive": owned,
+        "tag": owned,
     }
     assert _writers(d, "archive", WRITE_OBJECT_ACTIONS) == {
         "archive": {"/images/*", "/data/*", "/rejected/*", "/superseded/*"}
     }
-    # Bundle writes only WORK bundles/ (never requests/, its trigger); tag writes no S3.
+    # Bundle writes only WORK bundles/ (never requests/, its trigger); tag, triggered by
+    # ARCHIVE, writes nothing there (decision 5).
     assert _writers(d, "work", WRITE_OBJECT_ACTIONS) == {"bundle": {"/bundles/*"}}
+    assert "tag" not in _writers(d, "archive", WRITE_OBJECT_ACTIONS | DELETE_OBJECT_ACTIONS)
     for function in FUNCTIONS:
         grants = d.grants(function)
-        s3_writes = {a for a, _ in grants if a in WRITE_OBJECT_ACTIONS | DELETE_OBJECT_ACTIONS}
-        if function == "tag":
-            assert s3_writes == set()
         # Queues, log groups: its own only. Tables: only the pipeline's. Topics: bundle only.
         assert {r for a, r in grants if a.startswith("sqs:")} == {d.queues[function]}
         assert {r for a, r in grants if a.startswith("logs:")} == {f"{d.log_groups[function]}:*"}
