@@ -165,8 +165,47 @@ data "aws_iam_policy_document" "transform" {
   }
 }
 
+# What removing a deleted input takes (sluice.deletion, decision 29), for the archive
+# handler (deleted from RAW after its receipt) and the tag handler (removed from ARCHIVE):
+# under the key's transform lease (a new upload's outputs have the same names), record the
+# version deleted, then remove the outputs the receipt lists and the receipt itself.
+data "aws_iam_policy_document" "remove_deleted_inputs" {
+  statement {
+    sid       = "RecordDeletedInputs"
+    actions   = ["s3:PutObject"]
+    resources = ["${local.processed}/versions/*"]
+  }
+
+  statement {
+    sid     = "RemoveDeletedInputsOutputs"
+    actions = ["s3:DeleteObject"]
+    resources = [
+      "${local.processed}/receipts/*",
+      "${local.processed}/data/*",
+      "${local.processed}/errors/*",
+      "${local.processed}/thumbnails/*",
+    ]
+  }
+
+  statement {
+    sid       = "HoldKeyLeases"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = ["${local.processed}/leases/*"]
+  }
+
+  # Without ListBucket a missing receipt, record or lease reads as 403 instead of 404.
+  statement {
+    sid       = "ListProcessedLedger"
+    actions   = ["s3:ListBucket"]
+    resources = [local.processed]
+  }
+}
+
 data "aws_iam_policy_document" "archive" {
-  source_policy_documents = [data.aws_iam_policy_document.common["archive"].json]
+  source_policy_documents = [
+    data.aws_iam_policy_document.common["archive"].json,
+    data.aws_iam_policy_document.remove_deleted_inputs.json,
+  ]
 
   statement {
     sid       = "ReadReceipts"
@@ -233,32 +272,6 @@ data "aws_iam_policy_document" "archive" {
     resources = [var.labels_table_arn]
   }
 
-  # An input deleted from RAW after its receipt and before it was archived: what it owns
-  # goes (sluice.deletion), under the key's transform lease, then the receipt.
-  statement {
-    sid     = "RemoveOwnedOutputs"
-    actions = ["s3:DeleteObject"]
-    resources = [
-      "${local.processed}/receipts/*",
-      "${local.processed}/data/*",
-      "${local.processed}/errors/*",
-      "${local.processed}/thumbnails/*",
-    ]
-  }
-
-  statement {
-    sid       = "KeyLeases"
-    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
-    resources = ["${local.processed}/leases/*"]
-  }
-
-  # Without ListBucket a missing receipt or lease reads as 403 instead of 404.
-  statement {
-    sid       = "ListProcessed"
-    actions   = ["s3:ListBucket"]
-    resources = [local.processed]
-  }
-
   # Destination of the copy. Copies replace tags with none (TaggingDirective REPLACE), so
   # neither GetObjectTagging on RAW nor PutObjectTagging here is needed.
   statement {
@@ -286,7 +299,10 @@ data "aws_iam_policy_document" "archive" {
 
 data "aws_iam_policy_document" "tag" {
   #checkov:skip=CKV_AWS_356:rekognition:DetectLabels has no resource-level permissions; "*" is the only resource it accepts.
-  source_policy_documents = [data.aws_iam_policy_document.common["tag"].json]
+  source_policy_documents = [
+    data.aws_iam_policy_document.common["tag"].json,
+    data.aws_iam_policy_document.remove_deleted_inputs.json,
+  ]
 
   statement {
     sid       = "ReadArchivedImages"
@@ -331,44 +347,11 @@ data "aws_iam_policy_document" "tag" {
     resources = [local.archive]
   }
 
-  # Without ListBucket a missing receipt or record reads as 403, not 404.
+  # The removed input's receipt, or a removed superseded copy's record.
   statement {
-    sid       = "ListProcessed"
-    actions   = ["s3:ListBucket"]
-    resources = [local.processed]
-  }
-
-  # The ledger: read the receipt (or a superseded record), record the version deleted,
-  # then remove what the receipt lists and the receipt itself.
-  statement {
-    sid       = "ReadLedger"
+    sid       = "ReadRecords"
     actions   = ["s3:GetObject"]
     resources = ["${local.processed}/receipts/*", "${local.processed}/versions/*"]
-  }
-
-  statement {
-    sid       = "RecordDeletedVersions"
-    actions   = ["s3:PutObject"]
-    resources = ["${local.processed}/versions/*"]
-  }
-
-  statement {
-    sid     = "RemoveOwnedOutputs"
-    actions = ["s3:DeleteObject"]
-    resources = [
-      "${local.processed}/receipts/*",
-      "${local.processed}/data/*",
-      "${local.processed}/errors/*",
-      "${local.processed}/thumbnails/*",
-    ]
-  }
-
-  # The key's transform lease (sluice.leases): a new upload of the key is not transformed
-  # while the outputs of the removed one, which have the same names, are deleted.
-  statement {
-    sid       = "KeyLeases"
-    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
-    resources = ["${local.processed}/leases/*"]
   }
 
   # TransactWriteItems is authorised per contained action (conditional Put, Update,

@@ -43,6 +43,8 @@ from sluice import image_items
 from sluice.events import normalize_etag
 from sluice.keys import (
     ARCHIVE_SUPERSEDED_PREFIX,
+    SOURCE_ETAG_METADATA,
+    SOURCE_VERSION_METADATA,
     archive_key_for,
     image_id,
     ledger_key_of_archive_key,
@@ -56,10 +58,6 @@ from sluice.receipts import (
     version_record_key_of,
     write_version_record,
 )
-
-SOURCE_ETAG_METADATA = "sluice-source-etag"
-SOURCE_VERSION_METADATA = "sluice-source-version-id"
-"""User metadata the archive handler stamps on every archived copy."""
 
 RemovalOutcome = Literal["removed", "present", "not_owned", "pending", "nothing"]
 """``removed``: the version and what it owned are gone and recorded; ``present``: the name

@@ -44,6 +44,11 @@ BUNDLES_PREFIX = "bundles/"
 UPLOADS_SEGMENT = "uploads/"
 """RAW keys the API hands out: ``[<dataset prefix>]uploads/<user>/<date>/<uuid>-<name>``."""
 
+SOURCE_ETAG_METADATA = "sluice-source-etag"
+"""User metadata of every archived copy: the RAW ETag it is a copy of."""
+SOURCE_VERSION_METADATA = "sluice-source-version-id"
+"""User metadata of an archived copy, when known: the RAW version id it is a copy of."""
+
 HASHED_SEGMENT = "_long/"
 """The namespace of hashed names; a raw key starting with it is always hashed."""
 

@@ -24,24 +24,13 @@ from sluice.keys import image_id, receipt_key, version_record_key
 from sluice.labels import label_counts
 from sluice.leases import LeaseTerms, key_lease
 from sluice.ops.audit import AuditReport, audit
-from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.conftest import IKERIAN_SAMPLE, FakeContext, Pipeline, load_handler
 from tests.integration.api_support import ADMIN, ApiClient
 from tests.integration.ops_support import make_environment
 from tests.s3events import object_event_for, s3_event, s3_record, sqs_batch
 
-RETINA = json.dumps(
-    [
-        {
-            "patient_id": "A12345",
-            "patient_name": "Ikerian A",
-            "scan_date": "2025-01-01",
-            "retina_thickness_microns": 275,
-            "optic_disc_cup_ratio": 0.4,
-            "diagnosis": "normal",
-        },
-        {"patient_id": "B67890"},
-    ]
-).encode()
+RETINA = json.dumps([*json.loads(IKERIAN_SAMPLE.read_bytes()), {"patient_id": "B67890"}]).encode()
+"""The tutorial's two records and an invalid one: a data output and an errors report."""
 
 
 def picture(colour: tuple[int, int, int], size: tuple[int, int] = (48, 32)) -> bytes:

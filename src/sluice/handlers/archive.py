@@ -70,6 +70,8 @@ from sluice.config import env_choice, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import (
     RECEIPTS_PREFIX,
+    SOURCE_ETAG_METADATA,
+    SOURCE_VERSION_METADATA,
     archive_key_for,
     archive_keys_of,
     image_id,
@@ -80,9 +82,6 @@ from sluice.leases import DEFAULT_LEASE_SECONDS, LeaseTerms
 from sluice.receipts import read_receipt, version_record, write_version_record
 from sluice.runtime import make_logger, run
 
-SOURCE_ETAG_METADATA = "sluice-source-etag"
-SOURCE_VERSION_METADATA = "sluice-source-version-id"
-"""The RAW version id of an archived copy, so a copy can be superseded under its version."""
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 MAX_SINGLE_COPY_BYTES = 5 * GIB
