@@ -330,15 +330,21 @@ data "aws_iam_policy_document" "tag" {
   }
 
   # Removing an archived input (sluice.deletion, decision 29): is the name still current,
-  # and which copy was removed (the newest version left, read by version id).
+  # and which copy was removed (the newest version left, read by version id; a removed
+  # superseded/ copy is named by its record instead).
   statement {
     sid     = "FindRemovedArchiveCopies"
     actions = ["s3:GetObject", "s3:GetObjectVersion"]
     resources = [
       "${local.archive}/data/*",
       "${local.archive}/rejected/*",
-      "${local.archive}/superseded/*",
     ]
+  }
+
+  statement {
+    sid       = "FindRemovedSupersededCopies"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.archive}/superseded/*"]
   }
 
   statement {

@@ -380,7 +380,8 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         # Reads archived images; labels -> images item and labels table (DeleteItem: the
         # item a lease alone created for an image withdrawn meanwhile). A removed archived
         # input (sluice.deletion): which copy was removed, the ledger, what it owned.
-        "tag": grant({"s3:getobject", "s3:getobjectversion"}, archived + superseded)
+        "tag": grant({"s3:getobject", "s3:getobjectversion"}, archived)
+        | grant({"s3:getobject"}, superseded)
         | grant({"s3:listbucket", "s3:listbucketversions"}, [d.buckets["archive"]])
         | grant({"s3:listbucket"}, [d.buckets["processed"]])
         | grant({"s3:getobject"}, objects("processed", "receipts/", "versions/"))
