@@ -20,7 +20,7 @@ locals {
   put_object_actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
 
   # Handlers that write S3 objects, so need kms:GenerateDataKey under SSE-KMS.
-  object_writers = ["transform", "archive", "bundle"]
+  object_writers = ["transform", "archive", "tag", "bundle"]
 
   policy_documents = {
     transform = data.aws_iam_policy_document.transform.json
@@ -125,6 +125,25 @@ data "aws_iam_policy_document" "transform" {
     ]
   }
 
+  # A version deleted from RAW while it was transformed wrote over the outputs of the
+  # key's archived version (same names): they are copied back from their own versions
+  # (PROCESSED is versioned), found by listing the key's versions.
+  statement {
+    sid     = "RestoreOverwrittenOutputs"
+    actions = ["s3:GetObjectVersion"]
+    resources = [
+      local.objects.processed.data,
+      local.objects.processed.errors,
+      local.objects.processed.thumbnails,
+    ]
+  }
+
+  statement {
+    sid       = "ListProcessedVersions"
+    actions   = ["s3:ListBucketVersions"]
+    resources = [local.processed]
+  }
+
   # Per-key leases (sluice.leases): conditional PutObject takes one, conditional
   # DeleteObject releases it, GetObject reads who holds it.
   statement {
@@ -154,8 +173,47 @@ data "aws_iam_policy_document" "transform" {
   }
 }
 
+# What removing a deleted input takes (sluice.deletion, decision 30), for the archive
+# handler (deleted from RAW after its receipt) and the tag handler (removed from ARCHIVE):
+# under the key's transform lease (a new upload's outputs have the same names), record the
+# version deleted, then remove the outputs the receipt lists and the receipt itself.
+data "aws_iam_policy_document" "remove_deleted_inputs" {
+  statement {
+    sid       = "RecordDeletedInputs"
+    actions   = ["s3:PutObject"]
+    resources = [local.objects.processed.versions]
+  }
+
+  statement {
+    sid     = "RemoveDeletedInputsOutputs"
+    actions = ["s3:DeleteObject"]
+    resources = [
+      local.objects.processed.receipts,
+      local.objects.processed.data,
+      local.objects.processed.errors,
+      local.objects.processed.thumbnails,
+    ]
+  }
+
+  statement {
+    sid       = "HoldKeyLeases"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = [local.objects.processed.leases]
+  }
+
+  # Without ListBucket a missing receipt, record or lease reads as 403 instead of 404.
+  statement {
+    sid       = "ListProcessedLedger"
+    actions   = ["s3:ListBucket"]
+    resources = [local.processed]
+  }
+}
+
 data "aws_iam_policy_document" "archive" {
-  source_policy_documents = [data.aws_iam_policy_document.common["archive"].json]
+  source_policy_documents = [
+    data.aws_iam_policy_document.common["archive"].json,
+    data.aws_iam_policy_document.remove_deleted_inputs.json,
+  ]
 
   statement {
     sid       = "ReadReceipts"
@@ -249,7 +307,10 @@ data "aws_iam_policy_document" "archive" {
 
 data "aws_iam_policy_document" "tag" {
   #checkov:skip=CKV_AWS_356:rekognition:DetectLabels has no resource-level permissions; "*" is the only resource it accepts.
-  source_policy_documents = [data.aws_iam_policy_document.common["tag"].json]
+  source_policy_documents = [
+    data.aws_iam_policy_document.common["tag"].json,
+    data.aws_iam_policy_document.remove_deleted_inputs.json,
+  ]
 
   statement {
     sid       = "ReadArchivedImages"
@@ -274,6 +335,37 @@ data "aws_iam_policy_document" "tag" {
     sid       = "UpdateImageMetadata"
     actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
     resources = [var.images_table_arn]
+  }
+
+  # Removing an archived input (sluice.deletion, decision 30): is the name still current,
+  # and which copy was removed (the newest version left, read by version id; a removed
+  # superseded/ copy is named by its record instead).
+  statement {
+    sid     = "FindRemovedArchiveCopies"
+    actions = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = [
+      local.objects.archive.data,
+      local.objects.archive.rejected,
+    ]
+  }
+
+  statement {
+    sid       = "FindRemovedSupersededCopies"
+    actions   = ["s3:GetObject"]
+    resources = [local.objects.archive.superseded]
+  }
+
+  statement {
+    sid       = "ListArchiveVersions"
+    actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
+    resources = [local.archive]
+  }
+
+  # The removed input's receipt, or a removed superseded copy's record.
+  statement {
+    sid       = "ReadRecords"
+    actions   = ["s3:GetObject"]
+    resources = [local.objects.processed.receipts, local.objects.processed.versions]
   }
 
   # TransactWriteItems is authorised per contained action (conditional Put, Update,
@@ -424,10 +516,37 @@ data "aws_iam_policy_document" "api" {
     resources = [local.objects.processed.thumbnails]
   }
 
+  # DELETE /images/{id} removes the original, then goes the way of every ARCHIVE removal
+  # (sluice.deletion, decision 30): which copy was removed (by version id), the ledger,
+  # the key's transform lease.
   statement {
     sid       = "LinkAndDeleteOriginals"
-    actions   = ["s3:GetObject", "s3:DeleteObject"]
+    actions   = ["s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject"]
     resources = [local.objects.archive.images]
+  }
+
+  statement {
+    sid       = "ListArchiveVersions"
+    actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
+    resources = [local.archive]
+  }
+
+  statement {
+    sid       = "RecordDeletedVersions"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = [local.objects.processed.versions]
+  }
+
+  statement {
+    sid       = "RemoveReceipts"
+    actions   = ["s3:DeleteObject"]
+    resources = [local.objects.processed.receipts]
+  }
+
+  statement {
+    sid       = "KeyLeases"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = [local.objects.processed.leases]
   }
 
   statement {
@@ -451,7 +570,7 @@ data "aws_iam_policy_document" "api" {
 
   statement {
     sid       = "ReadAndWithdrawImages"
-    actions   = ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:DeleteItem"]
+    actions   = ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
     resources = [var.images_table_arn]
   }
 

@@ -29,8 +29,15 @@ locals {
   notifications = {
     raw       = [{ id = "transform-all-objects", function = "transform", events = ["s3:ObjectCreated:*"], filter_prefix = "" }]
     processed = [{ id = "archive-receipts", function = "archive", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.processed.receipts }]
-    archive   = [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.archive.images }]
-    work      = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.work.requests }]
+    # Removing an archived input removes what it owns (decision 30): the tag handler owns
+    # the label counts and the image lease, and never writes ARCHIVE.
+    archive = concat(
+      [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.archive.images }],
+      [for name, prefix in var.key_prefixes.archive : {
+        id = "tag-removed-${name}", function = "tag", events = ["s3:ObjectRemoved:*"], filter_prefix = prefix
+      }],
+    )
+    work = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.work.requests }]
   }
 
   # Buckets allowed to send to each handler's queue.

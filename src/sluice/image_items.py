@@ -10,16 +10,15 @@ label's count). Each party writes only its own attributes:
   and records labels under it;
 * the bundle handler reads what a manifest needs (:func:`fetch_image_metadata`), the API
   reads items and pages (:func:`get_image`, :func:`batch_get_images`, :func:`list_images`);
-* two functions remove an image from the catalogue, memberships first (each with its
-  count, through :func:`sluice.labels.remove_membership`, so counts stay exact under
-  retries) and the item last, so a retry after a crash still finds what is left:
-  :func:`withdraw_image` (the API's ``DELETE /images/{id}``, which also deletes the
-  thumbnails and, first, the archived original) and :func:`withdraw_under_lease` (the
-  archive handler, when a key's newest version is a rejected image: the transform has
-  already removed the thumbnails, and the old ``images/`` copy is already noncurrent). The
-  latter takes the tag handler's lease, so it never runs while a labelling run could
-  still add a membership; the API's deletion should move to it (it does not yet, so a
-  deletion racing a labelling run can leave a membership behind).
+* :func:`withdraw_under_lease` removes an image from the catalogue, memberships first
+  (each with its count, through :func:`sluice.labels.remove_membership`, so counts stay
+  exact under retries) and the item last, so a retry after a crash still finds what is
+  left. It takes the tag handler's lease, so it never runs while a labelling run could
+  still add a membership. Its callers: the archive handler, when a key's newest version
+  is a rejected image (the transform has already removed the thumbnails, and the old
+  ``images/`` copy is already noncurrent), and :mod:`sluice.deletion`, when an archived
+  image is removed (the tag handler on an ARCHIVE removal, the API's
+  ``DELETE /images/{id}``).
 """
 
 from __future__ import annotations
@@ -131,40 +130,6 @@ def list_images(dynamodb: Any, table: str, *, limit: int, cursor: str | None) ->
 
 def _strings(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list | set | tuple) else []
-
-
-@dataclass(frozen=True)
-class Withdrawal:
-    thumbnails_deleted: int
-    labels_uncounted: int
-
-
-def withdraw_image(
-    s3: Any,
-    dynamodb: Any,
-    *,
-    images_table: str,
-    labels_table: str,
-    processed_bucket: str,
-    item: Mapping[str, Any],
-) -> Withdrawal:
-    """Remove an image's thumbnails, label memberships (and counts), then its item.
-
-    ``item`` is the image's item as :func:`get_image` returns it. Idempotent: a repeated
-    call finds nothing left to uncount and deletes what is already gone.
-    """
-    thumbnails = item.get("thumbnail_keys") or {}
-    keys = [str(key) for key in thumbnails.values()] if isinstance(thumbnails, dict) else []
-    for key in keys:
-        s3.delete_object(Bucket=processed_bucket, Key=key)
-    # Labels the tag handler may have counted: the recorded ones and any it was touching.
-    labels = set(_strings(item.get("labels"))) | set(_strings(item.get("labels_touched")))
-    image_id = str(item[_ID_KEY])
-    uncounted = sum(
-        1 for label in sorted(labels) if remove_membership(dynamodb, labels_table, label, image_id)
-    )
-    dynamodb.delete_item(TableName=images_table, Key={_ID_KEY: {"S": image_id}})
-    return Withdrawal(thumbnails_deleted=len(keys), labels_uncounted=uncounted)
 
 
 _serialize = TypeSerializer().serialize

@@ -54,6 +54,11 @@ BUNDLES_PREFIX = PREFIXES["work"]["bundles"]
 UPLOADS_SEGMENT = PREFIXES["raw"]["uploads"]
 """RAW keys the API hands out: ``[<dataset prefix>]uploads/<user>/<date>/<uuid>-<name>``."""
 
+SOURCE_ETAG_METADATA = "sluice-source-etag"
+"""User metadata of every archived copy: the RAW ETag it is a copy of."""
+SOURCE_VERSION_METADATA = "sluice-source-version-id"
+"""User metadata of an archived copy, when known: the RAW version id it is a copy of."""
+
 HASHED_SEGMENT = "_long/"
 """The namespace of hashed names; a raw key starting with it is always hashed."""
 
@@ -127,6 +132,31 @@ def superseded_archive_key(raw_key: str, token: str) -> str:
 def version_record_key(raw_key: str, token: str) -> str:
     """PROCESSED name of the ledger record of one superseded or deleted version."""
     return derived_key(f"{VERSIONS_PREFIX}{token}/", raw_key, ".json")
+
+
+def ledger_key_of_archive_key(archive_key: str) -> str | None:
+    """The ledger entry that owns an ARCHIVE name, without knowing the raw key.
+
+    ``images/``, ``data/``, ``rejected/`` names are owned by the key's receipt,
+    ``superseded/<version>/`` names by that version's record. A hashed archive name
+    (``<prefix>_long/<sha>``) only comes from a raw key whose every derived name is hashed
+    with the same sha (longer names, or a key starting with ``_long/``), so the owner's name
+    follows from it; a plain one carries the raw key itself. None for any other name.
+    """
+    for prefix in (ARCHIVE_IMAGES_PREFIX, ARCHIVE_DATA_PREFIX, ARCHIVE_REJECTED_PREFIX):
+        if archive_key.startswith(prefix):
+            rest = archive_key[len(prefix) :]
+            if rest.startswith(HASHED_SEGMENT):
+                return f"{RECEIPTS_PREFIX}{rest}.json"
+            return receipt_key(rest) if rest else None
+    if archive_key.startswith(ARCHIVE_SUPERSEDED_PREFIX):
+        token, slash, rest = archive_key[len(ARCHIVE_SUPERSEDED_PREFIX) :].partition("/")
+        if not token or not slash or not rest:
+            return None
+        if rest.startswith(HASHED_SEGMENT):
+            return f"{VERSIONS_PREFIX}{token}/{rest}.json"
+        return version_record_key(rest, token)
+    return None
 
 
 def lease_key(raw_key: str) -> str:

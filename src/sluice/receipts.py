@@ -8,8 +8,12 @@ record under ``versions/<version>/<raw key>.json`` (docs/contracts.md):
   at ``archive_key`` (``superseded/<version>/<raw key>``), for as long as the archive
   keeps anything (archived objects do not expire). Written by the archive handler when
   it archives the newer version.
-* ``deleted``: the object was deleted from RAW before it could be processed; it has no
-  outputs and nothing archived. Written by the transform handler.
+* ``deleted``: the version is gone and owns nothing any more (``deleted_from`` says
+  where): deleted from RAW before it could be processed (the transform), deleted from RAW
+  after its receipt but before it was archived (the archive handler), or its archived copy
+  removed from ARCHIVE (the tag handler, or the API's ``DELETE /images/{id}``); then the
+  receipt is gone too, and ``outputs_removed`` lists what went with it
+  (``sluice.deletion``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ MAX_RECEIPT_ERRORS = 1000
 Status = Literal["processed", "rejected"]
 Kind = Literal["data", "image", "unsupported"]
 VersionStatus = Literal["superseded", "deleted"]
+DeletedFrom = Literal["raw", "archive"]
 VERSION_RECORD_VERSION = 1
 
 
@@ -96,6 +101,8 @@ def version_record(
     *,
     archive_key: str | None = None,
     superseded_by: dict[str, Any] | None = None,
+    deleted_from: DeletedFrom | None = None,
+    outputs_removed: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ledger record of one version that is not its key's newest (module docstring)."""
     return {
@@ -104,8 +111,20 @@ def version_record(
         "source": source,
         "archive_key": archive_key,
         "superseded_by": superseded_by,
+        "deleted_from": deleted_from,
+        "outputs_removed": outputs_removed,
         "recorded_at": utc_now(),
     }
+
+
+def read_version_record(s3: Any, processed_bucket: str, key: str) -> dict[str, Any] | None:
+    """The version record stored at ``key``, or None when there is none."""
+    try:
+        response = s3.get_object(Bucket=processed_bucket, Key=key)
+    except s3.exceptions.NoSuchKey:
+        return None
+    result: dict[str, Any] = json.loads(response["Body"].read())
+    return result
 
 
 def version_record_key_of(source: dict[str, Any]) -> str:

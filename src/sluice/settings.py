@@ -229,6 +229,10 @@ class TagSettings(Settings):
     FUNCTION: ClassVar[str] = "tag"
 
     archive_bucket: str = required("ARCHIVE_BUCKET")
+    # A removed archived input (sluice.deletion, decision 30): its receipt, version record
+    # and outputs in PROCESSED, and its RAW key's versions.
+    raw_bucket: str = required("RAW_BUCKET")
+    processed_bucket: str = required("PROCESSED_BUCKET")
     images_table: str = required("IMAGES_TABLE")
     labels_table: str = required("LABELS_TABLE")
     labeler: str = choice("LABELER", "rekognition", lambda: LABELERS)

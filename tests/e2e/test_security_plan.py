@@ -55,10 +55,10 @@ from typing import Any
 import boto3
 import pytest
 
-from sluice.keys import image_id, receipt_key
+from sluice.keys import image_id, lease_key, receipt_key
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.integration.api_support import ADMIN, ApiClient, encoded
-from tests.s3events import object_event_for
+from tests.s3events import object_event_for, s3_event, s3_record, sqs_batch
 from tests.security_support import SAMPLES_DIR, Invoke, drive_pipeline, pipeline_inputs
 from tests.terraform_support import (
     FUNCTIONS,
@@ -350,6 +350,10 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         )
         | grant({"s3:putobject"}, objects("processed", "versions/"))
         | grant({"s3:listbucket"}, [d.buckets["processed"]])
+        # Outputs of the archived version that a version deleted while transformed wrote
+        # over are copied back from their own versions.
+        | grant({"s3:getobjectversion"}, objects("processed", "data/", "errors/", "thumbnails/"))
+        | grant({"s3:listbucketversions"}, [d.buckets["processed"]])
         | grant({"dynamodb:updateitem"}, [d.images_table]),
         # Reads receipts; copies RAW -> ARCHIVE server side, verifies, deletes from RAW.
         "archive": grant({"s3:getobject"}, objects("processed", "receipts/"))
@@ -365,10 +369,27 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         | grant({"s3:putobject"}, objects("processed", "versions/"))
         | grant({"s3:deleteobject"}, archived)
         | grant({"dynamodb:updateitem", "dynamodb:deleteitem"}, [d.images_table])
-        | grant({"dynamodb:updateitem", "dynamodb:deleteitem"}, [d.labels_table]),
+        | grant({"dynamodb:updateitem", "dynamodb:deleteitem"}, [d.labels_table])
+        # An input deleted from RAW after its receipt: its outputs and receipt go, under
+        # the key's lease (sluice.deletion).
+        | grant({"s3:deleteobject"}, outputs)
+        | grant(
+            {"s3:putobject", "s3:getobject", "s3:deleteobject"}, objects("processed", "leases/")
+        )
+        | grant({"s3:listbucket"}, [d.buckets["processed"]]),
         # Reads archived images; labels -> images item and labels table (DeleteItem: the
-        # item a lease alone created for an image withdrawn meanwhile).
-        "tag": grant({"s3:getobject", "s3:getobjectversion"}, objects("archive", "images/"))
+        # item a lease alone created for an image withdrawn meanwhile). A removed archived
+        # input (sluice.deletion): which copy was removed, the ledger, what it owned.
+        "tag": grant({"s3:getobject", "s3:getobjectversion"}, archived)
+        | grant({"s3:getobject"}, superseded)
+        | grant({"s3:listbucket", "s3:listbucketversions"}, [d.buckets["archive"]])
+        | grant({"s3:listbucket"}, [d.buckets["processed"]])
+        | grant({"s3:getobject"}, objects("processed", "receipts/", "versions/"))
+        | grant({"s3:putobject"}, objects("processed", "versions/"))
+        | grant({"s3:deleteobject"}, outputs)
+        | grant(
+            {"s3:putobject", "s3:getobject", "s3:deleteobject"}, objects("processed", "leases/")
+        )
         | grant({"dynamodb:updateitem", "dynamodb:deleteitem"}, [d.images_table])
         | grant(
             {"dynamodb:putitem", "dynamodb:updateitem", "dynamodb:deleteitem"}, [d.labels_table]
@@ -391,11 +412,26 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         | grant({"sts:assumerole"}, [d.upload_role])
         | grant({"s3:getobject"}, objects("processed", "receipts/"))
         | grant({"s3:getobject", "s3:deleteobject"}, objects("processed", "thumbnails/"))
-        | grant({"s3:getobject", "s3:deleteobject"}, objects("archive", "images/"))
+        | grant(
+            {"s3:getobject", "s3:getobjectversion", "s3:deleteobject"},
+            objects("archive", "images/"),
+        )
+        | grant({"s3:listbucket", "s3:listbucketversions"}, [d.buckets["archive"]])
+        | grant({"s3:getobject", "s3:putobject"}, objects("processed", "versions/"))
+        | grant({"s3:deleteobject"}, objects("processed", "receipts/"))
+        | grant(
+            {"s3:putobject", "s3:getobject", "s3:deleteobject"}, objects("processed", "leases/")
+        )
         | grant({"s3:putobject"}, objects("work", "requests/"))
         | grant({"s3:getobject"}, objects("work", "bundles/"))
         | grant(
-            {"dynamodb:getitem", "dynamodb:scan", "dynamodb:batchgetitem", "dynamodb:deleteitem"},
+            {
+                "dynamodb:getitem",
+                "dynamodb:scan",
+                "dynamodb:batchgetitem",
+                "dynamodb:updateitem",
+                "dynamodb:deleteitem",
+            },
             [d.images_table],
         )
         | grant(
@@ -407,7 +443,7 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
     }
     # The environment's key: every handler decrypts its queue and what it reads; only the
     # ones that write objects generate data keys.
-    key_actions = {"kms:decrypt"} | ({"kms:generatedatakey"} if function != "tag" else set())
+    key_actions = {"kms:decrypt", "kms:generatedatakey"}
     return common | by_function[function] | grant(key_actions, [d.data_key])
 
 
@@ -445,8 +481,8 @@ def test_cross_cutting_rules_of_the_pipeline(deployed: Deployed) -> None:
     assert _writers(d, "raw", WRITE_OBJECT_ACTIONS) == {}
     assert _writers(d, "raw", DELETE_OBJECT_ACTIONS) == {"archive": {"/*"}}
     # Transform writes PROCESSED (its outputs, receipts, leases, deleted versions), never
-    # ARCHIVE; archive writes only the version ledger there (never receipts/, its
-    # trigger), and is the only writer of ARCHIVE.
+    # ARCHIVE; archive and tag write only the version ledger and the key's lease there
+    # (never receipts/, archive's trigger), and archive is the only writer of ARCHIVE.
     assert _writers(d, "processed", WRITE_OBJECT_ACTIONS) == {
         "transform": {
             "/data/*",
@@ -456,18 +492,26 @@ def test_cross_cutting_rules_of_the_pipeline(deployed: Deployed) -> None:
             "/leases/*",
             "/versions/*",
         },
-        "archive": {"/versions/*"},
+        "archive": {"/versions/*", "/leases/*"},
+        "tag": {"/versions/*", "/leases/*"},
+    }
+    # What a deleted input owned goes (sluice.deletion): archive (deleted from RAW after
+    # its receipt) and tag (removed from ARCHIVE) delete its outputs and receipt.
+    owned = {"/data/*", "/errors/*", "/thumbnails/*", "/receipts/*", "/leases/*"}
+    assert _writers(d, "processed", DELETE_OBJECT_ACTIONS) == {
+        "transform": {"/data/*", "/errors/*", "/thumbnails/*", "/leases/*"},
+        "archive": owned,
+        "tag": owned,
     }
     assert _writers(d, "archive", WRITE_OBJECT_ACTIONS) == {
         "archive": {"/images/*", "/data/*", "/rejected/*", "/superseded/*"}
     }
-    # Bundle writes only WORK bundles/ (never requests/, its trigger); tag writes no S3.
+    # Bundle writes only WORK bundles/ (never requests/, its trigger); tag, triggered by
+    # ARCHIVE, writes nothing there (decision 5).
     assert _writers(d, "work", WRITE_OBJECT_ACTIONS) == {"bundle": {"/bundles/*"}}
+    assert "tag" not in _writers(d, "archive", WRITE_OBJECT_ACTIONS | DELETE_OBJECT_ACTIONS)
     for function in FUNCTIONS:
         grants = d.grants(function)
-        s3_writes = {a for a, _ in grants if a in WRITE_OBJECT_ACTIONS | DELETE_OBJECT_ACTIONS}
-        if function == "tag":
-            assert s3_writes == set()
         # Queues, log groups: its own only. Tables: only the pipeline's. Topics: bundle only.
         assert {r for a, r in grants if a.startswith("sqs:")} == {d.queues[function]}
         assert {r for a, r in grants if a.startswith("logs:")} == {f"{d.log_groups[function]}:*"}
@@ -682,6 +726,58 @@ def replace_with_a_rejected_version(p: Pipeline, invoke: Invoke) -> None:
     assert outputs == []
 
 
+def _removal(p: Pipeline, archive_key: str) -> dict[str, Any]:
+    """``aws s3 rm`` of an archived object and the event AWS sends for it (moto sends none
+    for a delete marker): ``ObjectRemoved:DeleteMarkerCreated``, the marker's version id."""
+    marker = p.s3.delete_object(Bucket=p.archive, Key=archive_key)
+    record = s3_record(
+        p.archive,
+        archive_key,
+        event_name="ObjectRemoved:DeleteMarkerCreated",
+        version_id=marker.get("VersionId"),
+    )
+    return sqs_batch(s3_event(record))
+
+
+def _stale_lease(p: Pipeline, raw_key: str) -> None:
+    """A lease a crashed run left, long expired: the next taker reads it and takes over."""
+    p.s3.put_object(
+        Bucket=p.processed, Key=lease_key(raw_key), Body=b'{"owner": "crashed", "until": 0}'
+    )
+
+
+def remove_archived_inputs(p: Pipeline, invoke: Invoke) -> None:
+    """Deletion (sluice.deletion): an archived image, data file, rejected input and
+    superseded copy removed from ARCHIVE (tag), and an input deleted from RAW after its
+    receipt and before it was archived (archive); each taking over a stale key lease."""
+    photo = (SAMPLES_DIR / "photos" / "sunset-beach.jpg").read_bytes()
+    scans = (SAMPLES_DIR / "retina" / "scans-partly-invalid.json").read_bytes()
+    inputs = {
+        "photos/removed.jpg": ("images/photos/removed.jpg", photo),
+        "retina/removed.json": ("data/retina/removed.json", scans),
+        "removed.txt": ("rejected/removed.txt", b"not a supported type"),
+    }
+    for key, (archive_key, body) in inputs.items():
+        p.s3.put_object(Bucket=p.raw, Key=key, Body=body)
+        invoke("transform", object_event_for(p.s3, p.raw, key))
+        invoke("archive", object_event_for(p.s3, p.processed, receipt_key(key)))
+        if archive_key.startswith("images/"):
+            invoke("tag", object_event_for(p.s3, p.archive, archive_key))
+        _stale_lease(p, key)
+        invoke("tag", _removal(p, archive_key))
+    superseded = _keys(p.s3, p.archive, "superseded/")[0]
+    invoke("tag", _removal(p, superseded))
+
+    p.s3.put_object(Bucket=p.raw, Key="photos/unarchived.jpg", Body=photo)
+    invoke("transform", object_event_for(p.s3, p.raw, "photos/unarchived.jpg"))
+    receipt = object_event_for(p.s3, p.processed, receipt_key("photos/unarchived.jpg"))
+    p.s3.delete_object(Bucket=p.raw, Key="photos/unarchived.jpg")
+    _stale_lease(p, "photos/unarchived.jpg")
+    invoke("archive", receipt)
+    left = [k for k in _keys(p.s3, p.processed) if "removed" in k or "unarchived" in k]
+    assert all(k.startswith("versions/") for k in left), left
+
+
 def _image_labels(p: Pipeline, archive_key: str) -> list[str]:
     item = p.dynamodb.get_item(
         TableName=p.images_table, Key={"image_id": {"S": image_id(archive_key)}}
@@ -746,8 +842,9 @@ def drive_api(p: Pipeline, recorder: CallRecorder, monkeypatch: pytest.MonkeyPat
     return str(role["Role"]["Arn"])
 
 
-def _keys(s3: Any, bucket: str) -> list[str]:
-    return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+def _keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for item in listing.get("Contents", [])]
 
 
 @pytest.fixture
@@ -782,6 +879,11 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str], str] = {
     " (delete IfMatch); the versioned RAW here deletes by version id",
     ("tag", "dynamodb:deleteitem"): "on the images table, called only when a labelling run"
     " finds its image withdrawn between its first look and its lease (a race)",
+    ("transform", "s3:listbucketversions"): "called only when a version deleted from RAW"
+    " while it was transformed wrote over an archived version's outputs (a race;"
+    " tests/integration/test_deletion.py)",
+    ("transform", "s3:getobjectversion"): "the same race: the overwritten outputs are"
+    " copied back from their own versions",
 }
 
 
@@ -804,6 +906,7 @@ def test_function_policies_grant_exactly_the_calls_the_handlers_make(
 
     drive_pipeline(pipeline, invoke, pipeline_inputs())
     replace_with_a_rejected_version(pipeline, invoke)
+    remove_archived_inputs(pipeline, invoke)
     relabel_and_bundle_all(pipeline, invoke)
     upload_role = drive_api(pipeline, recorder, monkeypatch)
 
@@ -1053,11 +1156,11 @@ def test_the_environment_key_encrypts_buckets_tables_and_queues(
         queues, key
     )
 
-    # Each role: that key only, and GenerateDataKey only where the handler writes objects.
+    # Each role: that key only, and GenerateDataKey only where the handler writes objects
+    # (every queue handler does: tag writes the version ledger when an input is removed).
     for function in FUNCTIONS:
         kms = {(a, r) for a, r in deployed.grants(function) if a.startswith("kms:")}
-        writes = function != "tag"
-        assert kms == {("kms:decrypt", key)} | ({("kms:generatedatakey", key)} if writes else set())
+        assert kms == {("kms:decrypt", key), ("kms:generatedatakey", key)}
 
 
 def test_only_production_turns_the_environment_key_on() -> None:

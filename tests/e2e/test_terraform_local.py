@@ -228,22 +228,26 @@ def test_local_environment_applies_plans_clean_and_destroys(tmp_path: Path, endp
     queue_arns = {f: _queue_arn(sqs, url) for f, url in local["queue_urls"].items()}
     assert _queue_arn(sqs, local["dead_letter_queue_url"]) == local["dead_letter_queue_arn"]
 
-    # Notifications: one configuration per bucket, to the handler's queue, with its prefix.
+    # Notifications: one configuration per bucket, to the handler's queue, with its prefix;
+    # ARCHIVE also sends removals of archived inputs to the tag queue (decision 30).
+    removed = "s3:ObjectRemoved:*"
     expected_notifications = {
-        "raw": ("transform", None),
-        "processed": ("archive", "receipts/"),
-        "archive": ("tag", "images/"),
-        "work": ("bundle", "requests/"),
+        "raw": {("transform", "s3:ObjectCreated:*", None)},
+        "processed": {("archive", "s3:ObjectCreated:*", "receipts/")},
+        "archive": {("tag", "s3:ObjectCreated:*", "images/")}
+        | {("tag", removed, p) for p in ("images/", "data/", "rejected/", "superseded/")},
+        "work": {("bundle", "s3:ObjectCreated:*", "requests/")},
     }
-    for bucket, (function, prefix) in expected_notifications.items():
+    by_arn = {arn: function for function, arn in queue_arns.items()}
+    for bucket, expected in expected_notifications.items():
         config = s3.get_bucket_notification_configuration(Bucket=local[f"{bucket}_bucket_name"])
-        (queue_config,) = config["QueueConfigurations"]
-        assert queue_config["QueueArn"] == queue_arns[function]
-        assert queue_config["Events"] == ["s3:ObjectCreated:*"]
-        rules = queue_config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
-        assert [(r["Name"].lower(), r["Value"]) for r in rules] == (
-            [("prefix", prefix)] if prefix else []
-        )
+        found = set()
+        for queue_config in config["QueueConfigurations"]:
+            rules = queue_config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+            (event,) = queue_config["Events"]
+            prefixes = [r["Value"] for r in rules if r["Name"].lower() == "prefix"]
+            found.add((by_arn[queue_config["QueueArn"]], event, prefixes[0] if prefixes else None))
+        assert found == expected, bucket
     s3.put_object(Bucket=local["raw_bucket_name"], Key="e2e/hello.json", Body=b"{}")
     record = _wait_for_record(sqs, local["queue_urls"]["transform"], "e2e/hello.json")
     assert record["s3"]["bucket"]["name"] == local["raw_bucket_name"]

@@ -256,9 +256,11 @@ def test_source_gone_and_archive_holds_it_is_success(
     assert len(archive_versions(pipeline, f"images/{key}")) == 1
 
 
-def test_source_gone_and_not_archived_is_logged_not_retried(
+def test_source_deleted_after_its_receipt_is_recorded_deleted_not_retried(
     pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
 ) -> None:
+    """Deleted from RAW after its receipt, before archiving: the receipt goes, the version
+    ledger says why (sluice.deletion; tests/integration/test_deletion.py has the rest)."""
     key = "photos/vanished.jpg"
     put_raw(pipeline, key, b"jpeg")
     event = receipt_event(pipeline, key)
@@ -270,8 +272,12 @@ def test_source_gone_and_not_archived_is_logged_not_retried(
         archive.archive_receipt(
             pipeline.s3, archive.SETTINGS, pipeline.processed, f"receipts/{key}.json"
         )
-        == "source_missing"
+        == "skipped"
     )
+    record = pipeline.s3.get_object(
+        Bucket=pipeline.processed, Key=f"versions/{version}/{key}.json"
+    )["Body"].read()
+    assert json.loads(record)["deleted_from"] == "raw"
 
 
 def test_newer_raw_version_is_left_alone(

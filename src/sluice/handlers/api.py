@@ -24,6 +24,7 @@ import binascii
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,11 +38,12 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
-from sluice import image_items, uploads
+from sluice import deletion, image_items, uploads
 from sluice.datasets import Dataset
 from sluice.image_items import InvalidCursorError
 from sluice.keys import BUNDLE_ID_PATTERN, RECEIPTS_PREFIX, bundle_request_key
 from sluice.labels import InvalidPageTokenError, images_for_label, label_counts
+from sluice.leases import DEFAULT_LEASE_SECONDS, LEASE_MARGIN_SECONDS, KeyBusyError, LeaseTerms
 from sluice.ops.bundle import (
     BundleRequest,
     BundleRequestError,
@@ -401,29 +403,55 @@ class Api:
             raise ApiError(404, "not_found", "no such image")
         return image_detail(self.s3, self.settings, item, self.now())
 
-    def delete_image(self, caller: Caller, image_id: str) -> None:
+    def delete_image(
+        self, caller: Caller, image_id: str, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> None:
+        """Remove the archived original, then everything it owns, the way a removal from
+        ARCHIVE does (``sluice.deletion.remove_archived``: under the key's transform lease
+        and the image's tag lease, recorded ``deleted`` in the version ledger)."""
         if not caller.is_admin:
             raise ApiError(403, "forbidden", f"deleting images needs the {ADMIN_GROUP} group")
         item = image_items.get_image(self.dynamodb, self.settings.images_table, image_id)
         if item is None:
             raise ApiError(404, "not_found", "no such image")
-        archive_key = item.get("archive_key")
-        if archive_key:
-            self.s3.delete_object(Bucket=self.settings.archive_bucket, Key=str(archive_key))
-        withdrawal = image_items.withdraw_image(
-            self.s3,
-            self.dynamodb,
+        archive_key = str(item["archive_key"])
+        terms = LeaseTerms(owner=f"api/{uuid.uuid4().hex}", seconds=lease_seconds)
+        settings = deletion.DeletionSettings(
+            raw_bucket=self.settings.raw_bucket,
+            processed_bucket=self.settings.processed_bucket,
+            archive_bucket=self.settings.archive_bucket,
             images_table=self.settings.images_table,
             labels_table=self.settings.labels_table,
-            processed_bucket=self.settings.processed_bucket,
-            item=item,
         )
-        logger.info(
-            "image deleted",
-            image_id=image_id,
-            thumbnails=withdrawal.thumbnails_deleted,
-            labels=withdrawal.labels_uncounted,
-        )
+        try:
+            self.s3.head_object(Bucket=self.settings.archive_bucket, Key=archive_key)
+        except self.s3.exceptions.ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+                raise
+        else:  # only an original that is there is removed (no delete marker over nothing)
+            self.s3.delete_object(Bucket=self.settings.archive_bucket, Key=archive_key)
+        try:
+            outcome = deletion.remove_archived(self.s3, self.dynamodb, settings, archive_key, terms)
+            if outcome == "pending":
+                raise ApiError(
+                    409, "not_archived_yet", "the image is still being processed; try again"
+                )
+            if outcome != "removed":
+                # No receipt owns it any more (a half-finished earlier deletion): the item
+                # and its memberships are all that is left of the image.
+                now = terms.clock()
+                image_items.withdraw_under_lease(
+                    self.dynamodb,
+                    self.settings.images_table,
+                    self.settings.labels_table,
+                    image_id,
+                    owner=f"delete/{terms.owner}",
+                    now=now,
+                    until=now + terms.seconds,
+                )
+        except (KeyBusyError, image_items.ImageBusyError):
+            raise ApiError(409, "busy", "the image is being processed; try again") from None
+        logger.info("image deleted", image_id=image_id, outcome=outcome)
 
     def list_labels(self) -> dict[str, Any]:
         counts = label_counts(self.dynamodb, self.settings.labels_table)
@@ -615,7 +643,9 @@ def get_image(image_id: str) -> Response[str]:
 @app.delete("/images/<image_id>")
 def delete_image(image_id: str) -> Response[str]:
     caller = _caller()
-    service().delete_image(caller, unquote(image_id))
+    # The leases taken outlive this invocation by the margin, no more, if it crashes.
+    seconds = app.lambda_context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS
+    service().delete_image(caller, unquote(image_id), seconds)
     return Response(status_code=204, content_type="application/json", body="")
 
 

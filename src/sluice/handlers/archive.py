@@ -12,7 +12,9 @@ is only archived once its outputs exist. For each receipt:
    ETag, or other version id when both are known) it is left alone: it has its own
    receipt, and its archiving will account for this version. When RAW no longer holds
    the key and ARCHIVE holds the receipt's ETag, the move already happened (duplicate
-   delivery, or a retry after deleting): success.
+   delivery, or a retry after deleting): success. When neither holds it, the input was
+   deleted from RAW after its receipt and before it could be archived: what it owns is
+   removed and the version recorded ``deleted`` (:func:`sluice.deletion.remove_unarchived`).
 3. Copy server side (no object bytes through the function) to
    ``keys.archive_key_for(kind, status, raw key)``, pinned to the exact source version
    (``VersionId`` when the bucket has versions, and ``CopySourceIfMatch`` always):
@@ -55,7 +57,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -63,27 +65,26 @@ from typing import Any, Literal
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice import image_items, s3io
+from sluice import deletion, image_items, s3io
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import (
     RECEIPTS_PREFIX,
+    SOURCE_ETAG_METADATA,
+    SOURCE_VERSION_METADATA,
     archive_key_for,
     archive_keys_of,
     image_id,
     superseded_archive_key,
     version_token,
 )
-from sluice.leases import DEFAULT_LEASE_SECONDS
-from sluice.receipts import version_record, write_version_record
+from sluice.leases import DEFAULT_LEASE_SECONDS, LeaseTerms
+from sluice.receipts import read_receipt, version_record, write_version_record
 from sluice.runtime import make_logger, run
 from sluice.s3io import MIB, is_missing, is_precondition_failed
 from sluice.settings import (
     ArchiveSettings,
 )
 
-SOURCE_ETAG_METADATA = "sluice-source-etag"
-SOURCE_VERSION_METADATA = "sluice-source-version-id"
-"""The RAW version id of an archived copy, so a copy can be superseded under its version."""
 MAX_PARTS = 10_000
 MAX_RECEIPT_BYTES = 16 * MIB
 """Far above any real receipt (errors are capped at 1,000); reading stops there."""
@@ -106,7 +107,9 @@ _CHECKSUM_FIELDS = (
 _FULL_OBJECT_CRCS = ("CRC64NVME", "CRC32C", "CRC32")
 _KMS_ENCRYPTION = ("aws:kms", "aws:kms:dsse")
 
-Outcome = Literal["archived", "already_archived", "superseded", "source_missing", "skipped"]
+Outcome = Literal[
+    "archived", "already_archived", "superseded", "source_missing", "deleted", "skipped"
+]
 
 
 class ArchiveVerificationError(RuntimeError):
@@ -513,9 +516,28 @@ def archive_object(
         if held and held.get("Metadata", {}).get(SOURCE_ETAG_METADATA) == request.source_etag:
             logger.info("already archived", **log)
             return "already_archived"
+        # The key's newest version is gone: a copy of an older version still under the
+        # key's names is kept as superseded (by the deleted one) and its image withdrawn,
+        # before the receipt goes, so a retry still finds the receipt (issue 10).
+        if _receipt_names_request(s3, settings, request):
+            moved = supersede_archived_copies(s3, settings, request)
+            if images_key_of(request.source_key) in moved:
+                _withdraw(dynamodb, settings, request.source_key, keep=())
+        removal = deletion.remove_unarchived(
+            s3,
+            dynamodb,
+            deletion_settings(settings),
+            request.source_key,
+            {"etag": request.source_etag, "version_id": request.source_version_id},
+            LeaseTerms(owner=f"archive/{uuid.uuid4().hex}"),
+        )
+        if removal == "removed":
+            logger.info("deleted from RAW before it was archived; removed and recorded", **log)
+            return "deleted"
         logger.warning(
             "source is gone and the archive does not hold it; nothing to archive",
             code="source_missing",
+            removal=removal,
             **log,
         )
         return "source_missing"
@@ -545,6 +567,16 @@ def archive_object(
     return "archived"
 
 
+def deletion_settings(settings: ArchiveSettings) -> deletion.DeletionSettings:
+    return deletion.DeletionSettings(
+        raw_bucket=settings.raw_bucket,
+        processed_bucket=settings.processed_bucket,
+        archive_bucket=settings.archive_bucket,
+        images_table=settings.images_table,
+        labels_table=settings.labels_table,
+    )
+
+
 def images_key_of(raw_key: str) -> str:
     return archive_key_for("image", "processed", raw_key)
 
@@ -569,19 +601,36 @@ def withdraw_replaced_image(
     # An item written meanwhile for a version uploaded after this one is not withdrawn.
     keep = {request.source_etag} | {str(normalize_etag(v.get("ETag"))) for v in newer}
     keep |= {str(v["VersionId"]) for v in newer}
+    if _withdraw(dynamodb, settings, request.source_key, keep=keep):
+        logger.info("withdrew the older image of a key whose newest version is rejected")
+
+
+def _withdraw(
+    dynamodb: Any, settings: ArchiveSettings, raw_key: str, *, keep: Collection[str]
+) -> bool:
+    if dynamodb is None:
+        raise ValueError("withdrawing an image needs a DynamoDB client")
     now = time.time()
-    withdrawn = image_items.withdraw_under_lease(
+    return image_items.withdraw_under_lease(
         dynamodb,
         settings.images_table,
         settings.labels_table,
-        image_id(images_key_of(request.source_key)),
+        image_id(images_key_of(raw_key)),
         owner=f"archive/{uuid.uuid4().hex}",
         now=now,
         until=now + DEFAULT_LEASE_SECONDS,
         keep_versions=keep,
     )
-    if withdrawn:
-        logger.info("withdrew the older image of a key whose newest version is rejected")
+
+
+def _receipt_names_request(s3: Any, settings: ArchiveSettings, request: ArchiveRequest) -> bool:
+    """Is the key's receipt still the one ``request`` came from (not removed, not newer)?"""
+    receipt = read_receipt(s3, settings.processed_bucket, request.source_key)
+    source = (receipt or {}).get("source") or {}
+    return (
+        normalize_etag(source.get("etag")) == request.source_etag
+        and (source.get("version_id") or None) == request.source_version_id
+    )
 
 
 def archive_receipt(

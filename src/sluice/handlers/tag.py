@@ -1,6 +1,12 @@
-"""Tag handler: label each archived image and keep per-label counts exact.
+"""Tag handler: label each archived image and keep per-label counts exact; remove
+what a removed archived input owned.
 
-Triggered by ARCHIVE ``images/`` objects. For each one:
+Triggered by ARCHIVE ``images/`` objects created, and by ARCHIVE ``images/``, ``data/``,
+``rejected/`` and ``superseded/`` objects removed. A removal goes to
+:func:`sluice.deletion.remove_archived` (thumbnails or data outputs, the image's item,
+memberships and counts, the receipt; recorded ``deleted`` in the version ledger): this
+handler owns the label counts and the image lease, and it never writes ARCHIVE, so no
+removal it makes can trigger it again (decision 30). For each image created:
 
 1. HeadObject with ``IfMatch`` = the event's ETag. 412/404 means the object changed or
    went away since the event: a newer event covers it, so this one is skipped. The
@@ -42,9 +48,15 @@ from typing import Any, Literal
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice import image_items
+from sluice import deletion, image_items
 from sluice.events import S3ObjectRef, normalize_etag
-from sluice.keys import ARCHIVE_IMAGES_PREFIX, image_id
+from sluice.keys import (
+    ARCHIVE_DATA_PREFIX,
+    ARCHIVE_IMAGES_PREFIX,
+    ARCHIVE_REJECTED_PREFIX,
+    ARCHIVE_SUPERSEDED_PREFIX,
+    image_id,
+)
 from sluice.labelers import (
     ImageObject,
     Label,
@@ -54,6 +66,7 @@ from sluice.labelers import (
     UnlabelableImageError,
 )
 from sluice.labels import add_membership, remove_membership
+from sluice.leases import LeaseTerms
 from sluice.receipts import utc_now
 from sluice.runtime import make_logger, run
 from sluice.settings import TagSettings
@@ -284,7 +297,27 @@ def is_archived_image(ref: S3ObjectRef) -> bool:
     return ref.is_created and ref.key.startswith(ARCHIVE_IMAGES_PREFIX)
 
 
+REMOVAL_PREFIXES = (
+    ARCHIVE_IMAGES_PREFIX,
+    ARCHIVE_DATA_PREFIX,
+    ARCHIVE_REJECTED_PREFIX,
+    ARCHIVE_SUPERSEDED_PREFIX,
+)
+"""ARCHIVE names whose removal removes an input (docs/contracts.md)."""
+
+
+def is_archived_input_removed(ref: S3ObjectRef) -> bool:
+    return ref.is_removed and ref.key.startswith(REMOVAL_PREFIXES)
+
+
 SETTINGS = TagSettings.from_env(os.environ)
+DELETION = deletion.DeletionSettings(
+    raw_bucket=SETTINGS.raw_bucket,
+    processed_bucket=SETTINGS.processed_bucket,
+    archive_bucket=SETTINGS.archive_bucket,
+    images_table=SETTINGS.images_table,
+    labels_table=SETTINGS.labels_table,
+)
 logger = make_logger("tag")
 s3_client = boto3.client("s3")
 dynamodb_client = boto3.client("dynamodb")
@@ -297,17 +330,27 @@ LABELER = build_labeler(
 
 
 def _accepts(ref: S3ObjectRef) -> bool:
-    return ref.bucket == SETTINGS.archive_bucket and is_archived_image(ref)
+    return ref.bucket == SETTINGS.archive_bucket and (
+        is_archived_image(ref) or is_archived_input_removed(ref)
+    )
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     def process(ref: S3ObjectRef) -> None:
         # The lease outlives this invocation's deadline, after which a crashed run is dead.
-        lease = Lease(
-            owner=f"{context.aws_request_id}/{uuid.uuid4().hex}",
-            seconds=context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS,
-        )
-        tag_image(s3_client, dynamodb_client, LABELER, SETTINGS, ref, lease)
+        owner = f"{context.aws_request_id}/{uuid.uuid4().hex}"
+        seconds = context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS
+        if ref.is_removed:
+            outcome = deletion.remove_archived(
+                s3_client,
+                dynamodb_client,
+                DELETION,
+                ref.key,
+                LeaseTerms(owner=owner, seconds=seconds),
+            )
+            logger.info("archived input removal", outcome=outcome)
+            return
+        tag_image(s3_client, dynamodb_client, LABELER, SETTINGS, ref, Lease(owner, seconds))
 
     return run(event, context, process, logger, accepts=_accepts)

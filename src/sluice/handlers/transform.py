@@ -64,6 +64,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import boto3
@@ -204,7 +205,9 @@ def _record_deleted_before_processing(
     """A key that never got a receipt and is gone from RAW: the ledger says so (it was
     deleted before it could be processed), so the audit need not look for it forever."""
     source = source_of(ref, etag=etag, version_id=ref.version_id, size=ref.size)
-    write_version_record(s3, settings.processed_bucket, version_record(source, "deleted"))
+    write_version_record(
+        s3, settings.processed_bucket, version_record(source, "deleted", deleted_from="raw")
+    )
     logger.info("input deleted from RAW before it was processed; recorded in the ledger")
 
 
@@ -583,19 +586,76 @@ def _transform(
             source.body.close()
 
 
+def _restore_outputs(s3: Any, bucket: str, receipt: Mapping[str, Any]) -> list[str]:
+    """Put back each PROCESSED output ``receipt`` lists as that receipt's transform wrote
+    it: the newest version of the key, of the listed size, written before the receipt
+    (PROCESSED is versioned). Returns the keys whose version is gone (expired)."""
+    written = datetime.fromisoformat(str(receipt["processed_at"]).replace("Z", "+00:00"))
+    # LastModified may be truncated to the second: a version of that second still counts.
+    latest = written.replace(microsecond=0) + timedelta(seconds=1)
+    lost = []
+    for output in receipt.get("outputs") or []:
+        if output.get("bucket") != bucket:
+            continue
+        key = str(output["key"])
+        listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
+        chosen = next(
+            (
+                version
+                for version in listing.get("Versions", [])
+                if version["Key"] == key
+                and version["Size"] == output.get("size")
+                and version["LastModified"] < latest
+            ),
+            None,
+        )
+        if chosen is None:
+            lost.append(key)
+        elif not chosen.get("IsLatest"):
+            s3.copy_object(
+                Bucket=bucket,
+                Key=key,
+                CopySource={"Bucket": bucket, "Key": key, "VersionId": chosen["VersionId"]},
+            )
+            logger.info("restored an output of the key's receipt", output_key=key)
+    return lost
+
+
 def _deleted_while_processing(
     clients: Clients, settings: TransformSettings, source: Source, receipt: Receipt
 ) -> None:
-    """The object was deleted from RAW while it was transformed: nothing of it stays."""
+    """The object was deleted from RAW while it was transformed: nothing of it stays.
+
+    Its outputs have the names of the key's current receipt's, if an earlier version has
+    one (issue 10): those are put back as that receipt wrote them (:func:`_restore_outputs`),
+    the others deleted, so the receipt lists exactly what PROCESSED holds."""
+    current = read_receipt(clients.s3, settings.processed_bucket, source.ref.key)
+    owned = {
+        str(output["key"])
+        for output in (current or {}).get("outputs") or []
+        if output.get("bucket") == settings.processed_bucket
+    }
     _delete_if_present(
-        clients.s3, settings.processed_bucket, [str(o["key"]) for o in receipt.outputs]
+        clients.s3,
+        settings.processed_bucket,
+        [str(o["key"]) for o in receipt.outputs if str(o["key"]) not in owned],
     )
+    if current is not None and owned:
+        lost = _restore_outputs(clients.s3, settings.processed_bucket, current)
+        if lost:
+            logger.warning(
+                "outputs of the key's receipt could not be restored (their versions expired)",
+                code="outputs_lost",
+                outputs_lost=len(lost),
+            )
     # Named as the event names the version, so that a late duplicate of the event (which
     # can only say what the event says) finds this record instead of writing another.
     named = source_of(
         source.ref, etag=source.etag, version_id=source.ref.version_id, size=source.size
     )
-    write_version_record(clients.s3, settings.processed_bucket, version_record(named, "deleted"))
+    write_version_record(
+        clients.s3, settings.processed_bucket, version_record(named, "deleted", deleted_from="raw")
+    )
     logger.info("input deleted from RAW while it was transformed; outputs removed")
 
 

@@ -28,6 +28,7 @@ from sluice.events import normalize_etag
 from sluice.keys import (
     LEASES_PREFIX,
     RECEIPTS_PREFIX,
+    SOURCE_ETAG_METADATA,
     VERSIONS_PREFIX,
     archive_key_for,
     receipt_key,
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-SOURCE_ETAG_METADATA = "sluice-source-etag"
-"""User metadata the archive handler stamps on each archived object."""
 
 DEAD_LETTERS = "dead letters"
 INPUT_WITHOUT_RECEIPT = "input without receipt"
