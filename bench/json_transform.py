@@ -357,6 +357,10 @@ def main() -> None:
             "--profile", action="store_true", help="cProfile sluice on the smallest file"
         )
         parser.add_argument(
+            "--sizes",
+            help=f"comma-separated subset of {', '.join(SIZES_FULL)} (default: all)",
+        )
+        parser.add_argument(
             "--before",
             type=Path,
             help="a source tree (its src/) to run as the sluice_before case",
@@ -364,6 +368,8 @@ def main() -> None:
 
     args = parse_args(__doc__ or "", options)
     sizes = SIZES_QUICK if args.quick else SIZES_FULL
+    if args.sizes:
+        sizes = {label: sizes[label] for label in args.sizes.split(",")}
     budget = args.common_budget or (0.5 if args.quick else 15.0)
     result: dict[str, Any] = {"bench": "json_transform", "quick": args.quick, "machine": machine()}
     per_size: dict[str, Any] = {}
