@@ -11,9 +11,10 @@ Two input formats, each written back in the same format:
   only bytes that are not UTF-8 reject the whole file.
 
 Memory stays flat whatever the file size: the input is read in ``CHUNK_BYTES`` pieces,
-records are built one at a time from ijson's ``basic_parse`` events (its ``items()`` builds
-path prefixes whose cost grows with the square of the nesting depth: a 40 KB file of
-nested brackets takes a gigabyte), and output goes to the caller's writer as it is made.
+records are built one at a time by ijson's C ``items()`` (whose path prefixes grow with
+the square of the nesting depth, so :class:`_Structure` stops yajl before any bracket
+deeper than ``max_depth``: a 40 KB file of nested brackets would otherwise take gigabytes),
+and output goes to the caller's writer as it is made, written by orjson (``_encode``).
 
 Valid records (by the dataset's schema) are projected and written out; the violations of
 invalid records go to ``on_error`` (the caller streams the report; bounded, see below) and
@@ -55,9 +56,9 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from itertools import accumulate
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any, Literal, Protocol
 
 import ijson
