@@ -340,8 +340,9 @@ _BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _STRUCTURE_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[{\]}]', re.S)
 _STRING_IN_STRUCTURE = re.compile(rb'"[^"]*"')
 _NAME_WINDOW = (MAX_PROPERTY_NAME_CHARS + 1) // 2 + 1
-"""A run of more than ``MAX_PROPERTY_NAME_CHARS`` bytes without a quote covers a whole
-window of this many bytes at some multiple of it."""
+"""A run of more than ``MAX_PROPERTY_NAME_CHARS`` bytes without a quote covers the whole
+of at least one window of this many bytes, windows laid end to end from a chunk's first
+quote."""
 
 
 class _Structure:
@@ -355,9 +356,9 @@ class _Structure:
     reader hands yajl only the bytes before the first bracket that would open a container
     deeper than ``max_depth`` levels below the top-level array; the next read reports
     ``too_deep``, once the records before it were built. A run of more than
-    ``MAX_PROPERTY_NAME_CHARS`` bytes between two quotes (a byte per character at most, an
-    escape counted as at least one) sets ``long_strings``: from then on each record's
-    property names are checked.
+    ``MAX_PROPERTY_NAME_CHARS`` bytes between two quotes (each character takes a byte or
+    more, an escape at least one once escaped quotes are neutralised) sets
+    ``long_strings``: from then on each record's property names are checked.
     """
 
     def __init__(self, max_depth: int) -> None:
