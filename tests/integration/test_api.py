@@ -12,12 +12,15 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import boto3
+import jsonschema
 import pytest
 import requests
+import yaml
 from PIL import Image
 
 from sluice.keys import receipt_key
@@ -38,6 +41,18 @@ from tests.security_support import SAMPLES_DIR
 from tests.sigv4 import accepts
 
 PHOTO = SAMPLES_DIR / "photos" / "sunset-beach.jpg"
+DOCUMENT = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text(encoding="utf-8")
+)
+
+
+def assert_documented(answer: Any, schema: str) -> None:
+    """The answer matches docs/openapi.yaml's ``components/schemas/<schema>`` (3.1 is JSON
+    Schema 2020-12), so the document describes the new fields as they are served."""
+    document = {"$ref": f"#/components/schemas/{schema}", "components": DOCUMENT["components"]}
+    jsonschema.Draft202012Validator(document).validate(answer)
+
+
 SCANS = SAMPLES_DIR / "retina" / "scans-partly-invalid.json"
 
 
@@ -252,6 +267,7 @@ def test_a_data_files_receipt_links_its_clean_output_and_its_errors_report(
     assert listed["key"] == upload["key"]
     secret = signing_secret(handlers)
     for view in (single, listed):
+        assert_documented(view, "Input")
         output = requests.get(view["output_url"], timeout=30)
         report = requests.get(view["errors_report_url"], timeout=30)
         stored = pipeline.s3.get_object(Bucket=pipeline.processed, Key=f"data/{upload['key']}")
@@ -299,6 +315,8 @@ def test_a_rejected_or_fully_valid_data_file_links_only_what_exists(
         None,
     )
     assert not set(LINK_FIELDS) & set(image)
+    for view in (good, bad, image):
+        assert_documented(view, "Input")
 
 
 def test_multipart_upload_round_trip_and_ownership(api: ApiClient, pipeline: Pipeline) -> None:
@@ -565,6 +583,7 @@ def test_an_images_detail_has_its_thumbnails_sizes_links_and_labels_with_confide
 
     detail = api.call("GET", f"/images/{summary['id']}").json()
 
+    assert_documented(detail, "Image")
     secret = signing_secret(handlers)
     for side, thumbnail in detail["thumbnails"].items():
         fetched = requests.get(thumbnail["url"], timeout=30)
@@ -629,6 +648,8 @@ def test_items_written_in_the_old_shape_are_still_served(
 
     assert answer.status == 200
     detail = answer.json()
+    assert_documented(detail, "Image")
+    assert_documented(listed, "ImageSummary")
     assert listed["bytes"] == detail["bytes"] == 4242
     assert detail["label_details"] == [{"label": "Tree", "confidence": None}]
     assert detail["updated_at"] is None and detail["archived_at"] is None
