@@ -201,7 +201,8 @@ data "aws_iam_policy_document" "archive" {
 
   # A key whose newest version is a rejected image withdraws the older image from the
   # library (sluice.image_items): the item's lease, its label memberships and counts
-  # (TransactWriteItems is authorised per contained action), then the item.
+  # (TransactWriteItems is authorised per contained action), then the item. UpdateItem
+  # also records where an archived image's original lies (image_items.record_archived).
   statement {
     sid       = "WithdrawImages"
     actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
