@@ -417,6 +417,13 @@ data "aws_iam_policy_document" "api" {
     resources = ["${local.processed}/thumbnails/*"]
   }
 
+  # A data file's receipt links its clean output and its errors report (presigned GET).
+  statement {
+    sid       = "LinkDataOutputs"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.processed}/data/*", "${local.processed}/errors/*"]
+  }
+
   statement {
     sid       = "LinkAndDeleteOriginals"
     actions   = ["s3:GetObject", "s3:DeleteObject"]
