@@ -267,7 +267,8 @@ data "aws_iam_policy_document" "archive" {
 
   # A key whose newest version is a rejected image withdraws the older image from the
   # library (sluice.image_items): the item's lease, its label memberships and counts
-  # (TransactWriteItems is authorised per contained action), then the item.
+  # (TransactWriteItems is authorised per contained action), then the item. UpdateItem
+  # also records where an archived image's original lies (image_items.record_archived).
   statement {
     sid       = "WithdrawImages"
     actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
@@ -523,6 +524,13 @@ data "aws_iam_policy_document" "api" {
     sid       = "LinkAndDeleteOriginals"
     actions   = ["s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject"]
     resources = [local.objects.archive.images]
+  }
+
+  # A data file's receipt links its clean output and its errors report (presigned GET).
+  statement {
+    sid       = "LinkDataOutputs"
+    actions   = ["s3:GetObject"]
+    resources = [local.objects.processed.data, local.objects.processed.errors]
   }
 
   statement {

@@ -5,11 +5,15 @@ An image is its item in the images table (keyed by ``image_id`` =
 archived original in ARCHIVE and one membership per label in the labels table (with the
 label's count). Each party writes only its own attributes:
 
-* the transform creates or refreshes the metadata (:func:`put_image_item`);
+* the transform creates or refreshes the metadata (:func:`put_image_item`; the item's
+  shape is docs/contracts.md, "Image metadata item"), and the archive handler notes where
+  the original went (:func:`record_archived`);
 * the tag handler takes the item's lease (:func:`acquire_lease`, :func:`release_lease`)
-  and records labels under it;
+  and records labels, with their confidence, under it;
 * the bundle handler reads what a manifest needs (:func:`fetch_image_metadata`), the API
-  reads items and pages (:func:`get_image`, :func:`batch_get_images`, :func:`list_images`);
+  reads items and pages (:func:`get_image`, :func:`batch_get_images`, :func:`list_images`)
+  through readers that take both item shapes (:func:`thumbnails_of`,
+  :func:`source_bytes_of`, :func:`label_confidences`);
 * :func:`withdraw_under_lease` removes an image from the catalogue, memberships first
   (each with its count, through :func:`sluice.labels.remove_membership`, so counts stay
   exact under retries) and the item last, so a retry after a crash still finds what is
@@ -133,6 +137,101 @@ def _strings(value: Any) -> list[str]:
 
 
 _serialize = TypeSerializer().serialize
+
+ITEM_VERSION = 2
+"""The shape the transform writes (docs/contracts.md, "Image metadata item"). Items of
+shape 1 (no ``item_version``: ``thumbnail_keys`` and ``bytes`` = the source's size) may
+still be in a table written before; the readers below take both."""
+
+
+def thumbnail_entry(
+    bucket: str, key: str, *, width: int, height: int, size_bytes: int, content_type: str
+) -> dict[str, Any]:
+    """One thumbnail as the item holds it, with the ``s3://`` URI that tools copy from."""
+    return {
+        "bucket": bucket,
+        "key": key,
+        "uri": f"s3://{bucket}/{key}",
+        "width": width,
+        "height": height,
+        "bytes": size_bytes,
+        "content_type": content_type,
+    }
+
+
+def thumbnails_of(item: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Thumbnails by longest side (``"128"``), each with at least its ``key``.
+
+    A shape-1 item only knew the keys (``thumbnail_keys``): its entries have no bucket,
+    URI, pixel or byte size. Reads plain items (:func:`plain`).
+    """
+    thumbnails = item.get("thumbnails")
+    if isinstance(thumbnails, dict):
+        return {
+            str(size): dict(entry)
+            for size, entry in thumbnails.items()
+            if isinstance(entry, dict) and entry.get("key")
+        }
+    keys = item.get("thumbnail_keys")
+    if isinstance(keys, dict):
+        return {str(size): {"key": str(key)} for size, key in keys.items() if key}
+    return {}
+
+
+def source_bytes_of(item: Mapping[str, Any]) -> int | None:
+    """The source image's size in bytes (shape 1 called it ``bytes``)."""
+    value = item.get("source_bytes", item.get("bytes"))
+    return int(value) if isinstance(value, int | float) else None
+
+
+def label_confidences(item: Mapping[str, Any]) -> list[tuple[str, float | None]]:
+    """The image's labels with their confidence (0-100), most confident first.
+
+    An item labelled before the tag handler kept ``label_confidence`` has names only:
+    their confidence is None (the labels table's memberships still hold it).
+    """
+    names = _strings(item.get("labels"))
+    confidence = item.get("label_confidence")
+    scores = confidence if isinstance(confidence, dict) else {}
+
+    def score(name: str) -> float | None:
+        value = scores.get(name)
+        return float(value) if isinstance(value, int | float) else None
+
+    return sorted(
+        ((name, score(name)) for name in dict.fromkeys(names)),
+        key=lambda pair: (-(pair[1] if pair[1] is not None else -1.0), pair[0]),
+    )
+
+
+def record_archived(
+    dynamodb: Any, table: str, item_id: str, *, bucket: str, source_etag: str
+) -> bool:
+    """Note where the image's original now lies, once the archive handler has copied it.
+
+    Only on the item that describes the archived version (``source_etag``): an item a newer
+    version's transform has refreshed waits for that version's own archiving, and a
+    withdrawn image's item is not brought back. True if the item was updated.
+    """
+    now = utc_now()
+    try:
+        dynamodb.update_item(
+            TableName=table,
+            Key={_ID_KEY: {"S": item_id}},
+            UpdateExpression=(
+                "SET archive_bucket = :bucket, archived_source_etag = :etag,"
+                " archived_at = :now, updated_at = :now"
+            ),
+            ConditionExpression="source_etag = :etag",
+            ExpressionAttributeValues={
+                ":bucket": {"S": bucket},
+                ":etag": {"S": source_etag},
+                ":now": {"S": now},
+            },
+        )
+    except dynamodb.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
 
 
 class ImageBusyError(RuntimeError):

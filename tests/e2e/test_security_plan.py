@@ -51,6 +51,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import boto3
 import pytest
@@ -410,7 +411,7 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         | grant(MULTIPART_WRITE, upload_keys)
         | grant({"s3:listbucket"}, [d.buckets["raw"], d.buckets["processed"], d.buckets["work"]])
         | grant({"sts:assumerole"}, [d.upload_role])
-        | grant({"s3:getobject"}, objects("processed", "receipts/"))
+        | grant({"s3:getobject"}, objects("processed", "receipts/", "data/", "errors/"))
         | grant({"s3:getobject", "s3:deleteobject"}, objects("processed", "thumbnails/"))
         | grant(
             {"s3:getobject", "s3:getobjectversion", "s3:deleteobject"},
@@ -826,20 +827,43 @@ def drive_api(p: Pipeline, recorder: CallRecorder, monkeypatch: pytest.MonkeyPat
         images = api.call("GET", "/images", claims=ADMIN).json()["images"]
         label = api.call("GET", "/labels", claims=ADMIN).json()["labels"][0]["label"]
         api.call("GET", "/images", query={"label": label}, claims=ADMIN)
-        api.call("GET", f"/images/{images[0]['id']}", claims=ADMIN)
+        detail = api.call("GET", f"/images/{images[0]['id']}", claims=ADMIN).json()
         api.call("DELETE", f"/images/{images[0]['id']}", claims=ADMIN)
         bundle = api.call("POST", "/bundles", body={"labels": [label]}, claims=ADMIN).json()
         api.call("GET", f"/bundles/{bundle['bundle_id']}", claims=ADMIN)
         api.call("GET", "/bundles/everything", claims=ADMIN)
         api.call("GET", "/inputs", query={"status": "rejected"}, claims=ADMIN)
         api.call("GET", f"/inputs/{encoded('photos/sunset-beach.jpg')}", claims=ADMIN)
+        data = api.call("GET", f"/inputs/{encoded(DATA_INPUT)}", claims=ADMIN).json()
         api.call("GET", f"/inputs/{encoded(signed[0]['key'])}", claims=ADMIN)
     finally:
         recorder.running = None
     assert recorder.calls is not None
     for upload in signed:
         recorder.calls.append(("api", "s3", "PutObject", {"Bucket": p.raw, "Key": upload["key"]}))
+    links = [detail["original_url"], *(t["url"] for t in detail["thumbnails"].values())]
+    links += [data["output_url"], data["errors_report_url"]]
+    buckets = (p.raw, p.processed, p.archive, p.work)
+    for link in links:
+        bucket, key = signed_object(link, buckets)
+        recorder.calls.append(("api", "s3", "GetObject", {"Bucket": bucket, "Key": key}))
     return str(role["Role"]["Arn"])
+
+
+DATA_INPUT = "retina/scans-partly-invalid.json"
+"""A sample data file with invalid records: its receipt links an output and a report."""
+
+
+def signed_object(url: str, buckets: tuple[str, ...]) -> tuple[str, str]:
+    """The bucket and key a presigned URL names (virtual-hosted or path style)."""
+    parts = urlsplit(url)
+    path = unquote(parts.path.lstrip("/"))
+    for bucket in buckets:
+        if parts.netloc.startswith(f"{bucket}."):
+            return bucket, path
+        if path.startswith(f"{bucket}/"):
+            return bucket, path.removeprefix(f"{bucket}/")
+    raise AssertionError(f"a link to none of the pipeline's buckets: {parts.netloc}")
 
 
 def _keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:

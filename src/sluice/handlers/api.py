@@ -27,7 +27,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote
@@ -41,7 +41,13 @@ from botocore.config import Config
 from sluice import deletion, image_items, uploads
 from sluice.datasets import Dataset
 from sluice.image_items import InvalidCursorError
-from sluice.keys import BUNDLE_ID_PATTERN, RECEIPTS_PREFIX, bundle_request_key
+from sluice.keys import (
+    BUNDLE_ID_PATTERN,
+    DATA_PREFIX,
+    ERRORS_PREFIX,
+    RECEIPTS_PREFIX,
+    bundle_request_key,
+)
 from sluice.labels import InvalidPageTokenError, images_for_label, label_counts
 from sluice.leases import DEFAULT_LEASE_SECONDS, LEASE_MARGIN_SECONDS, KeyBusyError, LeaseTerms
 from sluice.ops.bundle import (
@@ -207,7 +213,7 @@ def image_summary(item: Mapping[str, Any]) -> dict[str, Any]:
         "width": item.get("width"),
         "height": item.get("height"),
         "format": item.get("format"),
-        "bytes": item.get("bytes"),
+        "bytes": image_items.source_bytes_of(item),
         "labels": sorted(str(label) for label in labels) if isinstance(labels, list) else [],
         "created_at": item.get("created_at"),
     }
@@ -220,33 +226,49 @@ def _presigned_get(s3: Any, bucket: str, key: str, ttl: int) -> str:
     return url
 
 
+def _expires_at(now: datetime, ttl: int) -> str:
+    return utc_iso(now + _seconds(ttl))
+
+
+THUMBNAIL_FIELDS = ("width", "height", "bytes", "content_type")
+"""What a client sees of a thumbnail besides its link. Not its bucket, key or ``s3://``
+URI: a browser cannot use them without AWS credentials, and naming buckets tells a client
+nothing it needs (docs/decisions.md, decision 32)."""
+
+
 def image_detail(
     s3: Any, settings: ApiSettings, item: Mapping[str, Any], now: datetime
 ) -> dict[str, Any]:
+    """An image's metadata with presigned links (``LINK_TTL_SECONDS``). Links are always
+    signed for this environment's own buckets, whatever bucket an item names."""
     ttl = settings.link_ttl_seconds
-    thumbnails = item.get("thumbnail_keys") or {}
     archive_key = item.get("archive_key")
-    expires = utc_iso(now + _seconds(ttl))
+    thumbnails = image_items.thumbnails_of(item)
     return {
         **image_summary(item),
+        "updated_at": item.get("updated_at"),
+        "archived_at": item.get("archived_at"),
         "captured_at": item.get("captured_at"),
         "camera": item.get("camera"),
+        "label_details": [
+            {"label": label, "confidence": confidence}
+            for label, confidence in image_items.label_confidences(item)
+        ],
         "original_url": _presigned_get(s3, settings.archive_bucket, str(archive_key), ttl)
         if archive_key
         else None,
         "thumbnails": {
-            str(size): _presigned_get(s3, settings.processed_bucket, str(key), ttl)
-            for size, key in sorted(thumbnails.items())
-        }
-        if isinstance(thumbnails, dict)
-        else {},
-        "links_expire_at": expires,
+            size: {
+                "url": _presigned_get(s3, settings.processed_bucket, str(entry["key"]), ttl),
+                **{name: entry.get(name) for name in THUMBNAIL_FIELDS},
+            }
+            for size, entry in sorted(thumbnails.items(), key=lambda pair: int(pair[0]))
+        },
+        "links_expire_at": _expires_at(now, ttl),
     }
 
 
-def _seconds(count: int) -> Any:
-    from datetime import timedelta
-
+def _seconds(count: int) -> timedelta:
     return timedelta(seconds=count)
 
 
@@ -285,6 +307,24 @@ def input_view(receipt: Mapping[str, Any]) -> dict[str, Any]:
         ],
         "errors_truncated": bool(receipt.get("errors_truncated")),
     }
+
+
+def data_output_keys(receipt: Mapping[str, Any], processed_bucket: str) -> dict[str, str]:
+    """A data file's outputs in PROCESSED by role: ``output`` (``data/``, its valid records)
+    and ``errors_report`` (``errors/``, when records were invalid). A rejected file has
+    neither: the transform removes them, and its reasons are in the receipt itself."""
+    if receipt.get("kind") != "data" or receipt.get("status") != "processed":
+        return {}
+    roles = {DATA_PREFIX: "output", ERRORS_PREFIX: "errors_report"}
+    found: dict[str, str] = {}
+    for output in receipt.get("outputs") or []:
+        if not isinstance(output, dict) or output.get("bucket") != processed_bucket:
+            continue
+        key = str(output.get("key", ""))
+        for prefix, role in roles.items():
+            if key.startswith(prefix):
+                found[role] = key
+    return found
 
 
 def _may_see(caller: Caller, key: str) -> bool:
@@ -489,6 +529,23 @@ class Api:
         return any(item["Key"] == key for item in listed.get("Contents", []))
 
     # inputs ------------------------------------------------------------------------
+    def input_with_links(self, receipt: Mapping[str, Any]) -> dict[str, Any]:
+        """The receipt's view and, for a processed data file, presigned GETs of its clean
+        output and errors report (``LINK_TTL_SECONDS``; null when there is none)."""
+        view = input_view(receipt)
+        if receipt.get("kind") != "data":
+            return view
+        ttl = self.settings.link_ttl_seconds
+        bucket = self.settings.processed_bucket
+        keys = data_output_keys(receipt, bucket)
+        links = {
+            f"{role}_url": _presigned_get(self.s3, bucket, keys[role], ttl)
+            if role in keys
+            else None
+            for role in ("output", "errors_report")
+        }
+        return {**view, **links, "links_expire_at": _expires_at(self.now(), ttl) if keys else None}
+
     def list_inputs(
         self,
         caller: Caller,
@@ -521,7 +578,7 @@ class Api:
                 receipt = read_receipt(self.s3, self.settings.processed_bucket, raw_key)
                 if receipt is None or (status and receipt.get("status") != status):
                     continue
-                found.append(input_view(receipt))
+                found.append(self.input_with_links(receipt))
                 if len(found) == limit:
                     return {"inputs": found, "next_cursor": _encode_key_cursor(entry["Key"])}
             if not page.get("IsTruncated") or not contents:
@@ -535,7 +592,7 @@ class Api:
             raise ApiError(404, "not_found", "no such input")
         receipt = read_receipt(self.s3, self.settings.processed_bucket, key)
         if receipt is not None:
-            return input_view(receipt)
+            return self.input_with_links(receipt)
         if uploads.key_owner(key) is not None and self._exists(self.settings.raw_bucket, key):
             return {"key": key, "status": "pending"}
         raise ApiError(404, "not_found", "no such input (or no receipt yet)")

@@ -49,6 +49,10 @@ is only archived once its outputs exist. For each receipt:
    a conditional delete (``IfMatch`` the ETag), which fails harmlessly when the key was
    overwritten meanwhile. No older version can become current again: step 5 removed
    them all.
+7. A processed image's metadata item learns where its original lies (archive bucket and
+   time, :func:`sluice.image_items.record_archived`), only if the item still describes
+   this version. Also on the "already archived" path, so a retry after a crash between
+   the delete and this write still records it.
 """
 
 from __future__ import annotations
@@ -514,6 +518,7 @@ def archive_object(
     if source is None:
         held = head(s3, settings.archive_bucket, request.archive_key)
         if held and held.get("Metadata", {}).get(SOURCE_ETAG_METADATA) == request.source_etag:
+            record_archived_image(dynamodb, settings, request)
             logger.info("already archived", **log)
             return "already_archived"
         # The key's newest version is gone: a copy of an older version still under the
@@ -563,6 +568,7 @@ def archive_object(
     _copy_verified(s3, settings, request, source)
     if not _delete_source(s3, request, source):
         logger.info("RAW changed after the copy; the newer object is left to its receipt", **log)
+    record_archived_image(dynamodb, settings, request)
     logger.info("archived", storage_class=settings.storage_class, **log)
     return "archived"
 
@@ -579,6 +585,25 @@ def deletion_settings(settings: ArchiveSettings) -> deletion.DeletionSettings:
 
 def images_key_of(raw_key: str) -> str:
     return archive_key_for("image", "processed", raw_key)
+
+
+def record_archived_image(
+    dynamodb: Any, settings: ArchiveSettings, request: ArchiveRequest
+) -> None:
+    """Step 7: a processed image's item names its archived original (other inputs have none)."""
+    if request.kind != "image" or request.archive_key != images_key_of(request.source_key):
+        return
+    if dynamodb is None:
+        raise ValueError("recording an archived image needs a DynamoDB client")
+    recorded = image_items.record_archived(
+        dynamodb,
+        settings.images_table,
+        image_id(request.archive_key),
+        bucket=settings.archive_bucket,
+        source_etag=request.source_etag,
+    )
+    if not recorded:
+        logger.info("the image's item describes another version (or none); left as it is")
 
 
 def withdraw_replaced_image(

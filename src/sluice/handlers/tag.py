@@ -29,8 +29,9 @@ removal it makes can trigger it again (decision 30). For each image created:
    membership is written, its label is added to the item's ``labels_touched`` set, so the
    item always names a superset of the image's memberships; a run that crashed halfway
    leaves no membership a later run (even for different content) cannot find and remove.
-6. Record the result on the item (``labels``, ``labeler``, ``labels_updated_at``,
-   ``archive_etag``, ``archive_version_id``, ``label_error``) and release the lease in
+6. Record the result on the item (``labels``, ``label_confidence``, ``labeler``,
+   ``labels_updated_at``, ``updated_at``, ``archive_etag``, ``archive_version_id``,
+   ``label_error``) and release the lease in
    the same conditional write, so a run that lost its lease cannot overwrite a newer one.
    Only these attributes are written: the transform's attributes are left as they are.
 """
@@ -65,7 +66,7 @@ from sluice.labelers import (
     RekognitionLabeler,
     UnlabelableImageError,
 )
-from sluice.labels import add_membership, remove_membership
+from sluice.labels import add_membership, confidence_value, remove_membership
 from sluice.leases import LeaseTerms
 from sluice.receipts import utc_now
 from sluice.runtime import make_logger, run
@@ -159,13 +160,17 @@ def _record_labels(
     names = [label.name for label in labels]
     sets = [
         "labels = :labels",
+        "label_confidence = :confidence",
         "labeler = :labeler",
         "labels_updated_at = :now",
+        "updated_at = :now",
+        "created_at = if_not_exists(created_at, :now)",
         "archive_etag = :etag",
     ]
     removes = ["tag_lease_owner", "tag_lease_until"]
     values: dict[str, Any] = {
         ":labels": {"L": [{"S": name} for name in names]},
+        ":confidence": {"M": {label.name: confidence_value(label.confidence) for label in labels}},
         ":labeler": {"S": labeler},
         ":now": {"S": utc_now()},
         ":etag": {"S": image.etag},

@@ -450,7 +450,8 @@ class ImageOutcome:
 
     receipt: Receipt
     result: ImageResult | None = None
-    thumbnail_keys: Mapping[str, str] | None = None
+    thumbnails: Mapping[str, dict[str, Any]] | None = None
+    """By longest side: the item's thumbnail entries (``image_items.thumbnail_entry``)."""
 
 
 def transform_image(clients: Clients, settings: TransformSettings, source: Source) -> ImageOutcome:
@@ -483,7 +484,7 @@ def transform_image(clients: Clients, settings: TransformSettings, source: Sourc
             _rejected(source, "image", {"code": rejection.code, "message": rejection.message})
         )
     outputs = []
-    keys_by_size = {}
+    entries = {}
     for thumbnail in result.thumbnails:
         out_key = thumbnail_key(key, thumbnail.size, output.extension)
         clients.s3.put_object(
@@ -492,7 +493,14 @@ def transform_image(clients: Clients, settings: TransformSettings, source: Sourc
             Body=thumbnail.data,
             ContentType=thumbnail.content_type,
         )
-        keys_by_size[str(thumbnail.size)] = out_key
+        entries[str(thumbnail.size)] = image_items.thumbnail_entry(
+            settings.processed_bucket,
+            out_key,
+            width=thumbnail.width,
+            height=thumbnail.height,
+            size_bytes=len(thumbnail.data),
+            content_type=thumbnail.content_type,
+        )
         outputs.append(
             _output(settings.processed_bucket, out_key, thumbnail.content_type, len(thumbnail.data))
         )
@@ -501,7 +509,7 @@ def transform_image(clients: Clients, settings: TransformSettings, source: Sourc
     receipt = Receipt(
         status="processed", kind="image", source=source.receipt_source(), outputs=outputs
     )
-    return ImageOutcome(receipt, result, keys_by_size)
+    return ImageOutcome(receipt, result, entries)
 
 
 def put_image_item(
@@ -509,9 +517,14 @@ def put_image_item(
     table: str,
     source: Source,
     result: ImageResult,
-    thumbnail_keys: Mapping[str, str],
+    thumbnails: Mapping[str, dict[str, Any]],
 ) -> None:
-    """Create or refresh the image's item; ``labels``/``labeler`` (the tag handler's) stay."""
+    """Create or refresh the image's item (docs/contracts.md, "Image metadata item").
+
+    The tag handler's attributes (labels, lease) and the archive handler's (where the
+    original lies) stay; the shape-1 attributes ``thumbnail_keys`` and ``bytes`` are
+    removed, so a refreshed item has one shape.
+    """
     info = result.info
     archive_key = archive_key_for("image", "processed", source.ref.key)
     image_items.put_image_item(
@@ -519,15 +532,16 @@ def put_image_item(
         table,
         image_id(archive_key),
         {
+            "item_version": image_items.ITEM_VERSION,
             "source_bucket": source.ref.bucket,
             "source_key": source.ref.key,
             "source_etag": source.etag,
+            "source_bytes": info.bytes,
             "archive_key": archive_key,
-            "thumbnail_keys": dict(thumbnail_keys),
+            "thumbnails": {size: dict(entry) for size, entry in thumbnails.items()},
             "width": info.width,
             "height": info.height,
             "format": info.format,
-            "bytes": info.bytes,
             "sha256": info.sha256,
             "animated": info.animated,
         },
@@ -535,6 +549,8 @@ def put_image_item(
             "source_version_id": source.version_id,
             "captured_at": info.captured_at,
             "camera": info.camera,
+            "thumbnail_keys": None,
+            "bytes": None,
         },
     )
 
@@ -704,13 +720,13 @@ def transform_object(
         if verdict == "deleted":
             _deleted_while_processing(clients, settings, source, receipt)
             return None
-        if outcome.result is not None and outcome.thumbnail_keys is not None:
+        if outcome.result is not None and outcome.thumbnails is not None:
             put_image_item(
                 clients.dynamodb,
                 settings.images_table,
                 source,
                 outcome.result,
-                outcome.thumbnail_keys,
+                outcome.thumbnails,
             )
         write_receipt(clients.s3, settings.processed_bucket, receipt)
     logger.info(
