@@ -73,7 +73,7 @@ from sluice.keys import (
     version_token,
 )
 from sluice.leases import DEFAULT_LEASE_SECONDS
-from sluice.receipts import version_record, write_version_record
+from sluice.receipts import version_record, version_record_key_of, write_version_record
 from sluice.runtime import make_logger, run
 from sluice.s3copy import (
     CHECKSUM_FIELDS,
@@ -141,6 +141,9 @@ class ArchiveRequest:
     archive_key: str
     status: str
     kind: str
+    replaces: Mapping[str, Any] | None = None
+    """The receipt's ``replaces``: the previous version's receipt in brief, which goes into
+    that version's ``superseded`` record (sluice.receipts, history)."""
 
 
 def parse_receipt(body: bytes, raw_bucket: str) -> ArchiveRequest:
@@ -179,6 +182,7 @@ def parse_receipt(body: bytes, raw_bucket: str) -> ArchiveRequest:
         archive_key=archive_key_for(kind, status, key),
         status=status,
         kind=kind,
+        replaces=receipt["replaces"] if isinstance(receipt.get("replaces"), dict) else None,
     )
 
 
@@ -338,11 +342,15 @@ def _record_superseded(
         "size": size,
         "sequencer": None,
     }
+    replaced = request.replaces
     record = version_record(
         source,
         "superseded",
         archive_key=superseded.archive_key,
         superseded_by={"etag": request.source_etag, "version_id": request.source_version_id},
+        receipt=dict(replaced)
+        if replaced and replaced.get("record") == version_record_key_of(source)
+        else None,
     )
     write_version_record(s3, settings.processed_bucket, record)
 

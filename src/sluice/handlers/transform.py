@@ -95,9 +95,11 @@ from sluice.leases import LEASE_MARGIN_SECONDS, LeaseTerms, key_lease, release_o
 from sluice.metrics import Outcome
 from sluice.receipts import (
     MAX_RECEIPT_ERRORS,
+    REPROCESS_METADATA,
     Kind,
     Receipt,
     read_receipt,
+    replacement,
     source_of,
     version_record,
     write_receipt,
@@ -195,6 +197,8 @@ class Source:
     version_id: str | None
     size: int
     body: Any
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """The object's user metadata (``sluice reprocess`` marks its copies there)."""
 
     def receipt_source(self) -> dict[str, Any]:
         return source_of(self.ref, etag=self.etag, version_id=self.version_id, size=self.size)
@@ -229,6 +233,16 @@ def _receipt_names(receipt: Mapping[str, Any] | None, etag: str, version_id: str
     if normalize_etag(source.get("etag")) != etag:
         return False
     return version_id is None or source.get("version_id") in (None, version_id)
+
+
+def _previous_receipt(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The receipt this one overwrites, for its ``replaces``; one that is not JSON (nothing
+    sluice wrote) has no history to keep and must not stop the new receipt."""
+    try:
+        return read_receipt(s3, bucket, key)
+    except ValueError:
+        logger.warning("the previous receipt is not JSON; its history is not kept")
+        return None
 
 
 def _key_is_gone(s3: Any, ref: S3ObjectRef) -> bool:
@@ -300,6 +314,7 @@ def fetch_source(
         version_id=version_id or ref.version_id,
         size=int(response.get("ContentLength", 0)),
         body=response.get("Body"),
+        metadata=response.get("Metadata") or {},
     )
 
 
@@ -705,6 +720,11 @@ def transform_object(
                 outcome.result,
                 outcome.thumbnail_keys,
             )
+        receipt.replaces = replacement(
+            _previous_receipt(clients.s3, settings.processed_bucket, ref.key),
+            receipt.source,
+            source.metadata.get(REPROCESS_METADATA),
+        )
         write_receipt(clients.s3, settings.processed_bucket, receipt)
     logger.info(
         "input transformed",
