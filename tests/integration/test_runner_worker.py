@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import zipfile
 from collections.abc import Callable
@@ -27,7 +28,8 @@ HANDLER = f"{__name__}.standin_handler"
 
 def standin_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Behaves as each message body asks: ``ok``, ``fail`` (reported), ``raise``, ``hang``,
-    ``allocate`` (holds ``mb`` MiB of touched memory while the invocation lasts)."""
+    ``allocate`` (holds ``mb`` MiB of touched memory while the invocation lasts), ``greet``
+    (prints its ``GREETING`` variable: which configuration it runs with)."""
     failures = []
     held = []
     for record in event["Records"]:
@@ -36,6 +38,8 @@ def standin_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         print(f"standin {context.function_name} got {record['messageId']}: {outcome}")
         if outcome == "allocate":
             held.append(b"\x01" * (int(body["mb"]) << 20))  # every page written: resident
+        if outcome == "greet":
+            print(f"greeting {os.environ.get('GREETING')}")
         if outcome == "raise":
             raise RuntimeError("stand-in function failed")
         if outcome == "hang":
