@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 
 from sluice.events import normalize_etag
 from sluice.keys import HASHED_SEGMENT, RECEIPTS_PREFIX, archive_key_for, receipt_key, version_token
+from sluice.ops.audit import SOURCE_ETAG_METADATA
 from sluice.ops.environment import Environment
 from sluice.ops.objects import READ_WORKERS, list_objects, read_receipts
 from sluice.receipts import REPROCESS_METADATA
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
 
     from sluice.ops.upload import Progress
 
-SOURCE_ETAG_METADATA = "sluice-source-etag"
-"""The archive handler's stamp on each archived copy: the RAW ETag it is a copy of."""
 STAMP_PREFIX = "sluice-"
 """User metadata the pipeline writes; not the input's own, so not carried back to RAW."""
 COPY_WORKERS = 8
