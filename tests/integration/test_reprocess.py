@@ -16,14 +16,16 @@ from typing import Any
 import pytest
 
 from sluice.cli import main
-from sluice.keys import superseded_archive_key, version_record_key
+from sluice.image_items import get_image
+from sluice.keys import image_id, superseded_archive_key, thumbnail_key, version_record_key
+from sluice.labels import label_counts
 from sluice.ops.environment import Environment
 from sluice.ops.reprocess import Selection, SelectionError, reprocess
 from sluice.receipts import REPROCESS_METADATA, history
 from tests.cli_output import one_json_document
 from tests.conftest import IKERIAN_EXPECTED, IKERIAN_SAMPLE, Pipeline, load_handler
 from tests.integration.ops_support import ENVIRONMENT, ingest, make_environment, write_outputs_file
-from tests.integration.test_versions import Stack, assert_clean
+from tests.integration.test_versions import Stack, assert_clean, jpeg
 
 CLINIC_KEY = "clinic/2026-11/visits.json"
 """A data file under a prefix no dataset owns yet: rejected ``unknown_dataset``."""
@@ -187,6 +189,36 @@ def test_a_duplicate_of_the_reprocessed_event_keeps_the_history(
 
     assert stack.receipt(CLINIC_KEY)["replaces"] == before
     assert before is not None and before["status"] == "rejected"
+    assert_clean(stack.audit())
+
+
+def test_a_processed_image_reprocessed_with_new_thumbnail_sizes_keeps_exact_label_counts(
+    stack: Stack, environment: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "photos/red.jpg"
+    stack.put(key, jpeg((220, 30, 30)))
+    run_pipeline(stack, key)
+    stack.tag_all()
+    counts = label_counts(stack.p.dynamodb, stack.p.labels_table)
+    assert counts != []
+    monkeypatch.setenv("THUMBNAIL_SIZES", "32")
+    stack.transform = load_handler("transform")
+
+    assert reprocess(stack.p.s3, environment, Selection(prefix="photos/", status="processed")).ok
+    run_pipeline(stack, key)
+    stack.tag_all()
+    stack.tag_all()  # and a duplicate of the new copy's event
+
+    receipt = stack.receipt(key)
+    assert [o["key"] for o in receipt["outputs"]] == [thumbnail_key(key, 32, ".jpg")]
+    assert (receipt["replaces"]["status"], receipt["replaces"]["cause"]) == (
+        "processed",
+        "reprocess",
+    )
+    item = get_image(stack.p.dynamodb, stack.p.images_table, image_id(f"images/{key}"))
+    assert item is not None and item["source_version_id"] == receipt["source"]["version_id"]
+    assert label_counts(stack.p.dynamodb, stack.p.labels_table) == counts
+    assert stack.keys(stack.p.processed, "thumbnails/") == [thumbnail_key(key, 32, ".jpg")]
     assert_clean(stack.audit())
 
 
