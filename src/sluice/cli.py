@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sluice",
         description=textwrap.fill(
             "Operate a sluice pipeline environment: local stack, status, audit,"
-            " dead-letter redrive, bundle requests and uploads.",
+            " dead-letter redrive, reprocessing, bundle requests and uploads.",
             width=88,
         ),
         epilog=EXIT_CODES_HELP
