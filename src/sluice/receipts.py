@@ -40,7 +40,6 @@ MAX_RECEIPT_ERRORS = 1000
 Status = Literal["processed", "rejected"]
 Kind = Literal["data", "image", "unsupported"]
 VersionStatus = Literal["superseded", "deleted"]
-Cause = Literal["reprocess", "upload"]
 VERSION_RECORD_VERSION = 1
 REPROCESS_METADATA = "sluice-reprocess-of"
 """User metadata ``sluice reprocess`` puts on the RAW copy it makes: the version token of
