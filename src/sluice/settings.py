@@ -21,6 +21,11 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from sluice.config import env_choice, env_float, env_int, env_int_list, env_str
+from sluice.s3copy import (
+    DEFAULT_COPY_CONCURRENCY,
+    DEFAULT_COPY_PART_SIZE,
+    MAX_SINGLE_COPY_BYTES,
+)
 from sluice.s3io import GIB, MIB, MIN_PART_SIZE
 
 if TYPE_CHECKING:
@@ -187,10 +192,6 @@ class TransformSettings(Settings):
 
 
 # --- archive --------------------------------------------------------------------------------
-MAX_SINGLE_COPY_BYTES = 5 * GIB
-"""CopyObject's limit; larger objects need a multipart copy."""
-DEFAULT_COPY_PART_SIZE = 512 * MIB
-DEFAULT_COPY_CONCURRENCY = 8
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
 """Classes readable at once. GLACIER and DEEP_ARCHIVE are left out on purpose: the tag and
 bundle handlers read archived images synchronously; move cold data with a lifecycle rule."""

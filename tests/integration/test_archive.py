@@ -14,6 +14,7 @@ import pytest
 from sluice.image_items import plain
 from sluice.keys import image_id, superseded_archive_key, version_record_key
 from sluice.receipts import Receipt, write_receipt
+from sluice.s3copy import part_ranges
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for
 
@@ -525,14 +526,14 @@ def test_copy_problems_skips_values_that_are_not_content_hashes(rules: ModuleTyp
     assert rules.copy_problems(kms_source, kms_copy, MD5) == []
 
 
-def test_part_ranges_cover_the_object_within_the_part_limit(rules: ModuleType) -> None:
-    assert rules.part_ranges(12 * MIB, 5 * MIB) == [
+def test_part_ranges_cover_the_object_within_the_part_limit() -> None:
+    assert part_ranges(12 * MIB, 5 * MIB) == [
         (0, 5 * MIB - 1),
         (5 * MIB, 10 * MIB - 1),
         (10 * MIB, 12 * MIB - 1),
     ]
     huge = 5 * 1024**4  # S3's largest object
-    ranges = rules.part_ranges(huge, 5 * MIB)
+    ranges = part_ranges(huge, 5 * MIB)
     assert len(ranges) <= 10_000
     assert ranges[0][0] == 0 and ranges[-1][1] == huge - 1
     assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))

@@ -18,10 +18,9 @@ is only archived once its outputs exist. For each receipt:
 3. Copy server side (no object bytes through the function) to
    ``keys.archive_key_for(kind, status, raw key)``, pinned to the exact source version
    (``VersionId`` when the bucket has versions, and ``CopySourceIfMatch`` always):
-   ``CopyObject`` up to 5 GiB, above that a multipart copy with ``UploadPartCopy`` that
-   this module drives itself, so that it carries ContentType, Content-Encoding/
-   Disposition/Language, Cache-Control, Expires and user metadata the same way whatever
-   s3transfer version the runtime bundles (older ones dropped them on multipart copies).
+   ``CopyObject`` up to 5 GiB, above that a multipart copy with ``UploadPartCopy``
+   (:mod:`sluice.s3copy`, shared with ``sluice reprocess``), which carries ContentType,
+   Content-Encoding/Disposition/Language, Cache-Control, Expires and user metadata.
    Every copy gets the ``ARCHIVE_STORAGE_CLASS`` and the user metadata key
    ``sluice-source-etag`` (the RAW ETag), which is how step 2 recognises its own work.
    Object tags are not carried on either path (sluice does not use them, and a multipart
@@ -62,7 +61,6 @@ import os
 import time
 import uuid
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -82,33 +80,25 @@ from sluice.keys import (
     version_token,
 )
 from sluice.leases import DEFAULT_LEASE_SECONDS, LeaseTerms
-from sluice.receipts import read_receipt, version_record, write_version_record
-from sluice.runtime import make_logger, run
-from sluice.s3io import MIB, is_missing, is_precondition_failed
-from sluice.settings import (
-    ArchiveSettings,
+from sluice.receipts import (
+    read_receipt,
+    version_record,
+    version_record_key_of,
+    write_version_record,
 )
+from sluice.runtime import make_logger, run
+from sluice.s3copy import (
+    CHECKSUM_FIELDS,
+    carried_headers,
+    copy_version,
+    full_object_checksum,
+)
+from sluice.s3io import MIB, is_missing, is_precondition_failed
+from sluice.settings import ArchiveSettings
 
-MAX_PARTS = 10_000
 MAX_RECEIPT_BYTES = 16 * MIB
 """Far above any real receipt (errors are capped at 1,000); reading stops there."""
 
-_CARRIED_HEADERS = (
-    "ContentType",
-    "ContentEncoding",
-    "ContentDisposition",
-    "ContentLanguage",
-    "CacheControl",
-    "Expires",
-)
-_CHECKSUM_FIELDS = (
-    "ChecksumCRC32",
-    "ChecksumCRC32C",
-    "ChecksumCRC64NVME",
-    "ChecksumSHA1",
-    "ChecksumSHA256",
-)
-_FULL_OBJECT_CRCS = ("CRC64NVME", "CRC32C", "CRC32")
 _KMS_ENCRYPTION = ("aws:kms", "aws:kms:dsse")
 
 Outcome = Literal[
@@ -135,6 +125,9 @@ class ArchiveRequest:
     archive_key: str
     status: str
     kind: str
+    replaces: Mapping[str, Any] | None = None
+    """The receipt's ``replaces``: the previous version's receipt in brief, which goes into
+    that version's ``superseded`` record (sluice.receipts, history)."""
 
 
 def parse_receipt(body: bytes, raw_bucket: str) -> ArchiveRequest:
@@ -173,6 +166,7 @@ def parse_receipt(body: bytes, raw_bucket: str) -> ArchiveRequest:
         archive_key=archive_key_for(kind, status, key),
         status=status,
         kind=kind,
+        replaces=receipt["replaces"] if isinstance(receipt.get("replaces"), dict) else None,
     )
 
 
@@ -193,15 +187,6 @@ def _plain_md5_etag(head_response: Mapping[str, Any]) -> str | None:
     return etag
 
 
-def _full_object_checksum(head_response: Mapping[str, Any], field: str) -> str | None:
-    value = head_response.get(field)
-    if not isinstance(value, str) or "-" in value:
-        return None  # composite checksums ("...-N") depend on the part layout
-    if head_response.get("ChecksumType") == "COMPOSITE":
-        return None
-    return value
-
-
 def copy_problems(
     source: Mapping[str, Any], archived: Mapping[str, Any], source_etag: str
 ) -> list[str]:
@@ -217,8 +202,8 @@ def copy_problems(
     source_md5, archived_md5 = _plain_md5_etag(source), _plain_md5_etag(archived)
     if source_md5 and archived_md5 and source_md5 != archived_md5:
         problems.append(f"ETag {archived_md5} != source ETag {source_md5}")
-    for field in _CHECKSUM_FIELDS:
-        ours, theirs = _full_object_checksum(source, field), _full_object_checksum(archived, field)
+    for field in CHECKSUM_FIELDS:
+        ours, theirs = full_object_checksum(source, field), full_object_checksum(archived, field)
         if ours and theirs and ours != theirs:
             problems.append(f"{field} {theirs} != source {field} {ours}")
     return problems
@@ -234,86 +219,12 @@ def _copy_source(request: ArchiveRequest, source: Mapping[str, Any]) -> dict[str
 def _destination_args(
     source: Mapping[str, Any], request: ArchiveRequest, storage_class: str
 ) -> dict[str, Any]:
-    args: dict[str, Any] = {name: source[name] for name in _CARRIED_HEADERS if source.get(name)}
+    args = carried_headers(source)
     args["Metadata"] = {**source.get("Metadata", {}), SOURCE_ETAG_METADATA: request.source_etag}
     if request.source_version_id:
         args["Metadata"][SOURCE_VERSION_METADATA] = request.source_version_id
     args["StorageClass"] = storage_class
     return args
-
-
-def _single_copy(
-    s3: Any, request: ArchiveRequest, source: Mapping[str, Any], settings: ArchiveSettings
-) -> str | None:
-    response = s3.copy_object(
-        Bucket=settings.archive_bucket,
-        Key=request.archive_key,
-        CopySource=_copy_source(request, source),
-        CopySourceIfMatch=str(source["ETag"]),
-        MetadataDirective="REPLACE",
-        TaggingDirective="REPLACE",
-        **_destination_args(source, request, settings.storage_class),
-    )
-    version_id: str | None = response.get("VersionId")
-    return version_id
-
-
-def part_ranges(size: int, part_size: int) -> list[tuple[int, int]]:
-    """Inclusive byte ranges covering ``size`` in at most 10,000 parts of >= ``part_size``."""
-    needed = -(-size // MAX_PARTS)
-    part_size = max(part_size, -(-needed // MIB) * MIB)
-    return [(start, min(start + part_size, size) - 1) for start in range(0, size, part_size)]
-
-
-def _multipart_copy(
-    s3: Any, request: ArchiveRequest, source: Mapping[str, Any], settings: ArchiveSettings
-) -> str | None:
-    create_args = _destination_args(source, request, settings.storage_class)
-    algorithm = next(
-        (crc for crc in _FULL_OBJECT_CRCS if _full_object_checksum(source, f"Checksum{crc}")),
-        None,
-    )
-    if algorithm:
-        create_args.update(ChecksumAlgorithm=algorithm, ChecksumType="FULL_OBJECT")
-    upload_id = s3.create_multipart_upload(
-        Bucket=settings.archive_bucket, Key=request.archive_key, **create_args
-    )["UploadId"]
-    copy_source = _copy_source(request, source)
-
-    def copy_part(numbered_range: tuple[int, tuple[int, int]]) -> dict[str, Any]:
-        number, (first, last) = numbered_range
-        result = s3.upload_part_copy(
-            Bucket=settings.archive_bucket,
-            Key=request.archive_key,
-            UploadId=upload_id,
-            PartNumber=number,
-            CopySource=copy_source,
-            CopySourceIfMatch=str(source["ETag"]),
-            CopySourceRange=f"bytes={first}-{last}",
-        )["CopyPartResult"]
-        part = {"PartNumber": number, "ETag": result["ETag"]}
-        part.update({name: result[name] for name in _CHECKSUM_FIELDS if result.get(name)})
-        return part
-
-    ranges = list(enumerate(part_ranges(int(source["ContentLength"]), settings.part_size), 1))
-    try:
-        with ThreadPoolExecutor(
-            max_workers=max(1, min(settings.max_concurrency, len(ranges)))
-        ) as pool:
-            parts = list(pool.map(copy_part, ranges))
-        response = s3.complete_multipart_upload(
-            Bucket=settings.archive_bucket,
-            Key=request.archive_key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": parts},
-        )
-    except Exception:
-        s3.abort_multipart_upload(
-            Bucket=settings.archive_bucket, Key=request.archive_key, UploadId=upload_id
-        )
-        raise
-    version_id: str | None = response.get("VersionId")
-    return version_id
 
 
 def _delete_source(s3: Any, request: ArchiveRequest, source: Mapping[str, Any]) -> bool:
@@ -342,8 +253,17 @@ def _copy_verified(
     archived = head(s3, settings.archive_bucket, request.archive_key)
     if archived is None or copy_problems(source, archived, request.source_etag):
         size = int(source["ContentLength"])
-        copy = _multipart_copy if size > settings.multipart_threshold else _single_copy
-        version_id = copy(s3, request, source, settings)
+        version_id, multipart = copy_version(
+            s3,
+            _copy_source(request, source),
+            source,
+            settings.archive_bucket,
+            request.archive_key,
+            _destination_args(source, request, settings.storage_class),
+            multipart_threshold=settings.multipart_threshold,
+            part_size=settings.part_size,
+            max_concurrency=settings.max_concurrency,
+        )
         extra = {"VersionId": version_id} if version_id else {}
         archived = head(s3, settings.archive_bucket, request.archive_key, **extra)
         if archived is None:
@@ -351,7 +271,7 @@ def _copy_verified(
         logger.info(
             "copied",
             bytes=size,
-            multipart=copy is _multipart_copy,
+            multipart=multipart,
             source_key=request.source_key,
             archive_key=request.archive_key,
         )
@@ -389,11 +309,15 @@ def _record_superseded(
         "size": size,
         "sequencer": None,
     }
+    replaced = request.replaces
     record = version_record(
         source,
         "superseded",
         archive_key=superseded.archive_key,
         superseded_by={"etag": request.source_etag, "version_id": request.source_version_id},
+        receipt=dict(replaced)
+        if replaced and replaced.get("record") == version_record_key_of(source)
+        else None,
     )
     write_version_record(s3, settings.processed_bucket, record)
 

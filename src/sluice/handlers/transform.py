@@ -31,7 +31,9 @@ Every output is a PUT derived only from the input and the metadata item is an Up
 that sets ``created_at`` once, so a retry after a crash redoes the same work; the
 receipt is the last write. Outputs a previous version of the same key left behind and
 this version does not produce (an errors report, data of a now-rejected file, thumbnails
-of a now-rejected image) are deleted so PROCESSED always matches the receipt.
+of a now-rejected image, or of a size no longer configured: whatever the receipt being
+replaced lists and the new one does not) are deleted so PROCESSED always matches the
+receipt. The new receipt names the one it replaces (``replaces``, sluice.receipts).
 
 Newest version wins (docs/contracts.md, "Ownership and versions"): the work on a key runs
 under its lease (:mod:`sluice.leases`), so two versions of one key are never transformed
@@ -63,7 +65,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -95,9 +97,11 @@ from sluice.leases import LEASE_MARGIN_SECONDS, LeaseTerms, key_lease, release_o
 from sluice.metrics import Outcome
 from sluice.receipts import (
     MAX_RECEIPT_ERRORS,
+    REPROCESS_METADATA,
     Kind,
     Receipt,
     read_receipt,
+    replacement,
     source_of,
     version_record,
     write_receipt,
@@ -163,6 +167,8 @@ class Source:
     version_id: str | None
     size: int
     body: Any
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """The object's user metadata (``sluice reprocess`` marks its copies there)."""
 
     def receipt_source(self) -> dict[str, Any]:
         return source_of(self.ref, etag=self.etag, version_id=self.version_id, size=self.size)
@@ -193,6 +199,36 @@ def _receipt_names(receipt: Mapping[str, Any] | None, etag: str, version_id: str
     if normalize_etag(source.get("etag")) != etag:
         return False
     return version_id is None or source.get("version_id") in (None, version_id)
+
+
+def _previous_receipt(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The receipt this one overwrites, for its ``replaces``; one that is not JSON (nothing
+    sluice wrote) has no history to keep and must not stop the new receipt."""
+    try:
+        return read_receipt(s3, bucket, key)
+    except ValueError:
+        logger.warning("the previous receipt is not JSON; its history is not kept")
+        return None
+
+
+def _outputs_left_behind(
+    previous: Mapping[str, Any] | None, receipt: Receipt, bucket: str
+) -> list[str]:
+    """PROCESSED outputs the receipt being replaced lists and this one does not: those of
+    settings that changed since (a thumbnail size dropped, a reprocess after a fix). They
+    belong to the same key (the receipt is at the key's own name), so they are removed
+    before the new receipt is written, and PROCESSED matches the receipt again."""
+    if not previous or (previous.get("source") or {}).get("key") != receipt.source["key"]:
+        return []
+    kept = {str(output["key"]) for output in receipt.outputs}
+    return [
+        str(output["key"])
+        for output in previous.get("outputs") or []
+        if isinstance(output, dict)
+        and output.get("bucket") == bucket
+        and isinstance(output.get("key"), str)
+        and output["key"] not in kept
+    ]
 
 
 def _key_is_gone(s3: Any, ref: S3ObjectRef) -> bool:
@@ -257,6 +293,7 @@ def fetch_source(
         version_id=version_id or ref.version_id,
         size=int(response.get("ContentLength", 0)),
         body=response.get("Body"),
+        metadata=response.get("Metadata") or {},
     )
 
 
@@ -728,6 +765,15 @@ def transform_object(
                 outcome.result,
                 outcome.thumbnails,
             )
+        previous = _previous_receipt(clients.s3, settings.processed_bucket, ref.key)
+        _delete_if_present(
+            clients.s3,
+            settings.processed_bucket,
+            _outputs_left_behind(previous, receipt, settings.processed_bucket),
+        )
+        receipt.replaces = replacement(
+            previous, receipt.source, source.metadata.get(REPROCESS_METADATA)
+        )
         write_receipt(clients.s3, settings.processed_bucket, receipt)
     logger.info(
         "input transformed",

@@ -11,6 +11,9 @@ exactly one receipt; every ARCHIVE object must be named by exactly one receipt (
 key's current version) or one ``superseded`` record of the version ledger, and carry
 that owner's source ETag. Versions recorded as ``deleted`` own nothing and need nothing.
 
+History (sluice.receipts): a receipt that replaces another version's names that version's
+record in ``replaces.record``; the record must exist (``missing history`` otherwise).
+
 While any queue has work, the pipeline is not at rest: what would be a discrepancy is then
 reported as "in progress" instead, and the audit is not clean either way. ``--wait`` lets
 the queues drain first.
@@ -62,6 +65,7 @@ MISSING_OUTPUT = "missing output"
 ORPHAN_OUTPUT = "orphan output"
 OWNED_TWICE = "owned twice"
 BAD_RECEIPT = "bad receipt"
+MISSING_HISTORY = "missing history"
 IN_PROGRESS = "in progress"
 
 LEDGER_PREFIXES = (RECEIPTS_PREFIX, VERSIONS_PREFIX, LEASES_PREFIX)
@@ -288,6 +292,14 @@ def audit(
                     MISSING_OUTPUT, _s3_uri(bucket, key), f"listed by receipt of {raw_key!r}"
                 )
 
+        replaced = body.get("replaces")
+        if isinstance(replaced, dict) and replaced.get("record") not in processed:
+            auditor.found(
+                MISSING_HISTORY,
+                receipt_uri,
+                f"replaces a version of {raw_key!r} whose record"
+                f" {replaced.get('record')!r} does not exist",
+            )
         current_versions.add((raw_key, version_token(source.get("version_id"), str(source_etag))))
         archive_key = archive_key_for(str(body.get("kind", "")), status, raw_key)
         expect_archived(archive_key, raw_key, source_etag, f"the receipt of {raw_key!r}")
