@@ -168,6 +168,12 @@ def test_down_stops_the_localstack_that_up_recorded(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
+        # Until the child has exec'd, /proc shows the parent's command line, without the
+        # marker (a busy machine makes that window long): wait for it before recording.
+        deadline = time.monotonic() + 30
+        while localstack.PROCESS_MARKER not in (command_line(process.pid) or ""):
+            assert time.monotonic() < deadline, "the stand-in never started"
+            time.sleep(0.05)
         localstack.pid_file(state).write(process.pid)
         assert localstack.pid_file(state).running_pid() == process.pid
         out = io.StringIO()
