@@ -4,7 +4,7 @@ invocations fail, messages are delivered twice and late, and old events come aft
 The stack is a ``chaos`` environment of its own (``tests/chaos/chaos.tfvars``: 2-3 s
 timeouts, so 12-18 s visibility timeouts, and two receives before the dead-letter queue)
 on its own emulator, applied by ``sluice up --var-file ... --environment chaos``
-(``--emulator`` of the end-to-end target; skipped on LocalStack for the limitation in
+(``--emulator`` of the end-to-end target; not run on LocalStack, for the limitation in
 ``LOCALSTACK_LIMITATION``). Its runner preloads the fault harness
 (``tests/chaos/preload.py``): 25% of the invocations of transform, archive and tag fail at
 a random AWS call (before it, or after it with the response lost) or at their end, and one
@@ -61,7 +61,6 @@ from tests.chaos import faults
 from tests.chaos.inputs import Corpus, build
 from tests.e2e.conftest import (
     ROOT,
-    TARGET,
     UP_TIMEOUT_SECONDS,
     Stack,
     _run_local,
@@ -69,8 +68,6 @@ from tests.e2e.conftest import (
     stack_ports,
 )
 from tests.s3events import s3_event, s3_record
-
-pytestmark = pytest.mark.e2e
 
 ENVIRONMENT = "chaos"
 TFVARS = ROOT / "tests" / "chaos" / "chaos.tfvars"
@@ -88,6 +85,8 @@ LOCALSTACK_LIMITATION = (
     " (docs/localstack.md)"
 )
 
+pytestmark = [pytest.mark.e2e, pytest.mark.not_on_localstack(LOCALSTACK_LIMITATION)]
+
 
 def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
@@ -96,8 +95,6 @@ def _md5(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path]]:
     """An emulator with the chaos environment applied and a runner with the harness."""
-    if TARGET == "localstack":
-        pytest.skip(LOCALSTACK_LIMITATION)
     state_dir = tmp_path_factory.mktemp("chaos-stack")
     fault_log = state_dir / "faults.jsonl"
     ports = stack_ports()

@@ -183,3 +183,23 @@ def test_down_stops_the_localstack_that_up_recorded(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_variant_turns_off_what_localstack_lacks_in_every_environment_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Cognito, API Gateway v2 and CloudFront are not in LocalStack's community edition:
+    the variant restates the environments (a variable file replaces the map whole) with
+    exactly those switches off."""
+    environments = {
+        "local": {"log_level": "DEBUG", "api": {"enabled": True}, "web": {"enabled": True}},
+        "chaos": {"functions": {"transform": {"timeout": 3}}},
+    }
+    path = localstack.write_variant(tmp_path, environments)
+    written = json.loads(path.read_text())["environments"]
+    off = {"enabled": False}
+    assert written == {
+        "local": {"log_level": "DEBUG", "api": off, "auth": off, "web": off},
+        "chaos": {"functions": {"transform": {"timeout": 3}}, "api": off, "auth": off, "web": off},
+    }
+    assert environments["local"]["api"] == {"enabled": True}  # the input is left alone
