@@ -162,17 +162,6 @@ archive, label counts and a clean audit); the others upload, bundle and delete t
 API and the web app, so they run after these."""
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Registered here, not in pyproject.toml: scripts/bootstrap.sh reinstalls the
-    # environment whenever pyproject.toml changes.
-    config.addinivalue_line(
-        "markers",
-        f"{NOT_ON_LOCALSTACK}(reason): needs a service LocalStack's community edition lacks;"
-        " deselected on SLUICE_E2E_TARGET=localstack, each listed with its reason in the"
-        " run's summary",
-    )
-
-
 NOT_RUN_ON_THIS_TARGET: dict[str, list[str]] = {}
 """Reason -> the tests deselected for it on this target (printed in the run's summary)."""
 
