@@ -429,7 +429,7 @@ locals {
     ]
   ])
   cognito_endpoint = coalesce(var.service_endpoint, "https://cognito-idp.${local.region}.amazonaws.com")
-  web_api_url      = var.runtime_urls != null ? var.runtime_urls.api : module.api[0].api_endpoint
+  web_api_url      = var.runtime_urls != null ? var.runtime_urls.api : one(module.api[*].api_endpoint)
 
   # The API's origin cannot be named in the CSP: the API's CORS names the distribution, and
   # the distribution carries the CSP, so naming the API there would be a dependency cycle.

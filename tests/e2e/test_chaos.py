@@ -4,11 +4,10 @@ invocations fail, messages are delivered twice and late, and old events come aft
 The stack is a ``chaos`` environment of its own (``tests/chaos/chaos.tfvars``: 2-3 s
 timeouts, so 12-18 s visibility timeouts, and two receives before the dead-letter queue)
 on its own emulator, applied by ``sluice up --var-file ... --environment chaos``
-(``--emulator`` of the end-to-end target; not run on LocalStack, for the limitation in
-``LOCALSTACK_LIMITATION``). Its runner preloads the fault harness
-(``tests/chaos/preload.py``): 25% of the invocations of transform, archive and tag fail at
-a random AWS call (before it, or after it with the response lost) or at their end, and one
-message in ten is sent again with a random delay.
+(``--emulator`` of the end-to-end target: moto, or LocalStack). Its runner preloads the
+fault harness (``tests/chaos/preload.py``): 25% of the invocations of transform, archive
+and tag fail at a random AWS call (before it, or after it with the response lost) or at
+their end, and one message in ten is sent again with a random delay.
 Some keys are uploaded twice, and the first version's event is sent again once the second
 is archived.
 
@@ -78,14 +77,7 @@ SEED = 7
 DRAIN_TIMEOUT_SECONDS = 600  # a deadline, polled: generous for a loaded machine
 MAX_REDRIVE_ROUNDS = 6
 FAULTED_FUNCTIONS = ("transform", "archive", "tag")
-LOCALSTACK_LIMITATION = (
-    "LocalStack 4.14 answers a conditional DeleteObject (IfMatch) on a general-purpose bucket"
-    " with 501 NotImplemented; the archive handler hides a superseded RAW version that became"
-    " current again with exactly that call, so this run's superseded uploads cannot converge"
-    " (docs/localstack.md)"
-)
-
-pytestmark = [pytest.mark.e2e, pytest.mark.not_on_localstack(LOCALSTACK_LIMITATION)]
+pytestmark = pytest.mark.e2e
 
 
 def _md5(data: bytes) -> str:

@@ -73,7 +73,11 @@ def test_the_plugin_registers_the_executor_that_localstack_is_told_to_use() -> N
     module = executors[localstack.EXECUTOR].split(":")[0]
     source = (plugin / f"{module}.py").read_text()
     assert f'EXECUTOR_NAME = "{localstack.EXECUTOR}"' in source
-    assert "localstack.hooks.on_infra_start" in project["entry-points"]
+    hooks = project["entry-points"]["localstack.hooks.on_infra_start"]
+    # DynamoDB Local from npm; DeleteObject If-Match as AWS answers it (sluice.leases).
+    assert set(hooks) == {"sluice_dynamodb_local_from_npm", "sluice_conditional_delete_object"}
+    for hook in hooks.values():
+        assert f"def {hook.split(':')[1]}() -> None:" in source
 
 
 def test_server_env_serves_the_stack_port_from_the_stack_state_dir(
