@@ -235,6 +235,13 @@ def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
     return statements
 
 
+def _role_key(resource: dict[str, Any]) -> str:
+    """Whose role or policy: the queue handlers' are indexed by function; the api's and the
+    upload role's are named after them (each ``[0]``: they exist only with the API)."""
+    index = resource.get("index")
+    return index if isinstance(index, str) else str(resource["name"])
+
+
 @pytest.fixture(scope="module")
 def deployed(views: TerraformViews) -> Deployed:
     values = views.local_state["values"]
@@ -270,10 +277,8 @@ def deployed(views: TerraformViews) -> Deployed:
     (data_key,) = [
         r["values"]["arn"] for r in _of_type(values, "aws_kms_key") if r["name"] == "data"
     ]
-    # The queue handlers' policies are indexed by function; the api's and the upload role's
-    # are single resources named after them.
     policies = {
-        r.get("index", r["name"]): json.loads(r["values"]["policy"])
+        _role_key(r): json.loads(r["values"]["policy"])
         for r in _of_type(values, "aws_iam_role_policy")
     }
     assert set(buckets) == set(BUCKETS)
@@ -522,9 +527,7 @@ def test_only_the_bundle_role_may_publish_to_the_bundle_topic(views: TerraformVi
         for r in _of_type(values, "aws_sns_topic_policy")
         if r["values"]["arn"].endswith(":sluice-local-bundles")
     ]
-    roles = {
-        r.get("index", r["name"]): r["values"]["arn"] for r in _of_type(values, "aws_iam_role")
-    }
+    roles = {_role_key(r): r["values"]["arn"] for r in _of_type(values, "aws_iam_role")}
     statements = {s["Sid"]: s for s in _statements(json.loads(topic_policy["policy"]))}
     topic = topic_policy["arn"]
     publishers = {
