@@ -44,9 +44,11 @@ module "pipeline" {
   labeler                       = each.value.labeler
   bundle_url_ttl_seconds        = each.value.bundle_url_ttl_seconds
   raw_cors_allowed_origins      = each.value.raw_cors_allowed_origins
+  auth_enabled                  = each.value.auth.enabled
+  api_enabled                   = each.value.api.enabled
   api_routes                    = local.api_routes
   web_origins                   = each.value.web_origins
-  web_app_dir                   = each.value.web_app == false ? null : "${path.module}/web"
+  web_app_dir                   = each.value.web.enabled ? "${path.module}/web" : null
   web_datasets                  = local.datasets
   web_sign_in                   = each.value.web_sign_in
   web_security_headers_policy   = each.value.web_security_headers_policy

@@ -456,6 +456,8 @@ locals {
 }
 
 resource "aws_iam_role" "api" {
+  count = var.api_enabled ? 1 : 0
+
   name               = "${var.name_prefix}-api"
   description        = "Execution role of the sluice api handler."
   assume_role_policy = data.aws_iam_policy_document.assume_role.json
@@ -465,6 +467,8 @@ resource "aws_iam_role" "api" {
 # Presigned URLs carry their signer's permissions: the api may write the upload keys it
 # signs for, and read the thumbnails, originals and bundles it links to.
 data "aws_iam_policy_document" "api" {
+  count = var.api_enabled ? 1 : 0
+
   statement {
     sid       = "WriteOwnLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
@@ -494,7 +498,7 @@ data "aws_iam_policy_document" "api" {
   statement {
     sid       = "HandOutOneKeyCredentials"
     actions   = ["sts:AssumeRole"]
-    resources = [aws_iam_role.upload.arn]
+    resources = [aws_iam_role.upload[0].arn]
   }
 
   statement {
@@ -602,33 +606,41 @@ data "aws_iam_policy_document" "api" {
 }
 
 resource "aws_iam_role_policy" "api" {
+  count = var.api_enabled ? 1 : 0
+
   name   = "${var.name_prefix}-api"
-  role   = aws_iam_role.api.id
-  policy = data.aws_iam_policy_document.api.json
+  role   = aws_iam_role.api[0].id
+  policy = data.aws_iam_policy_document.api[0].json
 }
 
 # Assumed only by the api, with a session policy naming exactly one key: the credentials
 # it returns can write that key and nothing else (the intersection of both policies).
 data "aws_iam_policy_document" "upload_trust" {
+  count = var.api_enabled ? 1 : 0
+
   statement {
     actions = ["sts:AssumeRole"]
 
     principals {
       type        = "AWS"
-      identifiers = [aws_iam_role.api.arn]
+      identifiers = [aws_iam_role.api[0].arn]
     }
   }
 }
 
 resource "aws_iam_role" "upload" {
+  count = var.api_enabled ? 1 : 0
+
   name                 = "${var.name_prefix}-upload"
   description          = "Assumed by the sluice api with a one-key session policy, for SDK and aws CLI uploads to RAW."
-  assume_role_policy   = data.aws_iam_policy_document.upload_trust.json
+  assume_role_policy   = data.aws_iam_policy_document.upload_trust[0].json
   max_session_duration = 3600
   tags                 = var.tags
 }
 
 data "aws_iam_policy_document" "upload" {
+  count = var.api_enabled ? 1 : 0
+
   statement {
     sid       = "UploadToRaw"
     actions   = local.put_object_actions
@@ -648,7 +660,30 @@ data "aws_iam_policy_document" "upload" {
 }
 
 resource "aws_iam_role_policy" "upload" {
+  count = var.api_enabled ? 1 : 0
+
   name   = "${var.name_prefix}-upload"
-  role   = aws_iam_role.upload.id
-  policy = data.aws_iam_policy_document.upload.json
+  role   = aws_iam_role.upload[0].id
+  policy = data.aws_iam_policy_document.upload[0].json
+}
+
+# The api's roles became optional (api_enabled); an environment applied before keeps them.
+moved {
+  from = aws_iam_role.api
+  to   = aws_iam_role.api[0]
+}
+
+moved {
+  from = aws_iam_role_policy.api
+  to   = aws_iam_role_policy.api[0]
+}
+
+moved {
+  from = aws_iam_role.upload
+  to   = aws_iam_role.upload[0]
+}
+
+moved {
+  from = aws_iam_role_policy.upload
+  to   = aws_iam_role_policy.upload[0]
 }

@@ -16,6 +16,12 @@ variable "functions" {
   }
 }
 
+variable "api_enabled" {
+  description = "Whether the environment has the api function: its execution role and the upload role it hands out exist only then."
+  type        = bool
+  default     = true
+}
+
 variable "api_log_group_arn" {
   description = "ARN of the api function's log group."
   type        = string

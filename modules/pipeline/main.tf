@@ -332,6 +332,7 @@ module "iam" {
   name_prefix       = local.name
   key_prefixes      = var.key_prefixes
   functions         = local.function_resource_arns
+  api_enabled       = var.api_enabled
   api_log_group_arn = local.api_log_group_arn
   bucket_arns = {
     raw       = module.bucket["raw"].bucket_arn
@@ -352,15 +353,19 @@ check "function_resource_arns" {
     condition = alltrue([
       for function, arns in local.function_resource_arns :
       module.function[function].queue_arn == arns.queue_arn && module.function[function].log_group_arn == arns.log_group_arn
-    ]) && module.api_function.log_group_arn == local.api_log_group_arn
+    ]) && alltrue([for api in module.api_function : api.log_group_arn == local.api_log_group_arn])
     error_message = "The queue or log group ARNs granted to the execution roles differ from the ones the lambda module created."
   }
 }
 
 # --- The HTTP API: sign-in, the api function, the API ------------------------------------
 
+# Each of the three can be switched off for an environment where AWS's service does not
+# exist (LocalStack's community edition: no Cognito, API Gateway v2 or CloudFront); the
+# pipeline itself never depends on them (docs/localstack.md).
 module "auth" {
   source = "../auth"
+  count  = var.auth_enabled ? 1 : 0
 
   name          = "${local.name}-users"
   callback_urls = [for origin in local.web_origins : "${origin}/"]
@@ -374,6 +379,7 @@ module "auth" {
 
 module "api_function" {
   source = "../lambda"
+  count  = var.api_enabled ? 1 : 0
 
   function_name = "${local.name}-api"
   handler       = "sluice.handlers.api.handler"
@@ -396,14 +402,15 @@ module "api_function" {
 
 module "api" {
   source = "../api"
+  count  = var.api_enabled ? 1 : 0
 
   name                   = "${local.name}-api"
   routes                 = var.api_routes
-  function_name          = module.api_function.function_name
-  function_invoke_arn    = module.api_function.invoke_arn
-  function_qualifier     = module.api_function.invoked_qualifier
-  jwt_issuer             = module.auth.issuer
-  jwt_audience           = module.auth.client_ids
+  function_name          = module.api_function[0].function_name
+  function_invoke_arn    = module.api_function[0].invoke_arn
+  function_qualifier     = module.api_function[0].invoked_qualifier
+  jwt_issuer             = module.auth[0].issuer
+  jwt_audience           = module.auth[0].client_ids
   cors_allowed_origins   = local.web_origins
   throttling_burst_limit = var.api_throttling_burst_limit
   throttling_rate_limit  = var.api_throttling_rate_limit
@@ -422,7 +429,7 @@ locals {
     ]
   ])
   cognito_endpoint = coalesce(var.service_endpoint, "https://cognito-idp.${local.region}.amazonaws.com")
-  web_api_url      = var.runtime_urls != null ? var.runtime_urls.api : module.api.api_endpoint
+  web_api_url      = var.runtime_urls != null ? var.runtime_urls.api : one(module.api[*].api_endpoint)
 
   # The API's origin cannot be named in the CSP: the API's CORS names the distribution, and
   # the distribution carries the CSP, so naming the API there would be a dependency cycle.
@@ -448,17 +455,17 @@ module "web" {
   app_config = {
     api_url                   = local.web_api_url
     region                    = local.region
-    user_pool_id              = module.auth.user_pool_id
+    user_pool_id              = module.auth[0].user_pool_id
     sign_in                   = var.web_sign_in
-    client_id                 = var.web_sign_in == "password" ? module.auth.cli_client_id : module.auth.web_client_id
+    client_id                 = var.web_sign_in == "password" ? module.auth[0].cli_client_id : module.auth[0].web_client_id
     cognito_endpoint          = local.cognito_endpoint
-    auth_domain               = "https://${module.auth.hosted_ui_domain}"
+    auth_domain               = "https://${module.auth[0].hosted_ui_domain}"
     datasets                  = var.web_datasets
     multipart_threshold_bytes = var.web_multipart_threshold_bytes
   }
   connect_sources = distinct(concat(
     [local.web_api_source, local.cognito_endpoint],
-    var.web_sign_in == "hosted_ui" ? ["https://${module.auth.hosted_ui_domain}"] : [],
+    var.web_sign_in == "hosted_ui" ? ["https://${module.auth[0].hosted_ui_domain}"] : [],
     local.s3_origins,
   ))
   image_sources           = local.s3_origins
@@ -671,7 +678,7 @@ resource "aws_cloudwatch_metric_alarm" "dead_letter_queue_not_empty" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "function_errors" {
-  for_each = merge(module.function, { api = module.api_function })
+  for_each = merge(module.function, { for api in module.api_function : "api" => api })
 
   alarm_name          = "${each.value.function_name}-errors"
   alarm_description   = "The ${each.value.function_name} function failed invocations (unhandled errors, timeouts)."
@@ -711,4 +718,21 @@ resource "aws_cloudwatch_metric_alarm" "failed_items" {
   alarm_actions       = [aws_sns_topic.alerts.arn]
   ok_actions          = [aws_sns_topic.alerts.arn]
   tags                = local.tags
+}
+
+# The API, its function and the user pool became optional (api_enabled, auth_enabled): an
+# environment applied before keeps them where they are.
+moved {
+  from = module.auth
+  to   = module.auth[0]
+}
+
+moved {
+  from = module.api_function
+  to   = module.api_function[0]
+}
+
+moved {
+  from = module.api
+  to   = module.api[0]
 }

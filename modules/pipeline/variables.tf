@@ -251,6 +251,23 @@ variable "raw_cors_allowed_origins" {
   nullable    = false
 }
 
+variable "auth_enabled" {
+  description = "Whether the environment has its Cognito user pool (sign-in for the HTTP API and the web app); false only where the user pool cannot exist (an emulator without Cognito)."
+  type        = bool
+  default     = true
+}
+
+variable "api_enabled" {
+  description = "Whether the environment has the HTTP API (API Gateway), its api function and the roles they use; needs auth_enabled (the API's JWT authorizer trusts the user pool). false only where API Gateway v2 cannot exist (an emulator without it)."
+  type        = bool
+  default     = true
+
+  validation {
+    condition     = !var.api_enabled || var.auth_enabled
+    error_message = "api_enabled needs auth_enabled: the API's authorizer trusts the user pool."
+  }
+}
+
 variable "api_routes" {
   description = "Route keys of the HTTP API (METHOD /path), each with whether it needs a token; the root module reads them from docs/openapi.yaml."
   type = map(object({
@@ -397,9 +414,14 @@ variable "tags" {
 }
 
 variable "web_app_dir" {
-  description = "Directory of the static web app (the repository's web/); null deploys no web app."
+  description = "Directory of the static web app (the repository's web/); null deploys no web app (required without the API: the app calls it)."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.web_app_dir == null || var.api_enabled
+    error_message = "The web app needs the HTTP API (api_enabled): it calls it."
+  }
 }
 
 variable "web_sign_in" {

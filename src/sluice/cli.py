@@ -900,8 +900,9 @@ def run_login(args: argparse.Namespace) -> int:
     environment, _ = _resolve(args)
     if not environment.cli_client_id:
         raise UsageError(
-            f"environment {args.environment!r} has no user pool client in its outputs:"
-            " re-apply Terraform"
+            f"sign-in is not deployed in environment {args.environment!r} (its outputs name"
+            " no user pool client: auth.enabled is false, e.g. on LocalStack, or Terraform"
+            " was not re-applied since sign-in was added)"
         )
     from botocore import UNSIGNED
     from botocore.config import Config

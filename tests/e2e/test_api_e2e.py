@@ -34,8 +34,9 @@ from PIL import Image
 from sluice.local.state import StateDir
 from tests.e2e.conftest import ROOT, Stack
 from tests.security_support import SAMPLES_DIR
+from tests.terraform_support import NEEDS_API
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, NEEDS_API]
 
 DEADLINE_SECONDS = 240
 SEED_EMAIL = "admin@sluice.local"

@@ -26,6 +26,7 @@ from tests.terraform_support import (
     REPO_ROOT,
     e2e_target,
     emulator_server,
+    target_var_files,
     terraform,
     terraform_env,
     write_stand_in_artifacts,
@@ -194,6 +195,8 @@ def test_local_environment_applies_plans_clean_and_destroys(tmp_path: Path, endp
         f"-var=aws_endpoint_url={endpoint}",
         f"-var=artifacts_dir={artifacts}",
     ]
+    # On LocalStack, its variant: the API, sign-in and web app off (docs/localstack.md).
+    tf_vars += target_var_files(tmp_path, env, tf_vars)
     terraform(["apply", "-auto-approve", *tf_vars], cwd=REPO_ROOT, env=env)
 
     # State lives in the emulator's bucket, and the lock file is gone after the run.

@@ -36,8 +36,9 @@ from sluice.labels import images_for_label, label_counts
 from sluice.local.state import StateDir
 from sluice.ops.audit import pending_messages, wait_until_drained
 from tests.e2e.conftest import ROOT, Stack
+from tests.terraform_support import NEEDS_API
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, NEEDS_API]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

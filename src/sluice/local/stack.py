@@ -183,11 +183,25 @@ def apply_terraform(
     environment: str = LOCAL_ENVIRONMENT,
     var_files: tuple[Path, ...] = (),
     runtime_urls: Mapping[str, str] | None = None,
+    emulator: str = EMULATORS[0],
 ) -> Environment:
     terraform = Terraform(state, endpoint_url, console.out)
     bucket = terraform.ensure_state_bucket(awsenv.client("s3", endpoint_url))
     console.step(f"terraform: init (state in s3://{bucket}, log {state.terraform_log})")
     terraform.init(state_key=state_key_for(environment))
+    if emulator == "localstack":
+        # What LocalStack's community edition lacks (Cognito, API Gateway v2, CloudFront)
+        # is switched off: the variable files' environments, restated with those off.
+        environments = terraform.local_variable(
+            "environments", [path.resolve() for path in var_files]
+        )
+        variant = localstack.write_variant(state.path, environments)
+        console.step(
+            "terraform: the API, sign-in and web app are off on LocalStack (no "
+            + ", ".join(localstack.MISSING_SERVICES.values())
+            + f" in its community edition): {variant}"
+        )
+        var_files = (*var_files, variant)
     files = " ".join(f"-var-file={path}" for path in (TFVARS, *var_files))
     console.step(f"terraform: apply {files} (a minute or more)")
     variables = {"runtime_urls": hcl_object(runtime_urls)} if runtime_urls else None
@@ -374,7 +388,7 @@ def _start_server(
     if previous is not None:
         console.step(f"{server.name}: stopped the previous {server.title} (pid {previous})")
     if arguments is None:
-        console.step(f"{server.name}: the environment has no {server.serves}")
+        console.step(f"{server.name}: not deployed in this environment (no {server.serves})")
         return None
     log_path = server.log(state)
     offset = log_path.stat().st_size if log_path.exists() else 0
@@ -548,6 +562,7 @@ def up(
             environment=options.environment,
             var_files=options.var_files,
             runtime_urls={"api": options.api_url, "web": options.web_url},
+            emulator=options.emulator,
         )
         start_runner(
             state, endpoint_url, environment, console, environment_name=options.environment
@@ -592,7 +607,8 @@ def up(
         result.bundle_label, result.bundle = label, bundle
         result.api_url = api_url
         result.web_url = web_url
-        result.web_user = seeded_user(state, endpoint_url, options.environment, console)
+        if web_url:
+            result.web_user = seeded_user(state, endpoint_url, options.environment, console)
         print(summary.render(result), file=out, flush=True)
     except (EmulatorError, TerraformError, UpError) as error:
         print(f"sluice up: {error}", file=sys.stderr, flush=True)
