@@ -13,7 +13,7 @@ from sluice import cli
 from sluice.local import commands
 from sluice.local.stack import UpOptions, state_key_for
 from sluice.local.state import StateDir
-from sluice.local.terraform import TFVARS, Terraform
+from sluice.local.terraform import TFVARS, Terraform, TerraformError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,3 +86,36 @@ def test_terraform_gets_the_key_and_the_variable_files_in_order(
     assert not any(arg.startswith("-backend-config=key=") for arg in runs[1])
     files = [arg for arg in runs[2] if arg.startswith("-var-file=")]
     assert files == [f"-var-file={TFVARS}", "-var-file=/x/chaos.tfvars"]
+
+
+def test_a_failed_apply_is_applied_again_once_and_a_second_failure_stands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The emulator can make a resource whose answer the provider did not wait for (its
+    retry then meets the first): one more apply creates what the state lacks. Never more
+    than one, so a real failure still fails, with its message."""
+    outcomes: list[str | None] = []
+    runs: list[list[str]] = []
+
+    def fake_run(self: Terraform, args: list[str], **_: Any) -> str:
+        runs.append(list(args))
+        failure = outcomes.pop(0)
+        if failure:
+            raise TerraformError(f"terraform apply failed: {failure}\n  full output: x")
+        return ""
+
+    monkeypatch.setattr(Terraform, "run", fake_run)
+    out = io.StringIO()
+    terraform = Terraform(StateDir(ROOT, tmp_path), "http://127.0.0.1:4599", out)
+
+    outcomes[:] = ["Error: DistributionAlreadyExists", None]
+    terraform.apply()
+    assert len(runs) == 2 and runs[0] == runs[1]
+    assert "DistributionAlreadyExists" in out.getvalue()
+    assert "applying again, once" in out.getvalue()
+
+    runs.clear()
+    outcomes[:] = ["Error: invalid value", "Error: invalid value"]
+    with pytest.raises(TerraformError, match="invalid value"):
+        terraform.apply()
+    assert len(runs) == 2

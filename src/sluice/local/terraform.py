@@ -184,20 +184,29 @@ class Terraform:
         """Apply ``env/local.tfvars`` (then ``extra_var_files``, which win) to the endpoint.
 
         ``variables``: more ``-var`` values, each already in HCL syntax.
+
+        A failed apply is applied again, once. On a loaded machine the emulator can answer a
+        create slower than the provider waits; the provider then retries a create the
+        emulator already made (CloudFront answers ``DistributionAlreadyExists`` for the
+        caller reference it retried with). The state never recorded the first, so a second
+        apply creates what is missing. A failure that is not transient fails again, with
+        its own message; against AWS, ``deploy.sh`` applies once, as reviewed.
         """
-        self.run(
-            [
-                "apply",
-                "-auto-approve",
-                "-input=false",
-                f"-var-file={TFVARS}",
-                *(f"-var-file={path}" for path in extra_var_files),
-                f"-var=aws_endpoint_url={self.endpoint_url}",
-                *(f"-var={name}={value}" for name, value in (variables or {}).items()),
-            ],
-            label="terraform apply",
-            timeout=APPLY_TIMEOUT_SECONDS,
-        )
+        args = [
+            "apply",
+            "-auto-approve",
+            "-input=false",
+            f"-var-file={TFVARS}",
+            *(f"-var-file={path}" for path in extra_var_files),
+            f"-var=aws_endpoint_url={self.endpoint_url}",
+            *(f"-var={name}={value}" for name, value in (variables or {}).items()),
+        ]
+        try:
+            self.run(args, label="terraform apply", timeout=APPLY_TIMEOUT_SECONDS)
+        except TerraformError as error:
+            first_line = str(error).splitlines()[0]
+            print(f"{first_line}\nterraform apply: applying again, once", file=self.out)
+            self.run(args, label="terraform apply (again)", timeout=APPLY_TIMEOUT_SECONDS)
 
     def _capture(self, args: list[str], stdin: str | None = None) -> str:
         """Run a quick terraform subcommand and return its output; fail with its stderr."""
