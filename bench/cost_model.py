@@ -64,7 +64,9 @@ TAG_ASSUMED_SECONDS = 0.5  # assumption: one DetectLabels round trip plus Dynamo
 
 # List prices, us-east-1, from the public AWS pricing pages as the model's author knew them
 # (training data up to 2025; not fetched live). Check them before relying on the totals.
-PRICES_DATE = "2025 (public price pages as known from training data; not fetched live)"
+PRICES_DATE = (
+    "as of 2025, from the public price pages as known from training data, not fetched live"
+)
 PRICES: dict[str, tuple[float, str]] = {
     "lambda_x86_gb_s": (0.0000166667, "Lambda x86_64, per GB-second (first 6 B GB-s tier)"),
     "lambda_arm_gb_s": (0.0000133334, "Lambda arm64, per GB-second (first 7.5 B GB-s tier)"),
@@ -385,8 +387,8 @@ def main() -> None:
             cpu, wall, rss = json_at(case, 1000)
             lines.append(
                 f"| {name} | 1 GB JSON | {cpu:.1f} | {wall:.1f} | {rss / MIB:.0f} MiB |"
-                f" **extrapolated** on the line through {smallest['file_bytes'] / 1e6:g} and"
-                f" {largest['file_bytes'] / 1e6:g} MB"
+                f" **extrapolated** on the line through {smallest['file_bytes'] / 1e6:.1f} and"
+                f" {largest['file_bytes'] / 1e6:.1f} MB"
                 f"{' (peak flat)' if case == 'sluice' else ' (peak per MB)'} |"
             )
     bundle_how = "bundle.py against moto" + (
@@ -458,6 +460,11 @@ def main() -> None:
         "",
         "arm64 assumes the same duration as x86 (not measured here): 20% cheaper per GB-s.",
         "",
+        "What env/*.tfvars take from this: the transform's memory (CPU-bound, so the answer"
+        " rests on measured CPU time). archive, tag and bundle mostly wait on AWS; their optimum"
+        " depends on that wait, which moto on loopback cannot show, so their memory is left as"
+        " it was (the table shows what the model would choose from moto's wait).",
+        "",
         "## Monthly cost (x86)",
         "",
         row("workload", "sluice", "naive", "saving"),
@@ -482,10 +489,10 @@ def main() -> None:
         "The naive pipeline is the same pipeline with the transform done the common way"
         " (thumbnail.py's and json_transform.py's baselines), each sized by the same rule.",
         "",
-        "Requests per input assumed by the model (from reading the handlers, not counted):",
+        "Requests per input (archive's counted by archive.py, the rest read from the handlers):",
         f"photo {PHOTO_REQUESTS}; JSON file {JSON_FILE_REQUESTS}.",
         "",
-        f"## Prices (us-east-1, {PRICES_DATE})",
+        f"## Prices (us-east-1; {PRICES_DATE})",
         "",
         "| item | price |",
         "|---|---|",
