@@ -148,7 +148,7 @@ def child_bundle(count: int, profiler: cProfile.Profile | None) -> dict[str, Any
     before = peak_rss_bytes()
     if profiler is not None:
         profiler.enable()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     contents = bundle.write_bundle_zip(
         s3,
         dynamodb,
@@ -160,11 +160,13 @@ def child_bundle(count: int, profiler: cProfile.Profile | None) -> dict[str, Any
         created_at="2024-01-01T00:00:00Z",
     )
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     if profiler is not None:
         profiler.disable()
     assert contents.image_count == count and not contents.missing, contents
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "image_bytes": contents.image_bytes,
         "zip_bytes": contents.zip_bytes,
         "peak_rss_before": before,
@@ -178,17 +180,19 @@ def child_copy(count: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
     before = peak_rss_bytes()
     if profiler is not None:
         profiler.enable()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     total = 0
     for number in range(count):
         body = s3.get_object(Bucket=ARCHIVE_BUCKET, Key=image_key(number))["Body"].read()
         s3.put_object(Bucket=WORK_BUCKET, Key=f"copies/{count}/{number:05d}.jpg", Body=body)
         total += len(body)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     if profiler is not None:
         profiler.disable()
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "image_bytes": total,
         "peak_rss_before": before,
     }
@@ -254,6 +258,7 @@ def main() -> None:
                 image_total = samples[0]["image_bytes"]
                 entry[case] = {
                     "seconds": seconds.as_dict(),
+                    "cpu_seconds": Summary.of([s["cpu_seconds"] for s in samples]).as_dict(),
                     "image_bytes": image_total,
                     "bytes_per_second": round(image_total / seconds.median),
                     "peak_rss": max(s["peak_rss"] for s in samples),

@@ -28,6 +28,7 @@ SCRIPTS = (
     "json_transform",
     "json_candidates",
     "bundle",
+    "cost_model",
     "end_to_end",
 )
 BENCH = Path(__file__).resolve().parent

@@ -11,11 +11,15 @@ environments = {
     # alone is 0.3-0.5 s (docs/benchmarks.md, "Cold start").
     snap_start = true
 
-    # The module's default timeout (120 s) at 1024 MB reads about this much.
+    # Well inside the module's default timeout (120 s): at 1,769 MB the transform reads
+    # 1 GB in about 40 s (docs/cost.md).
     max_data_bytes = 536870912
 
+    # 1,769 MB (one full vCPU) minimises cost x duration for the CPU-bound transform: below
+    # it the same CPU work costs the same and takes longer, above it gets no faster
+    # (docs/cost.md, bench/cost_model.py).
     functions = {
-      transform = { maximum_concurrency = 5 }
+      transform = { memory_size = 1769, maximum_concurrency = 5 }
       archive   = { maximum_concurrency = 5 }
     }
 
