@@ -136,6 +136,7 @@ def clear_work_bucket() -> None:
 def child_bundle(count: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
     import boto3
 
+    from sluice import bundles
     from sluice.handlers import bundle
     from sluice.keys import image_id
 
@@ -144,7 +145,7 @@ def child_bundle(count: int, profiler: cProfile.Profile | None) -> dict[str, Any
     images = [
         bundle.MatchedImage(image_id(image_key(n)), image_key(n), ("Bench",)) for n in range(count)
     ]
-    request = bundle.BundleRequest(labels=("Bench",))
+    request = bundles.BundleRequest(labels=("Bench",))
     before = peak_rss_bytes()
     if profiler is not None:
         profiler.enable()

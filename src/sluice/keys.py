@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 
 MAX_KEY_BYTES = 1024
 
@@ -40,7 +41,9 @@ ARCHIVE_REJECTED_PREFIX = "rejected/"
 ARCHIVE_SUPERSEDED_PREFIX = "superseded/"
 """ARCHIVE: every RAW version that a newer version of its key replaced, by version."""
 REQUESTS_PREFIX = "requests/"
+"""WORK: bundle requests, ``requests/<bundle id>.json`` (the bundle trigger)."""
 BUNDLES_PREFIX = "bundles/"
+"""WORK: each bundle's zip and status, ``bundles/<bundle id>.zip`` and ``.json``."""
 UPLOADS_SEGMENT = "uploads/"
 """RAW keys the API hands out: ``[<dataset prefix>]uploads/<user>/<date>/<uuid>-<name>``."""
 
@@ -121,3 +124,33 @@ def version_record_key(raw_key: str, token: str) -> str:
 
 def lease_key(raw_key: str) -> str:
     return derived_key(LEASES_PREFIX, raw_key, ".json")
+
+
+BUNDLE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A bundle id: safe in a key, a file name and a URL without escaping."""
+
+
+def bundle_request_key(bundle_id: str) -> str:
+    return f"{REQUESTS_PREFIX}{bundle_id}.json"
+
+
+def bundle_status_key(bundle_id: str) -> str:
+    return f"{BUNDLES_PREFIX}{bundle_id}.json"
+
+
+def bundle_zip_key(bundle_id: str) -> str:
+    return f"{BUNDLES_PREFIX}{bundle_id}.zip"
+
+
+def bundle_id_of(request_key: str) -> str | None:
+    """The bundle id of ``requests/<id>.json``, or None when the key is not a valid request."""
+    if not request_key.startswith(REQUESTS_PREFIX) or not request_key.endswith(".json"):
+        return None
+    candidate = request_key[len(REQUESTS_PREFIX) : -len(".json")]
+    return candidate if BUNDLE_ID_PATTERN.fullmatch(candidate) else None
+
+
+def invalid_bundle_id(request_key: str) -> str:
+    """Where the error status of a request under an invalid key goes: ``_invalid-<sha256>``,
+    a name no valid id can take (valid ids start with a letter or digit)."""
+    return "_invalid-" + _sha256_hex(request_key)[:16]

@@ -13,7 +13,7 @@ bodies are validated against the JSON Schemas in ``sluice/schemas/``; every erro
 status and ids.
 
 The logic lives in plain modules (``sluice.uploads``, ``sluice.image_items``,
-``sluice.labels``, ``sluice.receipts``, ``sluice.ops.bundle``); the routes only translate
+``sluice.labels``, ``sluice.receipts``, ``sluice.bundles``); the routes only translate
 between HTTP and them.
 """
 
@@ -38,19 +38,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from sluice import image_items, uploads
+from sluice.bundles import BundleRequestError, read_status
 from sluice.config import env_int, env_str
 from sluice.datasets import Dataset, Registry, env_datasets, load_registry
 from sluice.image_items import InvalidCursorError
-from sluice.keys import RECEIPTS_PREFIX
+from sluice.keys import BUNDLE_ID_PATTERN, RECEIPTS_PREFIX, bundle_request_key
 from sluice.labels import InvalidPageTokenError, images_for_label, label_counts
-from sluice.ops.bundle import (
-    BUNDLE_ID_PATTERN,
-    BundleRequest,
-    BundleRequestError,
-    read_status,
-    request_key,
-    write_request,
-)
+from sluice.ops.bundle import write_request
 from sluice.receipts import read_receipt
 from sluice.runtime import make_logger
 
@@ -492,8 +486,8 @@ class Api:
         if not BUNDLE_ID_PATTERN.fullmatch(bundle_id):
             raise ApiError(404, "not_found", "no such bundle")
         bucket = self.settings.work_bucket
-        key = request_key(bundle_id)
-        status = read_status(self.s3, BundleRequest(bundle_id, bucket, key, None, {}))
+        key = bundle_request_key(bundle_id)
+        status = read_status(self.s3, bucket, bundle_id)
         if status is not None:
             return {name: status.get(name) for name in BUNDLE_FIELDS if name in status}
         if self._exists(bucket, key):

@@ -17,7 +17,8 @@ Steps for one request object:
 3. If ``bundles/<id>.json`` already records an outcome for this request ETag, the
    delivery is a duplicate and nothing is done (no second notification).
 4. The request is validated against ``schemas/bundle_request.schema.json`` (Draft
-   2020-12). Not JSON, not valid, or larger than 64 KiB: error status and notification,
+   2020-12) by :mod:`sluice.bundles`, which owns the request, status and notification
+   formats. Not JSON, not valid, or larger than 64 KiB: error status and notification,
    no exception, so it is not retried.
 5. ``any`` is the union of the labels' memberships, ``all`` the intersection: the
    smallest label (by its count item) is read first and each further label only keeps
@@ -45,29 +46,33 @@ an operator or a subscriber needs is the bundle id, status, counts and link.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import resources
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import boto3
-import fastjsonschema
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from sluice import bundles
+from sluice.bundles import BundleRequest, BundleRequestError, Match
 from sluice.config import env_int, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.image_items import fetch_image_metadata
-from sluice.keys import ARCHIVE_IMAGES_PREFIX, BUNDLES_PREFIX, REQUESTS_PREFIX
+from sluice.keys import (
+    ARCHIVE_IMAGES_PREFIX,
+    REQUESTS_PREFIX,
+    bundle_id_of,
+    bundle_zip_key,
+    invalid_bundle_id,
+)
 from sluice.labels import LabelledImage, iter_images_for_label, label_count
 from sluice.metrics import REJECTED, Outcome
 from sluice.runtime import make_logger, run
@@ -77,24 +82,11 @@ from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_t
 MAX_URL_TTL_SECONDS = 7 * 24 * 3600
 """SigV4 presigned URLs cannot live longer than 7 days."""
 DEFAULT_URL_TTL_SECONDS = 24 * 3600
-MAX_REQUEST_BYTES = 64 * 1024
-MAX_REPORTED_ERRORS = 20
-MAX_ERROR_MESSAGE = 300
 METADATA_BATCH = 100  # BatchGetItem's limit
 MANIFEST_NAME = "manifest.json"
 ZIP_IMAGES_DIR = "images/"
-FINAL_STATUSES = frozenset({"ready", "empty", "error"})
 
-Match = Literal["any", "all"]
 Status = Literal["ready", "empty", "error"]
-
-_BUNDLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_REQUEST_SCHEMA: dict[str, Any] = json.loads(
-    resources.files("sluice").joinpath("schemas/bundle_request.schema.json").read_text("utf-8")
-)
-# Every request passes the fast yes/no check compiled here, at cold start. Only an invalid
-# one pays for importing jsonschema (60-140 ms), which lists all of its problems.
-_request_check = fastjsonschema.compile(_REQUEST_SCHEMA, use_default=False)
 
 logger = make_logger("bundle")
 
@@ -125,105 +117,6 @@ class BundleConfig:
                 maximum=MAX_URL_TTL_SECONDS,
             ),
         )
-
-
-# Keys ------------------------------------------------------------------------------------
-def bundle_id_for(request_key: str) -> str | None:
-    """The bundle id of ``requests/<id>.json``, or None when the key is not a valid request."""
-    if not request_key.startswith(REQUESTS_PREFIX) or not request_key.endswith(".json"):
-        return None
-    candidate = request_key[len(REQUESTS_PREFIX) : -len(".json")]
-    return candidate if _BUNDLE_ID.fullmatch(candidate) else None
-
-
-def invalid_bundle_id(request_key: str) -> str:
-    """Where an invalid request's error status goes; valid ids never start with ``_``."""
-    return "_invalid-" + hashlib.sha256(request_key.encode("utf-8")).hexdigest()[:16]
-
-
-def zip_key(bundle_id: str) -> str:
-    return f"{BUNDLES_PREFIX}{bundle_id}.zip"
-
-
-def status_key(bundle_id: str) -> str:
-    return f"{BUNDLES_PREFIX}{bundle_id}.json"
-
-
-# Request ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BundleRequest:
-    """What a bundle is made of. ``notify`` and ``name`` are left out on purpose (module
-    docstring, "Personal data")."""
-
-    labels: tuple[str, ...]
-    match: Match = "any"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"labels": list(self.labels), "match": self.match}
-
-
-class RequestError(Exception):
-    """The request cannot be served as written; ``errors`` say why, for the status."""
-
-    def __init__(self, errors: list[dict[str, str]]) -> None:
-        super().__init__("; ".join(error["message"] for error in errors))
-        self.errors = errors
-
-
-def _clip(message: str) -> str:
-    return (
-        message if len(message) <= MAX_ERROR_MESSAGE else message[: MAX_ERROR_MESSAGE - 3] + "..."
-    )
-
-
-def schema_errors(
-    document: Any, first: fastjsonschema.JsonSchemaValueException
-) -> list[dict[str, str]]:
-    """Every way an invalid request breaks the schema, by path (``first``: the fast check's)."""
-    from jsonschema import Draft202012Validator
-
-    problems = sorted(
-        Draft202012Validator(_REQUEST_SCHEMA).iter_errors(document), key=lambda e: e.json_path
-    )
-    if not problems:  # the validators disagree: the fast check's finding still says why
-        path = "$" + str(first.name).removeprefix("data")
-        message = path + str(first.message).removeprefix(str(first.name))
-        if _is_personal(path):
-            message = f"{path} does not meet the request schema"
-        return [{"code": "schema", "path": path, "message": _clip(message)}]
-    return [
-        {
-            "code": "schema",
-            "path": problem.json_path,
-            # jsonschema's messages quote the value ("'...' is too long"): not for these.
-            "message": _clip(
-                f"{problem.json_path} breaks the schema's {problem.validator} rule"
-                if _is_personal(problem.json_path)
-                else problem.message
-            ),
-        }
-        for problem in problems[:MAX_REPORTED_ERRORS]
-    ]
-
-
-def _is_personal(json_path: str) -> bool:
-    return json_path.split(".")[1:2] in (["name"], ["notify"])
-
-
-def parse_request(body: bytes) -> BundleRequest:
-    """Decode and validate a request document; raises :class:`RequestError`."""
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        error = {"code": "invalid_json", "path": "$", "message": _clip(f"not JSON: {exc}")}
-        raise RequestError([error]) from None
-    try:
-        _request_check(document)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise RequestError(schema_errors(document, exc)) from None
-    return BundleRequest(
-        labels=tuple(document["labels"]), match=cast(Match, document.get("match", "any"))
-    )
 
 
 # Matching --------------------------------------------------------------------------------
@@ -334,7 +227,7 @@ def write_bundle_zip(
     """
     contents = BundleContents()
     names = EntryNames(reserved=[MANIFEST_NAME])
-    key = zip_key(bundle_id)
+    key = bundle_zip_key(bundle_id)
     metadata = {"bundle-id": bundle_id, "request-etag": request_etag}
     with (
         tempfile.SpooledTemporaryFile(max_size=MIB) as manifest,
@@ -346,7 +239,7 @@ def write_bundle_zip(
         header = {
             "bundle_id": bundle_id,
             "created_at": created_at,
-            "request": request.as_dict(),
+            "request": request.summary(),
             "request_etag": request_etag,
             "zip_key": key,
         }
@@ -417,7 +310,7 @@ def presigned_zip_url(s3: Any, bucket: str, bundle_id: str, ttl_seconds: int) ->
         "get_object",
         Params={
             "Bucket": bucket,
-            "Key": zip_key(bundle_id),
+            "Key": bundle_zip_key(bundle_id),
             "ResponseContentDisposition": f'attachment; filename="{bundle_id}.zip"',
         },
         ExpiresIn=max(1, min(ttl_seconds, MAX_URL_TTL_SECONDS)),
@@ -425,53 +318,10 @@ def presigned_zip_url(s3: Any, bucket: str, bundle_id: str, ttl_seconds: int) ->
     return url
 
 
-def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
-    try:
-        response = s3.get_object(Bucket=bucket, Key=status_key(bundle_id))
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    try:
-        status = json.loads(response["Body"].read())
-    except ValueError:
-        return None  # unreadable: rebuild and overwrite it
-    return status if isinstance(status, dict) else None
-
-
-NOTIFICATION_FIELDS = (
-    "bundle_id",
-    "status",
-    "image_count",
-    "bytes",
-    "url",
-    "expires_at",
-    "zip_key",
-    "status_key",
-    "errors",
-)
-
-
-def publish_outcome(sns: Any, topic_arn: str, status: Mapping[str, Any]) -> None:
-    attributes = {"status": {"DataType": "String", "StringValue": str(status["status"])}}
-    message = {name: status.get(name) for name in NOTIFICATION_FIELDS}
-    sns.publish(
-        TopicArn=topic_arn,
-        Subject=f"sluice bundle {status['status']}: {status['bundle_id']}"[:100],
-        Message=json.dumps(message, ensure_ascii=False),
-        MessageAttributes=attributes,
-    )
-
-
 def finish(s3: Any, sns: Any, config: BundleConfig, status: dict[str, Any]) -> None:
     """Notify, then record the outcome (see the module docstring for why in this order)."""
-    publish_outcome(sns, config.topic_arn, status)
-    s3.put_object(
-        Bucket=config.work_bucket,
-        Key=status["status_key"],
-        Body=json.dumps(status, ensure_ascii=False, indent=2).encode("utf-8"),
-        ContentType="application/json",
-    )
+    sns.publish(TopicArn=config.topic_arn, **bundles.operator_notification(status))
+    bundles.write_status(s3, config.work_bucket, status)
     logger.info(
         "bundle finished",
         bundle_id=status["bundle_id"],
@@ -485,8 +335,9 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def read_request(s3: Any, ref: S3ObjectRef) -> tuple[bytes | None, str] | None:
-    """The request's bytes (None when too large) and ETag; None when superseded or gone."""
+def read_request(s3: Any, ref: S3ObjectRef) -> tuple[bytes, str] | None:
+    """The request's bytes (at most one more than the limit) and ETag; None when
+    superseded or gone."""
     params: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
     if ref.etag:
         params["IfMatch"] = ref.etag
@@ -503,9 +354,7 @@ def read_request(s3: Any, ref: S3ObjectRef) -> tuple[bytes | None, str] | None:
         raise
     etag = normalize_etag(response.get("ETag")) or ref.etag or ""
     with closing(response["Body"]) as body:
-        if int(response.get("ContentLength", 0)) > MAX_REQUEST_BYTES:
-            return None, etag
-        return body.read(), etag
+        return body.read(bundles.MAX_REQUEST_BYTES + 1), etag
 
 
 def process_request(
@@ -518,7 +367,7 @@ def process_request(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Status | None:
     """Serve one request object; returns its outcome, or None when there was nothing to do."""
-    bundle_id = bundle_id_for(ref.key)
+    bundle_id = bundle_id_of(ref.key)
     key_error = None
     if bundle_id is None:
         bundle_id = invalid_bundle_id(ref.key)
@@ -532,47 +381,29 @@ def process_request(
     if fetched is None:
         return None
     body, request_etag = fetched
-    previous = read_status(s3, config.work_bucket, bundle_id)
+    previous = bundles.read_status(s3, config.work_bucket, bundle_id)
     if (
         previous is not None
         and previous.get("request_etag") == request_etag
-        and previous.get("status") in FINAL_STATUSES
+        and previous.get("status") in bundles.FINAL_STATUSES
     ):
         logger.info("duplicate delivery: this request already has an outcome", bundle_id=bundle_id)
         return None
 
-    status: dict[str, Any] = {
-        "bundle_id": bundle_id,
-        "status": "error",
-        "labels": [],
-        "match": None,
-        "image_count": 0,
-        "bytes": 0,
-        "zip_key": None,
-        "manifest": None,
-        "url": None,
-        "expires_at": None,
-        "missing": [],
-        "errors": [],
-        "status_key": status_key(bundle_id),
-        "request_key": ref.key,
-        "request_etag": request_etag,
-        "created_at": _iso(now()),
-    }
+    status = bundles.new_status(
+        bundle_id, request_key=ref.key, request_etag=request_etag, created_at=_iso(now())
+    )
     try:
         if key_error is not None:
-            raise RequestError([key_error])
-        if body is None:
-            message = f"request is larger than {MAX_REQUEST_BYTES} bytes"
-            raise RequestError([{"code": "too_large", "path": "$", "message": message}])
-        request = parse_request(body)
-    except RequestError as error:
+            raise BundleRequestError([key_error])
+        request = bundles.parse_request(body)
+    except BundleRequestError as error:
         status["errors"] = error.errors
         logger.warning("request rejected", bundle_id=bundle_id, errors=len(error.errors))
         finish(s3, sns, config, status)
         return "error"
 
-    status.update(labels=list(request.labels), match=request.match)
+    status.update(request.summary())
     images = find_images(dynamodb, config, request)
     logger.info("request matched", bundle_id=bundle_id, matched=len(images))
     contents: BundleContents | None = None
@@ -602,7 +433,7 @@ def process_request(
         image_count=contents.image_count,
         bytes=contents.zip_bytes,
         image_bytes=contents.image_bytes,
-        zip_key=zip_key(bundle_id),
+        zip_key=bundle_zip_key(bundle_id),
         zip_etag=contents.zip_etag,
         manifest=MANIFEST_NAME,
         missing=contents.missing,
