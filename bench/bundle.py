@@ -65,6 +65,7 @@ CHILD_ENV = {
     "IMAGES_TABLE": IMAGES_TABLE,
     "LABELS_TABLE": LABELS_TABLE,
     "BUNDLE_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:bench-bundles",
+    "NOTIFY_TOPIC_PREFIX": "bench-notify-",
 }
 
 JPEG_START = bytes.fromhex("ffd8ffe000104a46494600010100000100010000")

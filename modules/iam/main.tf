@@ -335,6 +335,32 @@ data "aws_iam_policy_document" "bundle" {
     actions   = ["sns:Publish"]
     resources = [var.bundle_topic_arn]
   }
+
+  # A request that names a recipient gets a topic of its own (sluice.request_topics):
+  # created with its expiry tags (CreateTopic with tags needs TagResource too), the
+  # recipient subscribed, the link published once the subscription is confirmed, then
+  # deleted; the sweep reads each topic's tags. Only topics under the environment's
+  # request-topic prefix.
+  statement {
+    sid = "RequestTopics"
+    actions = [
+      "sns:CreateTopic",
+      "sns:TagResource",
+      "sns:Subscribe",
+      "sns:ListSubscriptionsByTopic",
+      "sns:Publish",
+      "sns:ListTagsForResource",
+      "sns:DeleteTopic",
+    ]
+    resources = [var.request_topics_arn_pattern]
+  }
+
+  # The sweep finds those topics by name; ListTopics has no resource-level permission.
+  statement {
+    sid       = "FindRequestTopics"
+    actions   = ["sns:ListTopics"]
+    resources = ["*"]
+  }
 }
 
 resource "aws_iam_role_policy" "this" {

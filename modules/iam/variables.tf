@@ -46,6 +46,16 @@ variable "bundle_topic_arn" {
   type        = string
 }
 
+variable "request_topics_arn_pattern" {
+  description = "ARN pattern (ending in *) of the topics the bundle handler creates, one per request that names a recipient, and deletes."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:[^:]+:sns:[^:]+:[0-9]+:[A-Za-z0-9_-]+\\*$", var.request_topics_arn_pattern))
+    error_message = "request_topics_arn_pattern must be a topic ARN whose name is a prefix followed by *."
+  }
+}
+
 variable "rekognition_enabled" {
   description = "Whether the tag handler may call Rekognition (false when it uses the offline labeler)."
   type        = bool

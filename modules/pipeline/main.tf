@@ -65,6 +65,10 @@ locals {
     }
   }
 
+  # One topic per bundle request that names a recipient, created and deleted by the bundle
+  # handler (sluice.request_topics); its role may touch no other topic it did not create.
+  request_topic_prefix = "${local.name}-notify-"
+
   # The handlers' item counts (src/sluice/metrics.py): the namespace is set here and
   # passed to the functions; tests/unit/test_metrics.py ties these names to the Python ones.
   metrics = {
@@ -116,6 +120,8 @@ locals {
     bundle = {
       BUNDLE_TOPIC_ARN       = aws_sns_topic.bundles.arn
       BUNDLE_URL_TTL_SECONDS = tostring(var.bundle_url_ttl_seconds)
+      BUNDLE_EXPIRATION_DAYS = tostring(var.bundle_expiration_days)
+      NOTIFY_TOPIC_PREFIX    = local.request_topic_prefix
     }
   }
 }
@@ -142,6 +148,24 @@ data "aws_iam_policy_document" "data_key" {
     principals {
       type        = "AWS"
       identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
+    }
+  }
+
+  # The sweep rule sends its scheduled events to the (encrypted) bundle queue.
+  statement {
+    sid       = "EventBridgeSchedulesEncryptedQueues"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = ["*"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
     }
   }
 
@@ -213,8 +237,12 @@ module "bucket" {
   noncurrent_version_expiration_days = each.key == "archive" ? var.archive_noncurrent_retention_days : null
   object_lock_days                   = each.key == "archive" ? var.archive_object_lock_days : null
 
-  # Bundles are downloads with a bounded lifetime; nothing else expires.
-  expiring_prefixes = each.key == "work" ? { "bundles/" = var.bundle_expiration_days } : {}
+  # Bundles are downloads with a bounded lifetime, and their requests (which may name a
+  # recipient) go with them; nothing else expires.
+  expiring_prefixes = each.key == "work" ? {
+    "bundles/"  = var.bundle_expiration_days
+    "requests/" = var.bundle_expiration_days
+  } : {}
 
   # Browsers upload to RAW with presigned PUT or POST and read the ETag to confirm.
   cors_rules = each.key == "raw" && length(var.raw_cors_allowed_origins) > 0 ? [{
@@ -316,8 +344,10 @@ module "iam" {
   labels_table_arn    = module.labels_table.table_arn
   bundle_topic_arn    = aws_sns_topic.bundles.arn
   rekognition_enabled = var.labeler == "rekognition"
-  kms_key_arn         = local.data_key_arn
-  tags                = local.tags
+
+  request_topics_arn_pattern = "arn:${local.partition}:sns:${local.region}:${local.account_id}:${local.request_topic_prefix}*"
+  kms_key_arn                = local.data_key_arn
+  tags                       = local.tags
 }
 
 check "function_resource_arns" {
@@ -474,6 +504,28 @@ data "aws_iam_policy_document" "queue" {
       values   = [local.account_id]
     }
   }
+
+  # The bundle queue also carries the sweep rule's scheduled events.
+  dynamic "statement" {
+    for_each = each.key == "bundle" ? [aws_cloudwatch_event_rule.bundle_sweep.arn] : []
+
+    content {
+      sid       = "AllowSweepSchedule"
+      actions   = ["sqs:SendMessage"]
+      resources = [module.function[each.key].queue_arn]
+
+      principals {
+        type        = "Service"
+        identifiers = ["events.amazonaws.com"]
+      }
+
+      condition {
+        test     = "ArnEquals"
+        variable = "aws:SourceArn"
+        values   = [statement.value]
+      }
+    }
+  }
 }
 
 resource "aws_sqs_queue_policy" "this" {
@@ -498,6 +550,27 @@ module "notifications" {
   ]
 
   # S3 validates that it may send to each queue when the configuration is written.
+  depends_on = [aws_sqs_queue_policy.this]
+}
+
+# --- The bundle handler's sweep --------------------------------------------------------------
+
+# Every few minutes a scheduled event on the bundle queue makes the bundle handler deliver
+# to recipients who confirmed their email subscription since, and delete the request topics
+# past their expiry (src/sluice/request_topics.py; docs/decisions.md, 29). Each sweep is a
+# chain of its own, so Lambda's recursive loop detection never sees one.
+resource "aws_cloudwatch_event_rule" "bundle_sweep" {
+  name                = "${local.name}-bundle-sweep"
+  description         = "Sweeps the ${local.name} bundle request topics: late deliveries, expiry."
+  schedule_expression = "rate(${var.bundle_sweep_minutes} ${var.bundle_sweep_minutes == 1 ? "minute" : "minutes"})"
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_event_target" "bundle_sweep" {
+  rule = aws_cloudwatch_event_rule.bundle_sweep.name
+  arn  = module.function["bundle"].queue_arn
+
+  # The queue policy must admit the rule before EventBridge can deliver.
   depends_on = [aws_sqs_queue_policy.this]
 }
 

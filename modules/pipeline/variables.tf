@@ -228,10 +228,27 @@ variable "bundle_url_ttl_seconds" {
 }
 
 variable "bundle_expiration_days" {
-  description = "Days after which bundles in WORK bundles/ are deleted."
+  description = "Days after which WORK requests/ and bundles/ are deleted; a request's notification topic is deleted by then too, delivered or not."
   type        = number
   default     = 1
   nullable    = false
+
+  validation {
+    condition     = var.bundle_expiration_days >= 1 && var.bundle_expiration_days <= 3650 && floor(var.bundle_expiration_days) == var.bundle_expiration_days
+    error_message = "bundle_expiration_days must be a whole number of days between 1 and 3650."
+  }
+}
+
+variable "bundle_sweep_minutes" {
+  description = "Minutes between two sweeps of the bundle handler: it sends the link to recipients who confirmed their email subscription since, and deletes request topics past their expiry (docs/decisions.md, 29)."
+  type        = number
+  default     = 5
+  nullable    = false
+
+  validation {
+    condition     = var.bundle_sweep_minutes >= 1 && var.bundle_sweep_minutes <= 60 && floor(var.bundle_sweep_minutes) == var.bundle_sweep_minutes
+    error_message = "bundle_sweep_minutes must be a whole number between 1 and 60."
+  }
 }
 
 variable "raw_cors_allowed_origins" {

@@ -347,7 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="any",
         help="images with any (default) or all of the labels",
     )
-    bundle.add_argument("--notify", metavar="RECIPIENT", help="who the notification is for")
+    bundle.add_argument(
+        "--notify",
+        metavar="RECIPIENT",
+        help="email address (confirm the subscription email SNS sends first) or E.164 phone"
+        " number (+33612345678) to send the link to",
+    )
     bundle.add_argument(
         "--id",
         dest="bundle_id",

@@ -263,7 +263,7 @@ def test_no_match_gives_empty_status_and_notification_but_no_zip(
     pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
 ) -> None:
     queue = subscribe(pipeline)
-    key = put_request(pipeline, "unicorns", {"labels": ["Unicorn"], "notify": "team-a"})
+    key = put_request(pipeline, "unicorns", {"labels": ["Unicorn"]})
 
     run_request(bundle, pipeline, key)
 
@@ -382,7 +382,7 @@ def test_invalid_request_gets_an_error_status_not_a_retry(
 
 REQUEST_DOCUMENTS = [
     {"labels": ["Dog"]},
-    {"labels": ["Dog", "Cat"], "match": "all", "notify": "ops", "name": "pets"},
+    {"labels": ["Dog", "Cat"], "match": "all", "notify": "+33612345678", "name": "pets"},
     {"labels": ["x" * 200] * 1 + [str(n) for n in range(19)]},
     {},
     {"labels": []},
@@ -393,6 +393,10 @@ REQUEST_DOCUMENTS = [
     {"labels": [str(n) for n in range(21)]},
     {"labels": ["Dog"], "match": "most"},
     {"labels": ["Dog"], "notify": ""},
+    {"labels": ["Dog"], "notify": "ops"},
+    {"labels": ["Dog"], "notify": "someone@localhost"},
+    {"labels": ["Dog"], "notify": "0612345678"},
+    {"labels": ["Dog"], "notify": "a@example.org"},
     {"labels": ["Dog"], "name": 7},
     {"labels": ["Dog"], "colour": "red"},
     {"labels": "Dog"},

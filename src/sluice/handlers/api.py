@@ -298,6 +298,8 @@ BUNDLE_FIELDS = (
     "url",
     "expires_at",
     "errors",
+    "restore",
+    "notification",
     "created_at",
 )
 

@@ -1,9 +1,11 @@
 """Bundle handler: zip the archived images that carry the requested labels.
 
-Trigger: WORK ``requests/<id>.json`` (ObjectCreated, through the bundle queue). Output:
-WORK ``bundles/<id>.zip`` and the status object ``bundles/<id>.json``, written at every
-outcome (``ready``, ``empty`` or ``error``), and one SNS notification to the environment's
-bundle topic. WORK ``bundles/`` is not a trigger prefix, so nothing here re-triggers it.
+Trigger: WORK ``requests/<id>.json`` (ObjectCreated, through the bundle queue), and the
+sweep rule's scheduled events on the same queue. Output: WORK ``bundles/<id>.zip`` and the
+status object ``bundles/<id>.json``, written at every outcome (``ready``, ``empty`` or
+``error``), one SNS notification to the environment's bundle topic, and one to the
+request's own topic when it names a recipient. WORK ``bundles/`` is not a trigger prefix,
+so nothing here re-triggers it.
 
 Steps for one request object:
 
@@ -35,13 +37,25 @@ Steps for one request object:
    days, SigV4's limit). A URL signed with temporary credentials (the Lambda role's) stops
    working when those credentials expire, which can be sooner than ``expires_at``; use a
    longer-lived signer (e.g. CloudFront) if that matters.
-8. The notification is published, then the status written: a crash in between repeats
-   the notification on retry (at least once) instead of losing it.
+8. The operators' notification is published, then the status written: a crash in between
+   repeats the notification on retry (at least once) instead of losing it.
+9. A request with ``notify`` has a topic of its own (:mod:`sluice.request_topics`),
+   created and subscribed before the images are matched, so an email confirmation can be
+   under way while the zip is made. Once the status is written, the recipient's message is
+   published there and the topic deleted, unless the subscription still waits for its
+   confirmation. A crash after the status leaves the topic to the sweep, never a second
+   subscription (a retry of a finished request stops at step 3).
+
+The sweep: an EventBridge rule puts a scheduled event on the bundle queue every few
+minutes; the handler then delivers to recipients who have confirmed since and deletes
+every topic past its request's expiry (docs/decisions.md, 29).
 
 Personal data: a request may carry ``notify`` (a recipient) and ``name`` (free text). They
-stay in the request object the requester wrote and are copied nowhere: not into the
-status, the manifest, the SNS message (subject, body or attributes) or a log line. What
-an operator or a subscriber needs is the bundle id, status, counts and link.
+stay in the request object the requester wrote (which WORK's lifecycle rule expires) and
+in SNS's subscription of the request's topic, and are copied nowhere else: not into the
+status, the manifest, a topic's name or tags, the operators' SNS message (subject, body or
+attributes) or a log line. What an operator or a subscriber needs is the bundle id,
+status, counts and link.
 """
 
 from __future__ import annotations
@@ -61,7 +75,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from sluice import bundles
+from sluice import bundles, request_topics
 from sluice.bundles import BundleRequest, BundleRequestError, Match
 from sluice.config import env_int, env_str
 from sluice.events import S3ObjectRef, normalize_etag
@@ -82,6 +96,9 @@ from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_t
 MAX_URL_TTL_SECONDS = 7 * 24 * 3600
 """SigV4 presigned URLs cannot live longer than 7 days."""
 DEFAULT_URL_TTL_SECONDS = 24 * 3600
+DEFAULT_EXPIRATION_DAYS = 1
+"""Days WORK keeps ``requests/`` and ``bundles/`` (the lifecycle rule of the same variable);
+a request's notification topic is deleted by then, delivered or not."""
 METADATA_BATCH = 100  # BatchGetItem's limit
 MANIFEST_NAME = "manifest.json"
 ZIP_IMAGES_DIR = "images/"
@@ -99,7 +116,9 @@ class BundleConfig:
     labels_table: str
     images_table: str
     topic_arn: str
+    notify_topic_prefix: str
     url_ttl_seconds: int = DEFAULT_URL_TTL_SECONDS
+    request_expiration_days: int = DEFAULT_EXPIRATION_DAYS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BundleConfig:
@@ -109,12 +128,16 @@ class BundleConfig:
             labels_table=env_str(env, "LABELS_TABLE"),
             images_table=env_str(env, "IMAGES_TABLE"),
             topic_arn=env_str(env, "BUNDLE_TOPIC_ARN"),
+            notify_topic_prefix=env_str(env, "NOTIFY_TOPIC_PREFIX"),
             url_ttl_seconds=env_int(
                 env,
                 "BUNDLE_URL_TTL_SECONDS",
                 DEFAULT_URL_TTL_SECONDS,
                 minimum=1,
                 maximum=MAX_URL_TTL_SECONDS,
+            ),
+            request_expiration_days=env_int(
+                env, "BUNDLE_EXPIRATION_DAYS", DEFAULT_EXPIRATION_DAYS, minimum=1, maximum=3650
             ),
         )
 
@@ -318,16 +341,45 @@ def presigned_zip_url(s3: Any, bucket: str, bundle_id: str, ttl_seconds: int) ->
     return url
 
 
-def finish(s3: Any, sns: Any, config: BundleConfig, status: dict[str, Any]) -> None:
-    """Notify, then record the outcome (see the module docstring for why in this order)."""
+def finish(
+    s3: Any,
+    sns: Any,
+    config: BundleConfig,
+    status: dict[str, Any],
+    recipient_topic: str | None = None,
+) -> None:
+    """Notify the operators, record the outcome, then tell the recipient (module
+    docstring, step 8, for why in this order)."""
     sns.publish(TopicArn=config.topic_arn, **bundles.operator_notification(status))
     bundles.write_status(s3, config.work_bucket, status)
+    delivery = None
+    if recipient_topic is not None:
+        message = bundles.recipient_notification(status)
+        delivery = request_topics.deliver(sns, recipient_topic, message)
     logger.info(
         "bundle finished",
         bundle_id=status["bundle_id"],
         status=status["status"],
         image_count=status["image_count"],
         bytes=status["bytes"],
+        recipient=delivery,
+    )
+
+
+def open_recipient_topic(
+    sns: Any, config: BundleConfig, bundle_id: str, request: BundleRequest, fetched: RequestObject
+) -> str | None:
+    """The request's own topic with ``notify`` subscribed, when it asks for one."""
+    if request.notify is None or request.notify_protocol is None:
+        return None
+    return request_topics.open_topic(
+        sns,
+        request_topics.topic_name(config.notify_topic_prefix, bundle_id, fetched.etag),
+        protocol=request.notify_protocol,
+        endpoint=request.notify,
+        bundle_id=bundle_id,
+        request_etag=fetched.etag,
+        expires_at=fetched.written_at + timedelta(days=config.request_expiration_days),
     )
 
 
@@ -335,9 +387,16 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def read_request(s3: Any, ref: S3ObjectRef) -> tuple[bytes, str] | None:
-    """The request's bytes (at most one more than the limit) and ETag; None when
-    superseded or gone."""
+@dataclass(frozen=True)
+class RequestObject:
+    body: bytes
+    """At most one byte more than the limit: enough to tell it is too large."""
+    etag: str
+    written_at: datetime
+
+
+def read_request(s3: Any, ref: S3ObjectRef) -> RequestObject | None:
+    """The request object as the event named it; None when superseded or gone."""
     params: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
     if ref.etag:
         params["IfMatch"] = ref.etag
@@ -353,8 +412,9 @@ def read_request(s3: Any, ref: S3ObjectRef) -> tuple[bytes, str] | None:
             return None
         raise
     etag = normalize_etag(response.get("ETag")) or ref.etag or ""
+    written_at = response.get("LastModified") or datetime.now(UTC)
     with closing(response["Body"]) as body:
-        return body.read(bundles.MAX_REQUEST_BYTES + 1), etag
+        return RequestObject(body.read(bundles.MAX_REQUEST_BYTES + 1), etag, written_at)
 
 
 def process_request(
@@ -380,7 +440,7 @@ def process_request(
     fetched = read_request(s3, ref)
     if fetched is None:
         return None
-    body, request_etag = fetched
+    request_etag = fetched.etag
     previous = bundles.read_status(s3, config.work_bucket, bundle_id)
     if (
         previous is not None
@@ -396,14 +456,15 @@ def process_request(
     try:
         if key_error is not None:
             raise BundleRequestError([key_error])
-        request = bundles.parse_request(body)
+        request = bundles.parse_request(fetched.body)
     except BundleRequestError as error:
         status["errors"] = error.errors
         logger.warning("request rejected", bundle_id=bundle_id, errors=len(error.errors))
         finish(s3, sns, config, status)
         return "error"
 
-    status.update(request.summary())
+    status.update(request.summary(), notification=request.notify_protocol)
+    topic = open_recipient_topic(sns, config, bundle_id, request, fetched)
     images = find_images(dynamodb, config, request)
     logger.info("request matched", bundle_id=bundle_id, matched=len(images))
     contents: BundleContents | None = None
@@ -423,7 +484,7 @@ def process_request(
             status["missing"] = [image.archive_key for image in images]
     if contents is None:
         status["status"] = "empty"
-        finish(s3, sns, config, status)
+        finish(s3, sns, config, status, topic)
         return "empty"
 
     ttl = min(config.url_ttl_seconds, MAX_URL_TTL_SECONDS)
@@ -440,8 +501,47 @@ def process_request(
         url=presigned_zip_url(s3, config.work_bucket, bundle_id, ttl),
         expires_at=_iso(signed_at + timedelta(seconds=ttl)),
     )
-    finish(s3, sns, config, status)
+    finish(s3, sns, config, status, topic)
     return "ready"
+
+
+# Sweep (scheduled) -------------------------------------------------------------------------
+def sweep(s3: Any, sns: Any, config: BundleConfig, now: datetime) -> request_topics.SweepReport:
+    """Deliver to recipients who confirmed since, delete expired topics (sluice.request_topics)."""
+
+    def recipient_message(bundle_id: str, request_etag: str) -> Mapping[str, Any] | None:
+        status = bundles.read_status(s3, config.work_bucket, bundle_id) if bundle_id else None
+        if (
+            status is None
+            or status["status"] not in bundles.FINAL_STATUSES
+            or not bundles.answers(status, request_etag)
+        ):
+            return None
+        return bundles.recipient_notification(status)
+
+    report = request_topics.sweep(sns, config.notify_topic_prefix, recipient_message, now)
+    logger.info(
+        "sweep done",
+        topics=report.seen,
+        delivered=report.delivered,
+        expired=report.expired,
+        waiting=report.waiting,
+    )
+    return report
+
+
+def is_schedule(payload: Any) -> bool:
+    """An EventBridge scheduled event (the sweep rule's), direct or as an SQS body."""
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return False
+    return (
+        isinstance(payload, Mapping)
+        and payload.get("source") == "aws.events"
+        and payload.get("detail-type") == "Scheduled Event"
+    )
 
 
 # Lambda entry point (clients and configuration are built once, at cold start) -------------
@@ -461,6 +561,35 @@ def _process(ref: S3ObjectRef) -> Outcome | None:
     return REJECTED if outcome == "error" else None
 
 
+def _sweep_now() -> None:
+    sweep(_s3, _sns, CONFIG, datetime.now(UTC))
+
+
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run(event, context, _process, logger, accepts=is_request)
+    """Request objects go through :func:`sluice.runtime.run`; the sweep rule's messages
+    (the same queue) run the sweep, a failed one handed back like a failed object."""
+    if is_schedule(event):
+        _sweep_now()
+        return {"swept": 1}
+    records = event.get("Records") or []
+    ticks = [r for r in records if r.get("eventSource") == "aws:sqs" and is_schedule(r.get("body"))]
+    if not ticks:
+        return run(event, context, _process, logger, accepts=is_request)
+    failures = []
+    for record in ticks:
+        try:
+            _sweep_now()
+        except Exception:
+            logger.exception(
+                "sweep failed; the message is handed back", message_id=record.get("messageId")
+            )
+            failures.append({"itemIdentifier": record["messageId"]})
+    rest = [record for record in records if record not in ticks]
+    response = (
+        run({**event, "Records": rest}, context, _process, logger, accepts=is_request)
+        if rest
+        else {"batchItemFailures": []}
+    )
+    response["batchItemFailures"] = failures + list(response.get("batchItemFailures") or [])
+    return response
