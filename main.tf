@@ -37,6 +37,7 @@ module "pipeline" {
   thumbnail_format              = each.value.thumbnail_format
   max_data_bytes                = each.value.max_data_bytes
   archive_storage_class         = each.value.archive_storage_class
+  archive_cold_storage          = each.value.archive_cold_storage
   labeler                       = each.value.labeler
   bundle_url_ttl_seconds        = each.value.bundle_url_ttl_seconds
   raw_cors_allowed_origins      = each.value.raw_cors_allowed_origins

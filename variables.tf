@@ -56,6 +56,14 @@ variable "environments" {
     thumbnail_format              = optional(string)
     max_data_bytes                = optional(number)
     archive_storage_class         = optional(string)
+    archive_cold_storage = optional(object({
+      mode                     = string
+      archive_access_days      = optional(number)
+      deep_archive_access_days = optional(number)
+      glacier_after_days       = optional(number)
+      restore_tier             = optional(string)
+      restore_days             = optional(number)
+    }))
     labeler                       = optional(string)
     bundle_url_ttl_seconds        = optional(number)
     raw_cors_allowed_origins      = optional(list(string))

@@ -355,6 +355,28 @@ data "aws_iam_policy_document" "bundle" {
     resources = [var.request_topics_arn_pattern]
   }
 
+  # Archived images in an archive tier are restored before a bundle reads them, and the
+  # bundle waits under a marker its sweep deletes once it is made (sluice.restores).
+  dynamic "statement" {
+    for_each = var.cold_storage_enabled ? [1] : []
+
+    content {
+      sid       = "RestoreArchivedImages"
+      actions   = ["s3:RestoreObject"]
+      resources = ["${local.archive}/images/*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.cold_storage_enabled ? [1] : []
+
+    content {
+      sid       = "ForgetRestoreMarkers"
+      actions   = ["s3:DeleteObject"]
+      resources = ["${local.work}/bundles/_restoring/*"]
+    }
+  }
+
   # The sweep finds those topics by name; ListTopics has no resource-level permission.
   statement {
     sid       = "FindRequestTopics"

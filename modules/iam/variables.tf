@@ -46,6 +46,12 @@ variable "bundle_topic_arn" {
   type        = string
 }
 
+variable "cold_storage_enabled" {
+  description = "Whether archived images may be in archive tiers, so the bundle handler restores them (RestoreObject) and keeps restore markers in WORK."
+  type        = bool
+  default     = false
+}
+
 variable "request_topics_arn_pattern" {
   description = "ARN pattern (ending in *) of the topics the bundle handler creates, one per request that names a recipient, and deletes."
   type        = string

@@ -65,6 +65,14 @@ locals {
     }
   }
 
+  # Cold storage of archived images (var.archive_cold_storage): the bucket's tiering or
+  # transition, and what the bundle handler must know to restore (sluice.restores).
+  cold_storage = var.archive_cold_storage == null ? "none" : var.archive_cold_storage.mode
+  cold_storage_environment = var.archive_cold_storage == null ? {} : {
+    RESTORE_TIER = var.archive_cold_storage.restore_tier
+    RESTORE_DAYS = tostring(var.archive_cold_storage.restore_days)
+  }
+
   # One topic per bundle request that names a recipient, created and deleted by the bundle
   # handler (sluice.request_topics); its role may touch no other topic it did not create.
   request_topic_prefix = "${local.name}-notify-"
@@ -117,12 +125,13 @@ locals {
       LABEL_MIN_CONFIDENCE = tostring(var.label_min_confidence)
       LABEL_MAX_LABELS     = tostring(var.label_max_labels)
     }
-    bundle = {
+    bundle = merge({
       BUNDLE_TOPIC_ARN       = aws_sns_topic.bundles.arn
       BUNDLE_URL_TTL_SECONDS = tostring(var.bundle_url_ttl_seconds)
       BUNDLE_EXPIRATION_DAYS = tostring(var.bundle_expiration_days)
       NOTIFY_TOPIC_PREFIX    = local.request_topic_prefix
-    }
+      ARCHIVE_COLD_STORAGE   = local.cold_storage
+    }, local.cold_storage_environment)
   }
 }
 
@@ -244,6 +253,16 @@ module "bucket" {
     "requests/" = var.bundle_expiration_days
   } : {}
 
+  # Archived images may go cold (var.archive_cold_storage); nothing else does.
+  intelligent_tiering = each.key == "archive" && local.cold_storage == "intelligent_tiering" ? {
+    prefix                   = "images/"
+    archive_access_days      = var.archive_cold_storage.archive_access_days
+    deep_archive_access_days = var.archive_cold_storage.deep_archive_access_days
+  } : null
+  transitions = each.key == "archive" && local.cold_storage == "glacier" ? {
+    "images/" = { days = var.archive_cold_storage.glacier_after_days, storage_class = "GLACIER" }
+  } : {}
+
   # Browsers upload to RAW with presigned PUT or POST and read the ETag to confirm.
   cors_rules = each.key == "raw" && length(var.raw_cors_allowed_origins) > 0 ? [{
     allowed_methods = ["PUT", "POST"]
@@ -345,6 +364,7 @@ module "iam" {
   bundle_topic_arn    = aws_sns_topic.bundles.arn
   rekognition_enabled = var.labeler == "rekognition"
 
+  cold_storage_enabled       = local.cold_storage != "none"
   request_topics_arn_pattern = "arn:${local.partition}:sns:${local.region}:${local.account_id}:${local.request_topic_prefix}*"
   kms_key_arn                = local.data_key_arn
   tags                       = local.tags

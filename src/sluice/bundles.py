@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal, cast
 
@@ -171,6 +172,20 @@ def request_document(
         document["name"] = name
     validate_request(document)
     return document
+
+
+# Times (statuses, topic tags, restore markers: UTC to the second) -------------------------
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_utc(text: Any) -> datetime | None:
+    """:func:`iso_utc`'s inverse; None for anything else."""
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # Status ----------------------------------------------------------------------------------

@@ -31,10 +31,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from sluice.bundles import iso_utc, parse_utc
 
 TAG_EXPIRES_AT = "sluice:expires-at"
 TAG_BUNDLE_ID = "sluice:bundle-id"
@@ -51,10 +53,6 @@ def topic_name(prefix: str, bundle_id: str, request_etag: str) -> str:
     personal data (SNS shows topic names to anyone who may list them)."""
     digest = hashlib.sha256(f"{bundle_id}\n{request_etag}".encode()).hexdigest()[:32]
     return f"{prefix}{digest}"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def open_topic(
@@ -74,7 +72,7 @@ def open_topic(
     be derived from the request, not from the clock.
     """
     tags = [
-        {"Key": TAG_EXPIRES_AT, "Value": _iso(expires_at)},
+        {"Key": TAG_EXPIRES_AT, "Value": iso_utc(expires_at)},
         {"Key": TAG_BUNDLE_ID, "Value": bundle_id},
         {"Key": TAG_REQUEST_ETAG, "Value": request_etag},
     ]
@@ -149,7 +147,7 @@ def sweep(sns: Any, prefix: str, outcome: Outcome, now: datetime) -> SweepReport
             if error.response.get("Error", {}).get("Code") in ("NotFound", "NotFoundException"):
                 continue
             raise
-        expires_at = _parse_time(tags.get(TAG_EXPIRES_AT))
+        expires_at = parse_utc(tags.get(TAG_EXPIRES_AT)) if tags.get(TAG_EXPIRES_AT) else None
         if expires_at is None or expires_at <= now:
             # No expiry: not a topic this code made whole; it is under our prefix, so ours.
             delete_topic(sns, arn)
@@ -163,13 +161,3 @@ def sweep(sns: Any, prefix: str, outcome: Outcome, now: datetime) -> SweepReport
         else:
             report.waiting += 1
     return report
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

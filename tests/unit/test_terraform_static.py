@@ -224,7 +224,7 @@ def test_archive_versions_retention_and_object_lock_plan_as_asked(config_copy: P
     env = terraform_env(fixture)
     terraform(["init", "-backend=false"], cwd=fixture, env=env)
     result = terraform(["test"], cwd=fixture, env=env)
-    assert "4 passed, 0 failed" in result.stdout, result.stdout
+    assert "7 passed, 0 failed" in result.stdout, result.stdout
 
 
 def _run_terraformrc(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

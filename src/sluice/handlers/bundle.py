@@ -25,6 +25,9 @@ Steps for one request object:
 5. ``any`` is the union of the labels' memberships, ``all`` the intersection: the
    smallest label (by its count item) is read first and each further label only keeps
    the ids already found. Images are deduplicated and sorted by archive key.
+   With cold storage (``ARCHIVE_COLD_STORAGE``), every matched image is looked at first
+   (:mod:`sluice.restores`): archived ones are restored, the status is ``restoring`` with
+   counts, and the sweep serves the request again once a check is due (decision 30).
 6. The zip is streamed into a :class:`~sluice.s3io.MultipartWriter`: each archive
    object is copied 1 MiB at a time into its entry (``images/<path under images/>``, made
    safe and unique), JPEG and other compressed formats stored, the manifest deflated.
@@ -75,9 +78,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from sluice import bundles, request_topics
+from sluice import bundles, request_topics, restores
 from sluice.bundles import BundleRequest, BundleRequestError, Match
-from sluice.config import env_int, env_str
+from sluice.config import env_choice, env_int, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.image_items import fetch_image_metadata
 from sluice.keys import (
@@ -119,6 +122,11 @@ class BundleConfig:
     notify_topic_prefix: str
     url_ttl_seconds: int = DEFAULT_URL_TTL_SECONDS
     request_expiration_days: int = DEFAULT_EXPIRATION_DAYS
+    cold_storage: str = "none"
+    """``ARCHIVE_COLD_STORAGE``: ``none`` (every archived image is instantly readable, so
+    none is looked at first), ``intelligent_tiering`` or ``glacier`` (sluice.restores)."""
+    restore_tier: str = "Standard"
+    restore_days: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BundleConfig:
@@ -139,6 +147,11 @@ class BundleConfig:
             request_expiration_days=env_int(
                 env, "BUNDLE_EXPIRATION_DAYS", DEFAULT_EXPIRATION_DAYS, minimum=1, maximum=3650
             ),
+            cold_storage=env_choice(
+                env, "ARCHIVE_COLD_STORAGE", "none", ("none", "intelligent_tiering", "glacier")
+            ),
+            restore_tier=env_choice(env, "RESTORE_TIER", "Standard", restores.TIERS),
+            restore_days=env_int(env, "RESTORE_DAYS", 1, minimum=1, maximum=30),
         )
 
 
@@ -383,10 +396,6 @@ def open_recipient_topic(
     )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 @dataclass(frozen=True)
 class RequestObject:
     body: bytes
@@ -451,7 +460,7 @@ def process_request(
         return None
 
     status = bundles.new_status(
-        bundle_id, request_key=ref.key, request_etag=request_etag, created_at=_iso(now())
+        bundle_id, request_key=ref.key, request_etag=request_etag, created_at=bundles.iso_utc(now())
     )
     try:
         if key_error is not None:
@@ -467,6 +476,18 @@ def process_request(
     topic = open_recipient_topic(sns, config, bundle_id, request, fetched)
     images = find_images(dynamodb, config, request)
     logger.info("request matched", bundle_id=bundle_id, matched=len(images))
+    if images and config.cold_storage != "none":
+        restore = restores.check(
+            s3,
+            config.archive_bucket,
+            [image.archive_key for image in images if image.archive_key],
+            tier=config.restore_tier,
+            days=config.restore_days,
+        )
+        status["restore"] = restore.as_status()
+        if restore.waiting:
+            wait_for_restores(s3, config, status, restore, now())
+            return None
     contents: BundleContents | None = None
     if images:
         try:
@@ -499,15 +520,78 @@ def process_request(
         manifest=MANIFEST_NAME,
         missing=contents.missing,
         url=presigned_zip_url(s3, config.work_bucket, bundle_id, ttl),
-        expires_at=_iso(signed_at + timedelta(seconds=ttl)),
+        expires_at=bundles.iso_utc(signed_at + timedelta(seconds=ttl)),
     )
     finish(s3, sns, config, status, topic)
     return "ready"
 
 
+def wait_for_restores(
+    s3: Any,
+    config: BundleConfig,
+    status: dict[str, Any],
+    restore: restores.RestoreCheck,
+    now: datetime,
+) -> None:
+    """Status ``restoring`` with its counts, and a marker the sweep comes back to."""
+    status["status"] = bundles.RESTORING
+    bundles.write_status(s3, config.work_bucket, status)
+    earlier = restores.read_marker(s3, config.work_bucket, status["bundle_id"])
+    checks = 0
+    if earlier is not None and earlier.get("request_etag") == status["request_etag"]:
+        checks = int(earlier.get("checks") or 0)
+    due = restores.write_marker(
+        s3,
+        config.work_bucket,
+        status["bundle_id"],
+        request_key=status["request_key"],
+        request_etag=status["request_etag"],
+        checks=checks,
+        now=now,
+    )
+    logger.info(
+        "waiting for archived images to be restored",
+        bundle_id=status["bundle_id"],
+        restoring=len(restore.restoring),
+        requested=restore.requested,
+        next_check_at=bundles.iso_utc(due),
+    )
+
+
 # Sweep (scheduled) -------------------------------------------------------------------------
-def sweep(s3: Any, sns: Any, config: BundleConfig, now: datetime) -> request_topics.SweepReport:
-    """Deliver to recipients who confirmed since, delete expired topics (sluice.request_topics)."""
+def sweep_restores(s3: Any, dynamodb: Any, sns: Any, config: BundleConfig, now: datetime) -> int:
+    """Serve again each bundle whose restore check is due (sluice.restores); a marker goes
+    once its bundle is no longer restoring for that request. Returns the bundles served."""
+    served = 0
+    for marker in list(restores.due_markers(s3, config.work_bucket, now)):
+        bundle_id = str(marker.get("bundle_id"))
+        etag = str(marker.get("request_etag") or "")
+        ref = S3ObjectRef(
+            bucket=config.work_bucket,
+            key=str(marker.get("request_key")),
+            event_name="ObjectCreated:Put",
+            etag=etag or None,
+        )
+        process_request(ref, s3=s3, dynamodb=dynamodb, sns=sns, config=config, now=lambda: now)
+        served += 1
+        status = bundles.read_status(s3, config.work_bucket, bundle_id)
+        if (
+            status is None
+            or status["status"] != bundles.RESTORING
+            or not bundles.answers(status, etag)
+        ):
+            restores.delete_marker(s3, config.work_bucket, bundle_id)
+    return served
+
+
+def sweep(
+    s3: Any, sns: Any, config: BundleConfig, now: datetime, dynamodb: Any = None
+) -> request_topics.SweepReport:
+    """Serve bundles whose restores may be done (with ``dynamodb``), then deliver to
+    recipients who confirmed since and delete expired topics (sluice.request_topics)."""
+    if dynamodb is not None:
+        served = sweep_restores(s3, dynamodb, sns, config, now)
+        logger.info("restore checks done", bundles=served)
 
     def recipient_message(bundle_id: str, request_etag: str) -> Mapping[str, Any] | None:
         status = bundles.read_status(s3, config.work_bucket, bundle_id) if bundle_id else None
@@ -562,7 +646,7 @@ def _process(ref: S3ObjectRef) -> Outcome | None:
 
 
 def _sweep_now() -> None:
-    sweep(_s3, _sns, CONFIG, datetime.now(UTC))
+    sweep(_s3, _sns, CONFIG, datetime.now(UTC), dynamodb=_dynamodb)
 
 
 @logger.inject_lambda_context

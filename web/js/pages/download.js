@@ -48,7 +48,9 @@ export async function show({ main, api, config, signal }) {
         progress.replaceChildren(h("h2", {}, "Your bundle"), ...describe(status), ...notice(status));
         return;
       }
-      progress.querySelector("#bundle-state").textContent = `Status: ${status.status}…`;
+      progress.querySelector("#bundle-state").textContent = status.status === "restoring" && status.restore
+        ? `Restoring archived images: ${status.restore.restored} of ${status.restore.images} ready…`
+        : `Status: ${status.status}…`;
       await pause(config.poll_seconds * 1000, signal);
     }
   }
