@@ -1095,13 +1095,17 @@ def test_the_environment_key_encrypts_buckets_tables_and_queues(
     (key_values,) = [r["values"] for r in _of_type(values, "aws_kms_key") if r["name"] == "data"]
     assert key_values["enable_key_rotation"] is True
     statements = {s["Sid"]: s for s in _statements(json.loads(key_values["policy"]))}
-    assert set(statements) == {"AccountAdministers", "S3NotifiesEncryptedQueues"}
-    admin, s3 = statements["AccountAdministers"], statements["S3NotifiesEncryptedQueues"]
+    # S3's notifications and the bundle sweep's schedule (EventBridge) reach the queues.
+    senders = {"S3NotifiesEncryptedQueues": "s3", "EventBridgeSchedulesEncryptedQueues": "events"}
+    assert set(statements) == {"AccountAdministers", *senders}
+    admin = statements["AccountAdministers"]
     account = deployed.queues["transform"].split(":")[4]  # the emulator's account
     assert admin["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"}
-    assert s3["Principal"] == {"Service": "s3.amazonaws.com"}
-    assert sorted(_as_list(s3["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert s3["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
+    for sid, service in senders.items():
+        sender = statements[sid]
+        assert sender["Principal"] == {"Service": f"{service}.amazonaws.com"}
+        assert sorted(_as_list(sender["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+        assert sender["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
 
     encryption = _by_bucket(values, "aws_s3_bucket_server_side_encryption_configuration")
     assert len(encryption) == len(BUCKETS)
