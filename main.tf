@@ -15,6 +15,9 @@ locals {
 
   # The datasets the web app offers for data files: the pipeline's own registry.
   datasets = sort(keys(jsondecode(file("${path.module}/src/sluice/datasets/datasets.json"))))
+
+  # Every key prefix, by bucket: the handlers' own file (sluice.keys reads it too).
+  key_prefixes = jsondecode(file("${path.module}/src/sluice/keys.json"))
 }
 
 module "pipeline" {
@@ -23,6 +26,7 @@ module "pipeline" {
 
   environment   = each.key
   artifacts_dir = var.artifacts_dir
+  key_prefixes  = local.key_prefixes
 
   # null leaves the pipeline module's default in place (its variables are not nullable).
   name_prefix                   = each.value.name_prefix
@@ -41,9 +45,11 @@ module "pipeline" {
   labeler                       = each.value.labeler
   bundle_url_ttl_seconds        = each.value.bundle_url_ttl_seconds
   raw_cors_allowed_origins      = each.value.raw_cors_allowed_origins
+  auth_enabled                  = each.value.auth.enabled
+  api_enabled                   = each.value.api.enabled
   api_routes                    = local.api_routes
   web_origins                   = each.value.web_origins
-  web_app_dir                   = each.value.web_app == false ? null : "${path.module}/web"
+  web_app_dir                   = each.value.web.enabled ? "${path.module}/web" : null
   web_datasets                  = local.datasets
   web_sign_in                   = each.value.web_sign_in
   web_security_headers_policy   = each.value.web_security_headers_policy

@@ -7,6 +7,7 @@ output "environments" {
       archive_bucket_name   = pipeline.archive_bucket_name
       work_bucket_name      = pipeline.work_bucket_name
       queue_urls            = pipeline.queue_urls
+      bucket_functions      = pipeline.bucket_functions
       dead_letter_queue_url = pipeline.dead_letter_queue_url
       dead_letter_queue_arn = pipeline.dead_letter_queue_arn
       images_table_name     = pipeline.images_table_name

@@ -36,7 +36,7 @@ variable "tags" {
 }
 
 variable "environments" {
-  description = "Environments deployed by this state, by name; an unset attribute takes the pipeline module's default (modules/pipeline/variables.tf describes each, e.g. datasets)."
+  description = "Environments deployed by this state, by name; an unset attribute takes the pipeline module's default (modules/pipeline/variables.tf describes each, e.g. datasets). api, auth and web switch the HTTP API (with its api function), the Cognito sign-in and the web app on or off (on unless set: off only where the emulator lacks the service, docs/localstack.md); the API needs sign-in and the web app needs the API."
   type = map(object({
     name_prefix        = optional(string)
     architecture       = optional(string)
@@ -68,7 +68,6 @@ variable "environments" {
     bundle_url_ttl_seconds        = optional(number)
     raw_cors_allowed_origins      = optional(list(string))
     web_origins                   = optional(list(string))
-    web_app                       = optional(bool)
     web_sign_in                   = optional(string)
     web_security_headers_policy   = optional(bool)
     web_wait_for_deployment       = optional(bool)
@@ -83,6 +82,9 @@ variable "environments" {
       temporary_password = string
       groups             = list(string)
     }))
+    api                     = optional(object({ enabled = optional(bool, true) }), {})
+    auth                    = optional(object({ enabled = optional(bool, true) }), {})
+    web                     = optional(object({ enabled = optional(bool, true) }), {})
     alert_emails            = optional(list(string))
     kms_key_arn             = optional(string)
     deny_insecure_transport = optional(bool)
@@ -102,6 +104,13 @@ variable "environments" {
   validation {
     condition     = length(var.environments) > 0
     error_message = "environments must define at least one environment."
+  }
+
+  validation {
+    condition = alltrue([
+      for env in values(var.environments) : (env.auth.enabled || !env.api.enabled) && (env.api.enabled || !env.web.enabled)
+    ])
+    error_message = "An environment's HTTP API needs its sign-in (auth.enabled), and its web app needs the API (api.enabled)."
   }
 
   validation {

@@ -21,7 +21,15 @@ from typing import Any
 
 from benchlib import emit, machine, parse_args, print_table, work_dir
 
-SCRIPTS = ("cold_start", "archive", "thumbnail", "json_transform", "bundle", "end_to_end")
+SCRIPTS = (
+    "cold_start",
+    "archive",
+    "thumbnail",
+    "json_transform",
+    "json_candidates",
+    "bundle",
+    "end_to_end",
+)
 BENCH = Path(__file__).resolve().parent
 
 

@@ -329,13 +329,25 @@ def is_package_file(relative: Path) -> bool:
     return relative.suffix in {".py", ".json"} or relative.name == "py.typed"
 
 
+DEVELOPER_ONLY = ("local", "cli.py")
+"""Parts of the package that never run in Lambda: the local stack and runner
+(``sluice.local``) and the ``sluice`` command line. Left out of the function zip, they
+cost neither its size nor a cold start's directory scan; the test suite checks that no
+module in the zip imports them."""
+
+
+def is_function_file(relative: Path) -> bool:
+    """A package file the Lambda functions ship (not developer-only)."""
+    return is_package_file(relative) and relative.parts[0] not in DEVELOPER_ONLY
+
+
 def code_entries(package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:
     if not (package_dir / "__init__.py").is_file():
         raise BuildError(f"{package_dir} is not the sluice package (no __init__.py)")
     return {
         f"sluice/{relative.as_posix()}": path
         for path in package_dir.rglob("*")
-        if path.is_file() and is_package_file(relative := path.relative_to(package_dir))
+        if path.is_file() and is_function_file(relative := path.relative_to(package_dir))
     }
 
 

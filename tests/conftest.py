@@ -32,6 +32,19 @@ IKERIAN_EXPECTED = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here, not in pyproject.toml: scripts/bootstrap.sh reinstalls the
+    # environment whenever pyproject.toml changes. Used by tests/e2e (tests/e2e/conftest.py
+    # deselects these tests on LocalStack); registered for every tier, since any module
+    # importing tests/terraform_support.py creates the mark.
+    config.addinivalue_line(
+        "markers",
+        "not_on_localstack(reason): needs a service LocalStack's community edition lacks;"
+        " deselected on SLUICE_E2E_TARGET=localstack, each listed with its reason in the"
+        " run's summary",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials and a fixed region so nothing can reach a real account."""

@@ -10,6 +10,7 @@ CLI configuration that ``scripts/terraformrc.sh`` writes, and are cached in
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import time
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,53 @@ E2E_TARGET_VARIABLE = "SLUICE_E2E_TARGET"
 def e2e_target() -> str:
     """The emulator the end-to-end tests run against: ``moto`` (default) or ``localstack``."""
     return os.environ.get(E2E_TARGET_VARIABLE, "moto")
+
+
+NOT_ON_LOCALSTACK = "not_on_localstack"
+"""Marker of the tests that need what LocalStack's community edition cannot create; on
+``SLUICE_E2E_TARGET=localstack`` they are deselected and tests/e2e/conftest.py prints
+each one with its reason in the run's summary (they run on moto)."""
+
+NEEDS_API = pytest.mark.not_on_localstack(
+    "needs the HTTP API, its sign-in or the web app: LocalStack's community edition has no "
+    + ", ".join(localstack.MISSING_SERVICES.values())
+    + ", so its variant of the environment deploys none of them (docs/localstack.md)"
+)
+
+
+def tfvars_environments(env: Mapping[str, str], args: Sequence[str]) -> dict[str, Any]:
+    """``var.environments`` as the variable files in ``args`` set it (``terraform console``
+    in the initialised root module): a file that sets it replaces the map whole."""
+    result = subprocess.run(
+        [terraform_binary(), "console", *args],
+        input="jsonencode(var.environments)\n",
+        cwd=REPO_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    # The console prints the JSON text as an HCL string literal, whose escapes are JSON's.
+    environments: dict[str, Any] = json.loads(json.loads(result.stdout.strip()))
+    return environments
+
+
+def target_var_files(work_dir: Path, env: Mapping[str, str], args: Sequence[str]) -> list[str]:
+    """The ``-var-file`` to add after ``args`` for the end-to-end target: none on moto; on
+    LocalStack its variant of the environments (``sluice up --emulator localstack``'s)."""
+    if e2e_target() != "localstack":
+        return []
+    variant = localstack.write_variant(work_dir, tfvars_environments(env, args))
+    return [f"-var-file={variant}"]
+
+
+def target_environments(environments: Mapping[str, Any]) -> dict[str, Any]:
+    """``var.environments`` as the end-to-end target applies it: on LocalStack its variant,
+    with the API, sign-in and web app off (``sluice up --emulator localstack`` does the same)."""
+    if e2e_target() == "localstack":
+        return localstack.switched_off(environments)
+    return dict(environments)
 
 
 def terraform_binary() -> str:
@@ -136,6 +185,8 @@ def copy_configuration(destination: Path) -> Path:
     datasets = destination / "src" / "sluice" / "datasets"
     datasets.mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO_ROOT / "src" / "sluice" / "datasets" / "datasets.json", datasets)
+    # ... and the key prefixes (the IAM grants and notifications are scoped by them).
+    shutil.copy2(REPO_ROOT / "src" / "sluice" / "keys.json", datasets.parent)
     shutil.copytree(FIXTURES_DIR, destination / "tests" / "fixtures" / "terraform", ignore=ignore)
     return destination
 

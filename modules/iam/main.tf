@@ -7,12 +7,20 @@ locals {
   archive   = var.bucket_arns.archive
   work      = var.bucket_arns.work
 
+  # The objects under each key prefix, e.g. local.objects.processed.receipts is
+  # "<PROCESSED ARN>/receipts/*": the prefixes are the handlers' own (src/sluice/keys.json).
+  objects = {
+    for bucket, prefixes in var.key_prefixes : bucket => {
+      for name, prefix in prefixes : name => "${var.bucket_arns[bucket]}/${prefix}*"
+    }
+  }
+
   # Multipart writes (streamed outputs, server-side copies of large objects) abort their
   # upload when they fail, so that needs its own action beside PutObject.
   put_object_actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
 
   # Handlers that write S3 objects, so need kms:GenerateDataKey under SSE-KMS.
-  object_writers = ["transform", "archive", "bundle"]
+  object_writers = ["transform", "archive", "tag", "bundle"]
 
   policy_documents = {
     transform = data.aws_iam_policy_document.transform.json
@@ -91,17 +99,17 @@ data "aws_iam_policy_document" "transform" {
     sid     = "WriteProcessedOutputs"
     actions = local.put_object_actions
     resources = [
-      "${local.processed}/data/*",
-      "${local.processed}/errors/*",
-      "${local.processed}/thumbnails/*",
-      "${local.processed}/receipts/*",
+      local.objects.processed.data,
+      local.objects.processed.errors,
+      local.objects.processed.thumbnails,
+      local.objects.processed.receipts,
     ]
   }
 
   statement {
     sid       = "ReadReceipts"
     actions   = ["s3:GetObject"]
-    resources = ["${local.processed}/receipts/*"]
+    resources = [local.objects.processed.receipts]
   }
 
   # A new version of an input can produce fewer outputs than the one before (a fixed file
@@ -111,10 +119,29 @@ data "aws_iam_policy_document" "transform" {
     sid     = "ReplaceStaleOutputs"
     actions = ["s3:GetObject", "s3:DeleteObject"]
     resources = [
-      "${local.processed}/data/*",
-      "${local.processed}/errors/*",
-      "${local.processed}/thumbnails/*",
+      local.objects.processed.data,
+      local.objects.processed.errors,
+      local.objects.processed.thumbnails,
     ]
+  }
+
+  # A version deleted from RAW while it was transformed wrote over the outputs of the
+  # key's archived version (same names): they are copied back from their own versions
+  # (PROCESSED is versioned), found by listing the key's versions.
+  statement {
+    sid     = "RestoreOverwrittenOutputs"
+    actions = ["s3:GetObjectVersion"]
+    resources = [
+      local.objects.processed.data,
+      local.objects.processed.errors,
+      local.objects.processed.thumbnails,
+    ]
+  }
+
+  statement {
+    sid       = "ListProcessedVersions"
+    actions   = ["s3:ListBucketVersions"]
+    resources = [local.processed]
   }
 
   # Per-key leases (sluice.leases): conditional PutObject takes one, conditional
@@ -122,14 +149,14 @@ data "aws_iam_policy_document" "transform" {
   statement {
     sid       = "KeyLeases"
     actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
-    resources = ["${local.processed}/leases/*"]
+    resources = [local.objects.processed.leases]
   }
 
   # The version ledger records a version deleted from RAW before it could be processed.
   statement {
     sid       = "RecordDeletedVersions"
     actions   = ["s3:PutObject"]
-    resources = ["${local.processed}/versions/*"]
+    resources = [local.objects.processed.versions]
   }
 
   # Without ListBucket a missing receipt reads as 403 instead of 404.
@@ -146,13 +173,52 @@ data "aws_iam_policy_document" "transform" {
   }
 }
 
+# What removing a deleted input takes (sluice.deletion, decision 30), for the archive
+# handler (deleted from RAW after its receipt) and the tag handler (removed from ARCHIVE):
+# under the key's transform lease (a new upload's outputs have the same names), record the
+# version deleted, then remove the outputs the receipt lists and the receipt itself.
+data "aws_iam_policy_document" "remove_deleted_inputs" {
+  statement {
+    sid       = "RecordDeletedInputs"
+    actions   = ["s3:PutObject"]
+    resources = [local.objects.processed.versions]
+  }
+
+  statement {
+    sid     = "RemoveDeletedInputsOutputs"
+    actions = ["s3:DeleteObject"]
+    resources = [
+      local.objects.processed.receipts,
+      local.objects.processed.data,
+      local.objects.processed.errors,
+      local.objects.processed.thumbnails,
+    ]
+  }
+
+  statement {
+    sid       = "HoldKeyLeases"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = [local.objects.processed.leases]
+  }
+
+  # Without ListBucket a missing receipt, record or lease reads as 403 instead of 404.
+  statement {
+    sid       = "ListProcessedLedger"
+    actions   = ["s3:ListBucket"]
+    resources = [local.processed]
+  }
+}
+
 data "aws_iam_policy_document" "archive" {
-  source_policy_documents = [data.aws_iam_policy_document.common["archive"].json]
+  source_policy_documents = [
+    data.aws_iam_policy_document.common["archive"].json,
+    data.aws_iam_policy_document.remove_deleted_inputs.json,
+  ]
 
   statement {
     sid       = "ReadReceipts"
     actions   = ["s3:GetObject"]
-    resources = ["${local.processed}/receipts/*"]
+    resources = [local.objects.processed.receipts]
   }
 
   # Source of the server-side copy, deleted once the copy is verified.
@@ -184,7 +250,7 @@ data "aws_iam_policy_document" "archive" {
   statement {
     sid       = "RecordSupersededVersions"
     actions   = ["s3:PutObject"]
-    resources = ["${local.processed}/versions/*"]
+    resources = [local.objects.processed.versions]
   }
 
   # A copy of an older version under a key's current names is kept under superseded/,
@@ -193,15 +259,16 @@ data "aws_iam_policy_document" "archive" {
     sid     = "SupersedeArchivedCopies"
     actions = ["s3:DeleteObject"]
     resources = [
-      "${local.archive}/images/*",
-      "${local.archive}/data/*",
-      "${local.archive}/rejected/*",
+      local.objects.archive.images,
+      local.objects.archive.data,
+      local.objects.archive.rejected,
     ]
   }
 
   # A key whose newest version is a rejected image withdraws the older image from the
   # library (sluice.image_items): the item's lease, its label memberships and counts
-  # (TransactWriteItems is authorised per contained action), then the item.
+  # (TransactWriteItems is authorised per contained action), then the item. UpdateItem
+  # also records where an archived image's original lies (image_items.record_archived).
   statement {
     sid       = "WithdrawImages"
     actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
@@ -220,10 +287,10 @@ data "aws_iam_policy_document" "archive" {
     sid     = "WriteArchive"
     actions = local.put_object_actions
     resources = [
-      "${local.archive}/images/*",
-      "${local.archive}/data/*",
-      "${local.archive}/rejected/*",
-      "${local.archive}/superseded/*",
+      local.objects.archive.images,
+      local.objects.archive.data,
+      local.objects.archive.rejected,
+      local.objects.archive.superseded,
     ]
   }
 
@@ -231,22 +298,25 @@ data "aws_iam_policy_document" "archive" {
     sid     = "VerifyArchive"
     actions = ["s3:GetObject", "s3:GetObjectVersion"]
     resources = [
-      "${local.archive}/images/*",
-      "${local.archive}/data/*",
-      "${local.archive}/rejected/*",
-      "${local.archive}/superseded/*",
+      local.objects.archive.images,
+      local.objects.archive.data,
+      local.objects.archive.rejected,
+      local.objects.archive.superseded,
     ]
   }
 }
 
 data "aws_iam_policy_document" "tag" {
   #checkov:skip=CKV_AWS_356:rekognition:DetectLabels has no resource-level permissions; "*" is the only resource it accepts.
-  source_policy_documents = [data.aws_iam_policy_document.common["tag"].json]
+  source_policy_documents = [
+    data.aws_iam_policy_document.common["tag"].json,
+    data.aws_iam_policy_document.remove_deleted_inputs.json,
+  ]
 
   statement {
     sid       = "ReadArchivedImages"
     actions   = ["s3:GetObject", "s3:GetObjectVersion"]
-    resources = ["${local.archive}/images/*"]
+    resources = [local.objects.archive.images]
   }
 
   dynamic "statement" {
@@ -268,6 +338,37 @@ data "aws_iam_policy_document" "tag" {
     resources = [var.images_table_arn]
   }
 
+  # Removing an archived input (sluice.deletion, decision 30): is the name still current,
+  # and which copy was removed (the newest version left, read by version id; a removed
+  # superseded/ copy is named by its record instead).
+  statement {
+    sid     = "FindRemovedArchiveCopies"
+    actions = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = [
+      local.objects.archive.data,
+      local.objects.archive.rejected,
+    ]
+  }
+
+  statement {
+    sid       = "FindRemovedSupersededCopies"
+    actions   = ["s3:GetObject"]
+    resources = [local.objects.archive.superseded]
+  }
+
+  statement {
+    sid       = "ListArchiveVersions"
+    actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
+    resources = [local.archive]
+  }
+
+  # The removed input's receipt, or a removed superseded copy's record.
+  statement {
+    sid       = "ReadRecords"
+    actions   = ["s3:GetObject"]
+    resources = [local.objects.processed.receipts, local.objects.processed.versions]
+  }
+
   # TransactWriteItems is authorised per contained action (conditional Put, Update,
   # Delete: no ConditionCheck item), so it needs no action of its own.
   statement {
@@ -287,13 +388,13 @@ data "aws_iam_policy_document" "bundle" {
   statement {
     sid       = "ReadRequests"
     actions   = ["s3:GetObject"]
-    resources = ["${local.work}/requests/*"]
+    resources = [local.objects.work.requests]
   }
 
   statement {
     sid       = "WriteBundles"
     actions   = local.put_object_actions
-    resources = ["${local.work}/bundles/*"]
+    resources = [local.objects.work.bundles]
   }
 
   # A presigned URL carries its signer's permissions: the URL the handler hands out for a
@@ -301,7 +402,7 @@ data "aws_iam_policy_document" "bundle" {
   statement {
     sid       = "ReadBundles"
     actions   = ["s3:GetObject"]
-    resources = ["${local.work}/bundles/*"]
+    resources = [local.objects.work.bundles]
   }
 
   # Without ListBucket a missing bundle status reads as 403 instead of 404.
@@ -314,7 +415,7 @@ data "aws_iam_policy_document" "bundle" {
   statement {
     sid       = "ReadArchivedImages"
     actions   = ["s3:GetObject"]
-    resources = ["${local.archive}/images/*"]
+    resources = [local.objects.archive.images]
   }
 
   # A label's images are a Query; "all" reads each label's count item first (GetItem).
@@ -363,7 +464,7 @@ data "aws_iam_policy_document" "bundle" {
     content {
       sid       = "RestoreArchivedImages"
       actions   = ["s3:RestoreObject"]
-      resources = ["${local.archive}/images/*"]
+      resources = [local.objects.archive.images]
     }
   }
 
@@ -373,7 +474,7 @@ data "aws_iam_policy_document" "bundle" {
     content {
       sid       = "ForgetRestoreMarkers"
       actions   = ["s3:DeleteObject"]
-      resources = ["${local.work}/bundles/_restoring/*"]
+      resources = ["${var.bucket_arns.work}/${var.key_prefixes.work.bundles}_restoring/*"] # sluice.restores.RESTORING_PREFIX
     }
   }
 
@@ -399,10 +500,12 @@ locals {
   # Where the api lets clients write in RAW: <dataset prefix or nothing>uploads/<user>/...
   # (sluice.uploads). `*` in an IAM resource spans slashes, so */uploads/* covers every
   # dataset prefix without naming them here.
-  upload_objects = ["${local.raw}/uploads/*", "${local.raw}/*/uploads/*"]
+  upload_objects = [local.objects.raw.uploads, "${local.raw}/*/${var.key_prefixes.raw.uploads}*"]
 }
 
 resource "aws_iam_role" "api" {
+  count = var.api_enabled ? 1 : 0
+
   name               = "${var.name_prefix}-api"
   description        = "Execution role of the sluice api handler."
   assume_role_policy = data.aws_iam_policy_document.assume_role.json
@@ -412,6 +515,8 @@ resource "aws_iam_role" "api" {
 # Presigned URLs carry their signer's permissions: the api may write the upload keys it
 # signs for, and read the thumbnails, originals and bundles it links to.
 data "aws_iam_policy_document" "api" {
+  count = var.api_enabled ? 1 : 0
+
   statement {
     sid       = "WriteOwnLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
@@ -434,20 +539,20 @@ data "aws_iam_policy_document" "api" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["uploads/*", "*/uploads/*"]
+      values   = ["${var.key_prefixes.raw.uploads}*", "*/${var.key_prefixes.raw.uploads}*"]
     }
   }
 
   statement {
     sid       = "HandOutOneKeyCredentials"
     actions   = ["sts:AssumeRole"]
-    resources = [aws_iam_role.upload.arn]
+    resources = [aws_iam_role.upload[0].arn]
   }
 
   statement {
     sid       = "ReadReceipts"
     actions   = ["s3:GetObject"]
-    resources = ["${local.processed}/receipts/*"]
+    resources = [local.objects.processed.receipts]
   }
 
   # Lists receipts (GET /inputs); without ListBucket a missing receipt reads as 403, not 404.
@@ -461,25 +566,59 @@ data "aws_iam_policy_document" "api" {
   statement {
     sid       = "LinkAndWithdrawThumbnails"
     actions   = ["s3:GetObject", "s3:DeleteObject"]
-    resources = ["${local.processed}/thumbnails/*"]
+    resources = [local.objects.processed.thumbnails]
+  }
+
+  # DELETE /images/{id} removes the original, then goes the way of every ARCHIVE removal
+  # (sluice.deletion, decision 30): which copy was removed (by version id), the ledger,
+  # the key's transform lease.
+  statement {
+    sid       = "LinkAndDeleteOriginals"
+    actions   = ["s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject"]
+    resources = [local.objects.archive.images]
+  }
+
+  # A data file's receipt links its clean output and its errors report (presigned GET).
+  statement {
+    sid       = "LinkDataOutputs"
+    actions   = ["s3:GetObject"]
+    resources = [local.objects.processed.data, local.objects.processed.errors]
   }
 
   statement {
-    sid       = "LinkAndDeleteOriginals"
-    actions   = ["s3:GetObject", "s3:DeleteObject"]
-    resources = ["${local.archive}/images/*"]
+    sid       = "ListArchiveVersions"
+    actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
+    resources = [local.archive]
+  }
+
+  statement {
+    sid       = "RecordDeletedVersions"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = [local.objects.processed.versions]
+  }
+
+  statement {
+    sid       = "RemoveReceipts"
+    actions   = ["s3:DeleteObject"]
+    resources = [local.objects.processed.receipts]
+  }
+
+  statement {
+    sid       = "KeyLeases"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = [local.objects.processed.leases]
   }
 
   statement {
     sid       = "RequestBundles"
     actions   = ["s3:PutObject"]
-    resources = ["${local.work}/requests/*"]
+    resources = [local.objects.work.requests]
   }
 
   statement {
     sid       = "ReadBundleStatus"
     actions   = ["s3:GetObject"]
-    resources = ["${local.work}/bundles/*"]
+    resources = [local.objects.work.bundles]
   }
 
   # Without ListBucket a missing bundle status reads as 403 instead of 404.
@@ -491,7 +630,7 @@ data "aws_iam_policy_document" "api" {
 
   statement {
     sid       = "ReadAndWithdrawImages"
-    actions   = ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:DeleteItem"]
+    actions   = ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
     resources = [var.images_table_arn]
   }
 
@@ -515,33 +654,41 @@ data "aws_iam_policy_document" "api" {
 }
 
 resource "aws_iam_role_policy" "api" {
+  count = var.api_enabled ? 1 : 0
+
   name   = "${var.name_prefix}-api"
-  role   = aws_iam_role.api.id
-  policy = data.aws_iam_policy_document.api.json
+  role   = aws_iam_role.api[0].id
+  policy = data.aws_iam_policy_document.api[0].json
 }
 
 # Assumed only by the api, with a session policy naming exactly one key: the credentials
 # it returns can write that key and nothing else (the intersection of both policies).
 data "aws_iam_policy_document" "upload_trust" {
+  count = var.api_enabled ? 1 : 0
+
   statement {
     actions = ["sts:AssumeRole"]
 
     principals {
       type        = "AWS"
-      identifiers = [aws_iam_role.api.arn]
+      identifiers = [aws_iam_role.api[0].arn]
     }
   }
 }
 
 resource "aws_iam_role" "upload" {
+  count = var.api_enabled ? 1 : 0
+
   name                 = "${var.name_prefix}-upload"
   description          = "Assumed by the sluice api with a one-key session policy, for SDK and aws CLI uploads to RAW."
-  assume_role_policy   = data.aws_iam_policy_document.upload_trust.json
+  assume_role_policy   = data.aws_iam_policy_document.upload_trust[0].json
   max_session_duration = 3600
   tags                 = var.tags
 }
 
 data "aws_iam_policy_document" "upload" {
+  count = var.api_enabled ? 1 : 0
+
   statement {
     sid       = "UploadToRaw"
     actions   = local.put_object_actions
@@ -561,7 +708,30 @@ data "aws_iam_policy_document" "upload" {
 }
 
 resource "aws_iam_role_policy" "upload" {
+  count = var.api_enabled ? 1 : 0
+
   name   = "${var.name_prefix}-upload"
-  role   = aws_iam_role.upload.id
-  policy = data.aws_iam_policy_document.upload.json
+  role   = aws_iam_role.upload[0].id
+  policy = data.aws_iam_policy_document.upload[0].json
+}
+
+# The api's roles became optional (api_enabled); an environment applied before keeps them.
+moved {
+  from = aws_iam_role.api
+  to   = aws_iam_role.api[0]
+}
+
+moved {
+  from = aws_iam_role_policy.api
+  to   = aws_iam_role_policy.api[0]
+}
+
+moved {
+  from = aws_iam_role.upload
+  to   = aws_iam_role.upload[0]
+}
+
+moved {
+  from = aws_iam_role_policy.upload
+  to   = aws_iam_role_policy.upload[0]
 }

@@ -12,15 +12,15 @@ output "role_names" {
 }
 
 output "api_role_arn" {
-  description = "ARN of the api function's execution role, available once its policy is attached."
-  value       = aws_iam_role.api.arn
+  description = "ARN of the api function's execution role, available once its policy is attached; null without the api."
+  value       = one(aws_iam_role.api[*].arn)
 
   depends_on = [aws_iam_role_policy.api]
 }
 
 output "upload_role_arn" {
-  description = "ARN of the role the api assumes with a one-key session policy (UPLOAD_ROLE_ARN)."
-  value       = aws_iam_role.upload.arn
+  description = "ARN of the role the api assumes with a one-key session policy (UPLOAD_ROLE_ARN); null without the api."
+  value       = one(aws_iam_role.upload[*].arn)
 
   depends_on = [aws_iam_role_policy.upload]
 }

@@ -16,6 +16,12 @@ variable "functions" {
   }
 }
 
+variable "api_enabled" {
+  description = "Whether the environment has the api function: its execution role and the upload role it hands out exist only then."
+  type        = bool
+  default     = true
+}
+
 variable "api_log_group_arn" {
   description = "ARN of the api function's log group."
   type        = string
@@ -28,6 +34,16 @@ variable "bucket_arns" {
     processed = string
     archive   = string
     work      = string
+  })
+}
+
+variable "key_prefixes" {
+  description = "Every key prefix the handlers use, by bucket and name (src/sluice/keys.json, through the pipeline module): each grant names the prefixes its handler reads or writes."
+  type = object({
+    raw       = object({ uploads = string })
+    processed = object({ data = string, errors = string, thumbnails = string, receipts = string, versions = string, leases = string })
+    archive   = object({ images = string, data = string, rejected = string, superseded = string })
+    work      = object({ requests = string, bundles = string })
   })
 }
 

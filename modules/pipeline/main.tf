@@ -28,9 +28,16 @@ locals {
   # list per bucket becomes that bucket's single notification configuration.
   notifications = {
     raw       = [{ id = "transform-all-objects", function = "transform", events = ["s3:ObjectCreated:*"], filter_prefix = "" }]
-    processed = [{ id = "archive-receipts", function = "archive", events = ["s3:ObjectCreated:*"], filter_prefix = "receipts/" }]
-    archive   = [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = "images/" }]
-    work      = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = "requests/" }]
+    processed = [{ id = "archive-receipts", function = "archive", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.processed.receipts }]
+    # Removing an archived input removes what it owns (decision 30): the tag handler owns
+    # the label counts and the image lease, and never writes ARCHIVE.
+    archive = concat(
+      [{ id = "tag-images", function = "tag", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.archive.images }],
+      [for name, prefix in var.key_prefixes.archive : {
+        id = "tag-removed-${name}", function = "tag", events = ["s3:ObjectRemoved:*"], filter_prefix = prefix
+      }],
+    )
+    work = [{ id = "bundle-requests", function = "bundle", events = ["s3:ObjectCreated:*"], filter_prefix = var.key_prefixes.work.requests }]
   }
 
   # Buckets allowed to send to each handler's queue.
@@ -68,11 +75,6 @@ locals {
   # Cold storage of archived images (var.archive_cold_storage): the bucket's tiering or
   # transition, and what the bundle handler must know to restore (sluice.restores).
   cold_storage = var.archive_cold_storage == null ? "none" : var.archive_cold_storage.mode
-  cold_storage_environment = var.archive_cold_storage == null ? {} : {
-    RESTORE_TIER = var.archive_cold_storage.restore_tier
-    RESTORE_DAYS = tostring(var.archive_cold_storage.restore_days)
-  }
-
   # One topic per bundle request that names a recipient, created and deleted by the bundle
   # handler (sluice.request_topics); its role may touch no other topic it did not create.
   request_topic_prefix = "${local.name}-notify-"
@@ -106,17 +108,22 @@ locals {
   # DATASETS is set only when the environment names its datasets: the default is the
   # handlers' own (src/sluice/datasets/datasets.json), defined once. The transform validates
   # by it and the api places data uploads under its prefixes, so both get the same value.
-  datasets_environment = var.datasets == null ? {} : { DATASETS = jsonencode(var.datasets) }
+  datasets_json = var.datasets == null ? null : jsonencode(var.datasets)
 
-  function_environment = {
-    transform = merge({
+  # The variables each function reads beside the common ones. Their names, defaults and
+  # bounds are src/sluice/settings.py's (one class per function); the static test
+  # tests/unit/test_settings_contract.py fails when these names and that module's differ.
+  # A null value is left unset, so the function uses its default.
+  function_variables = {
+    transform = {
       THUMBNAIL_SIZES   = join(",", [for size in var.thumbnail_sizes : tostring(size)])
       THUMBNAIL_FORMAT  = var.thumbnail_format
       THUMBNAIL_QUALITY = tostring(var.thumbnail_quality)
       MAX_IMAGE_PIXELS  = tostring(var.max_image_pixels)
       MAX_IMAGE_BYTES   = tostring(var.max_image_bytes)
       MAX_DATA_BYTES    = tostring(var.max_data_bytes)
-    }, local.datasets_environment)
+      DATASETS          = local.datasets_json
+    }
     archive = {
       ARCHIVE_STORAGE_CLASS = var.archive_storage_class
     }
@@ -125,13 +132,31 @@ locals {
       LABEL_MIN_CONFIDENCE = tostring(var.label_min_confidence)
       LABEL_MAX_LABELS     = tostring(var.label_max_labels)
     }
-    bundle = merge({
+    bundle = {
       BUNDLE_TOPIC_ARN       = aws_sns_topic.bundles.arn
       BUNDLE_URL_TTL_SECONDS = tostring(var.bundle_url_ttl_seconds)
       BUNDLE_EXPIRATION_DAYS = tostring(var.bundle_expiration_days)
       NOTIFY_TOPIC_PREFIX    = local.request_topic_prefix
       ARCHIVE_COLD_STORAGE   = local.cold_storage
-    }, local.cold_storage_environment)
+      # Unset (null) without cold storage: the handler's defaults, never used then.
+      RESTORE_TIER = var.archive_cold_storage == null ? null : var.archive_cold_storage.restore_tier
+      RESTORE_DAYS = var.archive_cold_storage == null ? null : tostring(var.archive_cold_storage.restore_days)
+    }
+    api = {
+      UPLOAD_ROLE_ARN        = module.iam.upload_role_arn
+      MAX_UPLOAD_BYTES       = tostring(var.max_upload_bytes)
+      MAX_DATA_BYTES         = tostring(var.max_data_bytes)
+      UPLOAD_URL_TTL_SECONDS = tostring(var.upload_url_ttl_seconds)
+      LINK_TTL_SECONDS       = tostring(var.link_ttl_seconds)
+      DATASETS               = local.datasets_json
+    }
+  }
+
+  function_environment = {
+    for function, variables in local.function_variables : function => merge(
+      local.common_environment,
+      { for name, value in variables : name => value if value != null },
+    )
   }
 }
 
@@ -249,18 +274,18 @@ module "bucket" {
   # Bundles are downloads with a bounded lifetime, and their requests (which may name a
   # recipient) go with them; nothing else expires.
   expiring_prefixes = each.key == "work" ? {
-    "bundles/"  = var.bundle_expiration_days
-    "requests/" = var.bundle_expiration_days
+    (var.key_prefixes.work.bundles)  = var.bundle_expiration_days
+    (var.key_prefixes.work.requests) = var.bundle_expiration_days
   } : {}
 
   # Archived images may go cold (var.archive_cold_storage); nothing else does.
   intelligent_tiering = each.key == "archive" && local.cold_storage == "intelligent_tiering" ? {
-    prefix                   = "images/"
+    prefix                   = var.key_prefixes.archive.images
     archive_access_days      = var.archive_cold_storage.archive_access_days
     deep_archive_access_days = var.archive_cold_storage.deep_archive_access_days
   } : null
   transitions = each.key == "archive" && local.cold_storage == "glacier" ? {
-    "images/" = { days = var.archive_cold_storage.glacier_after_days, storage_class = "GLACIER" }
+    (var.key_prefixes.archive.images) = { days = var.archive_cold_storage.glacier_after_days, storage_class = "GLACIER" }
   } : {}
 
   # Browsers upload to RAW with presigned PUT or POST and read the ETag to confirm.
@@ -328,7 +353,6 @@ module "function" {
   tags          = local.tags
 
   environment_variables = merge(
-    local.common_environment,
     local.function_environment[each.key],
     {
       POWERTOOLS_SERVICE_NAME      = "sluice-${each.key}"
@@ -351,7 +375,9 @@ module "iam" {
   source = "../iam"
 
   name_prefix       = local.name
+  key_prefixes      = var.key_prefixes
   functions         = local.function_resource_arns
+  api_enabled       = var.api_enabled
   api_log_group_arn = local.api_log_group_arn
   bucket_arns = {
     raw       = module.bucket["raw"].bucket_arn
@@ -375,15 +401,19 @@ check "function_resource_arns" {
     condition = alltrue([
       for function, arns in local.function_resource_arns :
       module.function[function].queue_arn == arns.queue_arn && module.function[function].log_group_arn == arns.log_group_arn
-    ]) && module.api_function.log_group_arn == local.api_log_group_arn
+    ]) && alltrue([for api in module.api_function : api.log_group_arn == local.api_log_group_arn])
     error_message = "The queue or log group ARNs granted to the execution roles differ from the ones the lambda module created."
   }
 }
 
 # --- The HTTP API: sign-in, the api function, the API ------------------------------------
 
+# Each of the three can be switched off for an environment where AWS's service does not
+# exist (LocalStack's community edition: no Cognito, API Gateway v2 or CloudFront); the
+# pipeline itself never depends on them (docs/localstack.md).
 module "auth" {
   source = "../auth"
+  count  = var.auth_enabled ? 1 : 0
 
   name          = "${local.name}-users"
   callback_urls = [for origin in local.web_origins : "${origin}/"]
@@ -397,6 +427,7 @@ module "auth" {
 
 module "api_function" {
   source = "../lambda"
+  count  = var.api_enabled ? 1 : 0
 
   function_name = "${local.name}-api"
   handler       = "sluice.handlers.api.handler"
@@ -410,13 +441,8 @@ module "api_function" {
   queue_trigger = false
   snap_start    = var.snap_start
 
-  environment_variables = merge(local.common_environment, local.datasets_environment, {
+  environment_variables = merge(local.function_environment["api"], {
     POWERTOOLS_SERVICE_NAME = "sluice-api"
-    UPLOAD_ROLE_ARN         = module.iam.upload_role_arn
-    MAX_UPLOAD_BYTES        = tostring(var.max_upload_bytes)
-    MAX_DATA_BYTES          = tostring(var.max_data_bytes)
-    UPLOAD_URL_TTL_SECONDS  = tostring(var.upload_url_ttl_seconds)
-    LINK_TTL_SECONDS        = tostring(var.link_ttl_seconds)
   })
 
   log_retention_days = var.log_retention_days
@@ -424,14 +450,15 @@ module "api_function" {
 
 module "api" {
   source = "../api"
+  count  = var.api_enabled ? 1 : 0
 
   name                   = "${local.name}-api"
   routes                 = var.api_routes
-  function_name          = module.api_function.function_name
-  function_invoke_arn    = module.api_function.invoke_arn
-  function_qualifier     = module.api_function.invoked_qualifier
-  jwt_issuer             = module.auth.issuer
-  jwt_audience           = module.auth.client_ids
+  function_name          = module.api_function[0].function_name
+  function_invoke_arn    = module.api_function[0].invoke_arn
+  function_qualifier     = module.api_function[0].invoked_qualifier
+  jwt_issuer             = module.auth[0].issuer
+  jwt_audience           = module.auth[0].client_ids
   cors_allowed_origins   = local.web_origins
   throttling_burst_limit = var.api_throttling_burst_limit
   throttling_rate_limit  = var.api_throttling_rate_limit
@@ -450,7 +477,7 @@ locals {
     ]
   ])
   cognito_endpoint = coalesce(var.service_endpoint, "https://cognito-idp.${local.region}.amazonaws.com")
-  web_api_url      = var.runtime_urls != null ? var.runtime_urls.api : module.api.api_endpoint
+  web_api_url      = var.runtime_urls != null ? var.runtime_urls.api : one(module.api[*].api_endpoint)
 
   # The API's origin cannot be named in the CSP: the API's CORS names the distribution, and
   # the distribution carries the CSP, so naming the API there would be a dependency cycle.
@@ -476,17 +503,17 @@ module "web" {
   app_config = {
     api_url                   = local.web_api_url
     region                    = local.region
-    user_pool_id              = module.auth.user_pool_id
+    user_pool_id              = module.auth[0].user_pool_id
     sign_in                   = var.web_sign_in
-    client_id                 = var.web_sign_in == "password" ? module.auth.cli_client_id : module.auth.web_client_id
+    client_id                 = var.web_sign_in == "password" ? module.auth[0].cli_client_id : module.auth[0].web_client_id
     cognito_endpoint          = local.cognito_endpoint
-    auth_domain               = "https://${module.auth.hosted_ui_domain}"
+    auth_domain               = "https://${module.auth[0].hosted_ui_domain}"
     datasets                  = var.web_datasets
     multipart_threshold_bytes = var.web_multipart_threshold_bytes
   }
   connect_sources = distinct(concat(
     [local.web_api_source, local.cognito_endpoint],
-    var.web_sign_in == "hosted_ui" ? ["https://${module.auth.hosted_ui_domain}"] : [],
+    var.web_sign_in == "hosted_ui" ? ["https://${module.auth[0].hosted_ui_domain}"] : [],
     local.s3_origins,
   ))
   image_sources           = local.s3_origins
@@ -577,7 +604,7 @@ module "notifications" {
 
 # Every few minutes a scheduled event on the bundle queue makes the bundle handler deliver
 # to recipients who confirmed their email subscription since, and delete the request topics
-# past their expiry (src/sluice/request_topics.py; docs/decisions.md, 29). Each sweep is a
+# past their expiry (src/sluice/request_topics.py; docs/decisions.md, 34). Each sweep is a
 # chain of its own, so Lambda's recursive loop detection never sees one.
 resource "aws_cloudwatch_event_rule" "bundle_sweep" {
   name                = "${local.name}-bundle-sweep"
@@ -742,7 +769,7 @@ resource "aws_cloudwatch_metric_alarm" "dead_letter_queue_not_empty" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "function_errors" {
-  for_each = merge(module.function, { api = module.api_function })
+  for_each = merge(module.function, { for api in module.api_function : "api" => api })
 
   alarm_name          = "${each.value.function_name}-errors"
   alarm_description   = "The ${each.value.function_name} function failed invocations (unhandled errors, timeouts)."
@@ -782,4 +809,21 @@ resource "aws_cloudwatch_metric_alarm" "failed_items" {
   alarm_actions       = [aws_sns_topic.alerts.arn]
   ok_actions          = [aws_sns_topic.alerts.arn]
   tags                = local.tags
+}
+
+# The API, its function and the user pool became optional (api_enabled, auth_enabled): an
+# environment applied before keeps them where they are.
+moved {
+  from = module.auth
+  to   = module.auth[0]
+}
+
+moved {
+  from = module.api_function
+  to   = module.api_function[0]
+}
+
+moved {
+  from = module.api
+  to   = module.api[0]
 }

@@ -23,6 +23,14 @@ output "queue_urls" {
   value       = { for function, fn in module.function : function => fn.queue_url }
 }
 
+output "bucket_functions" {
+  description = "Map of bucket name to the function its notifications trigger (local.notifications, the one statement of that wiring): the CLI sends a dead-lettered event back to that function's queue."
+  value = {
+    for bucket, entries in local.notifications :
+    module.bucket[bucket].bucket_name => one(distinct([for entry in entries : entry.function]))
+  }
+}
+
 output "dead_letter_queue_url" {
   description = "URL of the environment's dead-letter queue."
   value       = aws_sqs_queue.dead_letter.url
@@ -69,43 +77,43 @@ output "region" {
 }
 
 output "api_function_name" {
-  description = "Name of the api function (invoked by the HTTP API, not by a queue)."
-  value       = module.api_function.function_name
+  description = "Name of the api function (invoked by the HTTP API, not by a queue); null without the API."
+  value       = one(module.api_function[*].function_name)
 }
 
 output "api_role_arn" {
-  description = "ARN of the api function's execution role."
+  description = "ARN of the api function's execution role; null without the API."
   value       = module.iam.api_role_arn
 }
 
 output "api_id" {
-  description = "Id of the HTTP API."
-  value       = module.api.api_id
+  description = "Id of the HTTP API; null without the API."
+  value       = one(module.api[*].api_id)
 }
 
 output "api_url" {
-  description = "Base URL of the HTTP API."
-  value       = module.api.api_endpoint
+  description = "Base URL of the HTTP API; null without the API."
+  value       = one(module.api[*].api_endpoint)
 }
 
 output "user_pool_id" {
-  description = "Id of the Cognito user pool."
-  value       = module.auth.user_pool_id
+  description = "Id of the Cognito user pool; null without sign-in."
+  value       = one(module.auth[*].user_pool_id)
 }
 
 output "cli_client_id" {
-  description = "Id of the user pool client `sluice login` uses."
-  value       = module.auth.cli_client_id
+  description = "Id of the user pool client `sluice login` uses; null without sign-in."
+  value       = one(module.auth[*].cli_client_id)
 }
 
 output "web_client_id" {
-  description = "Id of the web app's user pool client."
-  value       = module.auth.web_client_id
+  description = "Id of the web app's user pool client; null without sign-in."
+  value       = one(module.auth[*].web_client_id)
 }
 
 output "auth_domain" {
-  description = "Domain of the hosted sign-in UI."
-  value       = module.auth.hosted_ui_domain
+  description = "Domain of the hosted sign-in UI; null without sign-in."
+  value       = one(module.auth[*].hosted_ui_domain)
 }
 
 output "web_url" {

@@ -10,6 +10,16 @@ variable "name_prefix" {
   }
 }
 
+variable "key_prefixes" {
+  description = "Every key prefix the handlers use, by bucket and name: src/sluice/keys.json, which the root module reads (sluice.keys reads the same file). Scopes the IAM grants and the bucket notifications."
+  type = object({
+    raw       = object({ uploads = string })
+    processed = object({ data = string, errors = string, thumbnails = string, receipts = string, versions = string, leases = string })
+    archive   = object({ images = string, data = string, rejected = string, superseded = string })
+    work      = object({ requests = string, bundles = string })
+  })
+}
+
 variable "environment" {
   description = "Name of the environment (local, dev, prod, ...)."
   type        = string
@@ -290,7 +300,7 @@ variable "bundle_expiration_days" {
 }
 
 variable "bundle_sweep_minutes" {
-  description = "Minutes between two sweeps of the bundle handler: it sends the link to recipients who confirmed their email subscription since, and deletes request topics past their expiry (docs/decisions.md, 29)."
+  description = "Minutes between two sweeps of the bundle handler: it sends the link to recipients who confirmed their email subscription since, and deletes request topics past their expiry (docs/decisions.md, 34)."
   type        = number
   default     = 5
   nullable    = false
@@ -306,6 +316,23 @@ variable "raw_cors_allowed_origins" {
   type        = list(string)
   default     = ["*"]
   nullable    = false
+}
+
+variable "auth_enabled" {
+  description = "Whether the environment has its Cognito user pool (sign-in for the HTTP API and the web app); false only where the user pool cannot exist (an emulator without Cognito)."
+  type        = bool
+  default     = true
+}
+
+variable "api_enabled" {
+  description = "Whether the environment has the HTTP API (API Gateway), its api function and the roles they use; needs auth_enabled (the API's JWT authorizer trusts the user pool). false only where API Gateway v2 cannot exist (an emulator without it)."
+  type        = bool
+  default     = true
+
+  validation {
+    condition     = !var.api_enabled || var.auth_enabled
+    error_message = "api_enabled needs auth_enabled: the API's authorizer trusts the user pool."
+  }
 }
 
 variable "api_routes" {
@@ -454,9 +481,14 @@ variable "tags" {
 }
 
 variable "web_app_dir" {
-  description = "Directory of the static web app (the repository's web/); null deploys no web app."
+  description = "Directory of the static web app (the repository's web/); null deploys no web app (required without the API: the app calls it)."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.web_app_dir == null || var.api_enabled
+    error_message = "The web app needs the HTTP API (api_enabled): it calls it."
+  }
 }
 
 variable "web_sign_in" {

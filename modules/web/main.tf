@@ -174,6 +174,12 @@ resource "aws_s3_object" "app" {
   content_type  = each.value
   cache_control = each.key == "index.html" ? local.cache_control.no_store : local.cache_control.default
   tags          = var.tags
+
+  # Written once versioning is on, so every file has a real version. A file written
+  # before it (a race: nothing ordered them) has the version "null"; destroying it then
+  # leaves a delete marker beside it, which moto 5.2 fails to remove (500 on
+  # DeleteObjects), and the bucket's destroy retried until the e2e command timed out.
+  depends_on = [aws_s3_bucket_versioning.this]
 }
 
 resource "aws_s3_object" "config" {
@@ -183,6 +189,8 @@ resource "aws_s3_object" "config" {
   content_type  = "application/json"
   cache_control = local.cache_control.no_store
   tags          = var.tags
+
+  depends_on = [aws_s3_bucket_versioning.this] # as the app's files, above
 }
 
 # --- CloudFront -----------------------------------------------------------------------------

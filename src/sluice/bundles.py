@@ -27,14 +27,13 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal, cast
 
 import fastjsonschema
-from botocore.exceptions import ClientError
 
 from sluice.keys import bundle_status_key
+from sluice.s3io import get
 
 Match = Literal["any", "all"]
 MATCH_MODES: tuple[Match, ...] = ("any", "all")
@@ -174,20 +173,6 @@ def request_document(
     return document
 
 
-# Times (statuses, topic tags, restore markers: UTC to the second) -------------------------
-def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def parse_utc(text: Any) -> datetime | None:
-    """:func:`iso_utc`'s inverse; None for anything else."""
-    try:
-        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 # Status ----------------------------------------------------------------------------------
 def new_status(
     bundle_id: str, *, request_key: str, request_etag: str, created_at: str
@@ -217,12 +202,9 @@ def new_status(
 
 def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
     """``bundles/<id>.json`` as written, or None when there is none (or it is unreadable)."""
-    try:
-        response = s3.get_object(Bucket=bucket, Key=bundle_status_key(bundle_id))
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
+    response = get(s3, bucket, bundle_status_key(bundle_id))
+    if response is None:
+        return None
     try:
         status = json.loads(response["Body"].read())
     except ValueError:

@@ -1,7 +1,7 @@
 """The ``sluice`` command: run and inspect a sluice environment.
 
 Subcommands: ``up``/``down`` (the local stack, from ``sluice.local.commands``),
-``status``, ``audit``, ``redrive``, ``bundle`` and ``upload``. Every subcommand takes
+``status``, ``audit``, ``redrive``, ``reprocess``, ``bundle`` and ``upload``. Every subcommand takes
 ``--help``. The global options (``--environment``, ``--profile``, ``--region``,
 ``--endpoint-url``, ``--outputs-file``, ``--project-dir``) may come before or after the
 subcommand, as the aws CLI's do.
@@ -56,6 +56,7 @@ from botocore.exceptions import (
 )
 
 from sluice import __version__
+from sluice.arguments import seconds, whole_number
 from sluice.bundles import MATCH_MODES, BundleRequestError
 from sluice.local.commands import register as register_local_commands
 from sluice.ops.audit import AuditReport, Finding, audit, pending_messages, wait_until_drained
@@ -73,6 +74,15 @@ from sluice.ops.environment import (
 from sluice.ops.login import LoginError, load_token, save_tokens, sign_in, tokens_path
 from sluice.ops.queues import QueueDepth
 from sluice.ops.redrive import DRY_RUN, METHODS, TASK, Move, RedriveReport, redrive
+from sluice.ops.reprocess import (
+    STATUSES,
+    Item,
+    ReprocessReport,
+    Selection,
+    SelectionError,
+    keys_from_lines,
+    reprocess,
+)
 from sluice.ops.status import StatusReport, collect_status
 from sluice.ops.upload import Progress, UploadReport, files_to_upload, human_bytes, upload_folder
 
@@ -121,24 +131,8 @@ class UsageError(Exception):
 # --- argument parsing ----------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 <= value <= 86_400:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text}")
-    return value
+_positive_int = whole_number(1)
+_seconds = seconds(maximum=86_400)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, on_subcommand: bool) -> None:
@@ -244,13 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sluice",
         description=textwrap.fill(
             "Operate a sluice pipeline environment: local stack, status, audit,"
-            " dead-letter redrive, bundle requests and uploads.",
+            " dead-letter redrive, reprocessing, bundle requests and uploads.",
             width=88,
         ),
         epilog=EXIT_CODES_HELP
         + "\nexamples:\n  sluice up\n  sluice upload ./photos --prefix 2026-11/\n"
         "  sluice -e dev --profile sluice-dev status\n"
-        "  sluice -e dev status --output json\n  sluice audit --wait 120\n",
+        "  sluice -e dev status --output json\n  sluice audit --wait 120\n"
+        "  sluice reprocess --dataset retina --status rejected --dry-run\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -329,6 +324,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to follow a message-move task (default: 300)",
     )
     _add_output_option(redrive_parser, on_subcommand=True)
+
+    reprocess_parser = _subcommand(
+        subparsers,
+        "reprocess",
+        "copy archived inputs back into RAW to run them through the pipeline again",
+        "Select archived inputs by their receipts (every given filter must match) and copy"
+        " each back to its RAW key, server side, so the pipeline processes it again (after a"
+        " dataset or schema was fixed, for instance). The new receipt names the one it"
+        " replaces, and the replaced version stays archived under superseded/. Inputs not at"
+        " rest (still in RAW, or not archived as their receipt says) are skipped and listed."
+        " Exits 1 when any selected input was skipped or failed.",
+        run_reprocess,
+    )
+    reprocess_parser.add_argument(
+        "keys", nargs="*", metavar="KEY", help="RAW keys to reprocess (as in their receipts)"
+    )
+    reprocess_parser.add_argument(
+        "--keys-from",
+        type=Path,
+        metavar="FILE",
+        help="read RAW keys from FILE, one a line ('-': standard input)",
+    )
+    reprocess_parser.add_argument("--prefix", help="RAW keys that start with PREFIX")
+    reprocess_parser.add_argument("--dataset", metavar="NAME", help="receipts of this dataset")
+    reprocess_parser.add_argument(
+        "--status", choices=STATUSES, help="receipts with this status (e.g. rejected)"
+    )
+    reprocess_parser.add_argument(
+        "--error",
+        dest="error_code",
+        metavar="CODE",
+        help="receipts listing this error code (e.g. unknown_dataset, schema_violation)",
+    )
+    reprocess_parser.add_argument(
+        "--dry-run", action="store_true", help="list what would be copied; copy nothing"
+    )
+    _add_output_option(reprocess_parser, on_subcommand=True)
 
     bundle = _subcommand(
         subparsers,
@@ -657,6 +689,93 @@ def run_redrive(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+# --- reprocess -----------------------------------------------------------------------
+
+
+def _item_document(item: Item) -> dict[str, Any]:
+    return {
+        "key": item.key,
+        "status": item.status,
+        "kind": item.kind,
+        "dataset": item.dataset,
+        "error_codes": list(item.error_codes),
+        "archive_key": item.archive_key,
+        "size": item.size,
+        "outcome": item.outcome,
+        "problem": item.problem,
+    }
+
+
+def reprocess_document(report: ReprocessReport) -> dict[str, Any]:
+    """``sluice reprocess --output json`` (docs/contracts.md)."""
+    return {
+        "dry_run": report.dry_run,
+        "selection": report.selection.document(),
+        "selected": len(report.items),
+        "copied": report.count("copied"),
+        "skipped": report.count("skipped"),
+        "failed": report.count("failed"),
+        "bytes_copied": report.bytes_copied,
+        "items": [_item_document(item) for item in report.items],
+        "ok": report.ok,
+    }
+
+
+def render_reprocess(report: ReprocessReport) -> str:
+    verbs = {"would_copy": "would copy"}
+    lines = [
+        f"{verbs.get(item.outcome, item.outcome):<11}{item.status or '-':<10}{item.key}"
+        + (f"  ({item.problem})" if item.problem else "")
+        for item in report.items
+    ]
+    if report.dry_run:
+        lines.append(
+            f"dry run: {len(report.items)} selected, {report.count('would_copy')} would be"
+            f" copied back to RAW, {report.count('skipped')} skipped"
+        )
+    else:
+        lines.append(
+            f"{len(report.items)} selected: {report.count('copied')} copied back to RAW"
+            f" ({human_bytes(report.bytes_copied)}), {report.count('skipped')} skipped,"
+            f" {report.count('failed')} failed"
+        )
+        if report.count("copied"):
+            lines.append("follow them with `sluice audit --wait 300`")
+    if not report.items:
+        lines.insert(0, "no receipt matches the selection")
+    return "\n".join(lines)
+
+
+def run_reprocess(args: argparse.Namespace) -> int:
+    keys = tuple(args.keys)
+    if args.keys_from is not None:
+        if str(args.keys_from) == "-":
+            keys += keys_from_lines(sys.stdin)
+        else:
+            with args.keys_from.open(encoding="utf-8") as lines:
+                keys += keys_from_lines(lines)
+    try:
+        selection = Selection(
+            prefix=args.prefix,
+            dataset=args.dataset,
+            status=args.status,
+            error_code=args.error_code,
+            keys=keys,
+        )
+    except SelectionError as error:
+        raise UsageError(str(error)) from None
+    environment, clients = _resolve(args)
+    report = reprocess(
+        clients.s3,
+        environment,
+        selection,
+        dry_run=args.dry_run,
+        progress=lambda files, size: Progress(files, size),  # on stderr
+    )
+    _show(args, reprocess_document(report), lambda: render_reprocess(report))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 # --- bundle --------------------------------------------------------------------------
 
 
@@ -781,8 +900,9 @@ def run_login(args: argparse.Namespace) -> int:
     environment, _ = _resolve(args)
     if not environment.cli_client_id:
         raise UsageError(
-            f"environment {args.environment!r} has no user pool client in its outputs:"
-            " re-apply Terraform"
+            f"sign-in is not deployed in environment {args.environment!r} (its outputs name"
+            " no user pool client: auth.enabled is false, e.g. on LocalStack, or Terraform"
+            " was not re-applied since sign-in was added)"
         )
     from botocore import UNSIGNED
     from botocore.config import Config

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 CREATED_PREFIX = "ObjectCreated:"
+REMOVED_PREFIX = "ObjectRemoved:"
 
 
 class UnsupportedEventError(ValueError):
@@ -38,6 +39,12 @@ class S3ObjectRef:
     @property
     def is_created(self) -> bool:
         return self.event_name.startswith(CREATED_PREFIX) or self.event_name == "Object Created"
+
+    @property
+    def is_removed(self) -> bool:
+        """``ObjectRemoved:Delete`` or ``ObjectRemoved:DeleteMarkerCreated`` (EventBridge:
+        ``Object Deleted``)."""
+        return self.event_name.startswith(REMOVED_PREFIX) or self.event_name == "Object Deleted"
 
 
 def normalize_etag(etag: str | None) -> str | None:

@@ -5,21 +5,24 @@ An image is its item in the images table (keyed by ``image_id`` =
 archived original in ARCHIVE and one membership per label in the labels table (with the
 label's count). Each party writes only its own attributes:
 
-* the transform creates or refreshes the metadata (:func:`put_image_item`);
+* the transform creates or refreshes the metadata (:func:`put_image_item`; the item's
+  shape is docs/contracts.md, "Image metadata item"), and the archive handler notes where
+  the original went (:func:`record_archived`);
 * the tag handler takes the item's lease (:func:`acquire_lease`, :func:`release_lease`)
-  and records labels under it;
+  and records labels, with their confidence, under it;
 * the bundle handler reads what a manifest needs (:func:`fetch_image_metadata`), the API
-  reads items and pages (:func:`get_image`, :func:`batch_get_images`, :func:`list_images`);
-* two functions remove an image from the catalogue, memberships first (each with its
-  count, through :func:`sluice.labels.remove_membership`, so counts stay exact under
-  retries) and the item last, so a retry after a crash still finds what is left:
-  :func:`withdraw_image` (the API's ``DELETE /images/{id}``, which also deletes the
-  thumbnails and, first, the archived original) and :func:`withdraw_under_lease` (the
-  archive handler, when a key's newest version is a rejected image: the transform has
-  already removed the thumbnails, and the old ``images/`` copy is already noncurrent). The
-  latter takes the tag handler's lease, so it never runs while a labelling run could
-  still add a membership; the API's deletion should move to it (it does not yet, so a
-  deletion racing a labelling run can leave a membership behind).
+  reads items and pages (:func:`get_image`, :func:`batch_get_images`, :func:`list_images`)
+  through readers that take both item shapes (:func:`thumbnails_of`,
+  :func:`source_bytes_of`, :func:`label_confidences`);
+* :func:`withdraw_under_lease` removes an image from the catalogue, memberships first
+  (each with its count, through :func:`sluice.labels.remove_membership`, so counts stay
+  exact under retries) and the item last, so a retry after a crash still finds what is
+  left. It takes the tag handler's lease, so it never runs while a labelling run could
+  still add a membership. Its callers: the archive handler, when a key's newest version
+  is a rejected image (the transform has already removed the thumbnails, and the old
+  ``images/`` copy is already noncurrent), and :mod:`sluice.deletion`, when an archived
+  image is removed (the tag handler on an ARCHIVE removal, the API's
+  ``DELETE /images/{id}``).
 """
 
 from __future__ import annotations
@@ -133,41 +136,102 @@ def _strings(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list | set | tuple) else []
 
 
-@dataclass(frozen=True)
-class Withdrawal:
-    thumbnails_deleted: int
-    labels_uncounted: int
-
-
-def withdraw_image(
-    s3: Any,
-    dynamodb: Any,
-    *,
-    images_table: str,
-    labels_table: str,
-    processed_bucket: str,
-    item: Mapping[str, Any],
-) -> Withdrawal:
-    """Remove an image's thumbnails, label memberships (and counts), then its item.
-
-    ``item`` is the image's item as :func:`get_image` returns it. Idempotent: a repeated
-    call finds nothing left to uncount and deletes what is already gone.
-    """
-    thumbnails = item.get("thumbnail_keys") or {}
-    keys = [str(key) for key in thumbnails.values()] if isinstance(thumbnails, dict) else []
-    for key in keys:
-        s3.delete_object(Bucket=processed_bucket, Key=key)
-    # Labels the tag handler may have counted: the recorded ones and any it was touching.
-    labels = set(_strings(item.get("labels"))) | set(_strings(item.get("labels_touched")))
-    image_id = str(item[_ID_KEY])
-    uncounted = sum(
-        1 for label in sorted(labels) if remove_membership(dynamodb, labels_table, label, image_id)
-    )
-    dynamodb.delete_item(TableName=images_table, Key={_ID_KEY: {"S": image_id}})
-    return Withdrawal(thumbnails_deleted=len(keys), labels_uncounted=uncounted)
-
-
 _serialize = TypeSerializer().serialize
+
+ITEM_VERSION = 2
+"""The shape the transform writes (docs/contracts.md, "Image metadata item"). Items of
+shape 1 (no ``item_version``: ``thumbnail_keys`` and ``bytes`` = the source's size) may
+still be in a table written before; the readers below take both."""
+
+
+def thumbnail_entry(
+    bucket: str, key: str, *, width: int, height: int, size_bytes: int, content_type: str
+) -> dict[str, Any]:
+    """One thumbnail as the item holds it, with the ``s3://`` URI that tools copy from."""
+    return {
+        "bucket": bucket,
+        "key": key,
+        "uri": f"s3://{bucket}/{key}",
+        "width": width,
+        "height": height,
+        "bytes": size_bytes,
+        "content_type": content_type,
+    }
+
+
+def thumbnails_of(item: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Thumbnails by longest side (``"128"``), each with at least its ``key``.
+
+    A shape-1 item only knew the keys (``thumbnail_keys``): its entries have no bucket,
+    URI, pixel or byte size. Reads plain items (:func:`plain`).
+    """
+    thumbnails = item.get("thumbnails")
+    if isinstance(thumbnails, dict):
+        return {
+            str(size): dict(entry)
+            for size, entry in thumbnails.items()
+            if isinstance(entry, dict) and entry.get("key")
+        }
+    keys = item.get("thumbnail_keys")
+    if isinstance(keys, dict):
+        return {str(size): {"key": str(key)} for size, key in keys.items() if key}
+    return {}
+
+
+def source_bytes_of(item: Mapping[str, Any]) -> int | None:
+    """The source image's size in bytes (shape 1 called it ``bytes``)."""
+    value = item.get("source_bytes", item.get("bytes"))
+    return int(value) if isinstance(value, int | float) else None
+
+
+def label_confidences(item: Mapping[str, Any]) -> list[tuple[str, float | None]]:
+    """The image's labels with their confidence (0-100), most confident first.
+
+    An item labelled before the tag handler kept ``label_confidence`` has names only:
+    their confidence is None (the labels table's memberships still hold it).
+    """
+    names = _strings(item.get("labels"))
+    confidence = item.get("label_confidence")
+    scores = confidence if isinstance(confidence, dict) else {}
+
+    def score(name: str) -> float | None:
+        value = scores.get(name)
+        return float(value) if isinstance(value, int | float) else None
+
+    return sorted(
+        ((name, score(name)) for name in dict.fromkeys(names)),
+        key=lambda pair: (-(pair[1] if pair[1] is not None else -1.0), pair[0]),
+    )
+
+
+def record_archived(
+    dynamodb: Any, table: str, item_id: str, *, bucket: str, source_etag: str
+) -> bool:
+    """Note where the image's original now lies, once the archive handler has copied it.
+
+    Only on the item that describes the archived version (``source_etag``): an item a newer
+    version's transform has refreshed waits for that version's own archiving, and a
+    withdrawn image's item is not brought back. True if the item was updated.
+    """
+    now = utc_now()
+    try:
+        dynamodb.update_item(
+            TableName=table,
+            Key={_ID_KEY: {"S": item_id}},
+            UpdateExpression=(
+                "SET archive_bucket = :bucket, archived_source_etag = :etag,"
+                " archived_at = :now, updated_at = :now"
+            ),
+            ConditionExpression="source_etag = :etag",
+            ExpressionAttributeValues={
+                ":bucket": {"S": bucket},
+                ":etag": {"S": source_etag},
+                ":now": {"S": now},
+            },
+        )
+    except dynamodb.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
 
 
 class ImageBusyError(RuntimeError):

@@ -109,10 +109,6 @@ class ImageResult:
     thumbnails: list[Thumbnail] = field(default_factory=list)
 
 
-def content_type_for(output_format: str) -> str:
-    return OUTPUT_FORMATS[output_format].content_type
-
-
 # --- opening safely --------------------------------------------------------------------------
 
 

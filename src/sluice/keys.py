@@ -22,30 +22,44 @@ inputs can ever be given the same name, by construction:
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import re
+from importlib import resources
 
 MAX_KEY_BYTES = 1024
 
-RECEIPTS_PREFIX = "receipts/"
-VERSIONS_PREFIX = "versions/"
+PREFIXES: dict[str, dict[str, str]] = json.loads(
+    resources.files("sluice").joinpath("keys.json").read_text("utf-8")
+)
+"""Every key prefix, by bucket and name: ``keys.json``, which Terraform reads too (the root
+module passes it to the pipeline as ``key_prefixes``, for the IAM grants and the bucket
+notifications), so a prefix is written once (tests/unit/test_keys_contract.py)."""
+
+RECEIPTS_PREFIX = PREFIXES["processed"]["receipts"]
+VERSIONS_PREFIX = PREFIXES["processed"]["versions"]
 """PROCESSED: the version ledger, one record per superseded or deleted RAW version."""
-LEASES_PREFIX = "leases/"
+LEASES_PREFIX = PREFIXES["processed"]["leases"]
 """PROCESSED: the transform's per-key leases (sluice.leases)."""
-DATA_PREFIX = "data/"
-ERRORS_PREFIX = "errors/"
-THUMBNAILS_PREFIX = "thumbnails/"
-ARCHIVE_IMAGES_PREFIX = "images/"
-ARCHIVE_DATA_PREFIX = "data/"
-ARCHIVE_REJECTED_PREFIX = "rejected/"
-ARCHIVE_SUPERSEDED_PREFIX = "superseded/"
+DATA_PREFIX = PREFIXES["processed"]["data"]
+ERRORS_PREFIX = PREFIXES["processed"]["errors"]
+THUMBNAILS_PREFIX = PREFIXES["processed"]["thumbnails"]
+ARCHIVE_IMAGES_PREFIX = PREFIXES["archive"]["images"]
+ARCHIVE_DATA_PREFIX = PREFIXES["archive"]["data"]
+ARCHIVE_REJECTED_PREFIX = PREFIXES["archive"]["rejected"]
+ARCHIVE_SUPERSEDED_PREFIX = PREFIXES["archive"]["superseded"]
 """ARCHIVE: every RAW version that a newer version of its key replaced, by version."""
-REQUESTS_PREFIX = "requests/"
+REQUESTS_PREFIX = PREFIXES["work"]["requests"]
 """WORK: bundle requests, ``requests/<bundle id>.json`` (the bundle trigger)."""
-BUNDLES_PREFIX = "bundles/"
+BUNDLES_PREFIX = PREFIXES["work"]["bundles"]
 """WORK: each bundle's zip and status, ``bundles/<bundle id>.zip`` and ``.json``."""
-UPLOADS_SEGMENT = "uploads/"
+UPLOADS_SEGMENT = PREFIXES["raw"]["uploads"]
 """RAW keys the API hands out: ``[<dataset prefix>]uploads/<user>/<date>/<uuid>-<name>``."""
+
+SOURCE_ETAG_METADATA = "sluice-source-etag"
+"""User metadata of every archived copy: the RAW ETag it is a copy of."""
+SOURCE_VERSION_METADATA = "sluice-source-version-id"
+"""User metadata of an archived copy, when known: the RAW version id it is a copy of."""
 
 HASHED_SEGMENT = "_long/"
 """The namespace of hashed names; a raw key starting with it is always hashed."""
@@ -122,6 +136,31 @@ def version_record_key(raw_key: str, token: str) -> str:
     return derived_key(f"{VERSIONS_PREFIX}{token}/", raw_key, ".json")
 
 
+def ledger_key_of_archive_key(archive_key: str) -> str | None:
+    """The ledger entry that owns an ARCHIVE name, without knowing the raw key.
+
+    ``images/``, ``data/``, ``rejected/`` names are owned by the key's receipt,
+    ``superseded/<version>/`` names by that version's record. A hashed archive name
+    (``<prefix>_long/<sha>``) only comes from a raw key whose every derived name is hashed
+    with the same sha (longer names, or a key starting with ``_long/``), so the owner's name
+    follows from it; a plain one carries the raw key itself. None for any other name.
+    """
+    for prefix in (ARCHIVE_IMAGES_PREFIX, ARCHIVE_DATA_PREFIX, ARCHIVE_REJECTED_PREFIX):
+        if archive_key.startswith(prefix):
+            rest = archive_key[len(prefix) :]
+            if rest.startswith(HASHED_SEGMENT):
+                return f"{RECEIPTS_PREFIX}{rest}.json"
+            return receipt_key(rest) if rest else None
+    if archive_key.startswith(ARCHIVE_SUPERSEDED_PREFIX):
+        token, slash, rest = archive_key[len(ARCHIVE_SUPERSEDED_PREFIX) :].partition("/")
+        if not token or not slash or not rest:
+            return None
+        if rest.startswith(HASHED_SEGMENT):
+            return f"{VERSIONS_PREFIX}{token}/{rest}.json"
+        return version_record_key(rest, token)
+    return None
+
+
 def lease_key(raw_key: str) -> str:
     return derived_key(LEASES_PREFIX, raw_key, ".json")
 
@@ -131,7 +170,16 @@ BUNDLE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def bundle_request_key(bundle_id: str) -> str:
+    """WORK key of the request for ``bundle_id`` (the bundle handler takes the id from it)."""
     return f"{REQUESTS_PREFIX}{bundle_id}.json"
+
+
+def bundle_id_for(request_key: str) -> str | None:
+    """The bundle id of ``requests/<id>.json``, or None when the key is not a valid request."""
+    if not request_key.startswith(REQUESTS_PREFIX) or not request_key.endswith(".json"):
+        return None
+    candidate = request_key[len(REQUESTS_PREFIX) : -len(".json")]
+    return candidate if BUNDLE_ID_PATTERN.fullmatch(candidate) else None
 
 
 def bundle_status_key(bundle_id: str) -> str:
@@ -140,14 +188,6 @@ def bundle_status_key(bundle_id: str) -> str:
 
 def bundle_zip_key(bundle_id: str) -> str:
     return f"{BUNDLES_PREFIX}{bundle_id}.zip"
-
-
-def bundle_id_of(request_key: str) -> str | None:
-    """The bundle id of ``requests/<id>.json``, or None when the key is not a valid request."""
-    if not request_key.startswith(REQUESTS_PREFIX) or not request_key.endswith(".json"):
-        return None
-    candidate = request_key[len(REQUESTS_PREFIX) : -len(".json")]
-    return candidate if BUNDLE_ID_PATTERN.fullmatch(candidate) else None
 
 
 def invalid_bundle_id(request_key: str) -> str:

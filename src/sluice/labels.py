@@ -77,7 +77,7 @@ def membership_key(label: str, image_id: str) -> dict[str, Any]:
     }
 
 
-def _confidence_value(confidence: float) -> dict[str, str]:
+def confidence_value(confidence: float) -> dict[str, str]:
     # DynamoDB numbers are decimal strings; three places is more than any labeler resolves.
     return {"N": str(Decimal(str(round(confidence, 3))))}
 
@@ -132,7 +132,7 @@ def add_membership(
                     "Item": {
                         **key,
                         "archive_key": {"S": archive_key},
-                        "confidence": _confidence_value(confidence),
+                        "confidence": confidence_value(confidence),
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
@@ -155,7 +155,7 @@ def add_membership(
                 Key=key,
                 UpdateExpression="SET confidence = :confidence",
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":confidence": _confidence_value(confidence)},
+                ExpressionAttributeValues={":confidence": confidence_value(confidence)},
             )
     return added
 

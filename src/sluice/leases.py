@@ -34,6 +34,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sluice.keys import lease_key
+from sluice.s3io import error_code, is_missing
 
 LEASE_MARGIN_SECONDS = 30.0
 DEFAULT_LEASE_SECONDS = 900.0 + LEASE_MARGIN_SECONDS
@@ -54,10 +55,6 @@ class LeaseTerms:
     clock: Callable[[], float] = time.time
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _put(s3: Any, bucket: str, key: str, terms: LeaseTerms, **condition: str) -> str:
     body = {"owner": terms.owner, "until": round(terms.clock() + terms.seconds, 3)}
     response = s3.put_object(
@@ -74,7 +71,7 @@ def _acquire(s3: Any, bucket: str, key: str, terms: LeaseTerms) -> str:
     try:
         return _put(s3, bucket, key, terms, IfNoneMatch="*")
     except ClientError as error:
-        if _code(error) not in _LOST_RACE:
+        if error_code(error) not in _LOST_RACE:
             raise
     try:
         held = s3.get_object(Bucket=bucket, Key=key)
@@ -86,7 +83,7 @@ def _acquire(s3: Any, bucket: str, key: str, terms: LeaseTerms) -> str:
     try:
         return _put(s3, bucket, key, terms, IfMatch=str(held["ETag"]))
     except ClientError as error:
-        if _code(error) in _LOST_RACE:
+        if error_code(error) in _LOST_RACE:
             raise KeyBusyError("another invocation took the expired lease first") from None
         raise
 
@@ -95,7 +92,7 @@ def _release(s3: Any, bucket: str, key: str, etag: str) -> None:
     try:
         s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
     except ClientError as error:
-        if _code(error) not in _LOST_RACE | {"NoSuchKey", "404"}:
+        if error_code(error) not in _LOST_RACE and not is_missing(error):
             raise  # the message is retried, and the retry releases it (release_own)
         # lost (expired and taken over) or already gone: nothing of ours to release
 

@@ -8,20 +8,34 @@ record under ``versions/<version>/<raw key>.json`` (docs/contracts.md):
   at ``archive_key`` (``superseded/<version>/<raw key>``), for as long as the archive
   keeps anything (archived objects do not expire). Written by the archive handler when
   it archives the newer version.
-* ``deleted``: the object was deleted from RAW before it could be processed; it has no
-  outputs and nothing archived. Written by the transform handler.
+* ``deleted``: the version is gone and owns nothing any more (``deleted_from`` says
+  where): deleted from RAW before it could be processed (the transform), deleted from RAW
+  after its receipt but before it was archived (the archive handler), or its archived copy
+  removed from ARCHIVE (the tag handler, or the API's ``DELETE /images/{id}``); then the
+  receipt is gone too, and ``outputs_removed`` lists what went with it
+  (``sluice.deletion``).
+
+History (``sluice reprocess``, or any newer upload of a key): a receipt that replaces the
+receipt of another version of its key names it in ``replaces`` (:func:`replacement`): that
+version's verdict in brief (status, dataset, error codes, counts, when, by which handler
+version), why it was replaced (``cause``: ``reprocess`` when the new version is a
+``sluice reprocess`` copy of it, else ``upload``), and ``record``, the key of its
+``superseded`` record. The archive handler writes that record with the same summary as its
+``receipt``, and each summary's ``replaces`` names the record before it, so
+:func:`history` walks from the current receipt back to the first version, and no receipt
+grows with the number of versions.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sluice import __version__
-from sluice.events import S3ObjectRef
+from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import receipt_key, version_record_key, version_token
+from sluice.timestamps import utc_iso
 
 RECEIPT_VERSION = 1
 MAX_RECEIPT_ERRORS = 1000
@@ -30,11 +44,17 @@ MAX_RECEIPT_ERRORS = 1000
 Status = Literal["processed", "rejected"]
 Kind = Literal["data", "image", "unsupported"]
 VersionStatus = Literal["superseded", "deleted"]
+DeletedFrom = Literal["raw", "archive"]
 VERSION_RECORD_VERSION = 1
+REPROCESS_METADATA = "sluice-reprocess-of"
+"""User metadata ``sluice reprocess`` puts on the RAW copy it makes: the version token of
+the version it copies, which the transform reads to say ``cause: reprocess``."""
+MAX_HISTORY = 1000
+"""Versions :func:`history` follows at most (a guard against a cycle in a damaged ledger)."""
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(timespec="milliseconds")
 
 
 @dataclass
@@ -49,6 +69,8 @@ class Receipt:
     stats: dict[str, int] = field(default_factory=dict)
     handler_version: str = __version__
     processed_at: str = field(default_factory=utc_now)
+    replaces: dict[str, Any] | None = None
+    """The receipt of the key's previous version, in brief (module docstring: history)."""
 
     def to_json(self) -> bytes:
         body = {"receipt_version": RECEIPT_VERSION, **self.__dict__}
@@ -67,12 +89,6 @@ def source_of(
         "size": size if size is not None else ref.size,
         "sequencer": ref.sequencer,
     }
-
-
-def rejected(source: dict[str, Any], kind: Kind, code: str, message: str) -> Receipt:
-    return Receipt(
-        status="rejected", kind=kind, source=source, errors=[{"code": code, "message": message}]
-    )
 
 
 def write_receipt(s3: Any, processed_bucket: str, receipt: Receipt) -> str:
@@ -96,22 +112,106 @@ def read_receipt(s3: Any, processed_bucket: str, raw_key: str) -> dict[str, Any]
     return result
 
 
+def _same_version(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Do two receipts' ``source`` blocks name one version (ETag, and ids when both known)?"""
+    if normalize_etag(one.get("etag")) != normalize_etag(other.get("etag")):
+        return False
+    ids = one.get("version_id"), other.get("version_id")
+    return None in ids or ids[0] == ids[1]
+
+
+def replacement(
+    previous: dict[str, Any] | None, source: dict[str, Any], reprocess_of: str | None
+) -> dict[str, Any] | None:
+    """The ``replaces`` of a new receipt for ``source``, given the receipt it overwrites.
+
+    None when there was none; the previous receipt's own ``replaces`` when it was of this
+    same version (a retry or a duplicate rewrites the receipt, and must not lose the
+    history); otherwise that receipt in brief, without values (error codes, not messages).
+    """
+    if not isinstance(previous, dict) or not isinstance(previous.get("source"), dict):
+        return None
+    old_source: dict[str, Any] = previous["source"]
+    if _same_version(old_source, source):
+        kept = previous.get("replaces")
+        return kept if isinstance(kept, dict) else None
+    etag = str(normalize_etag(old_source.get("etag")))
+    token = version_token(old_source.get("version_id"), etag)
+    earlier = previous.get("replaces")
+    errors = previous.get("errors") or []
+    return {
+        "etag": etag,
+        "version_id": old_source.get("version_id"),
+        "status": previous.get("status"),
+        "kind": previous.get("kind"),
+        "dataset": previous.get("dataset"),
+        "error_codes": sorted({str(e.get("code")) for e in errors if isinstance(e, dict)}),
+        "stats": previous.get("stats") or {},
+        "handler_version": previous.get("handler_version"),
+        "processed_at": previous.get("processed_at"),
+        "cause": "reprocess" if reprocess_of == token else "upload",
+        "record": version_record_key(str(old_source.get("key")), token),
+        "replaces": earlier.get("record") if isinstance(earlier, dict) else None,
+    }
+
+
+def history(s3: Any, processed_bucket: str, raw_key: str) -> list[dict[str, Any]]:
+    """The key's receipt, then each version it replaced, newest first (module docstring).
+
+    Stops where the ledger has no record (yet: the archive handler writes it after the
+    receipt) or no further ``replaces``."""
+    receipt = read_receipt(s3, processed_bucket, raw_key)
+    if receipt is None:
+        return []
+    found = [receipt]
+    summary = receipt.get("replaces")
+    while isinstance(summary, dict) and len(found) <= MAX_HISTORY:
+        found.append(summary)
+        pointer = summary.get("replaces")
+        if not isinstance(pointer, str):
+            break
+        try:
+            body = s3.get_object(Bucket=processed_bucket, Key=pointer)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            break
+        record = json.loads(body)
+        summary = record.get("receipt") if isinstance(record, dict) else None
+    return found
+
+
 def version_record(
     source: dict[str, Any],
     status: VersionStatus,
     *,
     archive_key: str | None = None,
     superseded_by: dict[str, Any] | None = None,
+    deleted_from: DeletedFrom | None = None,
+    outputs_removed: list[str] | None = None,
+    receipt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ledger record of one version that is not its key's newest (module docstring)."""
+    """The ledger record of one version that is not its key's newest (module docstring);
+    ``receipt`` is that version's receipt in brief, when it had one (:func:`replacement`)."""
     return {
         "record_version": VERSION_RECORD_VERSION,
         "status": status,
         "source": source,
         "archive_key": archive_key,
         "superseded_by": superseded_by,
+        "deleted_from": deleted_from,
+        "outputs_removed": outputs_removed,
+        "receipt": receipt,
         "recorded_at": utc_now(),
     }
+
+
+def read_version_record(s3: Any, processed_bucket: str, key: str) -> dict[str, Any] | None:
+    """The version record stored at ``key``, or None when there is none."""
+    try:
+        response = s3.get_object(Bucket=processed_bucket, Key=key)
+    except s3.exceptions.NoSuchKey:
+        return None
+    result: dict[str, Any] = json.loads(response["Body"].read())
+    return result
 
 
 def version_record_key_of(source: dict[str, Any]) -> str:

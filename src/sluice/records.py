@@ -11,9 +11,10 @@ Two input formats, each written back in the same format:
   only bytes that are not UTF-8 reject the whole file.
 
 Memory stays flat whatever the file size: the input is read in ``CHUNK_BYTES`` pieces,
-records are built one at a time from ijson's ``basic_parse`` events (its ``items()`` builds
-path prefixes whose cost grows with the square of the nesting depth: a 40 KB file of
-nested brackets takes a gigabyte), and output goes to the caller's writer as it is made.
+records are built one at a time by ijson's C ``items()`` (whose path prefixes grow with
+the square of the nesting depth, so :class:`_Structure` stops yajl before any bracket
+deeper than ``max_depth``: a 40 KB file of nested brackets would otherwise take gigabytes),
+and output goes to the caller's writer as it is made, written by orjson (``_encode``).
 
 Valid records (by the dataset's schema) are projected and written out; the violations of
 invalid records go to ``on_error`` (the caller streams the report; bounded, see below) and
@@ -57,9 +58,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any, Literal, Protocol
 
 import ijson
+import orjson
 
 from sluice.datasets import Dataset
 
@@ -330,6 +333,111 @@ class _TokenGuard:
         return problem
 
 
+_STRUCTURAL = bytes(set(range(256)) - set(b'[]{}"'))
+"""Every byte but quotes and brackets, for ``bytes.translate`` to delete."""
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+"""Brackets as signed steps (``memoryview.cast("b")`` reads ``0xff`` as -1)."""
+_STRUCTURE_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[{\]}]', re.S)
+_STRING_IN_STRUCTURE = re.compile(rb'"[^"]*"')
+_NAME_WINDOW = (MAX_PROPERTY_NAME_CHARS + 1) // 2 + 1
+"""A run of more than ``MAX_PROPERTY_NAME_CHARS`` bytes without a quote covers the whole
+of at least one window of this many bytes, windows laid end to end from a chunk's first
+quote."""
+
+
+class _Structure:
+    """Nesting depth and string lengths of an array file, chunk by chunk, before yajl sees
+    the chunk: what lets ijson's C ``items()`` build the records (see :func:`_array_records`).
+
+    ``items()`` keeps a path prefix per open container (``item.item.item...``), so its cost
+    grows with the square of the depth: 40 KB of nested brackets takes gigabytes. So each
+    chunk's brackets outside strings are counted first, in C-level passes (delete all but
+    quotes and brackets, drop the strings, a running sum of the brackets left), and the
+    reader hands yajl only the bytes before the first bracket that would open a container
+    deeper than ``max_depth`` levels below the top-level array; the next read reports
+    ``too_deep``, once the records before it were built. A run of more than
+    ``MAX_PROPERTY_NAME_CHARS`` bytes between two quotes (each character takes a byte or
+    more, an escape at least one once escaped quotes are neutralised) sets
+    ``long_strings``: from then on each record's property names are checked.
+    """
+
+    def __init__(self, max_depth: int) -> None:
+        self.max_depth = max_depth
+        self._limit = max_depth + 1  # the top-level array is depth 1
+        self._depth = 0
+        self._state = _LexState()
+        self._since_quote = 0
+        self.long_strings = False
+
+    def scan(self, data: bytes) -> int | None:
+        """The offset in ``data`` of the bracket that opens a container too deep, if any."""
+        state = self._state
+        text = b"_" + data[1:] if state.escaped and data else data
+        escaped = False
+        if b"\\" in text and _ESCAPED_QUOTE_OR_BACKSLASH.search(text) is not None:
+            # Escaped quotes and backslashes would be taken for quotes and escapes: an
+            # escape becomes one placeholder byte (any other escape changes neither).
+            text = _ESCAPE_PAIR.sub(b"_", text)
+        if text.endswith(b"\\") and len(text) - len(text.rstrip(b"\\")) & 1:
+            escaped = True  # the byte it escapes starts the next chunk
+        if not self.long_strings:
+            self._check_string_lengths(text)
+        structure = text.translate(None, _STRUCTURAL)
+        quotes = structure.count(b'"')
+        ends_in_string = state.in_string ^ bool(quotes & 1)
+        self._state = _LexState(ends_in_string, escaped)
+        if state.in_string:
+            structure = b'"' + structure
+        if ends_in_string:
+            structure += b'"'
+        # Strings without brackets in them are now two adjacent quotes; if every quote goes
+        # with them, every string went whole (a string holding a bracket keeps its quotes).
+        brackets = structure.replace(b'""', b"")
+        if b'"' in brackets:
+            brackets = _STRING_IN_STRUCTURE.sub(b"", structure)
+        if not brackets:
+            return None
+        steps = brackets.translate(_BRACKET_STEPS)
+        depths = list(accumulate(memoryview(steps).cast("b"), initial=self._depth))
+        if max(depths) <= self._limit:
+            self._depth = depths[-1]
+            return None
+        return self._too_deep_at(data, state)
+
+    def _check_string_lengths(self, text: bytes) -> None:
+        first = text.find(b'"')
+        if self._since_quote + (len(text) if first < 0 else first) > MAX_PROPERTY_NAME_CHARS:
+            self.long_strings = True
+            return
+        last = text.rfind(b'"')
+        self._since_quote = len(text) - last - 1 if last >= 0 else self._since_quote + len(text)
+        find = text.find
+        for start in range(first, last, _NAME_WINDOW):
+            if find(b'"', start, start + _NAME_WINDOW) < 0:
+                before = text.rfind(b'"', 0, start)
+                after = find(b'"', start)
+                if after - before - 1 > MAX_PROPERTY_NAME_CHARS:
+                    self.long_strings = True
+                    return
+
+    def _too_deep_at(self, data: bytes, state: _LexState) -> int:
+        """The exact offset of the first bracket too deep (slow: one token at a time)."""
+        pos = 0
+        if state.in_string:
+            end = _string_end(data, 1 if state.escaped else 0)
+            pos = len(data) if end is None else end
+        depth = self._depth
+        for token in _STRUCTURE_TOKEN.finditer(data, pos):
+            byte = data[token.start()]
+            if byte in b"[{":
+                depth += 1
+                if depth > self._limit:
+                    return token.start()
+            elif byte in b"]}":
+                depth -= 1
+        raise AssertionError("the fast count found a bracket too deep that the scan did not")
+
+
 # --- input: UTF-8 check, positions, record size cap -------------------------------------
 
 
@@ -363,6 +471,8 @@ class _CheckedReader:
         self._column_before = 0
         self.record_start = 0
         self.records_completed = 0
+        self.structure: _Structure | None = None
+        self._too_deep = False
 
     @property
     def end(self) -> int:
@@ -410,11 +520,15 @@ class _CheckedReader:
             self._column_before = len(UTF8_BOM)
             self.record_start = len(UTF8_BOM)
             data = data[len(UTF8_BOM) :]
+        if not data.lstrip(b" \t\r\n").startswith(b"["):
+            self.structure = None  # not an array: the event builder says what it is
         return data
 
     def read(self, size: int = CHUNK_BYTES) -> bytes:
         if self._done or size == 0:  # ijson probes read(0) for the stream's type
             return b""
+        if self._too_deep:
+            raise self._too_deep_error()
         size = CHUNK_BYTES if size is None or size < 0 else size
         if self._out_of_time is not None and self._out_of_time():
             raise OutOfTimeError(self.end)
@@ -448,7 +562,24 @@ class _CheckedReader:
                 f"record {self.records_completed} is larger than {limit} bytes"
                 f" (no record ended between byte {self.record_start} and byte {self.end})",
             )
+        if self.structure is not None:
+            cut = self.structure.scan(data)
+            if cut == 0:
+                raise self._too_deep_error()
+            if cut is not None:
+                # yajl builds the records before the bracket (every record of the chunks
+                # before was built before this read); the next read says why it stops.
+                self._too_deep = True
+                return data[:cut]
         return data
+
+    def _too_deep_error(self) -> FileRejectedError:
+        assert self.structure is not None
+        return FileRejectedError(
+            "too_deep",
+            f"record {self.records_completed} is nested deeper than"
+            f" {self.structure.max_depth} levels",
+        )
 
 
 # --- malformed JSON positions -------------------------------------------------------------
@@ -526,9 +657,52 @@ _SCALAR_NAMES = {
 }
 
 
+class _Replay:
+    """The reader, with its first chunk (already read to choose a builder) given again."""
+
+    def __init__(self, first: bytes, reader: _CheckedReader) -> None:
+        self._first: bytes | None = first
+        self._reader = reader
+
+    def read(self, size: int = CHUNK_BYTES) -> bytes:
+        if size == 0:
+            return b""
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return self._reader.read(size)
+
+
 def _array_records(reader: _CheckedReader, max_depth: int) -> Iterator[Any]:
+    """Elements of the top-level array, built one at a time.
+
+    A file that starts as an array has them built by ijson's C ``items()`` (no Python per
+    event), behind :class:`_Structure`'s checks of depth and name lengths; anything else
+    goes to :func:`_event_records`, which says what the top-level value is.
+    """
+    structure = _Structure(max_depth)
+    reader.structure = structure
+    replay = _Replay(reader.read(CHUNK_BYTES), reader)
+    if reader.structure is None:
+        yield from _event_records(replay, reader, max_depth)
+        return
+    try:
+        for record in _ijson.items(replay, "item", buf_size=CHUNK_BYTES):
+            reader.mark_record_end()
+            if structure.long_strings and type(record) in (dict, list) and _has_long_name(record):
+                raise FileRejectedError(
+                    "property_name_too_long",
+                    f"record {reader.records_completed - 1} has a property name longer than"
+                    f" {MAX_PROPERTY_NAME_CHARS} characters",
+                )
+            yield record
+    except ijson.JSONError as exc:
+        raise _malformed(exc, reader) from None
+
+
+def _event_records(replay: _Replay, reader: _CheckedReader, max_depth: int) -> Iterator[Any]:
     """Elements of the top-level array, built one at a time from parser events."""
-    events = _ijson.basic_parse(reader, buf_size=CHUNK_BYTES)
+    events = _ijson.basic_parse(replay, buf_size=CHUNK_BYTES)
     try:
         first = next(events, None)
         if first is None:
@@ -705,6 +879,21 @@ def _json_default(value: Any) -> Any:
 
 
 def _encode(record: Any) -> bytes:
+    """The record as compact JSON, the same bytes ``json.dumps`` makes (see docs/decisions.md).
+
+    orjson writes strings, integers, booleans, null, objects and arrays exactly as
+    ``json.dumps(ensure_ascii=False, separators=(",", ":"))`` does, 10x faster; anything
+    else it refuses (a ``Decimal``: every number with a fraction or an exponent, whose
+    float ``repr`` orjson would spell differently, e.g. ``1e-05``; an integer beyond 64
+    bits; nesting deeper than 255), and ``json.dumps`` writes those records.
+    """
+    try:
+        return orjson.dumps(record)
+    except orjson.JSONEncodeError:
+        return _encode_exactly(record)
+
+
+def _encode_exactly(record: Any) -> bytes:
     return json.dumps(
         record,
         ensure_ascii=False,
@@ -798,6 +987,7 @@ Detail = Literal["all", "first", "count"]
 """How much an invalid record's problems are worth: every violation, the first rule broken,
 or only how many (when the receipt and the report are full)."""
 _COUNTED: Problem = ("$", "schema_violation", "")
+_OUT_OF_RANGE: Problem = ("$", "number_out_of_range", "a number is too large for a double")
 
 
 def _check_record(
@@ -808,7 +998,7 @@ def _check_record(
         try:
             return _encode(dataset.project(record)), []
         except _NumberOutOfRangeError:
-            return None, [("$", "number_out_of_range", "a number is too large for a double")]
+            return None, [_OUT_OF_RANGE]
     limit = limits.max_record_errors
     detail = _detail(collector, limits)
     if detail == "count":
@@ -886,19 +1076,28 @@ def _transform_array(
     collector: _Collector,
     limits: _Limits,
 ) -> None:
+    # The loop runs once per record: the valid path is inlined (it is _check_record's).
     result = collector.result
-    first = True
+    is_valid, project, write = dataset.is_valid, dataset.project, sink.write
+    separator = b"[\n"
+    total = valid = 0
     for index, record in enumerate(_array_records(reader, limits.max_depth)):
-        result.records_total += 1
-        encoded, problems = _check_record(record, dataset, collector, limits)
-        if encoded is None:
-            collector.invalid(index, None, problems)
+        total += 1
+        if is_valid(record):
+            try:
+                encoded = _encode(project(record))
+            except _NumberOutOfRangeError:
+                collector.invalid(index, None, [_OUT_OF_RANGE])
+                continue
+            valid += 1
+            write(separator + encoded)
+            separator = b",\n"
             continue
-        result.records_valid += 1
-        sink.write(b"[\n" if first else b",\n")
-        sink.write(encoded)
-        first = False
-    sink.write(b"[]\n" if first else b"\n]\n")
+        _, problems = _check_record(record, dataset, collector, limits)
+        collector.invalid(index, None, problems)
+    result.records_total += total
+    result.records_valid += valid
+    write(b"[]\n" if not valid else b"\n]\n")
 
 
 def _transform_lines(

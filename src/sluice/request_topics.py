@@ -1,4 +1,4 @@
-"""One SNS topic per bundle request that asks to notify someone (docs/decisions.md, 29).
+"""One SNS topic per bundle request that asks to notify someone (docs/decisions.md, 34).
 
 A request's ``notify`` (an email address or an E.164 phone number) is subscribed to a topic
 made for that request only, the link is published there, and the topic is deleted once the
@@ -36,7 +36,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sluice.bundles import iso_utc, parse_utc
+from sluice.timestamps import parse_utc_iso, utc_iso
 
 TAG_EXPIRES_AT = "sluice:expires-at"
 TAG_BUNDLE_ID = "sluice:bundle-id"
@@ -72,7 +72,7 @@ def open_topic(
     be derived from the request, not from the clock.
     """
     tags = [
-        {"Key": TAG_EXPIRES_AT, "Value": iso_utc(expires_at)},
+        {"Key": TAG_EXPIRES_AT, "Value": utc_iso(expires_at)},
         {"Key": TAG_BUNDLE_ID, "Value": bundle_id},
         {"Key": TAG_REQUEST_ETAG, "Value": request_etag},
     ]
@@ -147,7 +147,7 @@ def sweep(sns: Any, prefix: str, outcome: Outcome, now: datetime) -> SweepReport
             if error.response.get("Error", {}).get("Code") in ("NotFound", "NotFoundException"):
                 continue
             raise
-        expires_at = parse_utc(tags.get(TAG_EXPIRES_AT)) if tags.get(TAG_EXPIRES_AT) else None
+        expires_at = parse_utc_iso(tags.get(TAG_EXPIRES_AT)) if tags.get(TAG_EXPIRES_AT) else None
         if expires_at is None or expires_at <= now:
             # No expiry: not a topic this code made whole; it is under our prefix, so ours.
             delete_topic(sns, arn)

@@ -1,4 +1,4 @@
-"""Archived images a bundle must restore before it can read them (docs/decisions.md, 30).
+"""Archived images a bundle must restore before it can read them (docs/decisions.md, 35).
 
 An environment may keep ARCHIVE ``images/`` in S3 Intelligent-Tiering with its Archive
 Access / Deep Archive Access tiers, or move them to Glacier Flexible Retrieval by lifecycle
@@ -29,8 +29,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sluice.bundles import iso_utc, parse_utc
 from sluice.keys import BUNDLES_PREFIX
+from sluice.s3io import get, head
+from sluice.timestamps import parse_utc_iso, utc_iso
 
 RESTORING_PREFIX = f"{BUNDLES_PREFIX}_restoring/"
 """WORK: one marker per bundle waiting for restores; no bundle id starts with ``_``."""
@@ -98,21 +99,18 @@ def check(s3: Any, bucket: str, keys: Iterable[str], *, tier: str, days: int) ->
     """Sort ``keys`` by restore state, asking for each missing restore (see module doc)."""
     result = RestoreCheck(tier=tier)
     for key in keys:
-        try:
-            head = s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                result.readable += 1  # gone: the zip lists it as missing
-                continue
-            raise
-        state = _restore_state(head)
+        found = head(s3, bucket, key)
+        if found is None:
+            result.readable += 1  # gone: the zip lists it as missing
+            continue
+        state = _restore_state(found)
         if state == "readable":
             result.readable += 1
             continue
         if state == "archived":
             try:
                 s3.restore_object(
-                    Bucket=bucket, Key=key, RestoreRequest=_restore_request(head, tier, days)
+                    Bucket=bucket, Key=key, RestoreRequest=_restore_request(found, tier, days)
                 )
                 result.requested += 1
             except ClientError as error:
@@ -144,7 +142,7 @@ def write_marker(
         "request_key": request_key,
         "request_etag": request_etag,
         "checks": checks + 1,
-        "next_check_at": iso_utc(due),
+        "next_check_at": utc_iso(due),
     }
     s3.put_object(
         Bucket=bucket,
@@ -156,14 +154,11 @@ def write_marker(
 
 
 def read_marker(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
+    response = get(s3, bucket, marker_key(bundle_id))
+    if response is None:
+        return None
     try:
-        body = s3.get_object(Bucket=bucket, Key=marker_key(bundle_id))["Body"].read()
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    try:
-        marker = json.loads(body)
+        marker = json.loads(response["Body"].read())
     except ValueError:
         return None
     return marker if isinstance(marker, dict) else None
@@ -183,6 +178,6 @@ def due_markers(s3: Any, bucket: str, now: datetime) -> Iterator[dict[str, Any]]
             marker = read_marker(s3, bucket, bundle_id)
             if marker is None:
                 continue
-            due = parse_utc(marker.get("next_check_at"))
+            due = parse_utc_iso(marker.get("next_check_at"))
             if due is None or due <= now:
                 yield marker

@@ -1,4 +1,15 @@
-"""Streaming S3 writes with bounded memory.
+"""S3 helpers every module shares: what an error means, reads that may find nothing, and
+streaming writes with bounded memory.
+
+**Missing, changed.** An object that is not there answers ``NoSuchKey`` (GET),
+``NoSuchVersion`` (a version id), ``NotFound`` or a bare ``404`` (HEAD has no body);
+a conditional request whose condition no longer holds answers ``PreconditionFailed`` /
+``412``. :func:`is_missing`, :func:`is_precondition_failed` and :func:`is_gone_or_changed`
+say which, by code or HTTP status, so no caller lists the codes again; :func:`head` and
+:func:`get` return None instead of raising for an object that is gone (or, with
+``if_match``, changed).
+
+**Streaming writes.**
 
 :class:`MultipartWriter` is a write-only, non-seekable file object: bytes written to it
 are buffered up to one part and sent with ``UploadPart``; ``close()`` completes the
@@ -19,10 +30,68 @@ import io
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 MIN_PART_SIZE = 5 * MIB
 DEFAULT_PART_SIZE = 8 * MIB
 MAX_PARTS = 10_000
+
+MISSING_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "NotFound", "404"})
+PRECONDITION_FAILED_CODES = frozenset({"PreconditionFailed", "412"})
+
+
+def error_code(error: Any) -> str:
+    """The service's error code of a botocore ``ClientError`` ("" when it has none)."""
+    return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _http_status(error: Any) -> int:
+    metadata = getattr(error, "response", {}).get("ResponseMetadata", {})
+    return int(metadata.get("HTTPStatusCode", 0) or 0)
+
+
+def is_missing(error: Any) -> bool:
+    """The object (or the version asked for) does not exist."""
+    return error_code(error) in MISSING_CODES or _http_status(error) == 404
+
+
+def is_precondition_failed(error: Any) -> bool:
+    """A conditional request (``IfMatch``, ``IfNoneMatch``) found the object changed."""
+    return error_code(error) in PRECONDITION_FAILED_CODES or _http_status(error) == 412
+
+
+def is_gone_or_changed(error: Any) -> bool:
+    """The object an event or a read named is no longer the current one."""
+    return is_missing(error) or is_precondition_failed(error)
+
+
+def _unless_gone(call: Any, **request: Any) -> dict[str, Any] | None:
+    try:
+        response: dict[str, Any] = call(**request)
+    except ClientError as error:
+        if is_gone_or_changed(error):
+            return None
+        raise
+    return response
+
+
+def head(s3: Any, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
+    """HeadObject, or None when there is no such object (or version, or ETag with
+    ``IfMatch`` in ``extra``)."""
+    return _unless_gone(s3.head_object, Bucket=bucket, Key=key, **extra)
+
+
+def get(
+    s3: Any, bucket: str, key: str, *, if_match: str | None = None, **extra: Any
+) -> dict[str, Any] | None:
+    """GetObject, or None when there is no such object or, with ``if_match`` (an ETag,
+    quoted or not), when it has changed since."""
+    if if_match:
+        # The quoted form is what HTTP specifies (and what every S3 implementation accepts).
+        extra["IfMatch"] = '"' + if_match.strip('"') + '"'
+    return _unless_gone(s3.get_object, Bucket=bucket, Key=key, **extra)
 
 
 class MultipartWriter(io.RawIOBase):

@@ -42,7 +42,8 @@ from sluice.datasets import Registry
 from sluice.images import INPUT_FORMATS
 from sluice.keys import UPLOADS_SEGMENT, split_extension
 from sluice.records import DATA_FORMATS
-from sluice.s3io import MAX_PARTS, MIB
+from sluice.s3io import MAX_PARTS, MIB, error_code
+from sluice.timestamps import utc_iso
 
 MAX_SINGLE_PUT_BYTES = 5 * 1024**3
 """S3's limit for one PUT; larger files need a multipart upload."""
@@ -209,8 +210,7 @@ def _prefix_for(kind: Kind, dataset: str | None, registry: Registry) -> str:
 
 
 def _expires_at(now: datetime, ttl_seconds: int) -> str:
-    moment = now.astimezone(UTC) + timedelta(seconds=ttl_seconds)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_iso(now + timedelta(seconds=ttl_seconds))
 
 
 # --- presigned PUT -------------------------------------------------------------------------
@@ -318,10 +318,6 @@ def start_multipart(
     }
 
 
-def _error_code(error: Any) -> str:
-    return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
-
-
 def complete_multipart(
     s3: Any, bucket: str, key: str, upload_id: str, parts: list[Mapping[str, Any]]
 ) -> dict[str, Any]:
@@ -347,7 +343,7 @@ def complete_multipart(
             404, "not_found", "no such multipart upload (completed or aborted?)"
         ) from None
     except s3.exceptions.ClientError as error:
-        code = _error_code(error)
+        code = error_code(error)
         if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
             raise UploadError(
                 409, "parts_mismatch", f"the parts do not match what was uploaded ({code})"
@@ -413,8 +409,7 @@ def one_key_credentials(
     credentials = response["Credentials"]
     expiration = credentials["Expiration"]
     if isinstance(expiration, datetime):
-        expiration = expiration.astimezone(UTC).isoformat(timespec="seconds")
-        expiration = expiration.replace("+00:00", "Z")
+        expiration = utc_iso(expiration)
     return {
         "bucket": bucket,
         "key": upload.key,

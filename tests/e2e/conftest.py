@@ -27,7 +27,7 @@ from sluice.local import awsenv
 from sluice.local.stack import EMULATORS
 from sluice.local.state import LOCAL_ENVIRONMENT, StateDir
 from sluice.ops.environment import Environment, select_environment
-from tests.terraform_support import e2e_target
+from tests.terraform_support import NOT_ON_LOCALSTACK, e2e_target
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = e2e_target()
@@ -162,7 +162,43 @@ archive, label counts and a clean audit); the others upload, bundle and delete t
 API and the web app, so they run after these."""
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+NOT_RUN_ON_THIS_TARGET: dict[str, list[str]] = {}
+"""Reason -> the tests deselected for it on this target (printed in the run's summary)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the modules that read the untouched sample run first (a stable sort: the order
-    within and among the other modules stays as collected)."""
+    within and among the other modules stays as collected).
+
+    On LocalStack, deselect the tests marked ``not_on_localstack``: they need what its
+    community edition cannot create. Deselected, not skipped: nothing of them runs, and
+    the summary lists every one with its reason, so a green LocalStack run never reads as
+    having covered them (the moto run does)."""
     items.sort(key=lambda item: item.path.name not in FIRST_ON_THE_SHARED_STACK)
+    if TARGET != "localstack":
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker(NOT_ON_LOCALSTACK)
+        if marker is None:
+            kept.append(item)
+            continue
+        if not marker.args or not str(marker.args[0]).strip():
+            raise pytest.UsageError(f"{item.nodeid}: {NOT_ON_LOCALSTACK} needs a reason")
+        dropped.append(item)
+        NOT_RUN_ON_THIS_TARGET.setdefault(str(marker.args[0]), []).append(item.nodeid)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say what this LocalStack run did not run, and why."""
+    for reason, nodeids in NOT_RUN_ON_THIS_TARGET.items():
+        terminalreporter.write_sep(
+            "=", f"not run on LocalStack: {len(nodeids)} tests (run them on moto)"
+        )
+        terminalreporter.write_line(f"reason: {reason}")
+        for nodeid in nodeids:
+            terminalreporter.write_line(f"  {nodeid}")

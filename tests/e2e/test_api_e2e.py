@@ -34,8 +34,9 @@ from PIL import Image
 from sluice.local.state import StateDir
 from tests.e2e.conftest import ROOT, Stack
 from tests.security_support import SAMPLES_DIR
+from tests.terraform_support import NEEDS_API
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, NEEDS_API]
 
 DEADLINE_SECONDS = 240
 SEED_EMAIL = "admin@sluice.local"
@@ -252,6 +253,15 @@ def test_the_journey_upload_browse_bundle_delete_and_receipts(admin: Api, tmp_pa
     assert len([name for name in entries if name.startswith("images/")]) == labels[label]
 
     victim = next(image for image in images if label in image["labels"])
+    detail = admin.call("GET", f"/images/{victim['id']}").json()
+    assert [entry["label"] for entry in detail["label_details"]] != []
+    assert {entry["label"] for entry in detail["label_details"]} == set(victim["labels"])
+    assert all(0 < entry["confidence"] <= 100 for entry in detail["label_details"])
+    for thumbnail in detail["thumbnails"].values():
+        fetched = requests.get(thumbnail["url"], timeout=60)
+        assert fetched.status_code == 200 and len(fetched.content) == thumbnail["bytes"]
+        assert thumbnail["width"] and thumbnail["height"]
+    assert detail["archived_at"] and detail["updated_at"]
     assert admin.call("DELETE", f"/images/{victim['id']}").status_code == 204
     assert admin.call("GET", f"/images/{victim['id']}").status_code == 404
     after = {
@@ -275,6 +285,15 @@ def test_the_journey_upload_browse_bundle_delete_and_receipts(admin: Api, tmp_pa
     assert values
     body = json.dumps(scans)
     assert not [value for value in values if value in body]
+    output = requests.get(scans["output_url"], timeout=60).json()
+    assert len(output) == scans["stats"]["records_valid"]
+    assert all(set(record) == {"patient_id", "patient_name"} for record in output)
+    report = requests.get(scans["errors_report_url"], timeout=60).text.splitlines()
+    assert not scans["errors_truncated"]
+    reported = [json.loads(line) for line in report]
+    assert [(e["record_index"], e["code"]) for e in reported] == [
+        (e["record_index"], e["code"]) for e in scans["errors"]
+    ]
 
 
 def test_one_key_credentials_work_with_an_sdk(admin: Api, stack: Stack) -> None:

@@ -4,11 +4,10 @@ invocations fail, messages are delivered twice and late, and old events come aft
 The stack is a ``chaos`` environment of its own (``tests/chaos/chaos.tfvars``: 2-3 s
 timeouts, so 12-18 s visibility timeouts, and two receives before the dead-letter queue)
 on its own emulator, applied by ``sluice up --var-file ... --environment chaos``
-(``--emulator`` of the end-to-end target; skipped on LocalStack for the limitation in
-``LOCALSTACK_LIMITATION``). Its runner preloads the fault harness
-(``tests/chaos/preload.py``): 25% of the invocations of transform, archive and tag fail at
-a random AWS call (before it, or after it with the response lost) or at their end, and one
-message in ten is sent again with a random delay.
+(``--emulator`` of the end-to-end target; not run on LocalStack: ``LOCALSTACK_DISCREPANCY``).
+Its runner preloads the fault harness (``tests/chaos/preload.py``): 25% of the invocations
+of transform, archive and tag fail at a random AWS call (before it, or after it with the
+response lost) or at their end, and one message in ten is sent again with a random delay.
 Some keys are uploaded twice, and the first version's event is sent again once the second
 is archived.
 
@@ -61,7 +60,6 @@ from tests.chaos import faults
 from tests.chaos.inputs import Corpus, build
 from tests.e2e.conftest import (
     ROOT,
-    TARGET,
     UP_TIMEOUT_SECONDS,
     Stack,
     _run_local,
@@ -69,8 +67,6 @@ from tests.e2e.conftest import (
     stack_ports,
 )
 from tests.s3events import s3_event, s3_record
-
-pytestmark = pytest.mark.e2e
 
 ENVIRONMENT = "chaos"
 TFVARS = ROOT / "tests" / "chaos" / "chaos.tfvars"
@@ -81,12 +77,14 @@ SEED = 7
 DRAIN_TIMEOUT_SECONDS = 600  # a deadline, polled: generous for a loaded machine
 MAX_REDRIVE_ROUNDS = 6
 FAULTED_FUNCTIONS = ("transform", "archive", "tag")
-LOCALSTACK_LIMITATION = (
-    "LocalStack 4.14 answers a conditional DeleteObject (IfMatch) on a general-purpose bucket"
-    " with 501 NotImplemented; the archive handler hides a superseded RAW version that became"
-    " current again with exactly that call, so this run's superseded uploads cannot converge"
-    " (docs/localstack.md)"
+LOCALSTACK_DISCREPANCY = (
+    "on LocalStack 4.14 this run ends with 3 of 520 inputs' thumbnails missing (keys with"
+    " non-ASCII names, e.g. photos/名前 0387.jpg: the receipt lists thumbnails/64/... and"
+    " PROCESSED does not hold it; sluice audit reports them), while moto converges with the"
+    " same seed: not yet diagnosed (docs/localstack.md, 'Not run on LocalStack')"
 )
+
+pytestmark = [pytest.mark.e2e, pytest.mark.not_on_localstack(LOCALSTACK_DISCREPANCY)]
 
 
 def _md5(data: bytes) -> str:
@@ -96,8 +94,6 @@ def _md5(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path]]:
     """An emulator with the chaos environment applied and a runner with the harness."""
-    if TARGET == "localstack":
-        pytest.skip(LOCALSTACK_LIMITATION)
     state_dir = tmp_path_factory.mktemp("chaos-stack")
     fault_log = state_dir / "faults.jsonl"
     ports = stack_ports()

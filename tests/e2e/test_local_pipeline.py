@@ -6,6 +6,7 @@ dataset), not listed here, so a new sample needs no change to this file.
 
 The raw -> processed tutorial's own file is then sent as a user would, with ``aws s3 cp``
 to the bucket root and under ``retina/``, and must come out exactly as the tutorial says.
+Last, an archived photo removed with ``aws s3 rm`` takes its label counts with it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sluice.ops.objects import list_objects
 from sluice.ops.queues import queue_depth
 from tests.conftest import IKERIAN_EXPECTED, IKERIAN_SAMPLE
 from tests.e2e.conftest import ROOT, Stack
+from tests.s3events import s3_event, s3_record
 
 pytestmark = pytest.mark.e2e
 
@@ -376,5 +378,64 @@ def test_users_sample_sent_to_the_root_and_under_retina_comes_out_as_the_tutoria
         interval=1.0,
     )
     assert drained, "the queues did not drain after the tutorial's uploads"
+    audit = stack.sluice("audit", "--wait", "60")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_aws_s3_rm_of_an_archived_photo_drops_its_label_counts_and_audit_stays_clean(
+    stack: Stack, receipts: dict[str, dict[str, Any]]
+) -> None:
+    """A copy of a sample photo (same labels, so no label is new) is uploaded, labelled,
+    then removed from ARCHIVE with ``aws s3 rm``: the stack ends as it was, plus ledger.
+
+    ARCHIVE is versioned, so ``rm`` leaves a delete marker; AWS then sends
+    ``ObjectRemoved:DeleteMarkerCreated``, moto sends nothing. The test checks that the
+    bucket's notification configuration sends removals to the tag queue, and delivers
+    that event there as AWS shapes it; the local runner serves it like any other."""
+    env = stack.environment
+    s3, sqs, dynamodb = stack.client("s3"), stack.client("sqs"), stack.client("dynamodb")
+    configuration = s3.get_bucket_notification_configuration(Bucket=env.archive_bucket)
+    removals = {
+        (queue["QueueArn"], rule["Value"])
+        for queue in configuration.get("QueueConfigurations", [])
+        if any(event.startswith("s3:ObjectRemoved:") for event in queue["Events"])
+        for rule in queue["Filter"]["Key"]["FilterRules"]
+    }
+    tag_queue = sqs.get_queue_attributes(
+        QueueUrl=env.queue_urls["tag"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    prefixes = {"images/", "data/", "rejected/", "superseded/"}
+    assert removals == {(tag_queue, prefix) for prefix in prefixes}
+
+    before = dict(label_counts(dynamodb, _labels_table(stack)))
+    key = "e2e-deletion/sunset-beach-copy.jpg"
+    archive_key = ARCHIVE_IMAGES_PREFIX + key
+    photo = SAMPLES / "photos" / "sunset-beach.jpg"
+    stack.aws("s3", "cp", "--only-show-errors", str(photo), f"s3://{env.raw_bucket}/{key}")
+    deadline = time.monotonic() + PIPELINE_TIMEOUT_SECONDS
+    labelled: list[str] = []
+    while not labelled and time.monotonic() < deadline:
+        labelled = _image_labels(stack).get(archive_key, [])
+        time.sleep(0 if labelled else 1)
+    assert labelled, f"{key} was not labelled within {PIPELINE_TIMEOUT_SECONDS} s"
+    with_copy = dict(label_counts(dynamodb, _labels_table(stack)))
+    assert with_copy == {label: n + (label in labelled) for label, n in before.items()}
+
+    stack.aws("s3", "rm", "--only-show-errors", f"s3://{env.archive_bucket}/{archive_key}")
+    versions = s3.list_object_versions(Bucket=env.archive_bucket, Prefix=archive_key)
+    (marker,) = [m for m in versions.get("DeleteMarkers", []) if m["IsLatest"]]
+    record = s3_record(
+        env.archive_bucket,
+        archive_key,
+        event_name="ObjectRemoved:DeleteMarkerCreated",
+        version_id=marker["VersionId"],
+    )
+    sqs.send_message(QueueUrl=env.queue_urls["tag"], MessageBody=json.dumps(s3_event(record)))
+    while time.monotonic() < deadline:
+        if dict(label_counts(dynamodb, _labels_table(stack))) == before:
+            break
+        time.sleep(1)
+    assert dict(label_counts(dynamodb, _labels_table(stack))) == before
+    assert archive_key not in _image_labels(stack)
     audit = stack.sluice("audit", "--wait", "60")
     assert audit.returncode == 0, audit.stdout + audit.stderr

@@ -26,6 +26,7 @@ from tests.terraform_support import (
     REPO_ROOT,
     e2e_target,
     emulator_server,
+    target_var_files,
     terraform,
     terraform_env,
     write_stand_in_artifacts,
@@ -42,6 +43,7 @@ CONTRACT_KEYS = {
     "archive_bucket_name",
     "work_bucket_name",
     "queue_urls",
+    "bucket_functions",
     "dead_letter_queue_url",
     "dead_letter_queue_arn",
     "images_table_name",
@@ -193,6 +195,8 @@ def test_local_environment_applies_plans_clean_and_destroys(tmp_path: Path, endp
         f"-var=aws_endpoint_url={endpoint}",
         f"-var=artifacts_dir={artifacts}",
     ]
+    # On LocalStack, its variant: the API, sign-in and web app off (docs/localstack.md).
+    tf_vars += target_var_files(tmp_path, env, tf_vars)
     terraform(["apply", "-auto-approve", *tf_vars], cwd=REPO_ROOT, env=env)
 
     # State lives in the emulator's bucket, and the lock file is gone after the run.
@@ -208,6 +212,13 @@ def test_local_environment_applies_plans_clean_and_destroys(tmp_path: Path, endp
     assert local["region"] == REGION
     assert local["function_names"] == {f: f"sluice-local-{f}" for f in FUNCTIONS}
     assert set(local["queue_urls"]) == set(FUNCTIONS)
+    # The wiring the CLI redrives by: which bucket's notifications trigger which function.
+    assert local["bucket_functions"] == {
+        local["raw_bucket_name"]: "transform",
+        local["processed_bucket_name"]: "archive",
+        local["archive_bucket_name"]: "tag",
+        local["work_bucket_name"]: "bundle",
+    }
     assert local["images_table_name"] == "sluice-local-images"
     assert local["labels_table_name"] == "sluice-local-labels"
     account = _client("sts", endpoint).get_caller_identity()["Account"]
@@ -220,22 +231,26 @@ def test_local_environment_applies_plans_clean_and_destroys(tmp_path: Path, endp
     queue_arns = {f: _queue_arn(sqs, url) for f, url in local["queue_urls"].items()}
     assert _queue_arn(sqs, local["dead_letter_queue_url"]) == local["dead_letter_queue_arn"]
 
-    # Notifications: one configuration per bucket, to the handler's queue, with its prefix.
+    # Notifications: one configuration per bucket, to the handler's queue, with its prefix;
+    # ARCHIVE also sends removals of archived inputs to the tag queue (decision 30).
+    removed = "s3:ObjectRemoved:*"
     expected_notifications = {
-        "raw": ("transform", None),
-        "processed": ("archive", "receipts/"),
-        "archive": ("tag", "images/"),
-        "work": ("bundle", "requests/"),
+        "raw": {("transform", "s3:ObjectCreated:*", None)},
+        "processed": {("archive", "s3:ObjectCreated:*", "receipts/")},
+        "archive": {("tag", "s3:ObjectCreated:*", "images/")}
+        | {("tag", removed, p) for p in ("images/", "data/", "rejected/", "superseded/")},
+        "work": {("bundle", "s3:ObjectCreated:*", "requests/")},
     }
-    for bucket, (function, prefix) in expected_notifications.items():
+    by_arn = {arn: function for function, arn in queue_arns.items()}
+    for bucket, expected in expected_notifications.items():
         config = s3.get_bucket_notification_configuration(Bucket=local[f"{bucket}_bucket_name"])
-        (queue_config,) = config["QueueConfigurations"]
-        assert queue_config["QueueArn"] == queue_arns[function]
-        assert queue_config["Events"] == ["s3:ObjectCreated:*"]
-        rules = queue_config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
-        assert [(r["Name"].lower(), r["Value"]) for r in rules] == (
-            [("prefix", prefix)] if prefix else []
-        )
+        found = set()
+        for queue_config in config["QueueConfigurations"]:
+            rules = queue_config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+            (event,) = queue_config["Events"]
+            prefixes = [r["Value"] for r in rules if r["Name"].lower() == "prefix"]
+            found.add((by_arn[queue_config["QueueArn"]], event, prefixes[0] if prefixes else None))
+        assert found == expected, bucket
     s3.put_object(Bucket=local["raw_bucket_name"], Key="e2e/hello.json", Body=b"{}")
     record = _wait_for_record(sqs, local["queue_urls"]["transform"], "e2e/hello.json")
     assert record["s3"]["bucket"]["name"] == local["raw_bucket_name"]

@@ -31,12 +31,14 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from sluice.labels import label_counts
+from sluice.image_items import plain
+from sluice.labels import images_for_label, label_counts
 from sluice.local.state import StateDir
 from sluice.ops.audit import pending_messages, wait_until_drained
 from tests.e2e.conftest import ROOT, Stack
+from tests.terraform_support import NEEDS_API
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, NEEDS_API]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -241,6 +243,61 @@ def shown_labels(page: Any) -> Any:
     return page.locator("#labels li[data-label]:not([data-label='']) label")
 
 
+def shown_bytes(count: int) -> str:
+    """The page's byte count (web/js/dom.js formatBytes): "812 B", "14.2 KB"."""
+    value, unit = float(count), 0
+    while value >= 1024 and unit < 4:
+        value, unit = value / 1024, unit + 1
+    return f"{count} B" if unit == 0 else f"{value:.1f} {['B', 'KB', 'MB', 'GB', 'TB'][unit]}"
+
+
+def assert_image_details(page: Any, stack: Stack, image_id: str) -> None:
+    """The details show each label with the confidence the labels table holds for this
+    image, and each thumbnail with the pixel and byte size its metadata item holds."""
+    dynamodb = stack.client("dynamodb")
+    assert stack.environment.images_table and stack.environment.labels_table
+    item = plain(
+        dynamodb.get_item(
+            TableName=stack.environment.images_table, Key={"image_id": {"S": image_id}}
+        )["Item"]
+    )
+    detail = page.locator("#detail")
+    shown = detail.locator("#detail-labels li")
+    expect(shown).to_have_count(len(item["labels"]))
+    for label in item["labels"]:
+        members, _ = images_for_label(dynamodb, stack.environment.labels_table, label, 1000)
+        [confidence] = [m.confidence for m in members if m.image_id == image_id]
+        text = detail.locator(f"#detail-labels li[data-label='{label}'] .confidence")
+        expect(text).to_have_text(re.compile(r"^\d+\.\d% confident$"))
+        assert abs(float(text.inner_text().split("%")[0]) - confidence) <= 0.05, label
+    rows = detail.locator("#detail-thumbnails tbody tr")
+    expect(rows).to_have_count(len(item["thumbnails"]))
+    for side, thumbnail in item["thumbnails"].items():
+        row = detail.locator(f"#detail-thumbnails tr[data-size='{side}']")
+        expect(row.locator(".pixels")).to_have_text(
+            f"{thumbnail['width']} \u00d7 {thumbnail['height']} px"
+        )
+        expect(row.locator(".bytes")).to_have_text(shown_bytes(thumbnail["bytes"]))
+        href = str(row.get_by_role("link").get_attribute("href"))
+        fetched = page.request.get(href)
+        assert fetched.ok and len(fetched.body()) == thumbnail["bytes"], side
+
+
+def assert_output_links(page: Any, stack: Stack, row: Any) -> None:
+    """A processed data file's row links its clean output and its errors report: what the
+    links serve is what PROCESSED holds."""
+    key = str(row.get_attribute("data-key"))
+    s3 = stack.client("s3")
+    for link, stored_key in (
+        (row.locator("a.output-link"), f"data/{key}"),
+        (row.locator("a.errors-report-link"), f"errors/{key}.jsonl"),
+    ):
+        expect(link).to_have_attribute("href", re.compile("^http"))
+        fetched = page.request.get(str(link.get_attribute("href")))
+        stored = s3.get_object(Bucket=stack.environment.processed_bucket, Key=stored_key)
+        assert fetched.ok and fetched.body() == stored["Body"].read(), stored_key
+
+
 # --- the journey -------------------------------------------------------------------------------
 
 
@@ -292,6 +349,7 @@ def test_a_user_uploads_browses_bundles_deletes_and_signs_out(
     expect(page.locator("#inputs tbody tr", has_text=data_file.name)).to_have_count(0)
     page.get_by_label("Show data files with").select_option("processed")
     expect(page.locator("#inputs tbody tr", has_text=data_file.name)).to_have_count(1)
+    assert_output_links(page, stack, page.locator("#inputs tbody tr", has_text=data_file.name))
     assert_accessible(page, "data files")
     screenshot(page, "data-files")
 
@@ -312,6 +370,10 @@ def test_a_user_uploads_browses_bundles_deletes_and_signs_out(
     detail = page.locator("#detail")
     expect(detail.locator("#detail-labels li", has_text=label)).to_have_count(1)
     expect(detail.locator("#original-link")).to_have_attribute("href", re.compile("^http"))
+    assert_image_details(
+        page, stack, str(page.locator("#grid > li").first.get_attribute("data-image"))
+    )
+    assert_accessible(page, "library, an image's details")
     screenshot(page, "library")
 
     # A bundle of that label, downloaded through the page.
@@ -336,7 +398,10 @@ def test_a_user_uploads_browses_bundles_deletes_and_signs_out(
     expect(shown_labels(page)).to_have_text(expected, timeout=PAGE_MS)
     page.get_by_label(expected[0]).check()
     page.locator("#grid > li button").first.click()
-    victim_labels = detail.locator("#detail-labels li").all_inner_texts()
+    expect(detail.locator("#detail-labels li").first).to_be_visible()
+    victim_labels = detail.locator("#detail-labels li").evaluate_all(
+        "items => items.map(item => item.dataset.label)"
+    )
     page.once("dialog", lambda dialog: dialog.accept())
     detail.get_by_role("button", name="Delete image").click()
     drained(stack)

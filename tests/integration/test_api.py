@@ -7,18 +7,24 @@ receipts the API reads are the pipeline's own.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import boto3
+import jsonschema
 import pytest
 import requests
+import yaml
+from PIL import Image
 
 from sluice.keys import receipt_key
+from sluice.labels import images_for_label
 from tests.conftest import REGION, FakeContext, Pipeline, load_handler
 from tests.integration.api_support import (
     ADMIN,
@@ -35,6 +41,18 @@ from tests.security_support import SAMPLES_DIR
 from tests.sigv4 import accepts
 
 PHOTO = SAMPLES_DIR / "photos" / "sunset-beach.jpg"
+DOCUMENT = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text(encoding="utf-8")
+)
+
+
+def assert_documented(answer: Any, schema: str) -> None:
+    """The answer matches docs/openapi.yaml's ``components/schemas/<schema>`` (3.1 is JSON
+    Schema 2020-12), so the document describes the new fields as they are served."""
+    document = {"$ref": f"#/components/schemas/{schema}", "components": DOCUMENT["components"]}
+    jsonschema.Draft202012Validator(document).validate(answer)
+
+
 SCANS = SAMPLES_DIR / "retina" / "scans-partly-invalid.json"
 
 
@@ -210,11 +228,95 @@ def test_data_files_land_under_their_dataset_prefix_so_the_transform_accepts_the
     assert receipt["status"] == "processed" and receipt["dataset"] == "retina"
     assert receipt["stats"]["records_invalid"] > 0
     assert receipt["errors"] and all("record_index" in e and "path" in e for e in receipt["errors"])
+    links = {name: receipt.pop(name) for name in LINK_FIELDS}
     assert set(receipt) == {
         "key", "status", "kind", "dataset", "size", "processed_at", "stats", "errors",
         "errors_truncated",
     }  # fmt: skip
-    assert pipeline.processed not in json.dumps(receipt)
+    assert pipeline.processed not in json.dumps(receipt), "buckets only inside the links"
+    assert links["output_url"] and links["errors_report_url"]
+
+
+LINK_FIELDS = ("output_url", "errors_report_url", "links_expire_at")
+
+
+def assert_signed_get_for(url: str, secret: str, ttl: int = 900) -> None:
+    """A presigned GET that S3 accepts now and refuses once the environment's link lifetime
+    (``LINK_TTL_SECONDS``) has passed, and that signs no other method."""
+    now = datetime.now(UTC)
+    assert accepts(url, method="GET", headers={}, secret_key=secret, now=now)
+    assert not accepts(url, method="PUT", headers={}, secret_key=secret, now=now)
+    later = now + timedelta(seconds=ttl + 1)
+    assert not accepts(url, method="GET", headers={}, secret_key=secret, now=later)
+
+
+def test_a_data_files_receipt_links_its_clean_output_and_its_errors_report(
+    api: ApiClient, pipeline: Pipeline, handlers: dict[str, ModuleType]
+) -> None:
+    """Issue 14's Data files page: presigned GETs of the PROCESSED output and errors report,
+    for the uploader (and admins), in the list and the single view alike."""
+    data = SCANS.read_bytes()
+    body = upload_body("scans.json", "application/json", len(data), dataset="retina")
+    upload = api.call("POST", "/uploads", body=body).json()
+    requests.put(upload["url"], data=data, headers=upload["headers"], timeout=30).raise_for_status()
+    process(pipeline, handlers, upload["key"])
+
+    single = api.call("GET", f"/inputs/{encoded(upload['key'])}").json()
+    [listed] = api.call("GET", "/inputs").json()["inputs"]
+
+    assert listed["key"] == upload["key"]
+    secret = signing_secret(handlers)
+    for view in (single, listed):
+        assert_documented(view, "Input")
+        output = requests.get(view["output_url"], timeout=30)
+        report = requests.get(view["errors_report_url"], timeout=30)
+        stored = pipeline.s3.get_object(Bucket=pipeline.processed, Key=f"data/{upload['key']}")
+        assert output.content == stored["Body"].read()
+        assert json.loads(output.content) and isinstance(json.loads(output.content), list)
+        lines = [json.loads(line) for line in report.text.splitlines()]
+        assert [e["record_index"] for e in lines] == [e["record_index"] for e in view["errors"]]
+        assert_signed_get_for(view["output_url"], secret)
+        assert_signed_get_for(view["errors_report_url"], secret)
+        expires = datetime.fromisoformat(view["links_expire_at"].replace("Z", "+00:00"))
+        assert timedelta(seconds=890) < expires - datetime.now(UTC) <= timedelta(seconds=900)
+
+
+def test_a_rejected_or_fully_valid_data_file_links_only_what_exists(
+    api: ApiClient, pipeline: Pipeline, handlers: dict[str, ModuleType]
+) -> None:
+    """A rejected file has no outputs (its reasons are in the receipt); a file without
+    invalid records has no errors report; an image's receipt has no data links at all."""
+    valid = SAMPLES_DIR / "retina" / "scans-2024-q1.json"
+    malformed = SAMPLES_DIR / "retina" / "scans-malformed.json"
+    keys = {}
+    for path in (valid, malformed):
+        data = path.read_bytes()
+        body = upload_body(path.name, "application/json", len(data), dataset="retina")
+        upload = api.call("POST", "/uploads", body=body).json()
+        requests.put(
+            upload["url"], data=data, headers=upload["headers"], timeout=30
+        ).raise_for_status()
+        process(pipeline, handlers, upload["key"])
+        keys[path.name] = upload["key"]
+    photo = upload_photo(api)
+    process(pipeline, handlers, photo)
+
+    good = api.call("GET", f"/inputs/{encoded(keys[valid.name])}").json()
+    bad = api.call("GET", f"/inputs/{encoded(keys[malformed.name])}").json()
+    image = api.call("GET", f"/inputs/{encoded(photo)}").json()
+
+    assert good["status"] == "processed" and good["stats"]["records_invalid"] == 0
+    assert requests.get(good["output_url"], timeout=30).status_code == 200
+    assert good["errors_report_url"] is None
+    assert bad["status"] == "rejected" and bad["errors"][0]["code"] == "malformed_json"
+    assert (bad["output_url"], bad["errors_report_url"], bad["links_expire_at"]) == (
+        None,
+        None,
+        None,
+    )
+    assert not set(LINK_FIELDS) & set(image)
+    for view in (good, bad, image):
+        assert_documented(view, "Input")
 
 
 def test_multipart_upload_round_trip_and_ownership(api: ApiClient, pipeline: Pipeline) -> None:
@@ -341,6 +443,7 @@ def test_images_labels_and_deletion(
     assert set(detail["thumbnails"]) == {"64", "128"}
     original = requests.get(detail["original_url"], timeout=30)
     assert original.content == PHOTO.read_bytes()
+    assert detail["bytes"] == len(PHOTO.read_bytes())
 
     forbidden = api.call("DELETE", f"/images/{image_id}", claims=MEMBER)
     deleted = api.call("DELETE", f"/images/{image_id}", claims=ADMIN)
@@ -465,3 +568,97 @@ def test_inputs_page_with_a_cursor(
         "photos/p2.jpg",
     ]
     assert second["next_cursor"] is None
+
+
+def test_an_images_detail_has_its_thumbnails_sizes_links_and_labels_with_confidence(
+    api: ApiClient, pipeline: Pipeline, handlers: dict[str, ModuleType]
+) -> None:
+    """Issue 12's metadata through ``GET /images/{id}``: each thumbnail's presigned link
+    (the environment's lifetime) with its pixel and byte size, labels with the confidence
+    the labels table holds, created/updated/archived times, and no bucket, key or
+    ``s3://`` URI outside the links."""
+    key = upload_photo(api)
+    process(pipeline, handlers, key)
+    [summary] = api.call("GET", "/images").json()["images"]
+
+    detail = api.call("GET", f"/images/{summary['id']}").json()
+
+    assert_documented(detail, "Image")
+    secret = signing_secret(handlers)
+    for side, thumbnail in detail["thumbnails"].items():
+        fetched = requests.get(thumbnail["url"], timeout=30)
+        assert fetched.status_code == 200
+        assert thumbnail["bytes"] == len(fetched.content)
+        picture = Image.open(io.BytesIO(fetched.content))
+        assert picture.size == (thumbnail["width"], thumbnail["height"])
+        assert max(picture.size) == int(side)
+        assert thumbnail["content_type"] == fetched.headers["Content-Type"] == "image/jpeg"
+        assert_signed_get_for(thumbnail["url"], secret)
+    memberships = {
+        label: {m.image_id: m.confidence for m in images_for_label(
+            pipeline.dynamodb, pipeline.labels_table, label
+        )[0]}[summary["id"]]
+        for label in summary["labels"]
+    }  # fmt: skip
+    assert {e["label"]: e["confidence"] for e in detail["label_details"]} == memberships
+    confidences = [e["confidence"] for e in detail["label_details"]]
+    assert confidences == sorted(confidences, reverse=True)
+    assert detail["width"] and detail["height"] and detail["format"] == "JPEG"
+    assert detail["created_at"] <= detail["updated_at"]
+    assert detail["archived_at"] and detail["created_at"] <= detail["archived_at"]
+    without_links = json.dumps(
+        {
+            name: value
+            for name, value in detail.items()
+            if name not in ("thumbnails", "original_url")
+        }
+    )
+    for bucket in (pipeline.raw, pipeline.processed, pipeline.archive):
+        assert bucket not in without_links
+    assert "s3://" not in json.dumps(detail)
+
+
+def test_items_written_in_the_old_shape_are_still_served(
+    api: ApiClient, pipeline: Pipeline
+) -> None:
+    """Items written before the metadata item's shape 2 (thumbnail keys only, ``bytes`` the
+    source's size, label names without confidence) stay readable: unknown sizes are null."""
+    item_id = "0123456789abcdef0123456789abcdef"
+    thumbnail = "thumbnails/128/old/photo.jpg.jpg"
+    pipeline.s3.put_object(Bucket=pipeline.processed, Key=thumbnail, Body=b"old thumbnail")
+    pipeline.dynamodb.put_item(
+        TableName=pipeline.images_table,
+        Item={
+            "image_id": {"S": item_id},
+            "source_bucket": {"S": pipeline.raw},
+            "source_key": {"S": "old/photo.jpg"},
+            "archive_key": {"S": "images/old/photo.jpg"},
+            "thumbnail_keys": {"M": {"128": {"S": thumbnail}}},
+            "width": {"N": "640"},
+            "height": {"N": "480"},
+            "format": {"S": "JPEG"},
+            "bytes": {"N": "4242"},
+            "labels": {"L": [{"S": "Tree"}]},
+            "created_at": {"S": "2025-01-01T00:00:00.000Z"},
+        },
+    )
+
+    [listed] = api.call("GET", "/images").json()["images"]
+    answer = api.call("GET", f"/images/{item_id}")
+
+    assert answer.status == 200
+    detail = answer.json()
+    assert_documented(detail, "Image")
+    assert_documented(listed, "ImageSummary")
+    assert listed["bytes"] == detail["bytes"] == 4242
+    assert detail["label_details"] == [{"label": "Tree", "confidence": None}]
+    assert detail["updated_at"] is None and detail["archived_at"] is None
+    [(side, entry)] = detail["thumbnails"].items()
+    assert side == "128"
+    assert {name: entry[name] for name in ("width", "height", "bytes", "content_type")} == {
+        "width": None,
+        "height": None,
+        "bytes": None,
+        "content_type": None,
+    }
+    assert requests.get(entry["url"], timeout=30).content == b"old thumbnail"

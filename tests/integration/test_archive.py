@@ -11,8 +11,10 @@ from typing import Any
 import boto3
 import pytest
 
-from sluice.keys import superseded_archive_key, version_record_key
+from sluice.image_items import plain
+from sluice.keys import image_id, superseded_archive_key, version_record_key
 from sluice.receipts import Receipt, write_receipt
+from sluice.s3copy import part_ranges
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for
 
@@ -125,6 +127,7 @@ def test_multipart_copy_for_large_objects(pipeline: Pipeline, archive: ModuleTyp
         raw_bucket=pipeline.raw,
         archive_bucket=pipeline.archive,
         processed_bucket=pipeline.processed,
+        images_table=pipeline.images_table,
         storage_class="GLACIER_IR",
         multipart_threshold=5 * MIB,
         part_size=5 * MIB,
@@ -148,7 +151,7 @@ def test_multipart_copy_for_large_objects(pipeline: Pipeline, archive: ModuleTyp
         pipeline.raw,
     )
 
-    assert archive.archive_object(s3, settings, request) == "archived"
+    assert archive.archive_object(s3, settings, request, pipeline.dynamodb) == "archived"
     assert set(calls) == {
         f"bytes=0-{5 * MIB - 1}",
         f"bytes={5 * MIB}-{10 * MIB - 1}",
@@ -226,11 +229,13 @@ def test_crash_between_copy_and_delete_resumes_without_copying_again(
 
     crashing = S3Proxy(pipeline.s3, delete_object=delete_object)
     with pytest.raises(ConnectionError):
-        archive.archive_receipt(crashing, archive.SETTINGS, pipeline.processed, receipt_key)
+        archive.archive_receipt(
+            crashing, archive.SETTINGS, pipeline.processed, receipt_key, pipeline.dynamodb
+        )
     assert len(raw_versions(pipeline, key)[0]) == 1
 
     outcome = archive.archive_receipt(
-        pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key
+        pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key, pipeline.dynamodb
     )
 
     assert outcome == "archived"
@@ -246,19 +251,25 @@ def test_source_gone_and_archive_holds_it_is_success(
     receipt_event(pipeline, key)
     receipt_key = f"receipts/{key}.json"
     assert (
-        archive.archive_receipt(pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key)
+        archive.archive_receipt(
+            pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key, pipeline.dynamodb
+        )
         == "archived"
     )
 
-    again = archive.archive_receipt(pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key)
+    again = archive.archive_receipt(
+        pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key, pipeline.dynamodb
+    )
 
     assert again == "already_archived"
     assert len(archive_versions(pipeline, f"images/{key}")) == 1
 
 
-def test_source_gone_and_not_archived_is_logged_not_retried(
+def test_source_deleted_after_its_receipt_is_recorded_deleted_not_retried(
     pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
 ) -> None:
+    """Deleted from RAW after its receipt, before archiving: the receipt goes, the version
+    ledger says why (sluice.deletion; tests/integration/test_deletion.py has the rest)."""
     key = "photos/vanished.jpg"
     put_raw(pipeline, key, b"jpeg")
     event = receipt_event(pipeline, key)
@@ -270,8 +281,12 @@ def test_source_gone_and_not_archived_is_logged_not_retried(
         archive.archive_receipt(
             pipeline.s3, archive.SETTINGS, pipeline.processed, f"receipts/{key}.json"
         )
-        == "source_missing"
+        == "skipped"
     )
+    record = pipeline.s3.get_object(
+        Bucket=pipeline.processed, Key=f"versions/{version}/{key}.json"
+    )["Body"].read()
+    assert json.loads(record)["deleted_from"] == "raw"
 
 
 def test_newer_raw_version_is_left_alone(
@@ -511,14 +526,14 @@ def test_copy_problems_skips_values_that_are_not_content_hashes(rules: ModuleTyp
     assert rules.copy_problems(kms_source, kms_copy, MD5) == []
 
 
-def test_part_ranges_cover_the_object_within_the_part_limit(rules: ModuleType) -> None:
-    assert rules.part_ranges(12 * MIB, 5 * MIB) == [
+def test_part_ranges_cover_the_object_within_the_part_limit() -> None:
+    assert part_ranges(12 * MIB, 5 * MIB) == [
         (0, 5 * MIB - 1),
         (5 * MIB, 10 * MIB - 1),
         (10 * MIB, 12 * MIB - 1),
     ]
     huge = 5 * 1024**4  # S3's largest object
-    ranges = rules.part_ranges(huge, 5 * MIB)
+    ranges = part_ranges(huge, 5 * MIB)
     assert len(ranges) <= 10_000
     assert ranges[0][0] == 0 and ranges[-1][1] == huge - 1
     assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
@@ -559,3 +574,87 @@ def test_archive_under_the_environments_kms_key_copies_verifies_and_deletes(
     assert head["ServerSideEncryption"] == "aws:kms"
     assert head["SSEKMSKeyId"] == key_arn
     assert raw_versions(pipeline, key) == ([], [])
+
+
+def _image_item(p: Pipeline, key: str, etag: str) -> dict[str, Any]:
+    item = {
+        "image_id": {"S": image_id(f"images/{key}")},
+        "source_key": {"S": key},
+        "source_etag": {"S": etag},
+        "archive_key": {"S": f"images/{key}"},
+    }
+    p.dynamodb.put_item(TableName=p.images_table, Item=item)
+    return item
+
+
+def _stored(p: Pipeline, key: str) -> dict[str, Any]:
+    found = p.dynamodb.get_item(
+        TableName=p.images_table, Key={"image_id": {"S": image_id(f"images/{key}")}}
+    )
+    return plain(found["Item"])
+
+
+def test_archived_image_item_names_where_its_original_lies(
+    pipeline: Pipeline, archive: ModuleType
+) -> None:
+    """Step 7: the item gets the archive bucket and time once the copy is made, also when a
+    crash came between the delete and that write (the retry finds the image archived)."""
+    key = "photos/owl.jpg"
+    put_raw(pipeline, key, b"jpeg bytes", ContentType="image/jpeg")
+    etag = _etag(pipeline, key)
+    _image_item(pipeline, key, etag)
+    receipt_event(pipeline, key)
+    receipt_key = f"receipts/{key}.json"
+
+    class CrashError(Exception):
+        pass
+
+    def update_item(**kwargs: Any) -> Any:
+        raise CrashError("function timed out")
+
+    crashing = S3Proxy(pipeline.dynamodb, update_item=update_item)
+    with pytest.raises(CrashError):
+        archive.archive_receipt(
+            pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key, crashing
+        )
+    assert "archive_bucket" not in _stored(pipeline, key)
+
+    again = archive.archive_receipt(
+        pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key, pipeline.dynamodb
+    )
+
+    assert again == "already_archived"
+    item = _stored(pipeline, key)
+    assert item["archive_bucket"] == pipeline.archive
+    assert item["archive_key"] == f"images/{key}"
+    assert item["archived_source_etag"] == etag
+    assert item["archived_at"] == item["updated_at"]
+
+
+def test_an_item_describing_another_version_is_not_marked_archived(
+    pipeline: Pipeline, archive: ModuleType
+) -> None:
+    """The item was refreshed by a newer version's transform: this version's archiving
+    must not claim the newer one is archived (nor bring back a withdrawn item)."""
+    key = "photos/lynx.jpg"
+    put_raw(pipeline, key, b"jpeg bytes", ContentType="image/jpeg")
+    _image_item(pipeline, key, "0" * 32)
+    receipt_event(pipeline, key)
+    gone = "photos/gone.jpg"
+    put_raw(pipeline, gone, b"other bytes", ContentType="image/jpeg")
+    receipt_event(pipeline, gone)
+
+    for archived in (key, gone):
+        outcome = archive.archive_receipt(
+            pipeline.s3,
+            archive.SETTINGS,
+            pipeline.processed,
+            f"receipts/{archived}.json",
+            pipeline.dynamodb,
+        )
+        assert outcome == "archived"
+
+    assert "archive_bucket" not in _stored(pipeline, key)
+    assert "Item" not in pipeline.dynamodb.get_item(
+        TableName=pipeline.images_table, Key={"image_id": {"S": image_id(f"images/{gone}")}}
+    )

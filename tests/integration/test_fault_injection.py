@@ -39,7 +39,14 @@ from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for
 
 # Timestamps and version ids differ from run to run by nature; everything else must not.
-_VOLATILE = {"created_at", "updated_at", "labels_updated_at", "processed_at", "recorded_at"}
+_VOLATILE = {
+    "created_at",
+    "updated_at",
+    "labels_updated_at",
+    "archived_at",
+    "processed_at",
+    "recorded_at",
+}
 _VERSION_IDS = {
     "version_id",
     "source_version_id",

@@ -72,7 +72,7 @@ def _deploy(endpoint: str, *, timeout: int = 3, memory_mb: int = 128) -> str:
         Code={"ZipFile": _code_zip()},
         Timeout=timeout,
         MemorySize=memory_mb,
-        Environment={"Variables": {"SLUICE_ENV": "test"}},
+        Environment={"Variables": {"SLUICE_ENV": "test", "GREETING": "hello"}},
     )
     lambda_.create_event_source_mapping(
         FunctionName=FUNCTION,
@@ -175,6 +175,42 @@ def test_runner_serves_restarts_a_crashed_worker_and_stops_gracefully(
     logs = awsenv.client("logs", endpoint)
     streams = logs.describe_log_streams(logGroupName=f"/aws/lambda/{FUNCTION}")["logStreams"]
     assert len(streams) == 2  # one per execution environment, as in Lambda
+
+
+def test_a_configuration_change_reaches_the_next_invocation_through_a_new_worker(
+    endpoint: str, tmp_path: Path
+) -> None:
+    """As Lambda after `terraform apply`: once the function's variables are updated, the next
+    message runs with them, in a new execution environment (a cold start, a new stream)."""
+    queue_url = _deploy(endpoint)
+    sqs, lambda_ = awsenv.client("sqs", endpoint), awsenv.client("lambda", endpoint)
+    out = tmp_path / "runner.log"
+    with out.open("wb") as log:
+        runner = subprocess.Popen(
+            _runner_argv(endpoint, tmp_path),
+            env=_runner_env(endpoint),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for(lambda: _worker_pids(out), "the worker to start")
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "greet"}))
+        _wait_for(lambda: "greeting hello" in _worker_log(tmp_path), "the first greeting")
+
+        lambda_.update_function_configuration(
+            FunctionName=FUNCTION,
+            Environment={"Variables": {"SLUICE_ENV": "test", "GREETING": "bonjour"}},
+        )
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "greet"}))
+        _wait_for(lambda: "greeting bonjour" in _worker_log(tmp_path), "the new greeting")
+        _wait_for(lambda: _remaining(sqs, queue_url) == 0, "the message to be deleted")
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(timeout=60)
+
+    assert _worker_log(tmp_path).count("greeting ") == 2  # nothing ran twice or with "hello"
+    assert "configuration changed; starting a new one" in out.read_text()
+    assert len(_worker_pids(out)) == 2
 
 
 def test_workers_die_with_a_killed_supervisor(endpoint: str, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import zipfile
 from collections.abc import Callable
@@ -27,7 +28,8 @@ HANDLER = f"{__name__}.standin_handler"
 
 def standin_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Behaves as each message body asks: ``ok``, ``fail`` (reported), ``raise``, ``hang``,
-    ``allocate`` (holds ``mb`` MiB of touched memory while the invocation lasts)."""
+    ``allocate`` (holds ``mb`` MiB of touched memory while the invocation lasts), ``greet``
+    (prints its ``GREETING`` variable: which configuration it runs with)."""
     failures = []
     held = []
     for record in event["Records"]:
@@ -36,6 +38,8 @@ def standin_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         print(f"standin {context.function_name} got {record['messageId']}: {outcome}")
         if outcome == "allocate":
             held.append(b"\x01" * (int(body["mb"]) << 20))  # every page written: resident
+        if outcome == "greet":
+            print(f"greeting {os.environ.get('GREETING')}")
         if outcome == "raise":
             raise RuntimeError("stand-in function failed")
         if outcome == "hang":
@@ -306,3 +310,31 @@ def _receive_all(deployed: Deployed, count: int) -> list[dict[str, Any]]:
 def _log_lines(deployed: Deployed) -> list[str]:
     events = deployed.logs.filter_log_events(logGroupName=f"/aws/lambda/{deployed.function_name}")
     return [event["message"] for event in events["events"]]
+
+
+def test_after_a_configuration_change_no_batch_runs_with_the_old_one(deploy: Deploy) -> None:
+    """As after `terraform apply` changes a variable: the worker that started with the old
+    configuration hands its next batch back unprocessed and stops; a new worker (the
+    supervisor's restart) starts with the new variables and processes it."""
+    deployed = deploy()
+    with deployed.worker(lambda_client=deployed.lambda_).open() as worker:
+        deployed.send("ok")
+        assert worker.poll_once() == 1  # unchanged configuration: served
+        deployed.lambda_.update_function_configuration(
+            FunctionName=deployed.function_name,
+            Environment={"Variables": {"SLUICE_ENV": "test", "GREETING": "bonjour"}},
+        )
+        deployed.send("ok")
+
+        assert worker.poll_once() == 0
+        assert worker.stale
+        assert worker.stats.invocations == 1
+        assert deployed.counts(deployed.queue_url) == (1, 0)  # visible again at once
+        worker.serve(lambda: False)  # returns at once: a stale worker serves nothing
+
+    replacement = deployed.worker(lambda_client=deployed.lambda_)
+    assert replacement.wiring.environment["GREETING"] == "bonjour"
+    with replacement.open() as fresh:
+        assert fresh.poll_once() == 1
+        assert not fresh.stale
+    assert deployed.counts(deployed.queue_url) == (0, 0)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from sluice.events import S3ObjectRef
+from sluice.image_items import label_confidences, plain
 from sluice.keys import image_id
 from sluice.labelers import ImageObject, Label
 from sluice.labels import images_for_label, label_counts
@@ -464,3 +465,78 @@ def test_rekognition_labeler_through_moto(
     assert labels and not any(":" in label for label in labels)  # moto's canned label
     assert counts(pipeline) == dict.fromkeys(labels, 1)
     assert_consistent(pipeline)
+
+
+class FixedLabeler:
+    """Answers what a Rekognition-like service would, per content: fractional confidences."""
+
+    name = "fixed"
+
+    def __init__(self, answers: dict[str, list[Label]]) -> None:
+        self.answers = answers
+
+    def detect(self, image: ImageObject) -> list[Label]:
+        return self.answers[image.etag]
+
+
+def test_the_item_keeps_each_label_with_its_confidence_and_when_it_changed(
+    pipeline: Pipeline, tag: ModuleType
+) -> None:
+    """Issue 12: labels with confidence on the image's item (equal to the memberships'),
+    replaced when new content is labelled; created_at stays, updated_at moves."""
+    key = "images/pets/rex.png"
+    created = "2025-01-01T00:00:00.000Z"
+    pipeline.dynamodb.put_item(
+        TableName=pipeline.images_table,
+        Item={
+            "image_id": {"S": image_id(key)},
+            "archive_key": {"S": key},
+            "created_at": {"S": created},
+            "updated_at": {"S": created},
+        },
+    )
+    first = put_image(pipeline, key, png(RED, (80, 40)))
+    first_etag = event_etag(first)
+    labeler = FixedLabeler({first_etag: [Label("Dog", 97.12345), Label("Pet", 81.5)]})
+
+    tag.tag_image(
+        pipeline.s3,
+        pipeline.dynamodb,
+        labeler,
+        tag.SETTINGS,
+        ref_for(pipeline, key),
+        lease(tag, "a"),
+    )
+
+    item = plain(image_item(pipeline, key))
+    assert item["label_confidence"] == {"Dog": 97.123, "Pet": 81.5}
+    assert label_confidences(item) == [("Dog", 97.123), ("Pet", 81.5)]
+    assert item["created_at"] == created and item["updated_at"] > created
+    first_update = item["updated_at"]
+    for label, confidence in item["label_confidence"].items():
+        [member], _ = images_for_label(pipeline.dynamodb, pipeline.labels_table, label)
+        assert member.confidence == confidence
+
+    second = put_image(pipeline, key, png(BLUE, (40, 80)))
+    labeler.answers[event_etag(second)] = [Label("Cat", 88.25)]
+    tag.tag_image(
+        pipeline.s3,
+        pipeline.dynamodb,
+        labeler,
+        tag.SETTINGS,
+        ref_for(pipeline, key),
+        lease(tag, "b"),
+    )
+
+    item = plain(image_item(pipeline, key))
+    assert item["labels"] == ["Cat"] and item["label_confidence"] == {"Cat": 88.25}
+    assert item["created_at"] == created and item["updated_at"] >= first_update
+    assert counts(pipeline) == {"Cat": 1}
+    assert_consistent(pipeline)
+
+
+def test_an_item_labelled_before_confidences_were_kept_reads_without_them() -> None:
+    """Items tagged before ``label_confidence`` existed hold names only: readers give None."""
+    item = {"image_id": "x", "labels": ["Tree", "Sky"]}
+    assert label_confidences(item) == [("Sky", None), ("Tree", None)]
+    assert label_confidences({"image_id": "y"}) == []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from sluice.image_items import plain
 from sluice.keys import archive_key_for, image_id, receipt_key
 from tests.conftest import IKERIAN_EXPECTED, FakeContext, Pipeline, load_handler
 from tests.s3events import golden, object_event_for, s3_event, s3_record, sqs_batch
@@ -61,6 +64,9 @@ def processed_keys(p: Pipeline) -> set[str]:
 def read(p: Pipeline, key: str) -> tuple[bytes, str]:
     response = p.s3.get_object(Bucket=p.processed, Key=key)
     return response["Body"].read(), response["ContentType"]
+
+
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def image_item(p: Pipeline, raw_key: str) -> dict[str, Any] | None:
@@ -307,14 +313,87 @@ def test_image_gets_thumbnails_and_a_metadata_item(
     assert item["archive_key"] == {"S": f"images/{key}"}
     assert item["width"] == {"N": "640"} and item["height"] == {"N": "480"}
     assert item["format"] == {"S": "JPEG"}
-    assert item["bytes"] == {"N": str(len(body))}
     assert item["captured_at"] == {"S": "2024-07-02T11:15:30"}
     assert item["camera"] == {"S": "Canon EOS R6"}
-    assert item["thumbnail_keys"]["M"]["128"] == {
-        "S": "thumbnails/128/photos/Ocean Rotated.JPG.jpg"
-    }
     assert item["source_etag"]["S"] == receipt["source"]["etag"]
     assert item["created_at"] == item["updated_at"]
+
+
+def test_image_item_holds_the_metadata_the_thumbnail_tutorials_store(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    """Issue 12: id, source, where each thumbnail is (bucket, key, s3:// URI) with its pixel
+    and byte size, the source's own size and format, created and updated (docs/contracts.md,
+    "Image metadata item")."""
+    key = "photos/Ocean Rotated.JPG"
+    body = sample("photos/ocean-rotated-6.jpg")
+    receipt = upload_and_transform(pipeline, transform, lambda_context, key, body)
+    item = plain(image_item(pipeline, key) or {})
+    sizes = {o["key"]: o["size"] for o in receipt["outputs"]}
+    thumbnails = {}
+    for side, (width, height) in {"128": (128, 96), "512": (512, 384)}.items():
+        thumbnail_key = f"thumbnails/{side}/{key}.jpg"
+        thumbnails[side] = {
+            "bucket": pipeline.processed,
+            "key": thumbnail_key,
+            "uri": f"s3://{pipeline.processed}/{thumbnail_key}",
+            "width": width,
+            "height": height,
+            "bytes": len(read(pipeline, thumbnail_key)[0]),
+            "content_type": "image/jpeg",
+        }
+        assert thumbnails[side]["bytes"] == sizes[thumbnail_key]
+    created = item.pop("created_at")
+    updated = item.pop("updated_at")
+    assert item == {
+        "image_id": image_id(f"images/{key}"),
+        "item_version": 2,
+        "source_bucket": pipeline.raw,
+        "source_key": key,
+        "source_version_id": receipt["source"]["version_id"],
+        "source_etag": receipt["source"]["etag"],
+        "source_bytes": len(body),
+        "archive_key": f"images/{key}",
+        "thumbnails": thumbnails,
+        "width": 640,
+        "height": 480,
+        "format": "JPEG",
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "animated": False,
+        "captured_at": "2024-07-02T11:15:30",
+        "camera": "Canon EOS R6",
+    }
+    assert ISO_UTC.fullmatch(created) and created == updated
+
+
+def test_refreshing_an_image_item_keeps_created_moves_updated_and_drops_the_old_shape(
+    pipeline: Pipeline, transform: ModuleType, lambda_context: FakeContext
+) -> None:
+    """A key uploaded again: created_at is the first write's, updated_at the latest; an item
+    written in shape 1 (``thumbnail_keys``, ``bytes`` = source size) comes out in shape 2."""
+    key = "photos/again.png"
+    item_id = image_id(f"images/{key}")
+    pipeline.dynamodb.put_item(
+        TableName=pipeline.images_table,
+        Item={
+            "image_id": {"S": item_id},
+            "source_key": {"S": key},
+            "thumbnail_keys": {"M": {"128": {"S": f"thumbnails/128/{key}.jpg"}}},
+            "bytes": {"N": "5"},
+            "created_at": {"S": "2025-01-01T00:00:00.000Z"},
+            "updated_at": {"S": "2025-01-01T00:00:00.000Z"},
+            "labels": {"L": [{"S": "Rose"}]},
+        },
+    )
+    body = sample("photos/rose-logo-alpha.png")
+    upload_and_transform(pipeline, transform, lambda_context, key, body)
+    item = plain(image_item(pipeline, key) or {})
+    assert item["created_at"] == "2025-01-01T00:00:00.000Z"
+    assert ISO_UTC.fullmatch(item["updated_at"]) and item["updated_at"] > item["created_at"]
+    assert "thumbnail_keys" not in item and "bytes" not in item
+    assert item["source_bytes"] == len(body) and item["item_version"] == 2
+    assert set(item["thumbnails"]) == {"128", "512"}
+    assert item["labels"] == ["Rose"], "the tag handler's attributes are not the transform's"
 
 
 def test_thumbnail_format_is_configurable(

@@ -8,6 +8,7 @@ machine (``SLUICE_LAMBDA_PYTHON``, ``python3.12`` on PATH, pyenv, uv).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import json
@@ -149,6 +150,7 @@ def test_code_zip_holds_exactly_the_package(tmp_path: Path) -> None:
         if path.is_file()
         and "__pycache__" not in path.parts
         and (path.suffix in {".py", ".json"} or path.name == "py.typed")
+        and path.relative_to(PACKAGE_DIR).parts[0] not in ("local", "cli.py")
     } | {"sluice/schemas_extra/extra.json"}
     bytecode = {_pyc_name(name) for name in package_files if name.endswith(".py")}
     assert files == package_files | bytecode
@@ -188,12 +190,10 @@ def test_code_zip_is_small_and_importable(tmp_path: Path) -> None:
     # sluice alone: a dependency that slipped in would break the sources' budget. The
     # bytecode beside them compresses to about twice their size (pycs compress less than
     # text), so the whole zip has its own bound (sizes: docs/benchmarks.md, cold start).
-    # 700 KiB since the api function, the local API and web servers and LocalStack joined
-    # (621 KB then). sluice/local (about 200 KB of it) never runs in Lambda: leaving the
-    # developer tools out of the function zip is the next step (issue 16, cold start).
+    # The developer tools (sluice.local, the CLI) stay out of it.
     source_bytes = sum(i.compress_size for i in infos if not i.filename.endswith(".pyc"))
-    assert source_bytes < 200 * 1024
-    assert code_zip.stat().st_size < 700 * 1024
+    assert source_bytes < 160 * 1024  # 144 KB now
+    assert code_zip.stat().st_size < 560 * 1024  # 453 KB now (621 KB with them)
     # Lambda puts the zip's root on sys.path: `sluice.handlers.<name>.handler` must resolve.
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); import sluice, sluice.handlers; "
@@ -578,3 +578,35 @@ def test_real_layer_imports_on_cpython_312(real_layer: tuple[Path, Path], tmp_pa
         "assert ijson.backend == 'yajl2_c', ijson.backend"
     )
     subprocess.run([python312, "-I", "-S", "-c", probe, str(tmp_path / "python")], check=True)
+
+
+def test_code_zip_leaves_out_the_developer_tools_and_needs_nothing_from_them(
+    tmp_path: Path,
+) -> None:
+    """Every ``sluice`` module a module in the zip imports is in the zip: leaving out
+    ``sluice.local`` and the CLI can never break a function's import."""
+    with zipfile.ZipFile(ba.build_code_zip(tmp_path)) as zf:
+        names = set(zf.namelist())
+        sources = {n: zf.read(n) for n in names if n.endswith(".py")}
+    assert not any(n.startswith(("sluice/local/", "sluice/cli.py")) for n in names)
+    assert "sluice/handlers/api.py" in names and "sluice/ops/bundle.py" in names
+
+    def shipped(module: str) -> bool:
+        path = module.replace(".", "/")
+        return f"{path}.py" in names or f"{path}/__init__.py" in names
+
+    missing: list[str] = []
+    for name, source in sources.items():
+        for node in ast.walk(ast.parse(source, name)):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                if node.module.startswith("sluice") and not shipped(node.module):
+                    missing.append(f"{name}: {node.module}")
+                missing += [f"{name}: {m}" for m in modules[1:] if m.startswith("sluice.local")]
+            elif isinstance(node, ast.Import):
+                missing += [
+                    f"{name}: {a.name}"
+                    for a in node.names
+                    if a.name.startswith("sluice") and not shipped(a.name)
+                ]
+    assert missing == []

@@ -38,6 +38,12 @@ def env_outputs(raw: str = "raw-bucket") -> dict[str, Any]:
         "archive_bucket_name": "archive-bucket",
         "work_bucket_name": "work-bucket",
         "queue_urls": {f: f"https://sqs.eu-west-1.amazonaws.com/1/{f}" for f in ("transform",)},
+        "bucket_functions": {
+            raw: "transform",
+            "processed-bucket": "archive",
+            "archive-bucket": "tag",
+            "work-bucket": "bundle",
+        },
         "dead_letter_queue_url": "https://sqs.eu-west-1.amazonaws.com/1/dlq",
         "dead_letter_queue_arn": "arn:aws:sqs:eu-west-1:1:dlq",
         "region": "eu-west-1",
@@ -578,3 +584,27 @@ def test_unknown_profile_exits_4(
     captured = capsys.readouterr()
     assert "(nope) could not be found" in captured.err and "--profile" in captured.err
     assert captured.out == ""
+
+
+def test_login_where_sign_in_is_not_deployed_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An environment with auth.enabled false (LocalStack) has null sign-in outputs."""
+    outputs = tmp_path / "outputs.json"
+    names = {
+        "raw_bucket_name": "raw",
+        "processed_bucket_name": "processed",
+        "archive_bucket_name": "archive",
+        "work_bucket_name": "work",
+        "queue_urls": {"transform": "http://q"},
+        "dead_letter_queue_url": "http://dlq",
+        "user_pool_id": None,
+        "cli_client_id": None,
+        "api_url": None,
+    }
+    outputs.write_text(json.dumps({"local": names}))
+    code = main(
+        ["login", "--environment", "local", "--outputs-file", str(outputs), "--username", "a"]
+    )
+    assert code == 2
+    assert "sign-in is not deployed in environment 'local'" in capsys.readouterr().err

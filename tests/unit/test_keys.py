@@ -11,6 +11,7 @@ from sluice.keys import (
     MAX_KEY_BYTES,
     archive_key_for,
     derived_key,
+    ledger_key_of_archive_key,
     receipt_key,
     superseded_archive_key,
     thumbnail_key,
@@ -74,3 +75,28 @@ def test_versions_of_one_key_have_their_own_names() -> None:
     assert superseded_archive_key("a/b.jpg", "v1") == "superseded/v1/a/b.jpg"
     assert superseded_archive_key("a/b.jpg", "v1") != superseded_archive_key("a/b.jpg", "v2")
     assert version_record_key("a/b.jpg", "v1") == "versions/v1/a/b.jpg.json"
+
+
+@pytest.mark.parametrize(
+    "raw_key",
+    [
+        "photos/a.jpg",
+        "_long/photos/a.jpg",  # always hashed
+        "inbox/" + "x" * 1006,  # plain in ARCHIVE, hashed as a receipt
+        LONG,  # hashed everywhere
+    ],
+)
+def test_the_ledger_entry_owning_an_archive_name_follows_from_the_name_alone(
+    raw_key: str,
+) -> None:
+    for kind, status in (("image", "processed"), ("data", "processed"), ("data", "rejected")):
+        name = archive_key_for(kind, status, raw_key)
+        assert ledger_key_of_archive_key(name) == receipt_key(raw_key), name
+    token = "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
+    superseded = superseded_archive_key(raw_key, token)
+    assert ledger_key_of_archive_key(superseded) == version_record_key(raw_key, token)
+
+
+@pytest.mark.parametrize("name", ["bundles/x.zip", "images/", "superseded/v1", "superseded//a"])
+def test_no_ledger_entry_owns_other_names(name: str) -> None:
+    assert ledger_key_of_archive_key(name) is None

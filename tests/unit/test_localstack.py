@@ -73,7 +73,11 @@ def test_the_plugin_registers_the_executor_that_localstack_is_told_to_use() -> N
     module = executors[localstack.EXECUTOR].split(":")[0]
     source = (plugin / f"{module}.py").read_text()
     assert f'EXECUTOR_NAME = "{localstack.EXECUTOR}"' in source
-    assert "localstack.hooks.on_infra_start" in project["entry-points"]
+    hooks = project["entry-points"]["localstack.hooks.on_infra_start"]
+    # DynamoDB Local from npm; DeleteObject If-Match as AWS answers it (sluice.leases).
+    assert set(hooks) == {"sluice_dynamodb_local_from_npm", "sluice_conditional_delete_object"}
+    for hook in hooks.values():
+        assert f"def {hook.split(':')[1]}() -> None:" in source
 
 
 def test_server_env_serves_the_stack_port_from_the_stack_state_dir(
@@ -168,6 +172,12 @@ def test_down_stops_the_localstack_that_up_recorded(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
+        # Until the child has exec'd, /proc shows the parent's command line, without the
+        # marker (a busy machine makes that window long): wait for it before recording.
+        deadline = time.monotonic() + 30
+        while localstack.PROCESS_MARKER not in (command_line(process.pid) or ""):
+            assert time.monotonic() < deadline, "the stand-in never started"
+            time.sleep(0.05)
         localstack.pid_file(state).write(process.pid)
         assert localstack.pid_file(state).running_pid() == process.pid
         out = io.StringIO()
@@ -183,3 +193,23 @@ def test_down_stops_the_localstack_that_up_recorded(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_variant_turns_off_what_localstack_lacks_in_every_environment_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Cognito, API Gateway v2 and CloudFront are not in LocalStack's community edition:
+    the variant restates the environments (a variable file replaces the map whole) with
+    exactly those switches off."""
+    environments = {
+        "local": {"log_level": "DEBUG", "api": {"enabled": True}, "web": {"enabled": True}},
+        "chaos": {"functions": {"transform": {"timeout": 3}}},
+    }
+    path = localstack.write_variant(tmp_path, environments)
+    written = json.loads(path.read_text())["environments"]
+    off = {"enabled": False}
+    assert written == {
+        "local": {"log_level": "DEBUG", "api": off, "auth": off, "web": off},
+        "chaos": {"functions": {"transform": {"timeout": 3}}, "api": off, "auth": off, "web": off},
+    }
+    assert environments["local"]["api"] == {"enabled": True}  # the input is left alone

@@ -143,6 +143,24 @@ def test_summary_lists_rejections_labels_bundle_and_commands() -> None:
     assert "sluice down" in text
 
 
+def test_summary_says_the_api_and_web_app_are_not_deployed_where_they_are_off() -> None:
+    summary = Summary(_environment(), "http://127.0.0.1:4600", inputs=0)
+    text = render(summary)
+    assert "API         not deployed in this environment (api.enabled is false)" in text
+    assert "Web app     not deployed in this environment (web.enabled is false)" in text
+    assert "sluice login" not in text
+
+
+def test_summary_shows_how_to_reach_the_api_and_web_app_where_they_are_on() -> None:
+    summary = Summary(_environment(), "http://127.0.0.1:4600", inputs=0)
+    summary.api_url, summary.web_url = "http://127.0.0.1:4601", "http://127.0.0.1:4602"
+    text = render(summary)
+    assert "API         http://127.0.0.1:4601" in text
+    assert "curl http://127.0.0.1:4601/health" in text
+    assert "Web app     http://127.0.0.1:4602" in text
+    assert "not deployed" not in text
+
+
 class _FakeClock:
     def __init__(self) -> None:
         self.now = 0.0

@@ -9,6 +9,7 @@ import hashlib
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from sluice import s3io
 from sluice.s3io import MIB, MultipartWriter
@@ -284,3 +285,63 @@ def test_parts_grow_so_ten_thousand_parts_cover_large_objects(
     assert set(sizes[1000:5000]) == {40}
     assert sizes[5000:] == [160, 50]
     assert s3.objects["bucket/k"] == data
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject"
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "missing", "changed"),
+    [
+        ("NoSuchKey", 404, True, False),  # GetObject
+        ("404", 404, True, False),  # HeadObject has no body, so no code of its own
+        ("NoSuchVersion", 404, True, False),
+        ("", 404, True, False),  # only the status says it
+        ("PreconditionFailed", 412, False, True),
+        ("412", 412, False, True),
+        ("AccessDenied", 403, False, False),
+        ("SlowDown", 503, False, False),
+    ],
+)
+def test_an_error_is_missing_or_changed_by_its_code_or_status(
+    code: str, status: int, missing: bool, changed: bool
+) -> None:
+    error = _client_error(code, status)
+    assert s3io.is_missing(error) is missing
+    assert s3io.is_precondition_failed(error) is changed
+    assert s3io.is_gone_or_changed(error) is (missing or changed)
+
+
+class _Answering:
+    """A client whose reads raise ``error`` (or answer), recording what was asked."""
+
+    def __init__(self, error: ClientError | None) -> None:
+        self.error = error
+        self.requests: list[dict[str, Any]] = []
+
+    def _answer(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        return {"ETag": '"abc"'}
+
+    head_object = get_object = _answer
+
+
+def test_head_and_get_answer_none_for_a_gone_or_changed_object_and_raise_otherwise() -> None:
+    assert s3io.head(_Answering(_client_error("404", 404)), "b", "k") is None
+    assert s3io.get(_Answering(_client_error("PreconditionFailed", 412)), "b", "k") is None
+    with pytest.raises(ClientError):
+        s3io.get(_Answering(_client_error("AccessDenied", 403)), "b", "k")
+    assert s3io.head(_Answering(None), "b", "k") == {"ETag": '"abc"'}
+
+
+def test_a_conditional_get_sends_the_etag_quoted_once() -> None:
+    client = _Answering(None)
+    s3io.get(client, "b", "k", if_match="abc")
+    s3io.get(client, "b", "k", if_match='"abc"')
+    s3io.get(client, "b", "k")
+    assert [request.get("IfMatch") for request in client.requests] == ['"abc"', '"abc"', None]

@@ -158,8 +158,9 @@ def test_the_kernel_signals_a_child_when_its_parent_dies(tmp_path: Path) -> None
         int(parent.stdout.readline())
         parent.send_signal(signal.SIGKILL)
         parent.wait()
+        # The handler creates the file, then writes: poll for its content, not its name.
         deadline = time.monotonic() + 30
-        while not flag.exists() and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (flag.exists() and flag.read_text()):
             time.sleep(0.05)
         assert flag.read_text() == str(int(signal.SIGTERM))
     finally:

@@ -248,11 +248,28 @@ def test_ci_runs_every_check_and_the_e2e_suite() -> None:
     ):
         assert command in runs, command
     e2e = ci["jobs"]["e2e"]
-    # LocalStack returns to the matrix once the API and sign-in can be switched off there
-    # (its community edition has neither): docs/localstack.md.
-    assert e2e["strategy"]["matrix"]["emulator"] == ["moto"]
+    # The same suite on both emulators, as .ci/run runs it (docs/localstack.md).
+    assert e2e["strategy"]["matrix"]["emulator"] == ["moto", "localstack"]
     assert e2e["env"]["SLUICE_E2E_TARGET"] == "${{ matrix.emulator }}"
     assert "services" not in e2e  # LocalStack runs as a host process, as on a laptop
+    # What LocalStack's own environment and DynamoDB Local need on the runner.
+    setup = {step.get("uses", "").split("@")[0]: step for step in _steps(e2e)}
+    assert "3.13" in str(setup["actions/setup-python"]["with"]["python-version"]).split()
+    for tool in ("actions/setup-java", "actions/setup-node"):
+        assert setup[tool]["if"] == "matrix.emulator == 'localstack'", tool
+
+
+def test_ci_run_runs_the_e2e_suite_on_both_emulators_the_localstack_one_within_a_budget() -> None:
+    script = (REPO_ROOT / ".ci" / "run").read_text()
+    commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    text = "\n".join(commands)
+    assert "./scripts/test.sh\n" in text  # the README's command: moto, chaos included
+    assert "SLUICE_E2E_TARGET=localstack timeout --signal=INT" in text
+    assert "./scripts/test.sh -m e2e tests/e2e" in text
+    readme = (REPO_ROOT / "README.md").read_text()
+    budget = re.search(r"^LOCALSTACK_BUDGET=(\d+)m", script, re.M)
+    assert budget, "the LocalStack step states its budget"
+    assert f"{budget.group(1)} minutes" in readme, "README states the LocalStack step's budget"
 
 
 @pytest.mark.parametrize("name", ["ci.yml", "deploy.yml"])

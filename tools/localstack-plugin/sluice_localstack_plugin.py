@@ -15,6 +15,14 @@ environment; the project's code never imports it.
   LocalStack looks for it (so it downloads nothing), and this hook starts it with the
   machine's own ``java`` (17 or newer) and without the agent, which only lifts DynamoDB
   Local's limit of 20 global secondary indexes per table (sluice's tables have none).
+* ``sluice_conditional_delete_object`` (an ``on_infra_start`` hook): LocalStack 4.14
+  answers ``DeleteObject`` with ``If-Match`` ``501 NotImplemented`` (its code: "only
+  supported for Directory Buckets"); AWS supports it on general-purpose buckets, and
+  sluice's handlers rely on it (a key's lease is released only by its holder,
+  ``sluice.leases``). This hook gives LocalStack AWS's behaviour: under the key's
+  precondition lock (the one LocalStack's own conditional writes hold), the current
+  version's ETag must equal ``If-Match``, else ``412 PreconditionFailed``; no current
+  version is ``404 NoSuchKey``; then the delete proceeds as an unconditional one.
 """
 
 from __future__ import annotations
@@ -97,3 +105,28 @@ def sluice_dynamodb_local_from_npm() -> None:
     @patch(DynamodbServer._create_shell_command)
     def _without_agent(fn: Any, self: Any) -> list[str]:
         return [arg for arg in fn(self) if not arg.startswith("-javaagent:")]
+
+
+@hooks.on_infra_start()
+def sluice_conditional_delete_object() -> None:
+    """``DeleteObject`` with ``If-Match`` as AWS answers it on general-purpose buckets."""
+    import contextlib
+
+    from localstack.services.s3 import provider as s3
+    from localstack.utils.patch import patch
+
+    @patch(s3.S3Provider.delete_object)
+    def _if_match(fn: Any, self: Any, context: Any, bucket: str, key: str, **kwargs: Any) -> Any:
+        if_match = kwargs.get("if_match")
+        others = kwargs.get("if_match_size") or kwargs.get("if_match_last_modified_time")
+        if not if_match or others or kwargs.get("version_id"):
+            return fn(self, context, bucket, key, **kwargs)  # LocalStack's own answer
+        _, s3_bucket = self._get_cross_account_bucket(context, bucket)
+        lock = (
+            self._preconditions_locks[bucket][key]
+            if s3_bucket.versioning_status
+            else contextlib.nullcontext()
+        )
+        with lock:
+            s3.verify_object_equality_precondition_write(s3_bucket, key, if_match)
+            return fn(self, context, bucket, key, **{**kwargs, "if_match": None})

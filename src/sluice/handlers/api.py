@@ -24,9 +24,10 @@ import binascii
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote
@@ -37,16 +38,24 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
-from sluice import image_items, uploads
+from sluice import deletion, image_items, uploads
 from sluice.bundles import BundleRequestError, read_status
-from sluice.config import env_int, env_str
-from sluice.datasets import Dataset, Registry, env_datasets, load_registry
+from sluice.datasets import Dataset
 from sluice.image_items import InvalidCursorError
-from sluice.keys import BUNDLE_ID_PATTERN, RECEIPTS_PREFIX, bundle_request_key
+from sluice.keys import (
+    BUNDLE_ID_PATTERN,
+    DATA_PREFIX,
+    ERRORS_PREFIX,
+    RECEIPTS_PREFIX,
+    bundle_request_key,
+)
 from sluice.labels import InvalidPageTokenError, images_for_label, label_counts
+from sluice.leases import DEFAULT_LEASE_SECONDS, LEASE_MARGIN_SECONDS, KeyBusyError, LeaseTerms
 from sluice.ops.bundle import write_request
 from sluice.receipts import read_receipt
 from sluice.runtime import make_logger
+from sluice.settings import ApiSettings
+from sluice.timestamps import utc_iso
 
 MAX_BODY_BYTES = 1024 * 1024
 """A complete request lists up to 10,000 parts (about 600 KB); API Gateway takes 10 MB."""
@@ -57,49 +66,6 @@ MAX_KEYS_SCANNED = 1000
 ADMIN_GROUP = "admin"
 
 logger = make_logger("api")
-
-
-# Configuration -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ApiSettings:
-    raw_bucket: str
-    processed_bucket: str
-    archive_bucket: str
-    work_bucket: str
-    images_table: str
-    labels_table: str
-    upload_role_arn: str
-    region: str
-    max_upload_bytes: int = 5 * 1024**3
-    upload_url_ttl_seconds: int = 900
-    link_ttl_seconds: int = 900
-    max_data_bytes: int | None = None
-    """The transform's ``MAX_DATA_BYTES`` when Terraform passes it on; data files above it
-    are refused (the transform would reject them unread)."""
-    datasets: Registry = field(default_factory=load_registry)
-    """The environment's datasets (``DATASETS``, as the transform reads them): data uploads
-    go under their prefixes."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
-        return cls(
-            raw_bucket=env_str(env, "RAW_BUCKET"),
-            processed_bucket=env_str(env, "PROCESSED_BUCKET"),
-            archive_bucket=env_str(env, "ARCHIVE_BUCKET"),
-            work_bucket=env_str(env, "WORK_BUCKET"),
-            images_table=env_str(env, "IMAGES_TABLE"),
-            labels_table=env_str(env, "LABELS_TABLE"),
-            upload_role_arn=env_str(env, "UPLOAD_ROLE_ARN"),
-            region=env_str(env, "AWS_REGION", env.get("AWS_DEFAULT_REGION") or "us-east-1"),
-            max_upload_bytes=env_int(env, "MAX_UPLOAD_BYTES", 5 * 1024**3, minimum=1),
-            # STS's minimum session is 900 s; the upload role allows at most 3600 s.
-            upload_url_ttl_seconds=env_int(
-                env, "UPLOAD_URL_TTL_SECONDS", 900, minimum=900, maximum=3600
-            ),
-            link_ttl_seconds=env_int(env, "LINK_TTL_SECONDS", 900, minimum=1, maximum=604800),
-            max_data_bytes=env_int(env, "MAX_DATA_BYTES", 0, minimum=0) or None,
-            datasets=env_datasets(env, "DATASETS"),
-        )
 
 
 # Errors ------------------------------------------------------------------------------------
@@ -243,7 +209,7 @@ def image_summary(item: Mapping[str, Any]) -> dict[str, Any]:
         "width": item.get("width"),
         "height": item.get("height"),
         "format": item.get("format"),
-        "bytes": item.get("bytes"),
+        "bytes": image_items.source_bytes_of(item),
         "labels": sorted(str(label) for label in labels) if isinstance(labels, list) else [],
         "created_at": item.get("created_at"),
     }
@@ -256,33 +222,49 @@ def _presigned_get(s3: Any, bucket: str, key: str, ttl: int) -> str:
     return url
 
 
+def _expires_at(now: datetime, ttl: int) -> str:
+    return utc_iso(now + _seconds(ttl))
+
+
+THUMBNAIL_FIELDS = ("width", "height", "bytes", "content_type")
+"""What a client sees of a thumbnail besides its link. Not its bucket, key or ``s3://``
+URI: a browser cannot use them without AWS credentials, and naming buckets tells a client
+nothing it needs (docs/decisions.md, decision 32)."""
+
+
 def image_detail(
     s3: Any, settings: ApiSettings, item: Mapping[str, Any], now: datetime
 ) -> dict[str, Any]:
+    """An image's metadata with presigned links (``LINK_TTL_SECONDS``). Links are always
+    signed for this environment's own buckets, whatever bucket an item names."""
     ttl = settings.link_ttl_seconds
-    thumbnails = item.get("thumbnail_keys") or {}
     archive_key = item.get("archive_key")
-    expires = (now + _seconds(ttl)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    thumbnails = image_items.thumbnails_of(item)
     return {
         **image_summary(item),
+        "updated_at": item.get("updated_at"),
+        "archived_at": item.get("archived_at"),
         "captured_at": item.get("captured_at"),
         "camera": item.get("camera"),
+        "label_details": [
+            {"label": label, "confidence": confidence}
+            for label, confidence in image_items.label_confidences(item)
+        ],
         "original_url": _presigned_get(s3, settings.archive_bucket, str(archive_key), ttl)
         if archive_key
         else None,
         "thumbnails": {
-            str(size): _presigned_get(s3, settings.processed_bucket, str(key), ttl)
-            for size, key in sorted(thumbnails.items())
-        }
-        if isinstance(thumbnails, dict)
-        else {},
-        "links_expire_at": expires,
+            size: {
+                "url": _presigned_get(s3, settings.processed_bucket, str(entry["key"]), ttl),
+                **{name: entry.get(name) for name in THUMBNAIL_FIELDS},
+            }
+            for size, entry in sorted(thumbnails.items(), key=lambda pair: int(pair[0]))
+        },
+        "links_expire_at": _expires_at(now, ttl),
     }
 
 
-def _seconds(count: int) -> Any:
-    from datetime import timedelta
-
+def _seconds(count: int) -> timedelta:
     return timedelta(seconds=count)
 
 
@@ -323,6 +305,24 @@ def input_view(receipt: Mapping[str, Any]) -> dict[str, Any]:
         ],
         "errors_truncated": bool(receipt.get("errors_truncated")),
     }
+
+
+def data_output_keys(receipt: Mapping[str, Any], processed_bucket: str) -> dict[str, str]:
+    """A data file's outputs in PROCESSED by role: ``output`` (``data/``, its valid records)
+    and ``errors_report`` (``errors/``, when records were invalid). A rejected file has
+    neither: the transform removes them, and its reasons are in the receipt itself."""
+    if receipt.get("kind") != "data" or receipt.get("status") != "processed":
+        return {}
+    roles = {DATA_PREFIX: "output", ERRORS_PREFIX: "errors_report"}
+    found: dict[str, str] = {}
+    for output in receipt.get("outputs") or []:
+        if not isinstance(output, dict) or output.get("bucket") != processed_bucket:
+            continue
+        key = str(output.get("key", ""))
+        for prefix, role in roles.items():
+            if key.startswith(prefix):
+                found[role] = key
+    return found
 
 
 def _may_see(caller: Caller, key: str) -> bool:
@@ -441,29 +441,55 @@ class Api:
             raise ApiError(404, "not_found", "no such image")
         return image_detail(self.s3, self.settings, item, self.now())
 
-    def delete_image(self, caller: Caller, image_id: str) -> None:
+    def delete_image(
+        self, caller: Caller, image_id: str, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> None:
+        """Remove the archived original, then everything it owns, the way a removal from
+        ARCHIVE does (``sluice.deletion.remove_archived``: under the key's transform lease
+        and the image's tag lease, recorded ``deleted`` in the version ledger)."""
         if not caller.is_admin:
             raise ApiError(403, "forbidden", f"deleting images needs the {ADMIN_GROUP} group")
         item = image_items.get_image(self.dynamodb, self.settings.images_table, image_id)
         if item is None:
             raise ApiError(404, "not_found", "no such image")
-        archive_key = item.get("archive_key")
-        if archive_key:
-            self.s3.delete_object(Bucket=self.settings.archive_bucket, Key=str(archive_key))
-        withdrawal = image_items.withdraw_image(
-            self.s3,
-            self.dynamodb,
+        archive_key = str(item["archive_key"])
+        terms = LeaseTerms(owner=f"api/{uuid.uuid4().hex}", seconds=lease_seconds)
+        settings = deletion.DeletionSettings(
+            raw_bucket=self.settings.raw_bucket,
+            processed_bucket=self.settings.processed_bucket,
+            archive_bucket=self.settings.archive_bucket,
             images_table=self.settings.images_table,
             labels_table=self.settings.labels_table,
-            processed_bucket=self.settings.processed_bucket,
-            item=item,
         )
-        logger.info(
-            "image deleted",
-            image_id=image_id,
-            thumbnails=withdrawal.thumbnails_deleted,
-            labels=withdrawal.labels_uncounted,
-        )
+        try:
+            self.s3.head_object(Bucket=self.settings.archive_bucket, Key=archive_key)
+        except self.s3.exceptions.ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+                raise
+        else:  # only an original that is there is removed (no delete marker over nothing)
+            self.s3.delete_object(Bucket=self.settings.archive_bucket, Key=archive_key)
+        try:
+            outcome = deletion.remove_archived(self.s3, self.dynamodb, settings, archive_key, terms)
+            if outcome == "pending":
+                raise ApiError(
+                    409, "not_archived_yet", "the image is still being processed; try again"
+                )
+            if outcome != "removed":
+                # No receipt owns it any more (a half-finished earlier deletion): the item
+                # and its memberships are all that is left of the image.
+                now = terms.clock()
+                image_items.withdraw_under_lease(
+                    self.dynamodb,
+                    self.settings.images_table,
+                    self.settings.labels_table,
+                    image_id,
+                    owner=f"delete/{terms.owner}",
+                    now=now,
+                    until=now + terms.seconds,
+                )
+        except (KeyBusyError, image_items.ImageBusyError):
+            raise ApiError(409, "busy", "the image is being processed; try again") from None
+        logger.info("image deleted", image_id=image_id, outcome=outcome)
 
     def list_labels(self) -> dict[str, Any]:
         counts = label_counts(self.dynamodb, self.settings.labels_table)
@@ -501,6 +527,23 @@ class Api:
         return any(item["Key"] == key for item in listed.get("Contents", []))
 
     # inputs ------------------------------------------------------------------------
+    def input_with_links(self, receipt: Mapping[str, Any]) -> dict[str, Any]:
+        """The receipt's view and, for a processed data file, presigned GETs of its clean
+        output and errors report (``LINK_TTL_SECONDS``; null when there is none)."""
+        view = input_view(receipt)
+        if receipt.get("kind") != "data":
+            return view
+        ttl = self.settings.link_ttl_seconds
+        bucket = self.settings.processed_bucket
+        keys = data_output_keys(receipt, bucket)
+        links = {
+            f"{role}_url": _presigned_get(self.s3, bucket, keys[role], ttl)
+            if role in keys
+            else None
+            for role in ("output", "errors_report")
+        }
+        return {**view, **links, "links_expire_at": _expires_at(self.now(), ttl) if keys else None}
+
     def list_inputs(
         self,
         caller: Caller,
@@ -533,7 +576,7 @@ class Api:
                 receipt = read_receipt(self.s3, self.settings.processed_bucket, raw_key)
                 if receipt is None or (status and receipt.get("status") != status):
                     continue
-                found.append(input_view(receipt))
+                found.append(self.input_with_links(receipt))
                 if len(found) == limit:
                     return {"inputs": found, "next_cursor": _encode_key_cursor(entry["Key"])}
             if not page.get("IsTruncated") or not contents:
@@ -547,7 +590,7 @@ class Api:
             raise ApiError(404, "not_found", "no such input")
         receipt = read_receipt(self.s3, self.settings.processed_bucket, key)
         if receipt is not None:
-            return input_view(receipt)
+            return self.input_with_links(receipt)
         if uploads.key_owner(key) is not None and self._exists(self.settings.raw_bucket, key):
             return {"key": key, "status": "pending"}
         raise ApiError(404, "not_found", "no such input (or no receipt yet)")
@@ -655,7 +698,9 @@ def get_image(image_id: str) -> Response[str]:
 @app.delete("/images/<image_id>")
 def delete_image(image_id: str) -> Response[str]:
     caller = _caller()
-    service().delete_image(caller, unquote(image_id))
+    # The leases taken outlive this invocation by the margin, no more, if it crashes.
+    seconds = app.lambda_context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS
+    service().delete_image(caller, unquote(image_id), seconds)
     return Response(status_code=204, content_type="application/json", body="")
 
 

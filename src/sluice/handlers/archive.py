@@ -12,14 +12,15 @@ is only archived once its outputs exist. For each receipt:
    ETag, or other version id when both are known) it is left alone: it has its own
    receipt, and its archiving will account for this version. When RAW no longer holds
    the key and ARCHIVE holds the receipt's ETag, the move already happened (duplicate
-   delivery, or a retry after deleting): success.
+   delivery, or a retry after deleting): success. When neither holds it, the input was
+   deleted from RAW after its receipt and before it could be archived: what it owns is
+   removed and the version recorded ``deleted`` (:func:`sluice.deletion.remove_unarchived`).
 3. Copy server side (no object bytes through the function) to
    ``keys.archive_key_for(kind, status, raw key)``, pinned to the exact source version
    (``VersionId`` when the bucket has versions, and ``CopySourceIfMatch`` always):
-   ``CopyObject`` up to 5 GiB, above that a multipart copy with ``UploadPartCopy`` that
-   this module drives itself, so that it carries ContentType, Content-Encoding/
-   Disposition/Language, Cache-Control, Expires and user metadata the same way whatever
-   s3transfer version the runtime bundles (older ones dropped them on multipart copies).
+   ``CopyObject`` up to 5 GiB, above that a multipart copy with ``UploadPartCopy``
+   (:mod:`sluice.s3copy`, shared with ``sluice reprocess``), which carries ContentType,
+   Content-Encoding/Disposition/Language, Cache-Control, Expires and user metadata.
    Every copy gets the ``ARCHIVE_STORAGE_CLASS`` and the user metadata key
    ``sluice-source-etag`` (the RAW ETag), which is how step 2 recognises its own work.
    Object tags are not carried on either path (sluice does not use them, and a multipart
@@ -47,6 +48,10 @@ is only archived once its outputs exist. For each receipt:
    a conditional delete (``IfMatch`` the ETag), which fails harmlessly when the key was
    overwritten meanwhile. No older version can become current again: step 5 removed
    them all.
+7. A processed image's metadata item learns where its original lies (archive bucket and
+   time, :func:`sluice.image_items.record_archived`), only if the item still describes
+   this version. Also on the "already archived" path, so a retry after a crash between
+   the delete and this write still records it.
 """
 
 from __future__ import annotations
@@ -55,66 +60,50 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice import image_items
-from sluice.config import env_choice, env_str
+from sluice import deletion, image_items, s3io
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import (
     RECEIPTS_PREFIX,
+    SOURCE_ETAG_METADATA,
+    SOURCE_VERSION_METADATA,
     archive_key_for,
     archive_keys_of,
     image_id,
     superseded_archive_key,
     version_token,
 )
-from sluice.leases import DEFAULT_LEASE_SECONDS
-from sluice.receipts import version_record, write_version_record
+from sluice.leases import DEFAULT_LEASE_SECONDS, LeaseTerms
+from sluice.receipts import (
+    read_receipt,
+    version_record,
+    version_record_key_of,
+    write_version_record,
+)
 from sluice.runtime import make_logger, run
+from sluice.s3copy import (
+    CHECKSUM_FIELDS,
+    carried_headers,
+    copy_version,
+    full_object_checksum,
+)
+from sluice.s3io import MIB, is_missing, is_precondition_failed
+from sluice.settings import ArchiveSettings
 
-SOURCE_ETAG_METADATA = "sluice-source-etag"
-SOURCE_VERSION_METADATA = "sluice-source-version-id"
-"""The RAW version id of an archived copy, so a copy can be superseded under its version."""
-MIB = 1024 * 1024
-GIB = 1024 * MIB
-MAX_SINGLE_COPY_BYTES = 5 * GIB
-"""CopyObject's limit; larger objects need a multipart copy."""
-DEFAULT_PART_SIZE = 512 * MIB
-MIN_PART_SIZE = 5 * MIB
-MAX_PARTS = 10_000
-DEFAULT_COPY_CONCURRENCY = 8
 MAX_RECEIPT_BYTES = 16 * MIB
 """Far above any real receipt (errors are capped at 1,000); reading stops there."""
 
-STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
-"""Classes readable at once. GLACIER and DEEP_ARCHIVE are left out on purpose: the tag and
-bundle handlers read archived images synchronously; move cold data with a lifecycle rule."""
-
-_CARRIED_HEADERS = (
-    "ContentType",
-    "ContentEncoding",
-    "ContentDisposition",
-    "ContentLanguage",
-    "CacheControl",
-    "Expires",
-)
-_CHECKSUM_FIELDS = (
-    "ChecksumCRC32",
-    "ChecksumCRC32C",
-    "ChecksumCRC64NVME",
-    "ChecksumSHA1",
-    "ChecksumSHA256",
-)
-_FULL_OBJECT_CRCS = ("CRC64NVME", "CRC32C", "CRC32")
 _KMS_ENCRYPTION = ("aws:kms", "aws:kms:dsse")
 
-Outcome = Literal["archived", "already_archived", "superseded", "source_missing", "skipped"]
+Outcome = Literal[
+    "archived", "already_archived", "superseded", "source_missing", "deleted", "skipped"
+]
 
 
 class ArchiveVerificationError(RuntimeError):
@@ -123,27 +112,6 @@ class ArchiveVerificationError(RuntimeError):
 
 class InvalidReceiptError(ValueError):
     """A receipts/ object that is not a sluice receipt."""
-
-
-@dataclass(frozen=True)
-class ArchiveSettings:
-    raw_bucket: str
-    archive_bucket: str
-    processed_bucket: str
-    images_table: str = ""
-    labels_table: str = ""
-    storage_class: str = "STANDARD"
-    multipart_threshold: int = MAX_SINGLE_COPY_BYTES
-    part_size: int = DEFAULT_PART_SIZE
-    max_concurrency: int = DEFAULT_COPY_CONCURRENCY
-
-    def __post_init__(self) -> None:
-        if not MIN_PART_SIZE <= self.part_size <= MAX_SINGLE_COPY_BYTES:
-            raise ValueError(
-                f"part_size must be between {MIN_PART_SIZE} and {MAX_SINGLE_COPY_BYTES}"
-            )
-        if not 0 <= self.multipart_threshold <= MAX_SINGLE_COPY_BYTES:
-            raise ValueError(f"multipart_threshold must be at most {MAX_SINGLE_COPY_BYTES}")
 
 
 @dataclass(frozen=True)
@@ -157,6 +125,9 @@ class ArchiveRequest:
     archive_key: str
     status: str
     kind: str
+    replaces: Mapping[str, Any] | None = None
+    """The receipt's ``replaces``: the previous version's receipt in brief, which goes into
+    that version's ``superseded`` record (sluice.receipts, history)."""
 
 
 def parse_receipt(body: bytes, raw_bucket: str) -> ArchiveRequest:
@@ -195,29 +166,13 @@ def parse_receipt(body: bytes, raw_bucket: str) -> ArchiveRequest:
         archive_key=archive_key_for(kind, status, key),
         status=status,
         kind=kind,
+        replaces=receipt["replaces"] if isinstance(receipt.get("replaces"), dict) else None,
     )
-
-
-def _error_status(error: Any) -> int:
-    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _is_missing(error: Any) -> bool:
-    code = error.response.get("Error", {}).get("Code")
-    return _error_status(error) == 404 or code in ("NoSuchKey", "NoSuchVersion", "404")
 
 
 def head(s3: Any, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
     """HeadObject with checksums, or None when there is no such object (or version)."""
-    try:
-        response: dict[str, Any] = s3.head_object(
-            Bucket=bucket, Key=key, ChecksumMode="ENABLED", **extra
-        )
-    except s3.exceptions.ClientError as error:
-        if _is_missing(error):
-            return None
-        raise
-    return response
+    return s3io.head(s3, bucket, key, ChecksumMode="ENABLED", **extra)
 
 
 def _plain_md5_etag(head_response: Mapping[str, Any]) -> str | None:
@@ -230,15 +185,6 @@ def _plain_md5_etag(head_response: Mapping[str, Any]) -> str | None:
     ):
         return None
     return etag
-
-
-def _full_object_checksum(head_response: Mapping[str, Any], field: str) -> str | None:
-    value = head_response.get(field)
-    if not isinstance(value, str) or "-" in value:
-        return None  # composite checksums ("...-N") depend on the part layout
-    if head_response.get("ChecksumType") == "COMPOSITE":
-        return None
-    return value
 
 
 def copy_problems(
@@ -256,8 +202,8 @@ def copy_problems(
     source_md5, archived_md5 = _plain_md5_etag(source), _plain_md5_etag(archived)
     if source_md5 and archived_md5 and source_md5 != archived_md5:
         problems.append(f"ETag {archived_md5} != source ETag {source_md5}")
-    for field in _CHECKSUM_FIELDS:
-        ours, theirs = _full_object_checksum(source, field), _full_object_checksum(archived, field)
+    for field in CHECKSUM_FIELDS:
+        ours, theirs = full_object_checksum(source, field), full_object_checksum(archived, field)
         if ours and theirs and ours != theirs:
             problems.append(f"{field} {theirs} != source {field} {ours}")
     return problems
@@ -273,86 +219,12 @@ def _copy_source(request: ArchiveRequest, source: Mapping[str, Any]) -> dict[str
 def _destination_args(
     source: Mapping[str, Any], request: ArchiveRequest, storage_class: str
 ) -> dict[str, Any]:
-    args: dict[str, Any] = {name: source[name] for name in _CARRIED_HEADERS if source.get(name)}
+    args = carried_headers(source)
     args["Metadata"] = {**source.get("Metadata", {}), SOURCE_ETAG_METADATA: request.source_etag}
     if request.source_version_id:
         args["Metadata"][SOURCE_VERSION_METADATA] = request.source_version_id
     args["StorageClass"] = storage_class
     return args
-
-
-def _single_copy(
-    s3: Any, request: ArchiveRequest, source: Mapping[str, Any], settings: ArchiveSettings
-) -> str | None:
-    response = s3.copy_object(
-        Bucket=settings.archive_bucket,
-        Key=request.archive_key,
-        CopySource=_copy_source(request, source),
-        CopySourceIfMatch=str(source["ETag"]),
-        MetadataDirective="REPLACE",
-        TaggingDirective="REPLACE",
-        **_destination_args(source, request, settings.storage_class),
-    )
-    version_id: str | None = response.get("VersionId")
-    return version_id
-
-
-def part_ranges(size: int, part_size: int) -> list[tuple[int, int]]:
-    """Inclusive byte ranges covering ``size`` in at most 10,000 parts of >= ``part_size``."""
-    needed = -(-size // MAX_PARTS)
-    part_size = max(part_size, -(-needed // MIB) * MIB)
-    return [(start, min(start + part_size, size) - 1) for start in range(0, size, part_size)]
-
-
-def _multipart_copy(
-    s3: Any, request: ArchiveRequest, source: Mapping[str, Any], settings: ArchiveSettings
-) -> str | None:
-    create_args = _destination_args(source, request, settings.storage_class)
-    algorithm = next(
-        (crc for crc in _FULL_OBJECT_CRCS if _full_object_checksum(source, f"Checksum{crc}")),
-        None,
-    )
-    if algorithm:
-        create_args.update(ChecksumAlgorithm=algorithm, ChecksumType="FULL_OBJECT")
-    upload_id = s3.create_multipart_upload(
-        Bucket=settings.archive_bucket, Key=request.archive_key, **create_args
-    )["UploadId"]
-    copy_source = _copy_source(request, source)
-
-    def copy_part(numbered_range: tuple[int, tuple[int, int]]) -> dict[str, Any]:
-        number, (first, last) = numbered_range
-        result = s3.upload_part_copy(
-            Bucket=settings.archive_bucket,
-            Key=request.archive_key,
-            UploadId=upload_id,
-            PartNumber=number,
-            CopySource=copy_source,
-            CopySourceIfMatch=str(source["ETag"]),
-            CopySourceRange=f"bytes={first}-{last}",
-        )["CopyPartResult"]
-        part = {"PartNumber": number, "ETag": result["ETag"]}
-        part.update({name: result[name] for name in _CHECKSUM_FIELDS if result.get(name)})
-        return part
-
-    ranges = list(enumerate(part_ranges(int(source["ContentLength"]), settings.part_size), 1))
-    try:
-        with ThreadPoolExecutor(
-            max_workers=max(1, min(settings.max_concurrency, len(ranges)))
-        ) as pool:
-            parts = list(pool.map(copy_part, ranges))
-        response = s3.complete_multipart_upload(
-            Bucket=settings.archive_bucket,
-            Key=request.archive_key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": parts},
-        )
-    except Exception:
-        s3.abort_multipart_upload(
-            Bucket=settings.archive_bucket, Key=request.archive_key, UploadId=upload_id
-        )
-        raise
-    version_id: str | None = response.get("VersionId")
-    return version_id
 
 
 def _delete_source(s3: Any, request: ArchiveRequest, source: Mapping[str, Any]) -> bool:
@@ -368,7 +240,7 @@ def _delete_source(s3: Any, request: ArchiveRequest, source: Mapping[str, Any]) 
                 Bucket=request.source_bucket, Key=request.source_key, IfMatch=str(source["ETag"])
             )
     except s3.exceptions.ClientError as error:
-        if _error_status(error) == 412:
+        if is_precondition_failed(error):
             return False
         raise
     return True
@@ -381,8 +253,17 @@ def _copy_verified(
     archived = head(s3, settings.archive_bucket, request.archive_key)
     if archived is None or copy_problems(source, archived, request.source_etag):
         size = int(source["ContentLength"])
-        copy = _multipart_copy if size > settings.multipart_threshold else _single_copy
-        version_id = copy(s3, request, source, settings)
+        version_id, multipart = copy_version(
+            s3,
+            _copy_source(request, source),
+            source,
+            settings.archive_bucket,
+            request.archive_key,
+            _destination_args(source, request, settings.storage_class),
+            multipart_threshold=settings.multipart_threshold,
+            part_size=settings.part_size,
+            max_concurrency=settings.max_concurrency,
+        )
         extra = {"VersionId": version_id} if version_id else {}
         archived = head(s3, settings.archive_bucket, request.archive_key, **extra)
         if archived is None:
@@ -390,7 +271,7 @@ def _copy_verified(
         logger.info(
             "copied",
             bytes=size,
-            multipart=copy is _multipart_copy,
+            multipart=multipart,
             source_key=request.source_key,
             archive_key=request.archive_key,
         )
@@ -428,11 +309,15 @@ def _record_superseded(
         "size": size,
         "sequencer": None,
     }
+    replaced = request.replaces
     record = version_record(
         source,
         "superseded",
         archive_key=superseded.archive_key,
         superseded_by={"etag": request.source_etag, "version_id": request.source_version_id},
+        receipt=dict(replaced)
+        if replaced and replaced.get("record") == version_record_key_of(source)
+        else None,
     )
     write_version_record(s3, settings.processed_bucket, record)
 
@@ -478,7 +363,7 @@ def supersede_archived_copies(
         try:
             s3.delete_object(Bucket=settings.archive_bucket, Key=name, IfMatch=str(held["ETag"]))
         except s3.exceptions.ClientError as error:
-            if _error_status(error) != 412:
+            if not is_precondition_failed(error):
                 raise
         moved.append(name)
         logger.info("superseded an archived copy", archive_key=name, kept_as=older.archive_key)
@@ -530,7 +415,7 @@ def supersede_older_versions(
         try:
             _copy_verified(s3, settings, superseded, source)
         except s3.exceptions.ClientError as error:
-            if not _is_missing(error):
+            if not is_missing(error):
                 raise
             # Another run of this receipt archived it and deleted it from RAW meanwhile
             # (it copies, verifies and records before it deletes): nothing left to do.
@@ -557,11 +442,31 @@ def archive_object(
     if source is None:
         held = head(s3, settings.archive_bucket, request.archive_key)
         if held and held.get("Metadata", {}).get(SOURCE_ETAG_METADATA) == request.source_etag:
+            record_archived_image(dynamodb, settings, request)
             logger.info("already archived", **log)
             return "already_archived"
+        # The key's newest version is gone: a copy of an older version still under the
+        # key's names is kept as superseded (by the deleted one) and its image withdrawn,
+        # before the receipt goes, so a retry still finds the receipt (issue 10).
+        if _receipt_names_request(s3, settings, request):
+            moved = supersede_archived_copies(s3, settings, request)
+            if images_key_of(request.source_key) in moved:
+                _withdraw(dynamodb, settings, request.source_key, keep=())
+        removal = deletion.remove_unarchived(
+            s3,
+            dynamodb,
+            deletion_settings(settings),
+            request.source_key,
+            {"etag": request.source_etag, "version_id": request.source_version_id},
+            LeaseTerms(owner=f"archive/{uuid.uuid4().hex}"),
+        )
+        if removal == "removed":
+            logger.info("deleted from RAW before it was archived; removed and recorded", **log)
+            return "deleted"
         logger.warning(
             "source is gone and the archive does not hold it; nothing to archive",
             code="source_missing",
+            removal=removal,
             **log,
         )
         return "source_missing"
@@ -587,12 +492,42 @@ def archive_object(
     _copy_verified(s3, settings, request, source)
     if not _delete_source(s3, request, source):
         logger.info("RAW changed after the copy; the newer object is left to its receipt", **log)
+    record_archived_image(dynamodb, settings, request)
     logger.info("archived", storage_class=settings.storage_class, **log)
     return "archived"
 
 
+def deletion_settings(settings: ArchiveSettings) -> deletion.DeletionSettings:
+    return deletion.DeletionSettings(
+        raw_bucket=settings.raw_bucket,
+        processed_bucket=settings.processed_bucket,
+        archive_bucket=settings.archive_bucket,
+        images_table=settings.images_table,
+        labels_table=settings.labels_table,
+    )
+
+
 def images_key_of(raw_key: str) -> str:
     return archive_key_for("image", "processed", raw_key)
+
+
+def record_archived_image(
+    dynamodb: Any, settings: ArchiveSettings, request: ArchiveRequest
+) -> None:
+    """Step 7: a processed image's item names its archived original (other inputs have none)."""
+    if request.kind != "image" or request.archive_key != images_key_of(request.source_key):
+        return
+    if dynamodb is None:
+        raise ValueError("recording an archived image needs a DynamoDB client")
+    recorded = image_items.record_archived(
+        dynamodb,
+        settings.images_table,
+        image_id(request.archive_key),
+        bucket=settings.archive_bucket,
+        source_etag=request.source_etag,
+    )
+    if not recorded:
+        logger.info("the image's item describes another version (or none); left as it is")
 
 
 def withdraw_replaced_image(
@@ -615,19 +550,36 @@ def withdraw_replaced_image(
     # An item written meanwhile for a version uploaded after this one is not withdrawn.
     keep = {request.source_etag} | {str(normalize_etag(v.get("ETag"))) for v in newer}
     keep |= {str(v["VersionId"]) for v in newer}
+    if _withdraw(dynamodb, settings, request.source_key, keep=keep):
+        logger.info("withdrew the older image of a key whose newest version is rejected")
+
+
+def _withdraw(
+    dynamodb: Any, settings: ArchiveSettings, raw_key: str, *, keep: Collection[str]
+) -> bool:
+    if dynamodb is None:
+        raise ValueError("withdrawing an image needs a DynamoDB client")
     now = time.time()
-    withdrawn = image_items.withdraw_under_lease(
+    return image_items.withdraw_under_lease(
         dynamodb,
         settings.images_table,
         settings.labels_table,
-        image_id(images_key_of(request.source_key)),
+        image_id(images_key_of(raw_key)),
         owner=f"archive/{uuid.uuid4().hex}",
         now=now,
         until=now + DEFAULT_LEASE_SECONDS,
         keep_versions=keep,
     )
-    if withdrawn:
-        logger.info("withdrew the older image of a key whose newest version is rejected")
+
+
+def _receipt_names_request(s3: Any, settings: ArchiveSettings, request: ArchiveRequest) -> bool:
+    """Is the key's receipt still the one ``request`` came from (not removed, not newer)?"""
+    receipt = read_receipt(s3, settings.processed_bucket, request.source_key)
+    source = (receipt or {}).get("source") or {}
+    return (
+        normalize_etag(source.get("etag")) == request.source_etag
+        and (source.get("version_id") or None) == request.source_version_id
+    )
 
 
 def archive_receipt(
@@ -664,16 +616,8 @@ def is_receipt_event(ref: S3ObjectRef) -> bool:
     return ref.is_created and ref.key.startswith(RECEIPTS_PREFIX) and ref.key.endswith(".json")
 
 
-_ENV = os.environ
-PROCESSED_BUCKET = env_str(_ENV, "PROCESSED_BUCKET")
-SETTINGS = ArchiveSettings(
-    raw_bucket=env_str(_ENV, "RAW_BUCKET"),
-    archive_bucket=env_str(_ENV, "ARCHIVE_BUCKET"),
-    processed_bucket=PROCESSED_BUCKET,
-    images_table=env_str(_ENV, "IMAGES_TABLE"),
-    labels_table=env_str(_ENV, "LABELS_TABLE"),
-    storage_class=env_choice(_ENV, "ARCHIVE_STORAGE_CLASS", "STANDARD", STORAGE_CLASSES),
-)
+SETTINGS = ArchiveSettings.from_env(os.environ)
+PROCESSED_BUCKET = SETTINGS.processed_bucket
 logger = make_logger("archive")
 s3_client = boto3.client("s3")
 dynamodb_client = boto3.client("dynamodb")

@@ -27,7 +27,7 @@ Steps for one request object:
    the ids already found. Images are deduplicated and sorted by archive key.
    With cold storage (``ARCHIVE_COLD_STORAGE``), every matched image is looked at first
    (:mod:`sluice.restores`): archived ones are restored, the status is ``restoring`` with
-   counts, and the sweep serves the request again once a check is due (decision 30).
+   counts, and the sweep serves the request again once a check is due (decision 35).
 6. The zip is streamed into a :class:`~sluice.s3io.MultipartWriter`: each archive
    object is copied 1 MiB at a time into its entry (``images/<path under images/>``, made
    safe and unique), JPEG and other compressed formats stored, the manifest deflated.
@@ -51,7 +51,7 @@ Steps for one request object:
 
 The sweep: an EventBridge rule puts a scheduled event on the bundle queue every few
 minutes; the handler then delivers to recipients who have confirmed since and deletes
-every topic past its request's expiry (docs/decisions.md, 29).
+every topic past its request's expiry (docs/decisions.md, 34).
 
 Personal data: a request may carry ``notify`` (a recipient) and ``name`` (free text). They
 stay in the request object the requester wrote (which WORK's lifecycle rule expires) and
@@ -76,32 +76,26 @@ from typing import Any, Literal
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from sluice import bundles, request_topics, restores
 from sluice.bundles import BundleRequest, BundleRequestError, Match
-from sluice.config import env_choice, env_int, env_str
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.image_items import fetch_image_metadata
 from sluice.keys import (
     ARCHIVE_IMAGES_PREFIX,
     REQUESTS_PREFIX,
-    bundle_id_of,
+    bundle_id_for,
     bundle_zip_key,
     invalid_bundle_id,
 )
 from sluice.labels import LabelledImage, iter_images_for_label, label_count
 from sluice.metrics import REJECTED, Outcome
 from sluice.runtime import make_logger, run
-from sluice.s3io import MIB, MultipartWriter
+from sluice.s3io import MIB, MultipartWriter, get
+from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
+from sluice.timestamps import utc_iso
 from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_time
 
-MAX_URL_TTL_SECONDS = 7 * 24 * 3600
-"""SigV4 presigned URLs cannot live longer than 7 days."""
-DEFAULT_URL_TTL_SECONDS = 24 * 3600
-DEFAULT_EXPIRATION_DAYS = 1
-"""Days WORK keeps ``requests/`` and ``bundles/`` (the lifecycle rule of the same variable);
-a request's notification topic is deleted by then, delivered or not."""
 METADATA_BATCH = 100  # BatchGetItem's limit
 MANIFEST_NAME = "manifest.json"
 ZIP_IMAGES_DIR = "images/"
@@ -109,50 +103,6 @@ ZIP_IMAGES_DIR = "images/"
 Status = Literal["ready", "empty", "error"]
 
 logger = make_logger("bundle")
-
-
-# Configuration ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BundleConfig:
-    work_bucket: str
-    archive_bucket: str
-    labels_table: str
-    images_table: str
-    topic_arn: str
-    notify_topic_prefix: str
-    url_ttl_seconds: int = DEFAULT_URL_TTL_SECONDS
-    request_expiration_days: int = DEFAULT_EXPIRATION_DAYS
-    cold_storage: str = "none"
-    """``ARCHIVE_COLD_STORAGE``: ``none`` (every archived image is instantly readable, so
-    none is looked at first), ``intelligent_tiering`` or ``glacier`` (sluice.restores)."""
-    restore_tier: str = "Standard"
-    restore_days: int = 1
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> BundleConfig:
-        return cls(
-            work_bucket=env_str(env, "WORK_BUCKET"),
-            archive_bucket=env_str(env, "ARCHIVE_BUCKET"),
-            labels_table=env_str(env, "LABELS_TABLE"),
-            images_table=env_str(env, "IMAGES_TABLE"),
-            topic_arn=env_str(env, "BUNDLE_TOPIC_ARN"),
-            notify_topic_prefix=env_str(env, "NOTIFY_TOPIC_PREFIX"),
-            url_ttl_seconds=env_int(
-                env,
-                "BUNDLE_URL_TTL_SECONDS",
-                DEFAULT_URL_TTL_SECONDS,
-                minimum=1,
-                maximum=MAX_URL_TTL_SECONDS,
-            ),
-            request_expiration_days=env_int(
-                env, "BUNDLE_EXPIRATION_DAYS", DEFAULT_EXPIRATION_DAYS, minimum=1, maximum=3650
-            ),
-            cold_storage=env_choice(
-                env, "ARCHIVE_COLD_STORAGE", "none", ("none", "intelligent_tiering", "glacier")
-            ),
-            restore_tier=env_choice(env, "RESTORE_TIER", "Standard", restores.TIERS),
-            restore_days=env_int(env, "RESTORE_DAYS", 1, minimum=1, maximum=30),
-        )
 
 
 # Matching --------------------------------------------------------------------------------
@@ -199,7 +149,9 @@ def match_images(labels: Sequence[str], match: Match, images_of: ImagesOf) -> li
     return images
 
 
-def find_images(dynamodb: Any, config: BundleConfig, request: BundleRequest) -> list[MatchedImage]:
+def find_images(
+    dynamodb: Any, config: BundleSettings, request: BundleRequest
+) -> list[MatchedImage]:
     labels: Sequence[str] = request.labels
     if request.match == "all":
         # Counts only order the reads; the result does not depend on them being exact.
@@ -235,20 +187,10 @@ def _entry_name(names: EntryNames, image: MatchedImage) -> str:
     return names.claim(ZIP_IMAGES_DIR + safe)
 
 
-def _get_archived(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        response: dict[str, Any] = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    return response
-
-
 def write_bundle_zip(
     s3: Any,
     dynamodb: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     bundle_id: str,
     request: BundleRequest,
     images: Sequence[MatchedImage],
@@ -310,7 +252,7 @@ def write_bundle_zip(
 
 def _add_image(
     s3: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     archive: zipfile.ZipFile,
     names: EntryNames,
     image: MatchedImage,
@@ -318,7 +260,7 @@ def _add_image(
 ) -> dict[str, Any] | None:
     if not image.archive_key:
         return None
-    response = _get_archived(s3, config.archive_bucket, image.archive_key)
+    response = get(s3, config.archive_bucket, image.archive_key)
     if response is None:
         logger.warning("archived image is gone; left out", archive_key=image.archive_key)
         return None
@@ -357,7 +299,7 @@ def presigned_zip_url(s3: Any, bucket: str, bundle_id: str, ttl_seconds: int) ->
 def finish(
     s3: Any,
     sns: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     status: dict[str, Any],
     recipient_topic: str | None = None,
 ) -> None:
@@ -380,7 +322,7 @@ def finish(
 
 
 def open_recipient_topic(
-    sns: Any, config: BundleConfig, bundle_id: str, request: BundleRequest, fetched: RequestObject
+    sns: Any, config: BundleSettings, bundle_id: str, request: BundleRequest, fetched: RequestObject
 ) -> str | None:
     """The request's own topic with ``notify`` subscribed, when it asks for one."""
     if request.notify is None or request.notify_protocol is None:
@@ -406,20 +348,10 @@ class RequestObject:
 
 def read_request(s3: Any, ref: S3ObjectRef) -> RequestObject | None:
     """The request object as the event named it; None when superseded or gone."""
-    params: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
-    if ref.etag:
-        params["IfMatch"] = ref.etag
-    try:
-        response = s3.get_object(**params)
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code")
-        if code in ("PreconditionFailed", "412"):
-            logger.info("request was overwritten since this event; its newer version is served")
-            return None
-        if code in ("NoSuchKey", "404"):
-            logger.info("request no longer exists; nothing to do")
-            return None
-        raise
+    response = get(s3, ref.bucket, ref.key, if_match=ref.etag)
+    if response is None:
+        logger.info("request was overwritten or deleted since this event; nothing to do")
+        return None
     etag = normalize_etag(response.get("ETag")) or ref.etag or ""
     written_at = response.get("LastModified") or datetime.now(UTC)
     with closing(response["Body"]) as body:
@@ -432,11 +364,11 @@ def process_request(
     s3: Any,
     dynamodb: Any,
     sns: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Status | None:
     """Serve one request object; returns its outcome, or None when there was nothing to do."""
-    bundle_id = bundle_id_of(ref.key)
+    bundle_id = bundle_id_for(ref.key)
     key_error = None
     if bundle_id is None:
         bundle_id = invalid_bundle_id(ref.key)
@@ -460,7 +392,7 @@ def process_request(
         return None
 
     status = bundles.new_status(
-        bundle_id, request_key=ref.key, request_etag=request_etag, created_at=bundles.iso_utc(now())
+        bundle_id, request_key=ref.key, request_etag=request_etag, created_at=utc_iso(now())
     )
     try:
         if key_error is not None:
@@ -520,7 +452,7 @@ def process_request(
         manifest=MANIFEST_NAME,
         missing=contents.missing,
         url=presigned_zip_url(s3, config.work_bucket, bundle_id, ttl),
-        expires_at=bundles.iso_utc(signed_at + timedelta(seconds=ttl)),
+        expires_at=utc_iso(signed_at + timedelta(seconds=ttl)),
     )
     finish(s3, sns, config, status, topic)
     return "ready"
@@ -528,7 +460,7 @@ def process_request(
 
 def wait_for_restores(
     s3: Any,
-    config: BundleConfig,
+    config: BundleSettings,
     status: dict[str, Any],
     restore: restores.RestoreCheck,
     now: datetime,
@@ -554,12 +486,12 @@ def wait_for_restores(
         bundle_id=status["bundle_id"],
         restoring=len(restore.restoring),
         requested=restore.requested,
-        next_check_at=bundles.iso_utc(due),
+        next_check_at=utc_iso(due),
     )
 
 
 # Sweep (scheduled) -------------------------------------------------------------------------
-def sweep_restores(s3: Any, dynamodb: Any, sns: Any, config: BundleConfig, now: datetime) -> int:
+def sweep_restores(s3: Any, dynamodb: Any, sns: Any, config: BundleSettings, now: datetime) -> int:
     """Serve again each bundle whose restore check is due (sluice.restores); a marker goes
     once its bundle is no longer restoring for that request. Returns the bundles served."""
     served = 0
@@ -585,7 +517,7 @@ def sweep_restores(s3: Any, dynamodb: Any, sns: Any, config: BundleConfig, now: 
 
 
 def sweep(
-    s3: Any, sns: Any, config: BundleConfig, now: datetime, dynamodb: Any = None
+    s3: Any, sns: Any, config: BundleSettings, now: datetime, dynamodb: Any = None
 ) -> request_topics.SweepReport:
     """Serve bundles whose restores may be done (with ``dynamodb``), then deliver to
     recipients who confirmed since and delete expired topics (sluice.request_topics)."""
@@ -629,7 +561,7 @@ def is_schedule(payload: Any) -> bool:
 
 
 # Lambda entry point (clients and configuration are built once, at cold start) -------------
-CONFIG = BundleConfig.from_env(os.environ)
+CONFIG = BundleSettings.from_env(os.environ)
 _s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
 _dynamodb = boto3.client("dynamodb")
 _sns = boto3.client("sns")

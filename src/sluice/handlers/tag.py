@@ -1,6 +1,12 @@
-"""Tag handler: label each archived image and keep per-label counts exact.
+"""Tag handler: label each archived image and keep per-label counts exact; remove
+what a removed archived input owned.
 
-Triggered by ARCHIVE ``images/`` objects. For each one:
+Triggered by ARCHIVE ``images/`` objects created, and by ARCHIVE ``images/``, ``data/``,
+``rejected/`` and ``superseded/`` objects removed. A removal goes to
+:func:`sluice.deletion.remove_archived` (thumbnails or data outputs, the image's item,
+memberships and counts, the receipt; recorded ``deleted`` in the version ledger): this
+handler owns the label counts and the image lease, and it never writes ARCHIVE, so no
+removal it makes can trigger it again (decision 30). For each image created:
 
 1. HeadObject with ``IfMatch`` = the event's ETag. 412/404 means the object changed or
    went away since the event: a newer event covers it, so this one is skipped. The
@@ -23,8 +29,9 @@ Triggered by ARCHIVE ``images/`` objects. For each one:
    membership is written, its label is added to the item's ``labels_touched`` set, so the
    item always names a superset of the image's memberships; a run that crashed halfway
    leaves no membership a later run (even for different content) cannot find and remove.
-6. Record the result on the item (``labels``, ``labeler``, ``labels_updated_at``,
-   ``archive_etag``, ``archive_version_id``, ``label_error``) and release the lease in
+6. Record the result on the item (``labels``, ``label_confidence``, ``labeler``,
+   ``labels_updated_at``, ``updated_at``, ``archive_etag``, ``archive_version_id``,
+   ``label_error``) and release the lease in
    the same conditional write, so a run that lost its lease cannot overwrite a newer one.
    Only these attributes are written: the transform's attributes are left as they are.
 """
@@ -42,10 +49,15 @@ from typing import Any, Literal
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice import image_items
-from sluice.config import env_choice, env_float, env_int, env_str
+from sluice import deletion, image_items
 from sluice.events import S3ObjectRef, normalize_etag
-from sluice.keys import ARCHIVE_IMAGES_PREFIX, image_id
+from sluice.keys import (
+    ARCHIVE_DATA_PREFIX,
+    ARCHIVE_IMAGES_PREFIX,
+    ARCHIVE_REJECTED_PREFIX,
+    ARCHIVE_SUPERSEDED_PREFIX,
+    image_id,
+)
 from sluice.labelers import (
     ImageObject,
     Label,
@@ -54,9 +66,11 @@ from sluice.labelers import (
     RekognitionLabeler,
     UnlabelableImageError,
 )
-from sluice.labels import add_membership, remove_membership
+from sluice.labels import add_membership, confidence_value, remove_membership
+from sluice.leases import LeaseTerms
 from sluice.receipts import utc_now
 from sluice.runtime import make_logger, run
+from sluice.settings import TagSettings
 
 LEASE_MARGIN_SECONDS = 30.0
 DEFAULT_LEASE_SECONDS = 900.0 + LEASE_MARGIN_SECONDS
@@ -69,13 +83,6 @@ TagOutcome = Literal["tagged", "unchanged", "skipped"]
 
 class LeaseLostError(RuntimeError):
     """This run's lease expired and another run took the image over."""
-
-
-@dataclass(frozen=True)
-class TagSettings:
-    archive_bucket: str
-    images_table: str
-    labels_table: str
 
 
 @dataclass(frozen=True)
@@ -153,13 +160,17 @@ def _record_labels(
     names = [label.name for label in labels]
     sets = [
         "labels = :labels",
+        "label_confidence = :confidence",
         "labeler = :labeler",
         "labels_updated_at = :now",
+        "updated_at = :now",
+        "created_at = if_not_exists(created_at, :now)",
         "archive_etag = :etag",
     ]
     removes = ["tag_lease_owner", "tag_lease_until"]
     values: dict[str, Any] = {
         ":labels": {"L": [{"S": name} for name in names]},
+        ":confidence": {"M": {label.name: confidence_value(label.confidence) for label in labels}},
         ":labeler": {"S": labeler},
         ":now": {"S": utc_now()},
         ":etag": {"S": image.etag},
@@ -291,35 +302,60 @@ def is_archived_image(ref: S3ObjectRef) -> bool:
     return ref.is_created and ref.key.startswith(ARCHIVE_IMAGES_PREFIX)
 
 
-_ENV = os.environ
-SETTINGS = TagSettings(
-    archive_bucket=env_str(_ENV, "ARCHIVE_BUCKET"),
-    images_table=env_str(_ENV, "IMAGES_TABLE"),
-    labels_table=env_str(_ENV, "LABELS_TABLE"),
+REMOVAL_PREFIXES = (
+    ARCHIVE_IMAGES_PREFIX,
+    ARCHIVE_DATA_PREFIX,
+    ARCHIVE_REJECTED_PREFIX,
+    ARCHIVE_SUPERSEDED_PREFIX,
+)
+"""ARCHIVE names whose removal removes an input (docs/contracts.md)."""
+
+
+def is_archived_input_removed(ref: S3ObjectRef) -> bool:
+    return ref.is_removed and ref.key.startswith(REMOVAL_PREFIXES)
+
+
+SETTINGS = TagSettings.from_env(os.environ)
+DELETION = deletion.DeletionSettings(
+    raw_bucket=SETTINGS.raw_bucket,
+    processed_bucket=SETTINGS.processed_bucket,
+    archive_bucket=SETTINGS.archive_bucket,
+    images_table=SETTINGS.images_table,
+    labels_table=SETTINGS.labels_table,
 )
 logger = make_logger("tag")
 s3_client = boto3.client("s3")
 dynamodb_client = boto3.client("dynamodb")
 LABELER = build_labeler(
-    env_choice(_ENV, "LABELER", "rekognition", ("rekognition", "offline")),
+    SETTINGS.labeler,
     s3_client,
-    min_confidence=env_float(_ENV, "LABEL_MIN_CONFIDENCE", 80.0, minimum=0.0, maximum=100.0),
-    max_labels=env_int(_ENV, "LABEL_MAX_LABELS", 10, minimum=1, maximum=100),
+    min_confidence=SETTINGS.label_min_confidence,
+    max_labels=SETTINGS.label_max_labels,
 )
 
 
 def _accepts(ref: S3ObjectRef) -> bool:
-    return ref.bucket == SETTINGS.archive_bucket and is_archived_image(ref)
+    return ref.bucket == SETTINGS.archive_bucket and (
+        is_archived_image(ref) or is_archived_input_removed(ref)
+    )
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     def process(ref: S3ObjectRef) -> None:
         # The lease outlives this invocation's deadline, after which a crashed run is dead.
-        lease = Lease(
-            owner=f"{context.aws_request_id}/{uuid.uuid4().hex}",
-            seconds=context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS,
-        )
-        tag_image(s3_client, dynamodb_client, LABELER, SETTINGS, ref, lease)
+        owner = f"{context.aws_request_id}/{uuid.uuid4().hex}"
+        seconds = context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS
+        if ref.is_removed:
+            outcome = deletion.remove_archived(
+                s3_client,
+                dynamodb_client,
+                DELETION,
+                ref.key,
+                LeaseTerms(owner=owner, seconds=seconds),
+            )
+            logger.info("archived input removal", outcome=outcome)
+            return
+        tag_image(s3_client, dynamodb_client, LABELER, SETTINGS, ref, Lease(owner, seconds))
 
     return run(event, context, process, logger, accepts=_accepts)

@@ -31,7 +31,9 @@ Every output is a PUT derived only from the input and the metadata item is an Up
 that sets ``created_at`` once, so a retry after a crash redoes the same work; the
 receipt is the last write. Outputs a previous version of the same key left behind and
 this version does not produce (an errors report, data of a now-rejected file, thumbnails
-of a now-rejected image) are deleted so PROCESSED always matches the receipt.
+of a now-rejected image, or of a size no longer configured: whatever the receipt being
+replaced lists and the new one does not) are deleted so PROCESSED always matches the
+receipt. The new receipt names the one it replaces (``replaces``, sluice.receipts).
 
 Newest version wins (docs/contracts.md, "Ownership and versions"): the work on a key runs
 under its lease (:mod:`sluice.leases`), so two versions of one key are never transformed
@@ -64,6 +66,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import boto3
@@ -72,8 +75,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from sluice import image_items
-from sluice.config import env_choice, env_int, env_int_list, env_str
-from sluice.datasets import Dataset, Registry, env_datasets, load_registry
+from sluice.datasets import Dataset
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.images import (
     INPUT_FORMATS,
@@ -95,9 +97,11 @@ from sluice.leases import LEASE_MARGIN_SECONDS, LeaseTerms, key_lease, release_o
 from sluice.metrics import Outcome
 from sluice.receipts import (
     MAX_RECEIPT_ERRORS,
+    REPROCESS_METADATA,
     Kind,
     Receipt,
     read_receipt,
+    replacement,
     source_of,
     version_record,
     write_receipt,
@@ -111,13 +115,12 @@ from sluice.records import (
     transform_records,
 )
 from sluice.runtime import make_logger, run
-from sluice.s3io import MultipartWriter
+from sluice.s3io import MultipartWriter, head, is_gone_or_changed
+from sluice.settings import TransformSettings
 
 DATA_CONTENT_TYPES = {"array": "application/json", "lines": "application/x-ndjson"}
 ERRORS_CONTENT_TYPE = "application/x-ndjson"
 
-# Not-found and precondition codes that mean "this event's object is no longer current".
-_GONE_OR_CHANGED = {"NoSuchKey", "NoSuchVersion", "PreconditionFailed", "404", "412"}
 
 TIME_MARGIN_MS = 5_000
 """Time kept for aborting the uploads, removing stale outputs and writing the receipt."""
@@ -156,37 +159,6 @@ class OutOfTimeRetryError(Exception):
 
 
 @dataclass(frozen=True)
-class TransformSettings:
-    raw_bucket: str
-    processed_bucket: str
-    images_table: str
-    thumbnail_sizes: tuple[int, ...] = (128, 512)
-    thumbnail_format: str = "JPEG"
-    thumbnail_quality: int = 85
-    max_image_pixels: int = 64_000_000
-    max_image_bytes: int = 100 * 1024 * 1024
-    datasets: Registry = field(default_factory=load_registry)
-    max_data_bytes: int = 512 * 1024 * 1024
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> TransformSettings:
-        return cls(
-            raw_bucket=env_str(env, "RAW_BUCKET"),
-            processed_bucket=env_str(env, "PROCESSED_BUCKET"),
-            images_table=env_str(env, "IMAGES_TABLE"),
-            thumbnail_sizes=env_int_list(
-                env, "THUMBNAIL_SIZES", "128,512", minimum=16, maximum=4096
-            ),
-            thumbnail_format=env_choice(env, "THUMBNAIL_FORMAT", "JPEG", OUTPUT_FORMATS),
-            thumbnail_quality=env_int(env, "THUMBNAIL_QUALITY", 85, minimum=1, maximum=95),
-            max_image_pixels=env_int(env, "MAX_IMAGE_PIXELS", 64_000_000, minimum=1),
-            max_image_bytes=env_int(env, "MAX_IMAGE_BYTES", 100 * 1024 * 1024, minimum=1),
-            datasets=env_datasets(env, "DATASETS"),
-            max_data_bytes=env_int(env, "MAX_DATA_BYTES", 512 * 1024 * 1024, minimum=1),
-        )
-
-
-@dataclass(frozen=True)
 class Source:
     """The object as S3 has it now, confirmed to be the one the event announced."""
 
@@ -195,6 +167,8 @@ class Source:
     version_id: str | None
     size: int
     body: Any
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """The object's user metadata (``sluice reprocess`` marks its copies there)."""
 
     def receipt_source(self) -> dict[str, Any]:
         return source_of(self.ref, etag=self.etag, version_id=self.version_id, size=self.size)
@@ -218,10 +192,6 @@ def kind_of(key: str) -> Kind:
 # --- reading the source --------------------------------------------------------------------
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _receipt_names(receipt: Mapping[str, Any] | None, etag: str, version_id: str | None) -> bool:
     if not receipt:
         return False
@@ -231,14 +201,38 @@ def _receipt_names(receipt: Mapping[str, Any] | None, etag: str, version_id: str
     return version_id is None or source.get("version_id") in (None, version_id)
 
 
-def _key_is_gone(s3: Any, ref: S3ObjectRef) -> bool:
+def _previous_receipt(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The receipt this one overwrites, for its ``replaces``; one that is not JSON (nothing
+    sluice wrote) has no history to keep and must not stop the new receipt."""
     try:
-        s3.head_object(Bucket=ref.bucket, Key=ref.key)
-    except ClientError as error:
-        if _error_code(error) in _GONE_OR_CHANGED:
-            return True
-        raise
-    return False
+        return read_receipt(s3, bucket, key)
+    except ValueError:
+        logger.warning("the previous receipt is not JSON; its history is not kept")
+        return None
+
+
+def _outputs_left_behind(
+    previous: Mapping[str, Any] | None, receipt: Receipt, bucket: str
+) -> list[str]:
+    """PROCESSED outputs the receipt being replaced lists and this one does not: those of
+    settings that changed since (a thumbnail size dropped, a reprocess after a fix). They
+    belong to the same key (the receipt is at the key's own name), so they are removed
+    before the new receipt is written, and PROCESSED matches the receipt again."""
+    if not previous or (previous.get("source") or {}).get("key") != receipt.source["key"]:
+        return []
+    kept = {str(output["key"]) for output in receipt.outputs}
+    return [
+        str(output["key"])
+        for output in previous.get("outputs") or []
+        if isinstance(output, dict)
+        and output.get("bucket") == bucket
+        and isinstance(output.get("key"), str)
+        and output["key"] not in kept
+    ]
+
+
+def _key_is_gone(s3: Any, ref: S3ObjectRef) -> bool:
+    return head(s3, ref.bucket, ref.key) is None
 
 
 def _record_deleted_before_processing(
@@ -247,7 +241,9 @@ def _record_deleted_before_processing(
     """A key that never got a receipt and is gone from RAW: the ledger says so (it was
     deleted before it could be processed), so the audit need not look for it forever."""
     source = source_of(ref, etag=etag, version_id=ref.version_id, size=ref.size)
-    write_version_record(s3, settings.processed_bucket, version_record(source, "deleted"))
+    write_version_record(
+        s3, settings.processed_bucket, version_record(source, "deleted", deleted_from="raw")
+    )
     logger.info("input deleted from RAW before it was processed; recorded in the ledger")
 
 
@@ -264,20 +260,17 @@ def fetch_source(
             return None
     if etag is None:
         # Some emitters omit the ETag: take the current object as the one meant.
-        try:
-            head = s3.head_object(Bucket=ref.bucket, Key=ref.key)
-        except ClientError as error:
-            if _error_code(error) not in _GONE_OR_CHANGED:
-                raise
+        current = head(s3, ref.bucket, ref.key)
+        if current is None:
             logger.info("stale event: the object no longer exists")
             return None
-        etag = normalize_etag(head.get("ETag")) or ""
+        etag = normalize_etag(current.get("ETag")) or ""
     # The quoted form is what HTTP specifies (and what every S3 implementation accepts).
     request = {"Bucket": ref.bucket, "Key": ref.key, "IfMatch": f'"{etag}"'}
     try:
         response = s3.get_object(**request) if with_body else s3.head_object(**request)
     except ClientError as error:
-        if _error_code(error) not in _GONE_OR_CHANGED:
+        if not is_gone_or_changed(error):
             raise
         existing = read_receipt(s3, settings.processed_bucket, ref.key)
         if _receipt_names(existing, etag, ref.version_id):
@@ -300,6 +293,7 @@ def fetch_source(
         version_id=version_id or ref.version_id,
         size=int(response.get("ContentLength", 0)),
         body=response.get("Body"),
+        metadata=response.get("Metadata") or {},
     )
 
 
@@ -314,12 +308,8 @@ def _delete_if_present(s3: Any, bucket: str, keys: list[str]) -> None:
     """Remove outputs an earlier version left; HEAD first so no delete marker is made for
     keys that never existed."""
     for key in keys:
-        try:
-            s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if _error_code(error) in _GONE_OR_CHANGED:
-                continue
-            raise
+        if head(s3, bucket, key) is None:
+            continue
         s3.delete_object(Bucket=bucket, Key=key)
         logger.info("deleted an output of an earlier version", output_key=key)
 
@@ -497,7 +487,8 @@ class ImageOutcome:
 
     receipt: Receipt
     result: ImageResult | None = None
-    thumbnail_keys: Mapping[str, str] | None = None
+    thumbnails: Mapping[str, dict[str, Any]] | None = None
+    """By longest side: the item's thumbnail entries (``image_items.thumbnail_entry``)."""
 
 
 def transform_image(clients: Clients, settings: TransformSettings, source: Source) -> ImageOutcome:
@@ -530,7 +521,7 @@ def transform_image(clients: Clients, settings: TransformSettings, source: Sourc
             _rejected(source, "image", {"code": rejection.code, "message": rejection.message})
         )
     outputs = []
-    keys_by_size = {}
+    entries = {}
     for thumbnail in result.thumbnails:
         out_key = thumbnail_key(key, thumbnail.size, output.extension)
         clients.s3.put_object(
@@ -539,7 +530,14 @@ def transform_image(clients: Clients, settings: TransformSettings, source: Sourc
             Body=thumbnail.data,
             ContentType=thumbnail.content_type,
         )
-        keys_by_size[str(thumbnail.size)] = out_key
+        entries[str(thumbnail.size)] = image_items.thumbnail_entry(
+            settings.processed_bucket,
+            out_key,
+            width=thumbnail.width,
+            height=thumbnail.height,
+            size_bytes=len(thumbnail.data),
+            content_type=thumbnail.content_type,
+        )
         outputs.append(
             _output(settings.processed_bucket, out_key, thumbnail.content_type, len(thumbnail.data))
         )
@@ -548,7 +546,7 @@ def transform_image(clients: Clients, settings: TransformSettings, source: Sourc
     receipt = Receipt(
         status="processed", kind="image", source=source.receipt_source(), outputs=outputs
     )
-    return ImageOutcome(receipt, result, keys_by_size)
+    return ImageOutcome(receipt, result, entries)
 
 
 def put_image_item(
@@ -556,9 +554,14 @@ def put_image_item(
     table: str,
     source: Source,
     result: ImageResult,
-    thumbnail_keys: Mapping[str, str],
+    thumbnails: Mapping[str, dict[str, Any]],
 ) -> None:
-    """Create or refresh the image's item; ``labels``/``labeler`` (the tag handler's) stay."""
+    """Create or refresh the image's item (docs/contracts.md, "Image metadata item").
+
+    The tag handler's attributes (labels, lease) and the archive handler's (where the
+    original lies) stay; the shape-1 attributes ``thumbnail_keys`` and ``bytes`` are
+    removed, so a refreshed item has one shape.
+    """
     info = result.info
     archive_key = archive_key_for("image", "processed", source.ref.key)
     image_items.put_image_item(
@@ -566,15 +569,16 @@ def put_image_item(
         table,
         image_id(archive_key),
         {
+            "item_version": image_items.ITEM_VERSION,
             "source_bucket": source.ref.bucket,
             "source_key": source.ref.key,
             "source_etag": source.etag,
+            "source_bytes": info.bytes,
             "archive_key": archive_key,
-            "thumbnail_keys": dict(thumbnail_keys),
+            "thumbnails": {size: dict(entry) for size, entry in thumbnails.items()},
             "width": info.width,
             "height": info.height,
             "format": info.format,
-            "bytes": info.bytes,
             "sha256": info.sha256,
             "animated": info.animated,
         },
@@ -582,6 +586,8 @@ def put_image_item(
             "source_version_id": source.version_id,
             "captured_at": info.captured_at,
             "camera": info.camera,
+            "thumbnail_keys": None,
+            "bytes": None,
         },
     )
 
@@ -608,14 +614,11 @@ Verdict = Literal["current", "superseded", "deleted"]
 
 def current_verdict(s3: Any, source: Source) -> Verdict:
     """Is ``source`` still its key's current version in RAW (module docstring: newest)?"""
-    try:
-        head = s3.head_object(Bucket=source.ref.bucket, Key=source.ref.key)
-    except ClientError as error:
-        if _error_code(error) not in _GONE_OR_CHANGED:
-            raise
+    current = head(s3, source.ref.bucket, source.ref.key)
+    if current is None:
         return "deleted"
-    version_id = head.get("VersionId")
-    if normalize_etag(head.get("ETag")) != source.etag or (
+    version_id = current.get("VersionId")
+    if normalize_etag(current.get("ETag")) != source.etag or (
         source.version_id and version_id and version_id != source.version_id
     ):
         return "superseded"
@@ -636,19 +639,76 @@ def _transform(
             source.body.close()
 
 
+def _restore_outputs(s3: Any, bucket: str, receipt: Mapping[str, Any]) -> list[str]:
+    """Put back each PROCESSED output ``receipt`` lists as that receipt's transform wrote
+    it: the newest version of the key, of the listed size, written before the receipt
+    (PROCESSED is versioned). Returns the keys whose version is gone (expired)."""
+    written = datetime.fromisoformat(str(receipt["processed_at"]).replace("Z", "+00:00"))
+    # LastModified may be truncated to the second: a version of that second still counts.
+    latest = written.replace(microsecond=0) + timedelta(seconds=1)
+    lost = []
+    for output in receipt.get("outputs") or []:
+        if output.get("bucket") != bucket:
+            continue
+        key = str(output["key"])
+        listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
+        chosen = next(
+            (
+                version
+                for version in listing.get("Versions", [])
+                if version["Key"] == key
+                and version["Size"] == output.get("size")
+                and version["LastModified"] < latest
+            ),
+            None,
+        )
+        if chosen is None:
+            lost.append(key)
+        elif not chosen.get("IsLatest"):
+            s3.copy_object(
+                Bucket=bucket,
+                Key=key,
+                CopySource={"Bucket": bucket, "Key": key, "VersionId": chosen["VersionId"]},
+            )
+            logger.info("restored an output of the key's receipt", output_key=key)
+    return lost
+
+
 def _deleted_while_processing(
     clients: Clients, settings: TransformSettings, source: Source, receipt: Receipt
 ) -> None:
-    """The object was deleted from RAW while it was transformed: nothing of it stays."""
+    """The object was deleted from RAW while it was transformed: nothing of it stays.
+
+    Its outputs have the names of the key's current receipt's, if an earlier version has
+    one (issue 10): those are put back as that receipt wrote them (:func:`_restore_outputs`),
+    the others deleted, so the receipt lists exactly what PROCESSED holds."""
+    current = read_receipt(clients.s3, settings.processed_bucket, source.ref.key)
+    owned = {
+        str(output["key"])
+        for output in (current or {}).get("outputs") or []
+        if output.get("bucket") == settings.processed_bucket
+    }
     _delete_if_present(
-        clients.s3, settings.processed_bucket, [str(o["key"]) for o in receipt.outputs]
+        clients.s3,
+        settings.processed_bucket,
+        [str(o["key"]) for o in receipt.outputs if str(o["key"]) not in owned],
     )
+    if current is not None and owned:
+        lost = _restore_outputs(clients.s3, settings.processed_bucket, current)
+        if lost:
+            logger.warning(
+                "outputs of the key's receipt could not be restored (their versions expired)",
+                code="outputs_lost",
+                outputs_lost=len(lost),
+            )
     # Named as the event names the version, so that a late duplicate of the event (which
     # can only say what the event says) finds this record instead of writing another.
     named = source_of(
         source.ref, etag=source.etag, version_id=source.ref.version_id, size=source.size
     )
-    write_version_record(clients.s3, settings.processed_bucket, version_record(named, "deleted"))
+    write_version_record(
+        clients.s3, settings.processed_bucket, version_record(named, "deleted", deleted_from="raw")
+    )
     logger.info("input deleted from RAW while it was transformed; outputs removed")
 
 
@@ -697,14 +757,23 @@ def transform_object(
         if verdict == "deleted":
             _deleted_while_processing(clients, settings, source, receipt)
             return None
-        if outcome.result is not None and outcome.thumbnail_keys is not None:
+        if outcome.result is not None and outcome.thumbnails is not None:
             put_image_item(
                 clients.dynamodb,
                 settings.images_table,
                 source,
                 outcome.result,
-                outcome.thumbnail_keys,
+                outcome.thumbnails,
             )
+        previous = _previous_receipt(clients.s3, settings.processed_bucket, ref.key)
+        _delete_if_present(
+            clients.s3,
+            settings.processed_bucket,
+            _outputs_left_behind(previous, receipt, settings.processed_bucket),
+        )
+        receipt.replaces = replacement(
+            previous, receipt.source, source.metadata.get(REPROCESS_METADATA)
+        )
         write_receipt(clients.s3, settings.processed_bucket, receipt)
     logger.info(
         "input transformed",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sluice.arguments import seconds, whole_number
 from sluice.local import awsenv
 from sluice.local.stack import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -19,25 +20,8 @@ from sluice.local.stack import (
 from sluice.local.state import LOCAL_ENVIRONMENT
 from sluice.local.terraform import TFVARS as LOCAL_TFVARS
 
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, got {port}")
-    return port
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("the timeout must be positive")
-    return value
+_port = whole_number(1, 65535, what="a port number")
+_seconds = seconds(zero=False)
 
 
 def _root(args: argparse.Namespace) -> Path:

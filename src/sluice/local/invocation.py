@@ -24,8 +24,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
-
 
 def _lambda_message_attribute(value: Mapping[str, Any]) -> dict[str, Any]:
     binary = value.get("BinaryValue")

@@ -30,6 +30,11 @@ would otherwise bring:
 
 The functions never run inside LocalStack: exactly as with moto, the local environment
 creates the event source mappings disabled and the local runner serves them.
+
+What the community edition does not serve at all (Cognito, API Gateway v2, CloudFront) is
+switched off per environment (``api``, ``auth`` and ``web`` in ``var.environments``):
+:func:`switched_off` turns the environments the variable files give into that variant,
+which ``sluice up --emulator localstack`` and the end-to-end tests apply last.
 """
 
 from __future__ import annotations
@@ -45,13 +50,23 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from sluice.local import awsenv, procs
 from sluice.local.emulator import EmulatorError, Probe, probe, tail
 from sluice.local.state import StateDir
+
+MISSING_SERVICES = {
+    "auth": "Cognito (cognito-idp)",
+    "api": "API Gateway v2 (apigatewayv2)",
+    "web": "CloudFront (cloudfront)",
+}
+"""The environment switches (``var.environments``) LocalStack 4.14's community edition
+needs off, with the service it lacks for each: those providers are in its paid edition."""
+VARIANT_FILE = "localstack.tfvars.json"
+"""The LocalStack variant of the environments, written in the stack's state directory."""
 
 PYTHON_VERSION = (3, 13)
 LOCK = Path("requirements") / "localstack.lock"
@@ -371,6 +386,22 @@ def ensure(port: int, state: StateDir, out: TextIO) -> tuple[int | None, bool]:
             )
         time.sleep(1.0)
     return process.pid, False
+
+
+def switched_off(environments: Mapping[str, Any]) -> dict[str, Any]:
+    """``environments`` (``var.environments`` as the variable files give it) with the API,
+    sign-in and web app of every environment off: LocalStack cannot create them."""
+    off = {switch: {"enabled": False} for switch in MISSING_SERVICES}
+    return {name: {**dict(values), **off} for name, values in environments.items()}
+
+
+def write_variant(directory: Path, environments: Mapping[str, Any]) -> Path:
+    """The LocalStack variant of ``environments`` as a variable file, applied after the
+    others (a file that sets ``environments`` replaces the whole map, so it restates it)."""
+    path = directory / VARIANT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"environments": switched_off(environments)}, indent=2) + "\n")
+    return path
 
 
 def stop(state: StateDir, out: TextIO) -> bool:

@@ -22,7 +22,14 @@ does what the Lambda service does:
   killed``, batch not deleted, worker killed and replaced); the peak of every invocation
   is its REPORT line's ``Max Memory Used`` (:mod:`sluice.local.sandbox` says how and why);
 - writes START/END/REPORT and everything the function prints to its CloudWatch log group
-  in the emulator, one stream per worker, and to the worker's log file.
+  in the emulator, one stream per worker, and to the worker's log file;
+- follows configuration changes as Lambda does after `terraform apply` (new environment
+  variables, such as a fixed ``DATASETS``; code, timeout, memory): once the update is made,
+  no invocation runs with the old configuration. Before each invocation the worker
+  compares the function's configuration with the one it started with; when it changed,
+  the batch is handed back at once (visibility 0; its receive is counted, as a throttled
+  batch's would be) and the worker exits with :data:`EXIT_CONFIGURATION_CHANGED`, and the
+  supervisor reads the configuration again and starts a new worker (a cold start).
 
 Workers die with their supervisor (:func:`sluice.local.sandbox.die_with_parent`): a
 killed supervisor does not leave workers polling that nothing restarts. The supervisor
@@ -56,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import importlib
 import os
 import signal
@@ -82,7 +88,8 @@ from sluice.local.invocation import (
 )
 from sluice.local.procs import PidFile
 from sluice.local.sandbox import MemoryWatch, die_with_parent
-from sluice.local.wiring import FunctionWiring, QueueSource, discover
+from sluice.local.wiring import FunctionWiring, QueueSource, current_configuration, discover
+from sluice.timestamps import utc_iso
 
 Handler = Callable[[dict[str, Any], Any], Any]
 ShouldStop = Callable[[], bool]
@@ -94,6 +101,10 @@ _PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTU
 # The test-harness hook (module docstring): the preload module and its settings.
 PRELOAD_VARIABLE = "SLUICE_RUNNER_PRELOAD"
 _HARNESS_PREFIX = "SLUICE_RUNNER_"
+
+
+EXIT_CONFIGURATION_CHANGED = 75
+"""A worker's exit status when the function's configuration changed under it."""
 
 
 class InvocationTimeout(BaseException):
@@ -207,7 +218,12 @@ class FunctionWorker:
     platform_out: TextIO = field(default_factory=lambda: sys.__stderr__ or sys.stderr)
     wrap_handler: HandlerWrapper | None = None
     """The test harness's wrapper (:func:`load_preload`), applied at the cold start."""
+    lambda_client: Any | None = None
+    """Reads the function's configuration before each invocation (module docstring);
+    None: the configuration is taken as fixed."""
     stats: _Stats = field(default_factory=_Stats)
+    stale: bool = field(default=False, init=False)
+    """The function's configuration changed: this worker serves no more batches."""
     _handler: Handler | None = field(default=None, init=False)
     _init_ms: float | None = field(default=None, init=False)
     _init_reported: bool = field(default=False, init=False)
@@ -412,20 +428,51 @@ class FunctionWorker:
                 f" ({settlement.reason})"
             )
 
+    def configuration_changed(self) -> bool:
+        if self.lambda_client is None:
+            return False
+        return current_configuration(self.lambda_client, self.wiring.name) != (
+            self.wiring.configuration
+        )
+
+    def hand_back(self, source: QueueSource, messages: Sequence[dict[str, Any]]) -> None:
+        """Make a received batch visible again at once, without invoking anything."""
+        for start in range(0, len(messages), MAX_MESSAGES_PER_RECEIVE):
+            chunk = messages[start : start + MAX_MESSAGES_PER_RECEIVE]
+            self.sqs.change_message_visibility_batch(
+                QueueUrl=source.queue_url,
+                Entries=[
+                    {
+                        "Id": str(index),
+                        "ReceiptHandle": message["ReceiptHandle"],
+                        "VisibilityTimeout": 0,
+                    }
+                    for index, message in enumerate(chunk)
+                ],
+            )
+
     def poll_once(self, should_stop: ShouldStop = lambda: False) -> int:
         """Receive and invoke at most one batch per source; the number of messages handled."""
         handled = 0
         for source in self.sources:
-            if should_stop():
+            if should_stop() or self.stale:
                 break
             messages = self.receive_batch(source, should_stop)
+            if messages and self.configuration_changed():
+                self.hand_back(source, messages)
+                self.stale = True
+                self._platform(
+                    f"configuration changed: {len(messages)} messages handed back for a new"
+                    " execution environment"
+                )
+                break
             if messages:
                 self.invoke(source, messages)
                 handled += len(messages)
         return handled
 
     def serve(self, should_stop: ShouldStop) -> None:
-        while not should_stop():
+        while not should_stop() and not self.stale:
             try:
                 self.poll_once(should_stop)
             except Exception as error:
@@ -439,7 +486,7 @@ def _nothing() -> Iterator[None]:
 
 
 def _utc_stamp() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(timespec="milliseconds")
 
 
 class StopFlag:
@@ -517,7 +564,7 @@ class Supervisor:
                     "sluice.local.runner",
                     "--endpoint-url",
                     self._endpoint_url,
-                    *worker_arguments(child.wiring.name, os.getpid()),
+                    *worker_arguments(child.wiring.name, os.getpid(), child.wiring.configuration),
                 ],
                 env=function_process_env(child.wiring, self._endpoint_url),
                 stdin=subprocess.DEVNULL,
@@ -546,6 +593,9 @@ class Supervisor:
                         child.backoff = 1.0
                     continue
                 child.process = None
+                if code == EXIT_CONFIGURATION_CHANGED:
+                    self._reconfigure(child)
+                    continue
                 child.restart_at = now + child.backoff
                 self._say(
                     f"worker {child.wiring.name} exited with {code}; restarting in"
@@ -553,6 +603,18 @@ class Supervisor:
                 )
                 child.backoff = min(child.backoff * 2, 30.0)
         self.stop()
+
+    def _reconfigure(self, child: _Child) -> None:
+        """Read the function's configuration again; its new worker starts at once."""
+        found = discover(
+            awsenv.client("lambda", self._endpoint_url),
+            awsenv.client("sqs", self._endpoint_url),
+            function_name=child.wiring.name,
+        )
+        if found:
+            child.wiring = found[0]
+        child.restart_at = 0.0
+        self._say(f"worker {child.wiring.name}: configuration changed; starting a new one")
 
     def stop(self, grace_seconds: float = 30.0) -> None:
         running = [c.process for c in self._children if c.process and c.process.poll() is None]
@@ -572,9 +634,17 @@ class Supervisor:
         self._say("stopped")
 
 
-def worker_arguments(function_name: str, parent_pid: int) -> list[str]:
-    """The end of a worker's command line; its pid file's marker is a prefix of it."""
-    return ["--worker", function_name, "--parent-pid", str(parent_pid)]
+def worker_arguments(function_name: str, parent_pid: int, configuration: str = "") -> list[str]:
+    """The end of a worker's command line; its pid file's marker is a prefix of it.
+    ``configuration``: the fingerprint of the configuration its environment was made from."""
+    return [
+        "--worker",
+        function_name,
+        "--parent-pid",
+        str(parent_pid),
+        "--configuration",
+        configuration,
+    ]
 
 
 def worker_pid_file(pid_dir: Path, function_name: str) -> PidFile:
@@ -583,7 +653,9 @@ def worker_pid_file(pid_dir: Path, function_name: str) -> PidFile:
     return PidFile(pid_dir / f"{function_name}.pid", marker)
 
 
-def _serve_worker(endpoint_url: str, function_name: str, parent_pid: int | None) -> int:
+def _serve_worker(
+    endpoint_url: str, function_name: str, parent_pid: int | None, configuration: str | None
+) -> int:
     stop = StopFlag().install()
 
     def orphaned() -> None:
@@ -604,12 +676,22 @@ def _serve_worker(endpoint_url: str, function_name: str, parent_pid: int | None)
     if not wirings:
         print(f"no SQS event source mapping for {function_name}", file=sys.stderr)
         return 2
+    if configuration and wirings[0].configuration != configuration:
+        # Changed after the supervisor read it: this process's variables are the old ones.
+        return EXIT_CONFIGURATION_CHANGED
     # Before the handler's import (the worker's cold start), so its clients see the hooks.
     wrap_handler = load_preload(os.environ)
-    worker = FunctionWorker(wirings[0], sqs, logs, wrap_handler=wrap_handler, enforce_memory=True)
+    worker = FunctionWorker(
+        wirings[0],
+        sqs,
+        logs,
+        wrap_handler=wrap_handler,
+        enforce_memory=True,
+        lambda_client=awsenv.client("lambda", endpoint_url),
+    )
     with worker.open():
         worker.serve(stop)
-    return 0
+    return EXIT_CONFIGURATION_CHANGED if worker.stale else 0
 
 
 def _serve_all(
@@ -670,9 +752,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--worker", metavar="FUNCTION", help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--configuration", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return _serve_worker(args.endpoint_url, args.worker, args.parent_pid)
+        return _serve_worker(args.endpoint_url, args.worker, args.parent_pid, args.configuration)
     return _serve_all(args.endpoint_url, args.environment, args.log_dir, args.pid_dir)
 
 

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from sluice.keys import receipt_key
+from sluice.keys import RECEIPTS_PREFIX, receipt_key
 from sluice.labels import label_counts
 from sluice.local import awsenv, localstack, procs, summary
 from sluice.local.emulator import EmulatorError, ensure_moto, stop_moto, tail
@@ -183,11 +183,25 @@ def apply_terraform(
     environment: str = LOCAL_ENVIRONMENT,
     var_files: tuple[Path, ...] = (),
     runtime_urls: Mapping[str, str] | None = None,
+    emulator: str = EMULATORS[0],
 ) -> Environment:
     terraform = Terraform(state, endpoint_url, console.out)
     bucket = terraform.ensure_state_bucket(awsenv.client("s3", endpoint_url))
     console.step(f"terraform: init (state in s3://{bucket}, log {state.terraform_log})")
     terraform.init(state_key=state_key_for(environment))
+    if emulator == "localstack":
+        # What LocalStack's community edition lacks (Cognito, API Gateway v2, CloudFront)
+        # is switched off: the variable files' environments, restated with those off.
+        environments = terraform.local_variable(
+            "environments", [path.resolve() for path in var_files]
+        )
+        variant = localstack.write_variant(state.path, environments)
+        console.step(
+            "terraform: the API, sign-in and web app are off on LocalStack (no "
+            + ", ".join(localstack.MISSING_SERVICES.values())
+            + f" in its community edition): {variant}"
+        )
+        var_files = (*var_files, variant)
     files = " ".join(f"-var-file={path}" for path in (TFVARS, *var_files))
     console.step(f"terraform: apply {files} (a minute or more)")
     variables = {"runtime_urls": hcl_object(runtime_urls)} if runtime_urls else None
@@ -325,59 +339,93 @@ def settle_queues(
     return settled
 
 
-def stop_api(state: StateDir) -> int | None:
-    """Stop the API server; the pid it had, or None if none was running."""
-    pid = state.api_pid.running_pid()
+@dataclass(frozen=True)
+class _Server:
+    """A local server ``up`` starts beside the runner: the HTTP API or the web app."""
+
+    name: str
+    """``api`` or ``web``: its console prefix and its state files (``<name>_pid``, ``_log``)."""
+    title: str
+    module: str
+    serves: str
+    """What the environment lacks when there is nothing to serve."""
+
+    def pid_file(self, state: StateDir) -> procs.PidFile:
+        pid_file: procs.PidFile = getattr(state, f"{self.name}_pid")
+        return pid_file
+
+    def log(self, state: StateDir) -> Path:
+        log: Path = getattr(state, f"{self.name}_log")
+        return log
+
+
+API_SERVER = _Server("api", "API server", "sluice.local.apiserver", "HTTP API")
+WEB_SERVER = _Server("web", "web server", "sluice.local.webserver", "web app")
+
+
+def _stop_server(state: StateDir, server: _Server) -> int | None:
+    """Stop ``server``; the pid it had, or None if none was running."""
+    pid_file = server.pid_file(state)
+    pid = pid_file.running_pid()
     if pid is not None:
         procs.stop(pid, grace_seconds=10.0)
-    state.api_pid.clear()
+    pid_file.clear()
     return pid
+
+
+def _start_server(
+    state: StateDir,
+    server: _Server,
+    console: _Console,
+    endpoint_url: str,
+    *,
+    arguments: list[str] | None,
+    url: str,
+) -> str | None:
+    """Stop the previous ``server``, then serve at ``url`` with ``arguments`` (None: the
+    environment has nothing for it to serve); the URL, once its log says it is serving."""
+    previous = _stop_server(state, server)
+    if previous is not None:
+        console.step(f"{server.name}: stopped the previous {server.title} (pid {previous})")
+    if arguments is None:
+        console.step(f"{server.name}: not deployed in this environment (no {server.serves})")
+        return None
+    log_path = server.log(state)
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    process = procs.spawn_detached(
+        [sys.executable, "-m", server.module, "--endpoint-url", endpoint_url, *arguments],
+        log_path=log_path,
+        env=awsenv.local_env(endpoint_url),
+        cwd=state.root,
+    )
+    server.pid_file(state).write(process.pid)
+    ready = f"{server.module.rsplit('.', 1)[1]}: serving".encode()
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise UpError(
+                f"the {server.title} exited with code {process.returncode}: see {log_path}\n"
+                + tail(log_path)
+            )
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            return ready in log.read()
+
+    if not _poll(serving, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
+        raise UpError(f"the {server.title} did not start in time: see {log_path}")
+    console.step(f"{server.name}: serving {url} (pid {process.pid}, log {log_path})")
+    return url
 
 
 def start_api(
     state: StateDir, endpoint_url: str, environment: Environment, port: int, console: _Console
 ) -> str | None:
     """Serve the environment's HTTP API on 127.0.0.1:``port``; its URL (None without API)."""
-    previous = stop_api(state)
-    if previous is not None:
-        console.step(f"api: stopped the previous API server (pid {previous})")
-    if not environment.api_id:
-        console.step("api: the environment has no HTTP API")
-        return None
-    offset = state.api_log.stat().st_size if state.api_log.exists() else 0
-    process = procs.spawn_detached(
-        [
-            sys.executable,
-            "-m",
-            "sluice.local.apiserver",
-            "--endpoint-url",
-            endpoint_url,
-            "--api-id",
-            environment.api_id,
-            "--port",
-            str(port),
-        ],
-        log_path=state.api_log,
-        env=awsenv.local_env(endpoint_url),
-        cwd=state.root,
-    )
-    state.api_pid.write(process.pid)
+    arguments = None
+    if environment.api_id:
+        arguments = ["--api-id", environment.api_id, "--port", str(port)]
     url = awsenv.endpoint_for(port)
-
-    def serving() -> bool:
-        if process.poll() is not None:
-            raise UpError(
-                f"the API server exited with code {process.returncode}: see {state.api_log}\n"
-                + tail(state.api_log)
-            )
-        with state.api_log.open("rb") as log:
-            log.seek(offset)
-            return b"apiserver: serving" in log.read()
-
-    if not _poll(serving, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
-        raise UpError(f"the API server did not start in time: see {state.api_log}")
-    console.step(f"api: serving {url} (pid {process.pid}, log {state.api_log})")
-    return url
+    return _start_server(state, API_SERVER, console, endpoint_url, arguments=arguments, url=url)
 
 
 def seeded_user(
@@ -395,61 +443,22 @@ def seeded_user(
     return str(seed["email"]), str(seed["temporary_password"])
 
 
-def stop_web(state: StateDir) -> int | None:
-    """Stop the web server; the pid it had, or None if none was running."""
-    pid = state.web_pid.running_pid()
-    if pid is not None:
-        procs.stop(pid, grace_seconds=10.0)
-    state.web_pid.clear()
-    return pid
-
-
 def start_web(
     state: StateDir, endpoint_url: str, environment: Environment, url: str, console: _Console
 ) -> str | None:
     """Serve the environment's web app at ``url`` (127.0.0.1:<port>); None without one."""
-    previous = stop_web(state)
-    if previous is not None:
-        console.step(f"web: stopped the previous web server (pid {previous})")
-    if not environment.web_distribution_id:
-        console.step("web: the environment has no web app")
-        return None
-    state.web_headers.write_text(_json(dict(environment.web_response_headers)))
-    offset = state.web_log.stat().st_size if state.web_log.exists() else 0
-    process = procs.spawn_detached(
-        [
-            sys.executable,
-            "-m",
-            "sluice.local.webserver",
-            "--endpoint-url",
-            endpoint_url,
+    arguments = None
+    if environment.web_distribution_id:
+        state.web_headers.write_text(_json(dict(environment.web_response_headers)))
+        arguments = [
             "--distribution-id",
             environment.web_distribution_id,
             "--headers-file",
             str(state.web_headers),
             "--port",
             url.rsplit(":", 1)[1],
-        ],
-        log_path=state.web_log,
-        env=awsenv.local_env(endpoint_url),
-        cwd=state.root,
-    )
-    state.web_pid.write(process.pid)
-
-    def serving() -> bool:
-        if process.poll() is not None:
-            raise UpError(
-                f"the web server exited with code {process.returncode}: see {state.web_log}\n"
-                + tail(state.web_log)
-            )
-        with state.web_log.open("rb") as log:
-            log.seek(offset)
-            return b"webserver: serving" in log.read()
-
-    if not _poll(serving, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
-        raise UpError(f"the web server did not start in time: see {state.web_log}")
-    console.step(f"web: serving {url} (pid {process.pid}, log {state.web_log})")
-    return url
+        ]
+    return _start_server(state, WEB_SERVER, console, endpoint_url, arguments=arguments, url=url)
 
 
 def upload_samples(samples: Path, environment: Environment, endpoint_url: str) -> list[str]:
@@ -493,7 +502,9 @@ def wait_for_receipts(
     seen: set[str] = set()
 
     def all_there() -> bool:
-        present = {item.key for item in list_objects(s3, environment.processed_bucket, "receipts/")}
+        present = {
+            item.key for item in list_objects(s3, environment.processed_bucket, RECEIPTS_PREFIX)
+        }
         seen.update(present & wanted.keys())
         console.progress(f"  receipts {len(seen)}/{len(wanted)}", final=len(seen) == len(wanted))
         return len(seen) == len(wanted)
@@ -551,6 +562,7 @@ def up(
             environment=options.environment,
             var_files=options.var_files,
             runtime_urls={"api": options.api_url, "web": options.web_url},
+            emulator=options.emulator,
         )
         start_runner(
             state, endpoint_url, environment, console, environment_name=options.environment
@@ -595,7 +607,8 @@ def up(
         result.bundle_label, result.bundle = label, bundle
         result.api_url = api_url
         result.web_url = web_url
-        result.web_user = seeded_user(state, endpoint_url, options.environment, console)
+        if web_url:
+            result.web_user = seeded_user(state, endpoint_url, options.environment, console)
         print(summary.render(result), file=out, flush=True)
     except (EmulatorError, TerraformError, UpError) as error:
         print(f"sluice up: {error}", file=sys.stderr, flush=True)
@@ -645,10 +658,10 @@ def serve(state: StateDir, out: TextIO) -> int:
 
 def down(root: Path, out: TextIO = sys.stdout, *, state_dir: Path | None = None) -> int:
     state = StateDir(root, state_dir.resolve() if state_dir else None)
-    web = stop_web(state)
+    web = _stop_server(state, WEB_SERVER)
     if web is not None:
         print(f"web: stopped (pid {web})", file=out, flush=True)
-    api = stop_api(state)
+    api = _stop_server(state, API_SERVER)
     if api is not None:
         print(f"api: stopped (pid {api})", file=out, flush=True)
     runner = stop_runner(state)

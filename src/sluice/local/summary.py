@@ -114,6 +114,10 @@ def try_it(environment: Environment, endpoint_url: str) -> list[str]:
     ]
 
 
+NOT_DEPLOYED = "not deployed in this environment"
+"""What the summary says of a part the environment switches off (docs/localstack.md)."""
+
+
 def sign_in(api_url: str) -> list[str]:
     """How to reach the local HTTP API: sign in, then call it with the token."""
     return [
@@ -158,7 +162,11 @@ def render(summary: Summary) -> str:
     if summary.api_url:
         lines += ["", f"API         {summary.api_url}  (docs/api.md)"]
         lines += [f"  {command}" for command in sign_in(summary.api_url)]
-    if summary.web_url:
+    else:
+        lines += ["", f"API         {NOT_DEPLOYED} (api.enabled is false)"]
+    if not summary.web_url:
+        lines.append(f"Web app     {NOT_DEPLOYED} (web.enabled is false)")
+    else:
         lines += ["", f"Web app     {summary.web_url}  (web/README.md)"]
         if summary.web_user:
             email, password = summary.web_user

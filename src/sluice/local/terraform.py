@@ -215,10 +215,12 @@ class Terraform:
             raise TerraformError(f"terraform {args[0]} failed: {result.stderr.strip()}")
         return result.stdout
 
-    def local_variable(self, name: str) -> Any:
-        """The value ``env/local.tfvars`` gives variable ``name`` (``terraform console``)."""
+    def local_variable(self, name: str, extra_var_files: Sequence[Path] = ()) -> Any:
+        """The value ``env/local.tfvars`` (then ``extra_var_files``) gives variable ``name``
+        (``terraform console``)."""
         stdout = self._capture(
-            ["console", f"-var-file={TFVARS}"], stdin=f"jsonencode(var.{name})\n"
+            ["console", f"-var-file={TFVARS}", *(f"-var-file={path}" for path in extra_var_files)],
+            stdin=f"jsonencode(var.{name})\n",
         )
         # The console prints the JSON text as an HCL string literal, whose escapes are JSON's.
         return json.loads(json.loads(stdout.strip()))

@@ -8,7 +8,9 @@ emulator.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +55,8 @@ class FunctionWiring:
     log_group: str
     region: str
     sources: tuple[QueueSource, ...]
+    configuration: str = ""
+    """:func:`configuration_fingerprint` of the configuration this wiring was read from."""
 
     def describe(self) -> str:
         lines = [f"{self.name}: {self.handler} (timeout {self.timeout_seconds}s)"]
@@ -110,6 +114,28 @@ def _queue_source(sqs_client: Any, mapping: dict[str, Any]) -> QueueSource:
     )
 
 
+CONFIGURATION_FIELDS = (
+    "Handler",
+    "Environment",
+    "Timeout",
+    "MemorySize",
+    "Runtime",
+    "CodeSha256",
+    "Layers",
+    "RevisionId",
+)
+"""What a new execution environment is made from. moto changes neither ``RevisionId`` nor
+``LastModified`` on UpdateFunctionConfiguration, so the fields themselves are compared."""
+
+
+def configuration_fingerprint(config: Mapping[str, Any]) -> str:
+    """A digest of a GetFunctionConfiguration answer's :data:`CONFIGURATION_FIELDS`: it
+    changes when `terraform apply` (or any UpdateFunctionConfiguration/Code) changes them."""
+    chosen = {name: config.get(name) for name in CONFIGURATION_FIELDS}
+    text = json.dumps(chosen, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _function_wiring(
     lambda_client: Any, function_arn: str, sources: Iterable[QueueSource]
 ) -> FunctionWiring:
@@ -127,6 +153,14 @@ def _function_wiring(
         log_group=log_group,
         region=region,
         sources=tuple(sorted(sources, key=lambda s: s.queue_arn)),
+        configuration=configuration_fingerprint(config),
+    )
+
+
+def current_configuration(lambda_client: Any, function_name: str) -> str:
+    """The fingerprint of the function's configuration as the emulator holds it now."""
+    return configuration_fingerprint(
+        lambda_client.get_function_configuration(FunctionName=function_name)
     )
 
 

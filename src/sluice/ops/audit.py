@@ -11,6 +11,9 @@ exactly one receipt; every ARCHIVE object must be named by exactly one receipt (
 key's current version) or one ``superseded`` record of the version ledger, and carry
 that owner's source ETag. Versions recorded as ``deleted`` own nothing and need nothing.
 
+History (sluice.receipts): a receipt that replaces another version's names that version's
+record in ``replaces.record``; the record must exist (``missing history`` otherwise).
+
 While any queue has work, the pipeline is not at rest: what would be a discrepancy is then
 reported as "in progress" instead, and the audit is not clean either way. ``--wait`` lets
 the queues drain first.
@@ -24,12 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from sluice.events import normalize_etag
 from sluice.keys import (
     LEASES_PREFIX,
     RECEIPTS_PREFIX,
+    SOURCE_ETAG_METADATA,
     VERSIONS_PREFIX,
     archive_key_for,
     receipt_key,
@@ -46,13 +48,12 @@ from sluice.ops.objects import (
 from sluice.ops.queues import QueueDepth, peek, queue_depth
 from sluice.ops.status import ordered_queues
 from sluice.receipts import version_record_key_of
+from sluice.s3io import head
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-SOURCE_ETAG_METADATA = "sluice-source-etag"
-"""User metadata the archive handler stamps on each archived object."""
 
 DEAD_LETTERS = "dead letters"
 INPUT_WITHOUT_RECEIPT = "input without receipt"
@@ -64,6 +65,7 @@ MISSING_OUTPUT = "missing output"
 ORPHAN_OUTPUT = "orphan output"
 OWNED_TWICE = "owned twice"
 BAD_RECEIPT = "bad receipt"
+MISSING_HISTORY = "missing history"
 IN_PROGRESS = "in progress"
 
 LEDGER_PREFIXES = (RECEIPTS_PREFIX, VERSIONS_PREFIX, LEASES_PREFIX)
@@ -137,10 +139,6 @@ def pending_messages(sqs: SQSClient, environment: Environment) -> int:
     return sum(queue_depth(sqs, name, url).total for name, url in ordered_queues(environment))
 
 
-def _not_found(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
-
-
 def _s3_uri(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
@@ -161,22 +159,13 @@ class _Auditor:
 
     def archived_source_etag(self, key: str) -> tuple[bool, str | None]:
         """(exists, the source ETag the archive handler stamped on it, if any)."""
-        try:
-            head = self.s3.head_object(Bucket=self.environment.archive_bucket, Key=key)
-        except ClientError as exc:
-            if _not_found(exc):
-                return False, None
-            raise
-        return True, normalize_etag(head.get("Metadata", {}).get(SOURCE_ETAG_METADATA))
+        found = head(self.s3, self.environment.archive_bucket, key)
+        if found is None:
+            return False, None
+        return True, normalize_etag(found.get("Metadata", {}).get(SOURCE_ETAG_METADATA))
 
     def output_exists(self, bucket: str, key: str) -> bool:
-        try:
-            self.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if _not_found(exc):
-                return False
-            raise
-        return True
+        return head(self.s3, bucket, key) is not None
 
 
 def audit(
@@ -303,6 +292,14 @@ def audit(
                     MISSING_OUTPUT, _s3_uri(bucket, key), f"listed by receipt of {raw_key!r}"
                 )
 
+        replaced = body.get("replaces")
+        if isinstance(replaced, dict) and replaced.get("record") not in processed:
+            auditor.found(
+                MISSING_HISTORY,
+                receipt_uri,
+                f"replaces a version of {raw_key!r} whose record"
+                f" {replaced.get('record')!r} does not exist",
+            )
         current_versions.add((raw_key, version_token(source.get("version_id"), str(source_etag))))
         archive_key = archive_key_for(str(body.get("kind", "")), status, raw_key)
         expect_archived(archive_key, raw_key, source_etag, f"the receipt of {raw_key!r}")

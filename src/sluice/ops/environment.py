@@ -91,6 +91,8 @@ class Environment:
     work_bucket: str
     queue_urls: Mapping[str, str]
     dead_letter_queue_url: str
+    bucket_functions: Mapping[str, str] = field(default_factory=dict)
+    """Bucket name -> the function its notifications trigger (Terraform's wiring)."""
     dead_letter_queue_arn: str | None = None
     images_table: str | None = None
     labels_table: str | None = None
@@ -113,15 +115,9 @@ class Environment:
     @property
     def queue_for_bucket(self) -> dict[str, str]:
         """Bucket name -> URL of the queue its notifications feed (DLQ redrive target)."""
-        feeds = {
-            self.raw_bucket: "transform",
-            self.processed_bucket: "archive",
-            self.archive_bucket: "tag",
-            self.work_bucket: "bundle",
-        }
         return {
             bucket: self.queue_urls[function]
-            for bucket, function in feeds.items()
+            for bucket, function in self.bucket_functions.items()
             if function in self.queue_urls
         }
 
@@ -150,6 +146,9 @@ class Environment:
             work_bucket=str(required("work_bucket_name")),
             queue_urls={str(k): str(v) for k, v in queue_urls.items()},
             dead_letter_queue_url=str(required("dead_letter_queue_url")),
+            bucket_functions={
+                str(k): str(v) for k, v in dict(values.get("bucket_functions") or {}).items()
+            },
             dead_letter_queue_arn=values.get("dead_letter_queue_arn") or None,
             images_table=values.get("images_table_name") or None,
             labels_table=values.get("labels_table_name") or None,

@@ -17,11 +17,12 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from sluice.keys import MAX_KEY_BYTES
+from sluice.s3io import MIB
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-MIB = 1024 * 1024
+
 # Multipart above 64 MiB, in 16 MiB parts sent 4 at a time: few requests for typical
 # files, and a lost connection costs one part, not the whole object.
 TRANSFER_CONFIG = TransferConfig(

@@ -1,4 +1,7 @@
-/** Data files: their receipts, filterable by status, with each invalid record's position and reason. */
+/**
+ * Data files: their receipts, filterable by status, with each invalid record's position and
+ * reason, and links (presigned, short-lived) to the clean output and the errors report.
+ */
 import { h, render } from "../dom.js";
 import { describeError } from "../uploads.js";
 
@@ -19,7 +22,18 @@ export function show({ main, api }) {
     h("td", {}, input.errors?.length
       ? h("ul", { class: "reasons" }, input.errors.map((error) => h("li", {}, describeError(error))),
         input.errors_truncated ? h("li", {}, "… more in the full error report") : null)
-      : "none"));
+      : "none"),
+    h("td", { class: "links" }, outputLinks(input)));
+
+  const outputLinks = (input) => {
+    const name = input.key.split("/").pop();
+    const link = (url, text, cls) => url
+      ? h("li", {}, h("a", { href: url, class: cls }, text, h("span", { class: "visually-hidden" }, ` of ${name}`)))
+      : null;
+    const links = [link(input.output_url, "Clean output", "output-link"),
+      link(input.errors_report_url, "Errors report", "errors-report-link")].filter(Boolean);
+    return links.length ? h("ul", { class: "reasons" }, links) : "none";
+  };
 
   async function load(reset) {
     if (reset) { cursor = null; body.replaceChildren(); }
@@ -40,7 +54,7 @@ export function show({ main, api }) {
     h("label", { for: "status-filter" }, "Show data files with"), status, summary,
     h("div", { class: "table-wrap" }, h("table", { id: "inputs" },
       h("caption", { class: "muted" }, "Invalid records are named by position and rule, never by value."),
-      h("thead", {}, h("tr", {}, ["File", "Status", "Dataset", "Records", "Reasons"].map((name) => h("th", { scope: "col" }, name)))),
+      h("thead", {}, h("tr", {}, ["File", "Status", "Dataset", "Records", "Reasons", "Outputs"].map((name) => h("th", { scope: "col" }, name)))),
       body)),
     h("div", { class: "row" }, more));
   load(true);

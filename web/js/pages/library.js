@@ -10,6 +10,23 @@ const DETAIL_CONCURRENCY = 4;
 
 export function labelText(entry) { return `${entry.label} (${entry.count})`; }
 
+/** "97.1% confident"; images labelled before confidences were kept have none. */
+export function confidenceText(confidence) {
+  return confidence === null || confidence === undefined ? "confidence not recorded" : `${confidence.toFixed(1)}% confident`;
+}
+
+function pixels(size) {
+  return size.width && size.height ? `${size.width} × ${size.height} px` : null;
+}
+
+function thumbnailRow(size, thumbnail) {
+  return h("tr", { "data-size": size },
+    h("th", { scope: "row" }, `${size} px`),
+    h("td", { class: "pixels" }, pixels(thumbnail) ?? "not recorded"),
+    h("td", { class: "bytes" }, thumbnail.bytes === null ? "not recorded" : formatBytes(thumbnail.bytes)),
+    h("td", {}, h("a", { href: thumbnail.url }, `Open the ${size} px thumbnail`)));
+}
+
 export function show({ main, api, auth, config, signal }) {
   let selected = "";
   let cursor = null;
@@ -83,7 +100,7 @@ export function show({ main, api, auth, config, signal }) {
           const full = await api.getImage(entry.image.id);
           const sizes = Object.keys(full.thumbnails).map(Number).sort((a, b) => a - b);
           const best = sizes.find((size) => size >= 128) ?? sizes.at(-1);
-          if (best !== undefined) entry.img.src = full.thumbnails[String(best)];
+          if (best !== undefined) entry.img.src = full.thumbnails[String(best)].url;
           entry.img.alt = `${full.name}: ${full.labels.join(", ") || "no labels yet"}`;
         } catch {
           entry.img.alt = `${entry.image.name} (no thumbnail)`;
@@ -102,9 +119,10 @@ export function show({ main, api, auth, config, signal }) {
     }
     const sizes = Object.keys(image.thumbnails).map(Number).sort((a, b) => b - a);
     const meta = [
-      ["Name", image.name], ["Size", `${image.width ?? "?"} × ${image.height ?? "?"} px`],
+      ["Name", image.name], ["Size", pixels(image)],
       ["Format", image.format], ["Bytes", formatBytes(image.bytes)], ["Captured", image.captured_at],
-      ["Camera", image.camera], ["Uploaded", image.created_at], ["Links valid until", image.links_expire_at],
+      ["Camera", image.camera], ["Uploaded", image.created_at], ["Updated", image.updated_at],
+      ["Archived", image.archived_at], ["Links valid until", image.links_expire_at],
     ].filter(([, value]) => value);
     const close = h("button", { type: "button", onclick: () => { detail.hidden = true; grid.querySelector(`[data-image="${CSS.escape(id)}"] button`)?.focus(); } }, "Close");
     const actions = h("div", { class: "row" },
@@ -115,11 +133,18 @@ export function show({ main, api, auth, config, signal }) {
     }
     detail.replaceChildren(
       h("h2", { id: "detail-title", tabindex: "-1" }, image.name),
-      sizes.length ? h("img", { src: image.thumbnails[String(sizes[0])], alt: `Thumbnail of ${image.name}` }) : null,
+      sizes.length ? h("img", { src: image.thumbnails[String(sizes[0])].url, alt: `Thumbnail of ${image.name}` }) : null,
       h("dl", { class: "meta" }, meta.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)])),
       h("h3", {}, "Labels"),
-      image.labels.length ? h("ul", { id: "detail-labels" }, image.labels.map((label) => h("li", {}, label))) : h("p", {}, "No labels yet."),
-      h("p", { class: "muted" }, "The API lists labels without their confidence."),
+      image.label_details.length
+        ? h("ul", { id: "detail-labels" }, image.label_details.map((entry) =>
+          h("li", { "data-label": entry.label }, h("span", { class: "label-name" }, entry.label), " ",
+            h("span", { class: "muted confidence" }, confidenceText(entry.confidence)))))
+        : h("p", {}, "No labels yet."),
+      h("div", { class: "table-wrap" }, h("table", { id: "detail-thumbnails" },
+        h("caption", {}, "Thumbnails"),
+        h("thead", {}, h("tr", {}, ["Longest side", "Pixels", "Bytes", "Link"].map((name) => h("th", { scope: "col" }, name)))),
+        h("tbody", {}, sizes.map((size) => thumbnailRow(size, image.thumbnails[String(size)]))))),
       actions);
     detail.hidden = false;
     detail.querySelector("h2").focus();
