@@ -41,8 +41,11 @@ module "pipeline" {
   thumbnail_format              = each.value.thumbnail_format
   max_data_bytes                = each.value.max_data_bytes
   archive_storage_class         = each.value.archive_storage_class
+  archive_cold_storage          = each.value.archive_cold_storage
   labeler                       = each.value.labeler
   bundle_url_ttl_seconds        = each.value.bundle_url_ttl_seconds
+  bundle_expiration_days        = each.value.bundle_expiration_days
+  bundle_sweep_minutes          = each.value.bundle_sweep_minutes
   raw_cors_allowed_origins      = each.value.raw_cors_allowed_origins
   auth_enabled                  = each.value.auth.enabled
   api_enabled                   = each.value.api.enabled

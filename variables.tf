@@ -36,7 +36,7 @@ variable "tags" {
 }
 
 variable "environments" {
-  description = "Environments deployed by this state, by name; an unset attribute takes the pipeline module's default (modules/pipeline/variables.tf describes each, e.g. datasets). api, auth and web switch the HTTP API (with its api function), the Cognito sign-in and the web app on or off (on unless set: off only where the emulator lacks the service, docs/localstack.md); the API needs sign-in and the web app needs the API."
+  description = "Environments deployed by this state, by name; an unset attribute takes the pipeline module's default (modules/pipeline/variables.tf describes each, e.g. datasets). api, auth and web switch the HTTP API (with its api function), the Cognito sign-in and the web app on or off (on unless set: off only where the emulator lacks the service, docs/localstack.md); the API needs sign-in and the web app needs the API. bundle_expiration_days (whole days, 1-3650) is how long WORK keeps requests/ and bundles/ and a request's notification topic lives; bundle_sweep_minutes (whole minutes, 1-60) is how often the bundle handler's scheduled sweep runs (docs/decisions.md, 34)."
   type = map(object({
     name_prefix        = optional(string)
     architecture       = optional(string)
@@ -56,8 +56,18 @@ variable "environments" {
     thumbnail_format              = optional(string)
     max_data_bytes                = optional(number)
     archive_storage_class         = optional(string)
+    archive_cold_storage = optional(object({
+      mode                     = string
+      archive_access_days      = optional(number)
+      deep_archive_access_days = optional(number)
+      glacier_after_days       = optional(number)
+      restore_tier             = optional(string)
+      restore_days             = optional(number)
+    }))
     labeler                       = optional(string)
     bundle_url_ttl_seconds        = optional(number)
+    bundle_expiration_days        = optional(number)
+    bundle_sweep_minutes          = optional(number)
     raw_cors_allowed_origins      = optional(list(string))
     web_origins                   = optional(list(string))
     web_sign_in                   = optional(string)
@@ -103,6 +113,20 @@ variable "environments" {
       for env in values(var.environments) : (env.auth.enabled || !env.api.enabled) && (env.api.enabled || !env.web.enabled)
     ])
     error_message = "An environment's HTTP API needs its sign-in (auth.enabled), and its web app needs the API (api.enabled)."
+  }
+
+  validation {
+    condition = alltrue([
+      for env in values(var.environments) : env.bundle_expiration_days == null ? true : env.bundle_expiration_days >= 1 && env.bundle_expiration_days <= 3650 && floor(env.bundle_expiration_days) == env.bundle_expiration_days
+    ])
+    error_message = "bundle_expiration_days must be a whole number of days between 1 and 3650."
+  }
+
+  validation {
+    condition = alltrue([
+      for env in values(var.environments) : env.bundle_sweep_minutes == null ? true : env.bundle_sweep_minutes >= 1 && env.bundle_sweep_minutes <= 60 && floor(env.bundle_sweep_minutes) == env.bundle_sweep_minutes
+    ])
+    error_message = "bundle_sweep_minutes must be a whole number between 1 and 60."
   }
 
   validation {

@@ -65,6 +65,7 @@ CHILD_ENV = {
     "IMAGES_TABLE": IMAGES_TABLE,
     "LABELS_TABLE": LABELS_TABLE,
     "BUNDLE_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:bench-bundles",
+    "NOTIFY_TOPIC_PREFIX": "bench-notify-",
 }
 
 JPEG_START = bytes.fromhex("ffd8ffe000104a46494600010100000100010000")
@@ -136,6 +137,7 @@ def clear_work_bucket() -> None:
 def child_bundle(count: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
     import boto3
 
+    from sluice import bundles
     from sluice.handlers import bundle
     from sluice.keys import image_id
 
@@ -144,7 +146,7 @@ def child_bundle(count: int, profiler: cProfile.Profile | None) -> dict[str, Any
     images = [
         bundle.MatchedImage(image_id(image_key(n)), image_key(n), ("Bench",)) for n in range(count)
     ]
-    request = bundle.BundleRequest(labels=("Bench",))
+    request = bundles.BundleRequest(labels=("Bench",))
     before = peak_rss_bytes()
     if profiler is not None:
         profiler.enable()

@@ -90,6 +90,7 @@ HANDLER_ENV = {
     "IMAGES_TABLE": "bench-images",
     "LABELS_TABLE": "bench-labels",
     "BUNDLE_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:bench-bundles",
+    "NOTIFY_TOPIC_PREFIX": "bench-notify-",
     "LABELER": "rekognition",
     "POWERTOOLS_LOG_LEVEL": "INFO",
     "AWS_ENDPOINT_URL": "http://127.0.0.1:9",

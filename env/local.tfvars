@@ -22,6 +22,12 @@ environments = {
     thumbnail_sizes        = [64, 128]
     bundle_url_ttl_seconds = 3600
 
+    # Bundles: WORK keeps requests/ and bundles/ (and a request's recipient topic lives)
+    # this many days; the bundle handler's sweep (confirmed recipients, expired topics,
+    # due restore checks) runs every this many minutes.
+    bundle_expiration_days = 1
+    bundle_sweep_minutes   = 5
+
     # Data files by RAW key prefix: a JSON Schema shipped in src/sluice/datasets/ and the
     # fields kept in PROCESSED. root = true: JSON files at the bucket root are this dataset.
     # Adding a dataset: its schema file there and an entry here (modules/pipeline, datasets).

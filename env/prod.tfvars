@@ -7,6 +7,12 @@ environments = {
     log_level          = "INFO"
     labeler            = "rekognition"
 
+    # Bundles: WORK keeps requests/ and bundles/ (and a request's recipient topic lives)
+    # this many days; the bundle handler's sweep (confirmed recipients, expired topics,
+    # due restore checks) runs every this many minutes.
+    bundle_expiration_days = 1
+    bundle_sweep_minutes   = 5
+
     # Cold starts restore a snapshot taken after init (imports, clients, schemas): init
     # alone is 0.3-0.5 s (docs/benchmarks.md, "Cold start").
     snap_start = true

@@ -19,6 +19,8 @@ import boto3
 import pytest
 
 REGION = "us-east-1"
+NOTIFY_TOPIC_PREFIX = "sluice-test-notify-"
+"""Name prefix of the bundle handler's per-request topics in the tests' environment."""
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 
 # The raw -> processed tutorial's own file (samples/ikerian_sample.json) and what PROCESSED
@@ -88,6 +90,7 @@ class Pipeline:
             "IMAGES_TABLE": self.images_table,
             "LABELS_TABLE": self.labels_table,
             "BUNDLE_TOPIC_ARN": self.topic_arn,
+            "NOTIFY_TOPIC_PREFIX": NOTIFY_TOPIC_PREFIX,
             "LABELER": "offline",
         }
 

@@ -165,7 +165,7 @@ def drive_pipeline(p: Pipeline, invoke: Invoke, inputs: list[tuple[str, bytes]])
         )["Items"]
     ]
     assert labels
-    request = {"labels": labels, "match": "any", "notify": "privacy-check"}
+    request = {"labels": labels, "match": "any", "notify": "privacy-check@example.org"}
     p.s3.put_object(
         Bucket=p.work, Key="requests/everything.json", Body=json.dumps(request).encode()
     )

@@ -436,6 +436,54 @@ data "aws_iam_policy_document" "bundle" {
     actions   = ["sns:Publish"]
     resources = [var.bundle_topic_arn]
   }
+
+  # A request that names a recipient gets a topic of its own (sluice.request_topics):
+  # created with its expiry tags (CreateTopic with tags needs TagResource too), the
+  # recipient subscribed, the link published once the subscription is confirmed, then
+  # deleted; the sweep reads each topic's tags. Only topics under the environment's
+  # request-topic prefix.
+  statement {
+    sid = "RequestTopics"
+    actions = [
+      "sns:CreateTopic",
+      "sns:TagResource",
+      "sns:Subscribe",
+      "sns:ListSubscriptionsByTopic",
+      "sns:Publish",
+      "sns:ListTagsForResource",
+      "sns:DeleteTopic",
+    ]
+    resources = [var.request_topics_arn_pattern]
+  }
+
+  # Archived images in an archive tier are restored before a bundle reads them, and the
+  # bundle waits under a marker its sweep deletes once it is made (sluice.restores).
+  dynamic "statement" {
+    for_each = var.cold_storage_enabled ? [1] : []
+
+    content {
+      sid       = "RestoreArchivedImages"
+      actions   = ["s3:RestoreObject"]
+      resources = [local.objects.archive.images]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.cold_storage_enabled ? [1] : []
+
+    content {
+      sid       = "ForgetRestoreMarkers"
+      actions   = ["s3:DeleteObject"]
+      resources = ["${var.bucket_arns.work}/${var.key_prefixes.work.bundles}_restoring/*"] # sluice.restores.RESTORING_PREFIX
+    }
+  }
+
+  # The sweep finds those topics by name; ListTopics has no resource-level permission.
+  statement {
+    sid       = "FindRequestTopics"
+    actions   = ["sns:ListTopics"]
+    resources = ["*"]
+  }
 }
 
 resource "aws_iam_role_policy" "this" {

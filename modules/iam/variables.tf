@@ -62,6 +62,22 @@ variable "bundle_topic_arn" {
   type        = string
 }
 
+variable "cold_storage_enabled" {
+  description = "Whether archived images may be in archive tiers, so the bundle handler restores them (RestoreObject) and keeps restore markers in WORK."
+  type        = bool
+  default     = false
+}
+
+variable "request_topics_arn_pattern" {
+  description = "ARN pattern (ending in *) of the topics the bundle handler creates, one per request that names a recipient, and deletes."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:[^:]+:sns:[^:]+:[0-9]+:[A-Za-z0-9_-]+\\*$", var.request_topics_arn_pattern))
+    error_message = "request_topics_arn_pattern must be a topic ARN whose name is a prefix followed by *."
+  }
+}
+
 variable "rekognition_enabled" {
   description = "Whether the tag handler may call Rekognition (false when it uses the offline labeler)."
   type        = bool

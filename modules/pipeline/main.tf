@@ -72,6 +72,13 @@ locals {
     }
   }
 
+  # Cold storage of archived images (var.archive_cold_storage): the bucket's tiering or
+  # transition, and what the bundle handler must know to restore (sluice.restores).
+  cold_storage = var.archive_cold_storage == null ? "none" : var.archive_cold_storage.mode
+  # One topic per bundle request that names a recipient, created and deleted by the bundle
+  # handler (sluice.request_topics); its role may touch no other topic it did not create.
+  request_topic_prefix = "${local.name}-notify-"
+
   # The handlers' item counts (src/sluice/metrics.py): the namespace is set here and
   # passed to the functions; tests/unit/test_metrics.py ties these names to the Python ones.
   metrics = {
@@ -128,6 +135,12 @@ locals {
     bundle = {
       BUNDLE_TOPIC_ARN       = aws_sns_topic.bundles.arn
       BUNDLE_URL_TTL_SECONDS = tostring(var.bundle_url_ttl_seconds)
+      BUNDLE_EXPIRATION_DAYS = tostring(var.bundle_expiration_days)
+      NOTIFY_TOPIC_PREFIX    = local.request_topic_prefix
+      ARCHIVE_COLD_STORAGE   = local.cold_storage
+      # Unset (null) without cold storage: the handler's defaults, never used then.
+      RESTORE_TIER = var.archive_cold_storage == null ? null : var.archive_cold_storage.restore_tier
+      RESTORE_DAYS = var.archive_cold_storage == null ? null : tostring(var.archive_cold_storage.restore_days)
     }
     api = {
       UPLOAD_ROLE_ARN        = module.iam.upload_role_arn
@@ -169,6 +182,24 @@ data "aws_iam_policy_document" "data_key" {
     principals {
       type        = "AWS"
       identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
+    }
+  }
+
+  # The sweep rule sends its scheduled events to the (encrypted) bundle queue.
+  statement {
+    sid       = "EventBridgeSchedulesEncryptedQueues"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = ["*"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
     }
   }
 
@@ -240,8 +271,22 @@ module "bucket" {
   noncurrent_version_expiration_days = each.key == "archive" ? var.archive_noncurrent_retention_days : null
   object_lock_days                   = each.key == "archive" ? var.archive_object_lock_days : null
 
-  # Bundles are downloads with a bounded lifetime; nothing else expires.
-  expiring_prefixes = each.key == "work" ? { (var.key_prefixes.work.bundles) = var.bundle_expiration_days } : {}
+  # Bundles are downloads with a bounded lifetime, and their requests (which may name a
+  # recipient) go with them; nothing else expires.
+  expiring_prefixes = each.key == "work" ? {
+    (var.key_prefixes.work.bundles)  = var.bundle_expiration_days
+    (var.key_prefixes.work.requests) = var.bundle_expiration_days
+  } : {}
+
+  # Archived images may go cold (var.archive_cold_storage); nothing else does.
+  intelligent_tiering = each.key == "archive" && local.cold_storage == "intelligent_tiering" ? {
+    prefix                   = var.key_prefixes.archive.images
+    archive_access_days      = var.archive_cold_storage.archive_access_days
+    deep_archive_access_days = var.archive_cold_storage.deep_archive_access_days
+  } : null
+  transitions = each.key == "archive" && local.cold_storage == "glacier" ? {
+    (var.key_prefixes.archive.images) = { days = var.archive_cold_storage.glacier_after_days, storage_class = "GLACIER" }
+  } : {}
 
   # Browsers upload to RAW with presigned PUT or POST and read the ETag to confirm.
   cors_rules = each.key == "raw" && length(var.raw_cors_allowed_origins) > 0 ? [{
@@ -344,8 +389,11 @@ module "iam" {
   labels_table_arn    = module.labels_table.table_arn
   bundle_topic_arn    = aws_sns_topic.bundles.arn
   rekognition_enabled = var.labeler == "rekognition"
-  kms_key_arn         = local.data_key_arn
-  tags                = local.tags
+
+  cold_storage_enabled       = local.cold_storage != "none"
+  request_topics_arn_pattern = "arn:${local.partition}:sns:${local.region}:${local.account_id}:${local.request_topic_prefix}*"
+  kms_key_arn                = local.data_key_arn
+  tags                       = local.tags
 }
 
 check "function_resource_arns" {
@@ -503,6 +551,28 @@ data "aws_iam_policy_document" "queue" {
       values   = [local.account_id]
     }
   }
+
+  # The bundle queue also carries the sweep rule's scheduled events.
+  dynamic "statement" {
+    for_each = each.key == "bundle" ? [aws_cloudwatch_event_rule.bundle_sweep.arn] : []
+
+    content {
+      sid       = "AllowSweepSchedule"
+      actions   = ["sqs:SendMessage"]
+      resources = [module.function[each.key].queue_arn]
+
+      principals {
+        type        = "Service"
+        identifiers = ["events.amazonaws.com"]
+      }
+
+      condition {
+        test     = "ArnEquals"
+        variable = "aws:SourceArn"
+        values   = [statement.value]
+      }
+    }
+  }
 }
 
 resource "aws_sqs_queue_policy" "this" {
@@ -527,6 +597,27 @@ module "notifications" {
   ]
 
   # S3 validates that it may send to each queue when the configuration is written.
+  depends_on = [aws_sqs_queue_policy.this]
+}
+
+# --- The bundle handler's sweep --------------------------------------------------------------
+
+# Every few minutes a scheduled event on the bundle queue makes the bundle handler deliver
+# to recipients who confirmed their email subscription since, and delete the request topics
+# past their expiry (src/sluice/request_topics.py; docs/decisions.md, 34). Each sweep is a
+# chain of its own, so Lambda's recursive loop detection never sees one.
+resource "aws_cloudwatch_event_rule" "bundle_sweep" {
+  name                = "${local.name}-bundle-sweep"
+  description         = "Sweeps the ${local.name} bundle request topics: late deliveries, expiry."
+  schedule_expression = "rate(${var.bundle_sweep_minutes} ${var.bundle_sweep_minutes == 1 ? "minute" : "minutes"})"
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_event_target" "bundle_sweep" {
+  rule = aws_cloudwatch_event_rule.bundle_sweep.name
+  arn  = module.function["bundle"].queue_arn
+
+  # The queue policy must admit the rule before EventBridge can deliver.
   depends_on = [aws_sqs_queue_policy.this]
 }
 

@@ -199,6 +199,56 @@ variable "archive_storage_class" {
   }
 }
 
+variable "archive_cold_storage" {
+  description = "Archived images (ARCHIVE images/) in cold storage, or null (the default) to keep them instantly readable. mode = intelligent_tiering (needs archive_storage_class = INTELLIGENT_TIERING) opts them into the Archive Access tier after archive_access_days (90-730) and/or the Deep Archive Access tier after deep_archive_access_days (180-730) without access; mode = glacier moves them to Glacier Flexible Retrieval by lifecycle rule glacier_after_days (default 30) after archiving. A bundle that includes such images restores them first: restore_tier Standard (default), Bulk or Expedited; restored Glacier copies kept restore_days (1-30, default 1)."
+  type = object({
+    mode                     = string
+    archive_access_days      = optional(number)
+    deep_archive_access_days = optional(number)
+    glacier_after_days       = optional(number, 30)
+    restore_tier             = optional(string, "Standard")
+    restore_days             = optional(number, 1)
+  })
+  default = null
+
+  # Terraform's || and && evaluate both sides: every check on the object is behind a
+  # conditional, which does not.
+  validation {
+    condition     = var.archive_cold_storage == null ? true : contains(["intelligent_tiering", "glacier"], var.archive_cold_storage.mode)
+    error_message = "archive_cold_storage.mode must be intelligent_tiering or glacier (or leave archive_cold_storage null)."
+  }
+
+  validation {
+    condition = var.archive_cold_storage == null ? true : var.archive_cold_storage.mode != "intelligent_tiering" ? true : alltrue([
+      var.archive_cold_storage.archive_access_days != null || var.archive_cold_storage.deep_archive_access_days != null,
+      var.archive_cold_storage.archive_access_days == null ? true : var.archive_cold_storage.archive_access_days >= 90 && var.archive_cold_storage.archive_access_days <= 730,
+      var.archive_cold_storage.deep_archive_access_days == null ? true : var.archive_cold_storage.deep_archive_access_days >= 180 && var.archive_cold_storage.deep_archive_access_days <= 730,
+      var.archive_cold_storage.archive_access_days == null || var.archive_cold_storage.deep_archive_access_days == null ? true : var.archive_cold_storage.deep_archive_access_days > var.archive_cold_storage.archive_access_days,
+    ])
+    error_message = "intelligent_tiering needs archive_access_days (90-730) and/or deep_archive_access_days (180-730, more than archive_access_days)."
+  }
+
+  validation {
+    condition     = var.archive_cold_storage == null ? true : var.archive_cold_storage.glacier_after_days >= 0 && floor(var.archive_cold_storage.glacier_after_days) == var.archive_cold_storage.glacier_after_days
+    error_message = "archive_cold_storage.glacier_after_days must be a whole number of days, 0 or more."
+  }
+
+  validation {
+    condition     = var.archive_cold_storage == null ? true : contains(["Standard", "Bulk", "Expedited"], var.archive_cold_storage.restore_tier)
+    error_message = "archive_cold_storage.restore_tier must be Standard, Bulk or Expedited."
+  }
+
+  validation {
+    condition     = var.archive_cold_storage == null ? true : var.archive_cold_storage.restore_days >= 1 && var.archive_cold_storage.restore_days <= 30
+    error_message = "archive_cold_storage.restore_days must be between 1 and 30."
+  }
+
+  validation {
+    condition     = var.archive_cold_storage == null ? true : var.archive_cold_storage.mode != "intelligent_tiering" || var.archive_storage_class == "INTELLIGENT_TIERING"
+    error_message = "archive_cold_storage.mode = intelligent_tiering needs archive_storage_class = INTELLIGENT_TIERING (the archive handler writes the objects in that class)."
+  }
+}
+
 variable "labeler" {
   description = "How the tag handler labels images: rekognition, or offline (no AWS call; for emulators)."
   type        = string
@@ -238,10 +288,27 @@ variable "bundle_url_ttl_seconds" {
 }
 
 variable "bundle_expiration_days" {
-  description = "Days after which bundles in WORK bundles/ are deleted."
+  description = "Days after which WORK requests/ and bundles/ are deleted; a request's notification topic is deleted by then too, delivered or not."
   type        = number
   default     = 1
   nullable    = false
+
+  validation {
+    condition     = var.bundle_expiration_days >= 1 && var.bundle_expiration_days <= 3650 && floor(var.bundle_expiration_days) == var.bundle_expiration_days
+    error_message = "bundle_expiration_days must be a whole number of days between 1 and 3650."
+  }
+}
+
+variable "bundle_sweep_minutes" {
+  description = "Minutes between two sweeps of the bundle handler: it sends the link to recipients who confirmed their email subscription since, and deletes request topics past their expiry (docs/decisions.md, 34)."
+  type        = number
+  default     = 5
+  nullable    = false
+
+  validation {
+    condition     = var.bundle_sweep_minutes >= 1 && var.bundle_sweep_minutes <= 60 && floor(var.bundle_sweep_minutes) == var.bundle_sweep_minutes
+    error_message = "bundle_sweep_minutes must be a whole number between 1 and 60."
+  }
 }
 
 variable "raw_cors_allowed_origins" {

@@ -157,8 +157,57 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     }
   }
 
+  dynamic "rule" {
+    for_each = var.transitions
+
+    content {
+      id     = "transition-${trimsuffix(rule.key, "/")}-to-${lower(rule.value.storage_class)}"
+      status = "Enabled"
+
+      filter {
+        prefix = rule.key
+      }
+
+      transition {
+        days          = rule.value.days
+        storage_class = rule.value.storage_class
+      }
+    }
+  }
+
   # Lifecycle rules on a versioned bucket are only well defined once versioning is on.
   depends_on = [aws_s3_bucket_versioning.this]
+}
+
+# Intelligent-Tiering's archive tiers are opt-in per bucket (and prefix); objects there
+# need a RestoreObject before they can be read again.
+resource "aws_s3_bucket_intelligent_tiering_configuration" "this" {
+  count = var.intelligent_tiering == null ? 0 : 1
+
+  bucket = aws_s3_bucket.this.id
+  name   = "archive-${trimsuffix(var.intelligent_tiering.prefix, "/")}"
+
+  filter {
+    prefix = var.intelligent_tiering.prefix
+  }
+
+  dynamic "tiering" {
+    for_each = var.intelligent_tiering.archive_access_days == null ? [] : [var.intelligent_tiering.archive_access_days]
+
+    content {
+      access_tier = "ARCHIVE_ACCESS"
+      days        = tiering.value
+    }
+  }
+
+  dynamic "tiering" {
+    for_each = var.intelligent_tiering.deep_archive_access_days == null ? [] : [var.intelligent_tiering.deep_archive_access_days]
+
+    content {
+      access_tier = "DEEP_ARCHIVE_ACCESS"
+      days        = tiering.value
+    }
+  }
 }
 
 resource "aws_s3_bucket_cors_configuration" "this" {

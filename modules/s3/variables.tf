@@ -55,6 +55,25 @@ variable "abort_incomplete_multipart_upload_days" {
   }
 }
 
+variable "intelligent_tiering" {
+  description = "Opt objects under prefix into S3 Intelligent-Tiering's Archive Access (after archive_access_days, 90-730) and/or Deep Archive Access (after deep_archive_access_days, 180-730) tiers; null for none. Only objects stored in the INTELLIGENT_TIERING class are concerned."
+  type = object({
+    prefix                   = string
+    archive_access_days      = optional(number)
+    deep_archive_access_days = optional(number)
+  })
+  default = null
+}
+
+variable "transitions" {
+  description = "Map of key prefix to a lifecycle transition of current objects: after days, to storage_class (e.g. GLACIER)."
+  type = map(object({
+    days          = number
+    storage_class = string
+  }))
+  default = {}
+}
+
 variable "expiring_prefixes" {
   description = "Map of key prefix to the number of days after which current objects under it expire."
   type        = map(number)

@@ -57,15 +57,10 @@ from botocore.exceptions import (
 
 from sluice import __version__
 from sluice.arguments import seconds, whole_number
+from sluice.bundles import MATCH_MODES, BundleRequestError
 from sluice.local.commands import register as register_local_commands
 from sluice.ops.audit import AuditReport, Finding, audit, pending_messages, wait_until_drained
-from sluice.ops.bundle import (
-    MATCH_MODES,
-    BundleRequest,
-    BundleRequestError,
-    wait_for_status,
-    write_request,
-)
+from sluice.ops.bundle import WrittenRequest, wait_for_status, write_request
 from sluice.ops.environment import (
     LOCAL_ENVIRONMENT,
     Clients,
@@ -384,7 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="any",
         help="images with any (default) or all of the labels",
     )
-    bundle.add_argument("--notify", metavar="RECIPIENT", help="who the notification is for")
+    bundle.add_argument(
+        "--notify",
+        metavar="RECIPIENT",
+        help="email address (confirm the subscription email SNS sends first) or E.164 phone"
+        " number (+33612345678) to send the link to",
+    )
     bundle.add_argument(
         "--id",
         dest="bundle_id",
@@ -779,7 +779,7 @@ def run_reprocess(args: argparse.Namespace) -> int:
 # --- bundle --------------------------------------------------------------------------
 
 
-def bundle_document(request: BundleRequest, status: dict[str, Any] | None) -> dict[str, Any]:
+def bundle_document(request: WrittenRequest, status: dict[str, Any] | None) -> dict[str, Any]:
     """``sluice bundle --output json`` (docs/contracts.md); ``status`` is null without --wait."""
     return {
         "bundle_id": request.bundle_id,
@@ -790,14 +790,14 @@ def bundle_document(request: BundleRequest, status: dict[str, Any] | None) -> di
     }
 
 
-def render_bundle_request(request: BundleRequest) -> str:
+def render_bundle_request(request: WrittenRequest) -> str:
     return (
         f"requested bundle {request.bundle_id}: s3://{request.bucket}/{request.key}\n"
         f"its status will be at s3://{request.bucket}/{request.status_key}"
     )
 
 
-def render_bundle_status(request: BundleRequest, status: dict[str, Any]) -> str:
+def render_bundle_status(request: WrittenRequest, status: dict[str, Any]) -> str:
     state = status.get("status")
     lines = [f"bundle {request.bundle_id}: {state}"]
     if state == "ready":

@@ -50,7 +50,9 @@ ARCHIVE_REJECTED_PREFIX = PREFIXES["archive"]["rejected"]
 ARCHIVE_SUPERSEDED_PREFIX = PREFIXES["archive"]["superseded"]
 """ARCHIVE: every RAW version that a newer version of its key replaced, by version."""
 REQUESTS_PREFIX = PREFIXES["work"]["requests"]
+"""WORK: bundle requests, ``requests/<bundle id>.json`` (the bundle trigger)."""
 BUNDLES_PREFIX = PREFIXES["work"]["bundles"]
+"""WORK: each bundle's zip and status, ``bundles/<bundle id>.zip`` and ``.json``."""
 UPLOADS_SEGMENT = PREFIXES["raw"]["uploads"]
 """RAW keys the API hands out: ``[<dataset prefix>]uploads/<user>/<date>/<uuid>-<name>``."""
 
@@ -186,3 +188,9 @@ def bundle_status_key(bundle_id: str) -> str:
 
 def bundle_zip_key(bundle_id: str) -> str:
     return f"{BUNDLES_PREFIX}{bundle_id}.zip"
+
+
+def invalid_bundle_id(request_key: str) -> str:
+    """Where the error status of a request under an invalid key goes: ``_invalid-<sha256>``,
+    a name no valid id can take (valid ids start with a letter or digit)."""
+    return "_invalid-" + _sha256_hex(request_key)[:16]

@@ -247,6 +247,16 @@ MAX_URL_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_URL_TTL_SECONDS = 24 * 3600
 
 
+DEFAULT_BUNDLE_EXPIRATION_DAYS = 1
+COLD_STORAGE_MODES = ("none", "intelligent_tiering", "glacier")
+
+
+def _restore_tiers() -> tuple[str, ...]:
+    from sluice.restores import TIERS
+
+    return TIERS
+
+
 @dataclass(frozen=True)
 class BundleSettings(Settings):
     FUNCTION: ClassVar[str] = "bundle"
@@ -259,6 +269,19 @@ class BundleSettings(Settings):
     url_ttl_seconds: int = integer(
         "BUNDLE_URL_TTL_SECONDS", DEFAULT_URL_TTL_SECONDS, minimum=1, maximum=MAX_URL_TTL_SECONDS
     )
+    notify_topic_prefix: str = required("NOTIFY_TOPIC_PREFIX", default="sluice-bundle-")
+    """Names of the per-request recipient topics (sluice.request_topics), which the
+    bundle role may create and delete, and only these."""
+    request_expiration_days: int = integer(
+        "BUNDLE_EXPIRATION_DAYS", DEFAULT_BUNDLE_EXPIRATION_DAYS, minimum=1, maximum=3650
+    )
+    """Days WORK keeps ``requests/`` and ``bundles/`` (the lifecycle rule of the same
+    variable); a request's notification topic is deleted by then, delivered or not."""
+    cold_storage: str = choice("ARCHIVE_COLD_STORAGE", "none", lambda: COLD_STORAGE_MODES)
+    """``none`` (every archived image is instantly readable, so none is looked at first),
+    ``intelligent_tiering`` or ``glacier`` (sluice.restores)."""
+    restore_tier: str = choice("RESTORE_TIER", "Standard", _restore_tiers)
+    restore_days: int = integer("RESTORE_DAYS", 1, minimum=1, maximum=30)
 
 
 # --- api ------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -55,10 +56,11 @@ from urllib.parse import unquote, urlsplit
 import boto3
 import pytest
 
+from sluice import request_topics
 from sluice.keys import image_id, lease_key, receipt_key
-from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.conftest import NOTIFY_TOPIC_PREFIX, FakeContext, Pipeline, load_handler
 from tests.integration.api_support import ADMIN, ApiClient, encoded
-from tests.s3events import object_event_for, s3_event, s3_record, sqs_batch
+from tests.s3events import golden, object_event_for, s3_event, s3_record, sqs_batch
 from tests.security_support import SAMPLES_DIR, Invoke, drive_pipeline, pipeline_inputs
 from tests.terraform_support import (
     FUNCTIONS,
@@ -94,7 +96,20 @@ WILDCARD_RESOURCE_ACTIONS = {
     # Rekognition's DetectLabels on S3 bytes has no resource-level permissions: "*" is the
     # only resource IAM accepts for it (the image is authorised by s3:GetObject instead).
     "rekognition:detectlabels": "no resource-level permissions",
+    # The bundle handler's sweep finds its request topics by name (sluice.request_topics).
+    "sns:listtopics": "no resource-level permissions",
 }
+
+REQUEST_TOPIC_ACTIONS = {
+    "sns:createtopic",
+    "sns:tagresource",
+    "sns:subscribe",
+    "sns:listsubscriptionsbytopic",
+    "sns:publish",
+    "sns:listtagsforresource",
+    "sns:deletetopic",
+}
+"""What the bundle handler does to a request's own topic, and only under its prefix."""
 
 POLICIES = (*FUNCTIONS, "api", "upload")
 """Every role policy Terraform deploys: the queue handlers', the api's, the upload role's."""
@@ -213,6 +228,7 @@ class Deployed:
     images_table: str
     labels_table: str
     bundle_topic: str
+    request_topics: str  # the bundle handler's per-request topics: an ARN ending in *
     data_key: str  # the environment's own KMS key (PRODUCTION_SWITCHES)
     policies: dict[str, dict[str, Any]]  # function, api, upload -> policy document
 
@@ -297,6 +313,7 @@ def deployed(views: TerraformViews) -> Deployed:
         images_table=tables["sluice-local-images"],
         labels_table=tables["sluice-local-labels"],
         bundle_topic=topics["sluice-local-bundles"],
+        request_topics=topics["sluice-local-bundles"].removesuffix("bundles") + "notify-*",
         data_key=data_key,
         policies=policies,
     )
@@ -397,7 +414,10 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         | grant({"s3:getobject"}, objects("archive", "images/"))
         | grant({"dynamodb:query", "dynamodb:getitem"}, [d.labels_table])
         | grant({"dynamodb:batchgetitem"}, [d.images_table])
-        | grant({"sns:publish"}, [d.bundle_topic]),
+        | grant({"sns:publish"}, [d.bundle_topic])
+        # and tells a request's recipient through a topic of the request's own.
+        | grant(REQUEST_TOPIC_ACTIONS, [d.request_topics])
+        | grant({"sns:listtopics"}, ["*"]),
         # Signs uploads (presigned PUTs and parts carry the signer's permissions), hands out
         # one-key credentials, reads receipts, links and withdraws images, requests bundles.
         # (Where the environment has no API, LocalStack's variant, there is no log group.)
@@ -517,8 +537,10 @@ def test_cross_cutting_rules_of_the_pipeline(deployed: Deployed) -> None:
             d.images_table,
             d.labels_table,
         }
-        publishes = {r for a, r in grants if a.startswith("sns:")}
-        assert publishes == ({d.bundle_topic} if function == "bundle" else set())
+        publishes = {r for a, r in grants if a == "sns:publish"}
+        assert publishes == ({d.bundle_topic, d.request_topics} if function == "bundle" else set())
+        topics = {r for a, r in grants if a.startswith("sns:") and a != "sns:listtopics"}
+        assert topics == publishes
 
 
 def test_only_the_bundle_role_may_publish_to_the_bundle_topic(views: TerraformViews) -> None:
@@ -654,11 +676,37 @@ def iam_requests(
             ]
     if service == "sts" and operation == "AssumeRole":
         return [("sts:assumerole", arn[params["RoleArn"]])]
-    if service == "sns" and operation == "Publish":
-        return [("sns:publish", arn[params["TopicArn"]])]
+    if service == "sns":
+        return _sns_requests(operation, params, arn)
     if service == "rekognition" and operation == "DetectLabels":
         return [("rekognition:detectlabels", "*")]
     pytest.fail(f"no IAM mapping for {service}:{operation}: add it to iam_requests")
+
+
+def _sns_requests(
+    operation: str, params: dict[str, Any], arn: dict[str, str]
+) -> list[tuple[str, str]]:
+    """SNS: the topic named by the call; in-process request topics map to the deployed
+    environment's request-topic prefix (``arn["notify-"]``)."""
+
+    def topic(value: str) -> str:
+        if value in arn:
+            return arn[value]
+        name = value.rsplit(":", 1)[-1]
+        assert name.startswith(NOTIFY_TOPIC_PREFIX), f"unexpected topic {value}"
+        return arn["notify-"] + name.removeprefix(NOTIFY_TOPIC_PREFIX)
+
+    if operation == "ListTopics":
+        return [("sns:listtopics", "*")]
+    if operation == "CreateTopic":
+        created = topic(params["Name"])
+        tagged = [("sns:tagresource", created)] if params.get("Tags") else []
+        return [("sns:createtopic", created), *tagged]
+    if operation == "ListTagsForResource":
+        return [("sns:listtagsforresource", topic(params["ResourceArn"]))]
+    if operation in ("Publish", "Subscribe", "ListSubscriptionsByTopic", "DeleteTopic"):
+        return [(f"sns:{operation.lower()}", topic(params["TopicArn"]))]
+    pytest.fail(f"no IAM mapping for sns:{operation}: add it to _sns_requests")
 
 
 def _matches(pattern: str, value: str, *, ignore_case: bool) -> bool:
@@ -799,6 +847,22 @@ def relabel_and_bundle_all(p: Pipeline, invoke: Invoke) -> None:
     assert status["status"] in ("ready", "empty"), status
 
 
+def sweep_request_topics(p: Pipeline, invoke: Invoke) -> None:
+    """The bundle handler's scheduled sweep, with one request topic left to look at (the
+    samples' request topic was delivered and deleted at once: moto confirms subscriptions)."""
+    request_topics.open_topic(
+        p.sns,
+        request_topics.topic_name(NOTIFY_TOPIC_PREFIX, "waiting", "etag"),
+        protocol="email",
+        endpoint="someone@example.org",
+        bundle_id="waiting",
+        request_etag="etag",
+        expires_at=datetime.now(UTC) + timedelta(days=1),
+    )
+    invoke("bundle", sqs_batch(golden("eventbridge_scheduled.json")))
+    assert len(list(request_topics.topics_with_prefix(p.sns, NOTIFY_TOPIC_PREFIX))) == 1
+
+
 def drive_api(p: Pipeline, recorder: CallRecorder, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every route of the api once, as an admin, recording its calls as the api's.
 
@@ -924,6 +988,7 @@ def _drive_handlers(pipeline: Pipeline, recorder: CallRecorder, monkeypatch: Any
     replace_with_a_rejected_version(pipeline, invoke)
     remove_archived_inputs(pipeline, invoke)
     relabel_and_bundle_all(pipeline, invoke)
+    sweep_request_topics(pipeline, invoke)
 
 
 def _requests_all_allowed(
@@ -956,6 +1021,7 @@ def _arns(deployed: Deployed, pipeline: Pipeline) -> dict[str, str]:
         pipeline.images_table: deployed.images_table,
         pipeline.labels_table: deployed.labels_table,
         pipeline.topic_arn: deployed.bundle_topic,
+        "notify-": deployed.request_topics.removesuffix("*"),
     }
 
 
@@ -1127,7 +1193,7 @@ def test_only_the_emulator_environment_turns_the_tls_policy_off() -> None:
     assert settings and all(values in ([], ["true"]) for values in settings.values())
 
 
-def test_production_tag_policy_uses_the_wildcard_only_for_detect_labels(
+def test_production_policies_use_the_wildcard_only_for_actions_without_resources(
     views: TerraformViews,
 ) -> None:
     changes = {
@@ -1143,7 +1209,7 @@ def test_production_tag_policy_uses_the_wildcard_only_for_detect_labels(
         if "*" in (statement.get("resources") or [])
         for action in statement["actions"]
     }
-    assert wildcards == {("tag", "rekognition:DetectLabels")}
+    assert wildcards == {("tag", "rekognition:DetectLabels"), ("bundle", "sns:ListTopics")}
     assert all(a.lower() in WILDCARD_RESOURCE_ACTIONS for _, a in wildcards)
 
 
@@ -1180,13 +1246,17 @@ def test_the_environment_key_encrypts_buckets_tables_and_queues(
     (key_values,) = [r["values"] for r in _of_type(values, "aws_kms_key") if r["name"] == "data"]
     assert key_values["enable_key_rotation"] is True
     statements = {s["Sid"]: s for s in _statements(json.loads(key_values["policy"]))}
-    assert set(statements) == {"AccountAdministers", "S3NotifiesEncryptedQueues"}
-    admin, s3 = statements["AccountAdministers"], statements["S3NotifiesEncryptedQueues"]
+    # S3's notifications and the bundle sweep's schedule (EventBridge) reach the queues.
+    senders = {"S3NotifiesEncryptedQueues": "s3", "EventBridgeSchedulesEncryptedQueues": "events"}
+    assert set(statements) == {"AccountAdministers", *senders}
+    admin = statements["AccountAdministers"]
     account = deployed.queues["transform"].split(":")[4]  # the emulator's account
     assert admin["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"}
-    assert s3["Principal"] == {"Service": "s3.amazonaws.com"}
-    assert sorted(_as_list(s3["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert s3["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
+    for sid, service in senders.items():
+        sender = statements[sid]
+        assert sender["Principal"] == {"Service": f"{service}.amazonaws.com"}
+        assert sorted(_as_list(sender["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+        assert sender["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
 
     encryption = _by_bucket(values, "aws_s3_bucket_server_side_encryption_configuration")
     assert len(encryption) == len(BUCKETS)

@@ -16,8 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from sluice import bundles
 from sluice.events import S3ObjectRef
-from sluice.keys import bundle_status_key, image_id
+from sluice.keys import bundle_status_key, image_id, invalid_bundle_id
 from sluice.labels import add_membership
 from sluice.s3io import MIB
 from tests.conftest import FakeContext, Pipeline, load_handler
@@ -262,7 +263,7 @@ def test_no_match_gives_empty_status_and_notification_but_no_zip(
     pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
 ) -> None:
     queue = subscribe(pipeline)
-    key = put_request(pipeline, "unicorns", {"labels": ["Unicorn"], "notify": "team-a"})
+    key = put_request(pipeline, "unicorns", {"labels": ["Unicorn"]})
 
     run_request(bundle, pipeline, key)
 
@@ -381,7 +382,7 @@ def test_invalid_request_gets_an_error_status_not_a_retry(
 
 REQUEST_DOCUMENTS = [
     {"labels": ["Dog"]},
-    {"labels": ["Dog", "Cat"], "match": "all", "notify": "ops", "name": "pets"},
+    {"labels": ["Dog", "Cat"], "match": "all", "notify": "+33612345678", "name": "pets"},
     {"labels": ["x" * 200] * 1 + [str(n) for n in range(19)]},
     {},
     {"labels": []},
@@ -392,6 +393,10 @@ REQUEST_DOCUMENTS = [
     {"labels": [str(n) for n in range(21)]},
     {"labels": ["Dog"], "match": "most"},
     {"labels": ["Dog"], "notify": ""},
+    {"labels": ["Dog"], "notify": "ops"},
+    {"labels": ["Dog"], "notify": "someone@localhost"},
+    {"labels": ["Dog"], "notify": "0612345678"},
+    {"labels": ["Dog"], "notify": "a@example.org"},
     {"labels": ["Dog"], "name": 7},
     {"labels": ["Dog"], "colour": "red"},
     {"labels": "Dog"},
@@ -401,16 +406,14 @@ REQUEST_DOCUMENTS = [
 
 
 @pytest.mark.parametrize("document", REQUEST_DOCUMENTS)
-def test_fast_request_check_agrees_with_the_full_schema_validator(
-    bundle: ModuleType, document: Any
-) -> None:
+def test_fast_request_check_agrees_with_the_full_schema_validator(document: Any) -> None:
     # The handler lets a request through on the fast check alone (compiled at cold start).
     from jsonschema import Draft202012Validator
 
-    full = Draft202012Validator(bundle._REQUEST_SCHEMA)
+    full = Draft202012Validator(bundles.REQUEST_SCHEMA)
     try:
-        bundle.parse_request(json.dumps(document).encode())
-    except bundle.RequestError as error:
+        bundles.parse_request(json.dumps(document).encode())
+    except bundles.BundleRequestError as error:
         expected = sorted(full.iter_errors(document), key=lambda e: e.json_path)
         assert [e["path"] for e in error.errors] == [e.json_path for e in expected]
         for reported, problem in zip(error.errors, expected, strict=True):
@@ -425,15 +428,13 @@ def test_fast_request_check_agrees_with_the_full_schema_validator(
         assert list(full.iter_errors(document)) == []
 
 
-def test_a_problem_only_the_fast_check_sees_is_still_reported_with_path_and_reason(
-    bundle: ModuleType,
-) -> None:
+def test_a_problem_only_the_fast_check_sees_is_still_reported_with_path_and_reason() -> None:
     import fastjsonschema
 
     finding = fastjsonschema.JsonSchemaValueException(
         "data.labels[0] must match pattern \\S", name="data.labels[0]", rule="pattern"
     )
-    assert bundle.schema_errors({"labels": ["Dog"]}, finding) == [
+    assert bundles.schema_errors({"labels": ["Dog"]}, finding) == [
         {"code": "schema", "path": "$.labels[0]", "message": "$.labels[0] must match pattern \\S"}
     ]
 
@@ -447,7 +448,7 @@ def test_invalid_request_id_gets_an_error_status_inside_bundles(
     run_request(bundle, pipeline, key)
 
     [written] = work_keys(pipeline) - before
-    assert written == bundle_status_key(bundle.invalid_bundle_id(key))
+    assert written == bundle_status_key(invalid_bundle_id(key))
     assert written.startswith("bundles/_invalid-")
     status = status_of(pipeline, written.removeprefix("bundles/").removesuffix(".json"))
     assert status["status"] == "error"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sluice.cli import main
-from sluice.ops.bundle import BundleRequest, wait_for_status, write_request
+from sluice.ops.bundle import WrittenRequest, wait_for_status, write_request
 from sluice.ops.environment import Environment
 from tests.cli_output import keys_of, one_json_document
 from tests.conftest import Pipeline
@@ -86,7 +86,7 @@ def test_wait_returns_the_status_written_for_this_request(pipeline: Pipeline) ->
 
 
 def test_wait_gives_up_at_the_deadline(pipeline: Pipeline) -> None:
-    request = BundleRequest("never", pipeline.work, "requests/never.json", None, {})
+    request = WrittenRequest("never", pipeline.work, "requests/never.json", None, {})
     now = [0.0]
 
     def clock() -> float:

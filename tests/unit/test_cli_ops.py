@@ -12,8 +12,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from sluice.bundles import BundleRequestError, request_document
+from sluice.keys import BUNDLE_ID_PATTERN
 from sluice.ops.audit import wait_until_drained
-from sluice.ops.bundle import BUNDLE_ID_PATTERN, BundleRequestError, new_bundle_id, request_body
+from sluice.ops.bundle import new_bundle_id
 from sluice.ops.environment import Environment
 from sluice.ops.redrive import TASK, RedriveReport, redrive, redrive_with_task
 from sluice.ops.upload import Progress, files_to_upload, human_bytes, normalize_prefix
@@ -223,7 +225,7 @@ def test_bundle_id_is_sortable_and_safe() -> None:
 
 
 def test_request_body_dedupes_labels_and_omits_an_empty_notify() -> None:
-    assert request_body([" Dog", "Dog ", "Cat"], "any", None) == {
+    assert request_document([" Dog", "Dog ", "Cat"], "any", None) == {
         "labels": ["Dog", "Cat"],
         "match": "any",
     }
@@ -232,4 +234,4 @@ def test_request_body_dedupes_labels_and_omits_an_empty_notify() -> None:
 @pytest.mark.parametrize(("labels", "match"), [([], "any"), (["  "], "any"), (["Dog"], "most")])
 def test_bad_request_is_refused(labels: list[str], match: str) -> None:
     with pytest.raises(BundleRequestError):
-        request_body(labels, match, None)
+        request_document(labels, match, None)

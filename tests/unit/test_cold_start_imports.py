@@ -24,6 +24,7 @@ HANDLER_ENV = {
     "IMAGES_TABLE": "t-images",
     "LABELS_TABLE": "t-labels",
     "BUNDLE_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:t-bundles",
+    "NOTIFY_TOPIC_PREFIX": "t-notify-",
     "LABELER": "rekognition",
     # Nothing listens there; a request would fail rather than reach AWS.
     "AWS_ENDPOINT_URL": "http://127.0.0.1:9",

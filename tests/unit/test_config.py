@@ -94,6 +94,7 @@ BUNDLE_ENV = {
     "LABELS_TABLE": "labels",
     "IMAGES_TABLE": "images",
     "BUNDLE_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:bundles",
+    "NOTIFY_TOPIC_PREFIX": "sluice-test-notify-",
 }
 
 
@@ -102,11 +103,13 @@ def bundle_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name, value in BUNDLE_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("BUNDLE_URL_TTL_SECONDS", raising=False)
+    monkeypatch.delenv("BUNDLE_EXPIRATION_DAYS", raising=False)
     return monkeypatch
 
 
 def test_bundle_cold_start_reads_its_configuration(bundle_env: pytest.MonkeyPatch) -> None:
     bundle_env.setenv("BUNDLE_URL_TTL_SECONDS", "3600")
+    bundle_env.setenv("BUNDLE_EXPIRATION_DAYS", "7")
 
     config = load_handler("bundle").CONFIG
 
@@ -116,6 +119,8 @@ def test_bundle_cold_start_reads_its_configuration(bundle_env: pytest.MonkeyPatc
     assert config.images_table == "images"
     assert config.topic_arn == BUNDLE_ENV["BUNDLE_TOPIC_ARN"]
     assert config.url_ttl_seconds == 3600
+    assert config.notify_topic_prefix == "sluice-test-notify-"
+    assert config.request_expiration_days == 7
 
 
 def test_bundle_url_lifetime_defaults_to_one_day(bundle_env: pytest.MonkeyPatch) -> None:

@@ -224,7 +224,7 @@ def test_archive_versions_retention_and_object_lock_plan_as_asked(config_copy: P
     env = terraform_env(fixture)
     terraform(["init", "-backend=false"], cwd=fixture, env=env)
     result = terraform(["test"], cwd=fixture, env=env)
-    assert "4 passed, 0 failed" in result.stdout, result.stdout
+    assert "7 passed, 0 failed" in result.stdout, result.stdout
 
 
 def _run_terraformrc(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -261,3 +261,31 @@ def test_terraformrc_rejects_a_named_mirror_that_does_not_exist(tmp_path: Path) 
     assert result.returncode != 0
     assert "has no registry.terraform.io/hashicorp/" in result.stderr
     assert not (tmp_path / "rc").exists()
+
+
+ENVIRONMENT_SETTINGS = ("bundle_expiration_days", "bundle_sweep_minutes")
+"""Pipeline variables an environment's tfvars set through the root ``environments``."""
+
+
+@pytest.mark.parametrize("name", ENVIRONMENT_SETTINGS)
+def test_an_environment_can_set_the_bundle_lifetimes(name: str) -> None:
+    """A pipeline variable the root does not thread through cannot be set from env/<env>.tfvars
+    (Terraform rejects the attribute): the root declares it, passes it on, and every
+    environment states its value."""
+    import hcl2  # type: ignore[import-untyped]
+
+    with (REPO_ROOT / "variables.tf").open(encoding="utf-8") as handle:
+        root = hcl2.load(handle)
+    [environments] = [
+        block["environments"] for block in root["variable"] if "environments" in block
+    ]
+    assert f"{name}" in str(environments["type"])
+    assert f"{name} = each.value.{name}" in re.sub(
+        r"\s+", " ", (REPO_ROOT / "main.tf").read_text("utf-8")
+    )
+    for tfvars in sorted((REPO_ROOT / "env").glob("*.tfvars")):
+        with tfvars.open(encoding="utf-8") as handle:
+            document = hcl2.load(handle)
+        defined = document["environments"]
+        for environment, settings in (defined[0] if isinstance(defined, list) else defined).items():
+            assert name in settings, f"{tfvars.name}: {environment} does not set {name}"

@@ -13,7 +13,7 @@ bodies are validated against the JSON Schemas in ``sluice/schemas/``; every erro
 status and ids.
 
 The logic lives in plain modules (``sluice.uploads``, ``sluice.image_items``,
-``sluice.labels``, ``sluice.receipts``, ``sluice.ops.bundle``); the routes only translate
+``sluice.labels``, ``sluice.receipts``, ``sluice.bundles``); the routes only translate
 between HTTP and them.
 """
 
@@ -39,6 +39,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from sluice import deletion, image_items, uploads
+from sluice.bundles import BundleRequestError, read_status
 from sluice.datasets import Dataset
 from sluice.image_items import InvalidCursorError
 from sluice.keys import (
@@ -50,12 +51,7 @@ from sluice.keys import (
 )
 from sluice.labels import InvalidPageTokenError, images_for_label, label_counts
 from sluice.leases import DEFAULT_LEASE_SECONDS, LEASE_MARGIN_SECONDS, KeyBusyError, LeaseTerms
-from sluice.ops.bundle import (
-    BundleRequest,
-    BundleRequestError,
-    read_status,
-    write_request,
-)
+from sluice.ops.bundle import write_request
 from sluice.receipts import read_receipt
 from sluice.runtime import make_logger
 from sluice.settings import ApiSettings
@@ -284,6 +280,8 @@ BUNDLE_FIELDS = (
     "url",
     "expires_at",
     "errors",
+    "restore",
+    "notification",
     "created_at",
 )
 
@@ -517,7 +515,7 @@ class Api:
             raise ApiError(404, "not_found", "no such bundle")
         bucket = self.settings.work_bucket
         key = bundle_request_key(bundle_id)
-        status = read_status(self.s3, BundleRequest(bundle_id, bucket, key, None, {}))
+        status = read_status(self.s3, bucket, bundle_id)
         if status is not None:
             return {name: status.get(name) for name in BUNDLE_FIELDS if name in status}
         if self._exists(bucket, key):

@@ -1,9 +1,11 @@
 """Bundle handler: zip the archived images that carry the requested labels.
 
-Trigger: WORK ``requests/<id>.json`` (ObjectCreated, through the bundle queue). Output:
-WORK ``bundles/<id>.zip`` and the status object ``bundles/<id>.json``, written at every
-outcome (``ready``, ``empty`` or ``error``), and one SNS notification to the environment's
-bundle topic. WORK ``bundles/`` is not a trigger prefix, so nothing here re-triggers it.
+Trigger: WORK ``requests/<id>.json`` (ObjectCreated, through the bundle queue), and the
+sweep rule's scheduled events on the same queue. Output: WORK ``bundles/<id>.zip`` and the
+status object ``bundles/<id>.json``, written at every outcome (``ready``, ``empty`` or
+``error``), one SNS notification to the environment's bundle topic, and one to the
+request's own topic when it names a recipient. WORK ``bundles/`` is not a trigger prefix,
+so nothing here re-triggers it.
 
 Steps for one request object:
 
@@ -17,11 +19,15 @@ Steps for one request object:
 3. If ``bundles/<id>.json`` already records an outcome for this request ETag, the
    delivery is a duplicate and nothing is done (no second notification).
 4. The request is validated against ``schemas/bundle_request.schema.json`` (Draft
-   2020-12). Not JSON, not valid, or larger than 64 KiB: error status and notification,
+   2020-12) by :mod:`sluice.bundles`, which owns the request, status and notification
+   formats. Not JSON, not valid, or larger than 64 KiB: error status and notification,
    no exception, so it is not retried.
 5. ``any`` is the union of the labels' memberships, ``all`` the intersection: the
    smallest label (by its count item) is read first and each further label only keeps
    the ids already found. Images are deduplicated and sorted by archive key.
+   With cold storage (``ARCHIVE_COLD_STORAGE``), every matched image is looked at first
+   (:mod:`sluice.restores`): archived ones are restored, the status is ``restoring`` with
+   counts, and the sweep serves the request again once a check is due (decision 35).
 6. The zip is streamed into a :class:`~sluice.s3io.MultipartWriter`: each archive
    object is copied 1 MiB at a time into its entry (``images/<path under images/>``, made
    safe and unique), JPEG and other compressed formats stored, the manifest deflated.
@@ -34,18 +40,29 @@ Steps for one request object:
    days, SigV4's limit). A URL signed with temporary credentials (the Lambda role's) stops
    working when those credentials expire, which can be sooner than ``expires_at``; use a
    longer-lived signer (e.g. CloudFront) if that matters.
-8. The notification is published, then the status written: a crash in between repeats
-   the notification on retry (at least once) instead of losing it.
+8. The operators' notification is published, then the status written: a crash in between
+   repeats the notification on retry (at least once) instead of losing it.
+9. A request with ``notify`` has a topic of its own (:mod:`sluice.request_topics`),
+   created and subscribed before the images are matched, so an email confirmation can be
+   under way while the zip is made. Once the status is written, the recipient's message is
+   published there and the topic deleted, unless the subscription still waits for its
+   confirmation. A crash after the status leaves the topic to the sweep, never a second
+   subscription (a retry of a finished request stops at step 3).
+
+The sweep: an EventBridge rule puts a scheduled event on the bundle queue every few
+minutes; the handler then delivers to recipients who have confirmed since and deletes
+every topic past its request's expiry (docs/decisions.md, 34).
 
 Personal data: a request may carry ``notify`` (a recipient) and ``name`` (free text). They
-stay in the request object the requester wrote and are copied nowhere: not into the
-status, the manifest, the SNS message (subject, body or attributes) or a log line. What
-an operator or a subscriber needs is the bundle id, status, counts and link.
+stay in the request object the requester wrote (which WORK's lifecycle rule expires) and
+in SNS's subscription of the request's topic, and are copied nowhere else: not into the
+status, the manifest, a topic's name or tags, the operators' SNS message (subject, body or
+attributes) or a log line. What an operator or a subscriber needs is the bundle id,
+status, counts and link.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -54,22 +71,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import resources
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import boto3
-import fastjsonschema
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
+from sluice import bundles, request_topics, restores
+from sluice.bundles import BundleRequest, BundleRequestError, Match
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.image_items import fetch_image_metadata
 from sluice.keys import (
     ARCHIVE_IMAGES_PREFIX,
     REQUESTS_PREFIX,
     bundle_id_for,
-    bundle_status_key,
     bundle_zip_key,
+    invalid_bundle_id,
 )
 from sluice.labels import LabelledImage, iter_images_for_label, label_count
 from sluice.metrics import REJECTED, Outcome
@@ -79,108 +96,13 @@ from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
 from sluice.timestamps import utc_iso
 from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_time
 
-MAX_REQUEST_BYTES = 64 * 1024
-MAX_REPORTED_ERRORS = 20
-MAX_ERROR_MESSAGE = 300
 METADATA_BATCH = 100  # BatchGetItem's limit
 MANIFEST_NAME = "manifest.json"
 ZIP_IMAGES_DIR = "images/"
-FINAL_STATUSES = frozenset({"ready", "empty", "error"})
 
-Match = Literal["any", "all"]
 Status = Literal["ready", "empty", "error"]
 
-_REQUEST_SCHEMA: dict[str, Any] = json.loads(
-    resources.files("sluice").joinpath("schemas/bundle_request.schema.json").read_text("utf-8")
-)
-# Every request passes the fast yes/no check compiled here, at cold start. Only an invalid
-# one pays for importing jsonschema (60-140 ms), which lists all of its problems.
-_request_check = fastjsonschema.compile(_REQUEST_SCHEMA, use_default=False)
-
 logger = make_logger("bundle")
-
-
-# Keys ------------------------------------------------------------------------------------
-def invalid_bundle_id(request_key: str) -> str:
-    """Where an invalid request's error status goes; valid ids never start with ``_``."""
-    return "_invalid-" + hashlib.sha256(request_key.encode("utf-8")).hexdigest()[:16]
-
-
-# Request ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BundleRequest:
-    """What a bundle is made of. ``notify`` and ``name`` are left out on purpose (module
-    docstring, "Personal data")."""
-
-    labels: tuple[str, ...]
-    match: Match = "any"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"labels": list(self.labels), "match": self.match}
-
-
-class RequestError(Exception):
-    """The request cannot be served as written; ``errors`` say why, for the status."""
-
-    def __init__(self, errors: list[dict[str, str]]) -> None:
-        super().__init__("; ".join(error["message"] for error in errors))
-        self.errors = errors
-
-
-def _clip(message: str) -> str:
-    return (
-        message if len(message) <= MAX_ERROR_MESSAGE else message[: MAX_ERROR_MESSAGE - 3] + "..."
-    )
-
-
-def schema_errors(
-    document: Any, first: fastjsonschema.JsonSchemaValueException
-) -> list[dict[str, str]]:
-    """Every way an invalid request breaks the schema, by path (``first``: the fast check's)."""
-    from jsonschema import Draft202012Validator
-
-    problems = sorted(
-        Draft202012Validator(_REQUEST_SCHEMA).iter_errors(document), key=lambda e: e.json_path
-    )
-    if not problems:  # the validators disagree: the fast check's finding still says why
-        path = "$" + str(first.name).removeprefix("data")
-        message = path + str(first.message).removeprefix(str(first.name))
-        if _is_personal(path):
-            message = f"{path} does not meet the request schema"
-        return [{"code": "schema", "path": path, "message": _clip(message)}]
-    return [
-        {
-            "code": "schema",
-            "path": problem.json_path,
-            # jsonschema's messages quote the value ("'...' is too long"): not for these.
-            "message": _clip(
-                f"{problem.json_path} breaks the schema's {problem.validator} rule"
-                if _is_personal(problem.json_path)
-                else problem.message
-            ),
-        }
-        for problem in problems[:MAX_REPORTED_ERRORS]
-    ]
-
-
-def _is_personal(json_path: str) -> bool:
-    return json_path.split(".")[1:2] in (["name"], ["notify"])
-
-
-def parse_request(body: bytes) -> BundleRequest:
-    """Decode and validate a request document; raises :class:`RequestError`."""
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        error = {"code": "invalid_json", "path": "$", "message": _clip(f"not JSON: {exc}")}
-        raise RequestError([error]) from None
-    try:
-        _request_check(document)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise RequestError(schema_errors(document, exc)) from None
-    return BundleRequest(
-        labels=tuple(document["labels"]), match=cast(Match, document.get("match", "any"))
-    )
 
 
 # Matching --------------------------------------------------------------------------------
@@ -295,7 +217,7 @@ def write_bundle_zip(
         header = {
             "bundle_id": bundle_id,
             "created_at": created_at,
-            "request": request.as_dict(),
+            "request": request.summary(),
             "request_etag": request_etag,
             "zip_key": key,
         }
@@ -374,70 +296,66 @@ def presigned_zip_url(s3: Any, bucket: str, bundle_id: str, ttl_seconds: int) ->
     return url
 
 
-def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
-    response = get(s3, bucket, bundle_status_key(bundle_id))
-    if response is None:
-        return None
-    try:
-        status = json.loads(response["Body"].read())
-    except ValueError:
-        return None  # unreadable: rebuild and overwrite it
-    return status if isinstance(status, dict) else None
-
-
-NOTIFICATION_FIELDS = (
-    "bundle_id",
-    "status",
-    "image_count",
-    "bytes",
-    "url",
-    "expires_at",
-    "zip_key",
-    "status_key",
-    "errors",
-)
-
-
-def publish_outcome(sns: Any, topic_arn: str, status: Mapping[str, Any]) -> None:
-    attributes = {"status": {"DataType": "String", "StringValue": str(status["status"])}}
-    message = {name: status.get(name) for name in NOTIFICATION_FIELDS}
-    sns.publish(
-        TopicArn=topic_arn,
-        Subject=f"sluice bundle {status['status']}: {status['bundle_id']}"[:100],
-        Message=json.dumps(message, ensure_ascii=False),
-        MessageAttributes=attributes,
-    )
-
-
-def finish(s3: Any, sns: Any, config: BundleSettings, status: dict[str, Any]) -> None:
-    """Notify, then record the outcome (see the module docstring for why in this order)."""
-    publish_outcome(sns, config.topic_arn, status)
-    s3.put_object(
-        Bucket=config.work_bucket,
-        Key=status["status_key"],
-        Body=json.dumps(status, ensure_ascii=False, indent=2).encode("utf-8"),
-        ContentType="application/json",
-    )
+def finish(
+    s3: Any,
+    sns: Any,
+    config: BundleSettings,
+    status: dict[str, Any],
+    recipient_topic: str | None = None,
+) -> None:
+    """Notify the operators, record the outcome, then tell the recipient (module
+    docstring, step 8, for why in this order)."""
+    sns.publish(TopicArn=config.topic_arn, **bundles.operator_notification(status))
+    bundles.write_status(s3, config.work_bucket, status)
+    delivery = None
+    if recipient_topic is not None:
+        message = bundles.recipient_notification(status)
+        delivery = request_topics.deliver(sns, recipient_topic, message)
     logger.info(
         "bundle finished",
         bundle_id=status["bundle_id"],
         status=status["status"],
         image_count=status["image_count"],
         bytes=status["bytes"],
+        recipient=delivery,
     )
 
 
-def read_request(s3: Any, ref: S3ObjectRef) -> tuple[bytes | None, str] | None:
-    """The request's bytes (None when too large) and ETag; None when superseded or gone."""
+def open_recipient_topic(
+    sns: Any, config: BundleSettings, bundle_id: str, request: BundleRequest, fetched: RequestObject
+) -> str | None:
+    """The request's own topic with ``notify`` subscribed, when it asks for one."""
+    if request.notify is None or request.notify_protocol is None:
+        return None
+    return request_topics.open_topic(
+        sns,
+        request_topics.topic_name(config.notify_topic_prefix, bundle_id, fetched.etag),
+        protocol=request.notify_protocol,
+        endpoint=request.notify,
+        bundle_id=bundle_id,
+        request_etag=fetched.etag,
+        expires_at=fetched.written_at + timedelta(days=config.request_expiration_days),
+    )
+
+
+@dataclass(frozen=True)
+class RequestObject:
+    body: bytes
+    """At most one byte more than the limit: enough to tell it is too large."""
+    etag: str
+    written_at: datetime
+
+
+def read_request(s3: Any, ref: S3ObjectRef) -> RequestObject | None:
+    """The request object as the event named it; None when superseded or gone."""
     response = get(s3, ref.bucket, ref.key, if_match=ref.etag)
     if response is None:
         logger.info("request was overwritten or deleted since this event; nothing to do")
         return None
     etag = normalize_etag(response.get("ETag")) or ref.etag or ""
+    written_at = response.get("LastModified") or datetime.now(UTC)
     with closing(response["Body"]) as body:
-        if int(response.get("ContentLength", 0)) > MAX_REQUEST_BYTES:
-            return None, etag
-        return body.read(), etag
+        return RequestObject(body.read(bundles.MAX_REQUEST_BYTES + 1), etag, written_at)
 
 
 def process_request(
@@ -463,50 +381,45 @@ def process_request(
     fetched = read_request(s3, ref)
     if fetched is None:
         return None
-    body, request_etag = fetched
-    previous = read_status(s3, config.work_bucket, bundle_id)
+    request_etag = fetched.etag
+    previous = bundles.read_status(s3, config.work_bucket, bundle_id)
     if (
         previous is not None
         and previous.get("request_etag") == request_etag
-        and previous.get("status") in FINAL_STATUSES
+        and previous.get("status") in bundles.FINAL_STATUSES
     ):
         logger.info("duplicate delivery: this request already has an outcome", bundle_id=bundle_id)
         return None
 
-    status: dict[str, Any] = {
-        "bundle_id": bundle_id,
-        "status": "error",
-        "labels": [],
-        "match": None,
-        "image_count": 0,
-        "bytes": 0,
-        "zip_key": None,
-        "manifest": None,
-        "url": None,
-        "expires_at": None,
-        "missing": [],
-        "errors": [],
-        "status_key": bundle_status_key(bundle_id),
-        "request_key": ref.key,
-        "request_etag": request_etag,
-        "created_at": utc_iso(now()),
-    }
+    status = bundles.new_status(
+        bundle_id, request_key=ref.key, request_etag=request_etag, created_at=utc_iso(now())
+    )
     try:
         if key_error is not None:
-            raise RequestError([key_error])
-        if body is None:
-            message = f"request is larger than {MAX_REQUEST_BYTES} bytes"
-            raise RequestError([{"code": "too_large", "path": "$", "message": message}])
-        request = parse_request(body)
-    except RequestError as error:
+            raise BundleRequestError([key_error])
+        request = bundles.parse_request(fetched.body)
+    except BundleRequestError as error:
         status["errors"] = error.errors
         logger.warning("request rejected", bundle_id=bundle_id, errors=len(error.errors))
         finish(s3, sns, config, status)
         return "error"
 
-    status.update(labels=list(request.labels), match=request.match)
+    status.update(request.summary(), notification=request.notify_protocol)
+    topic = open_recipient_topic(sns, config, bundle_id, request, fetched)
     images = find_images(dynamodb, config, request)
     logger.info("request matched", bundle_id=bundle_id, matched=len(images))
+    if images and config.cold_storage != "none":
+        restore = restores.check(
+            s3,
+            config.archive_bucket,
+            [image.archive_key for image in images if image.archive_key],
+            tier=config.restore_tier,
+            days=config.restore_days,
+        )
+        status["restore"] = restore.as_status()
+        if restore.waiting:
+            wait_for_restores(s3, config, status, restore, now())
+            return None
     contents: BundleContents | None = None
     if images:
         try:
@@ -524,7 +437,7 @@ def process_request(
             status["missing"] = [image.archive_key for image in images]
     if contents is None:
         status["status"] = "empty"
-        finish(s3, sns, config, status)
+        finish(s3, sns, config, status, topic)
         return "empty"
 
     ttl = min(config.url_ttl_seconds, MAX_URL_TTL_SECONDS)
@@ -541,8 +454,110 @@ def process_request(
         url=presigned_zip_url(s3, config.work_bucket, bundle_id, ttl),
         expires_at=utc_iso(signed_at + timedelta(seconds=ttl)),
     )
-    finish(s3, sns, config, status)
+    finish(s3, sns, config, status, topic)
     return "ready"
+
+
+def wait_for_restores(
+    s3: Any,
+    config: BundleSettings,
+    status: dict[str, Any],
+    restore: restores.RestoreCheck,
+    now: datetime,
+) -> None:
+    """Status ``restoring`` with its counts, and a marker the sweep comes back to."""
+    status["status"] = bundles.RESTORING
+    bundles.write_status(s3, config.work_bucket, status)
+    earlier = restores.read_marker(s3, config.work_bucket, status["bundle_id"])
+    checks = 0
+    if earlier is not None and earlier.get("request_etag") == status["request_etag"]:
+        checks = int(earlier.get("checks") or 0)
+    due = restores.write_marker(
+        s3,
+        config.work_bucket,
+        status["bundle_id"],
+        request_key=status["request_key"],
+        request_etag=status["request_etag"],
+        checks=checks,
+        now=now,
+    )
+    logger.info(
+        "waiting for archived images to be restored",
+        bundle_id=status["bundle_id"],
+        restoring=len(restore.restoring),
+        requested=restore.requested,
+        next_check_at=utc_iso(due),
+    )
+
+
+# Sweep (scheduled) -------------------------------------------------------------------------
+def sweep_restores(s3: Any, dynamodb: Any, sns: Any, config: BundleSettings, now: datetime) -> int:
+    """Serve again each bundle whose restore check is due (sluice.restores); a marker goes
+    once its bundle is no longer restoring for that request. Returns the bundles served."""
+    served = 0
+    for marker in list(restores.due_markers(s3, config.work_bucket, now)):
+        bundle_id = str(marker.get("bundle_id"))
+        etag = str(marker.get("request_etag") or "")
+        ref = S3ObjectRef(
+            bucket=config.work_bucket,
+            key=str(marker.get("request_key")),
+            event_name="ObjectCreated:Put",
+            etag=etag or None,
+        )
+        process_request(ref, s3=s3, dynamodb=dynamodb, sns=sns, config=config, now=lambda: now)
+        served += 1
+        status = bundles.read_status(s3, config.work_bucket, bundle_id)
+        if (
+            status is None
+            or status["status"] != bundles.RESTORING
+            or not bundles.answers(status, etag)
+        ):
+            restores.delete_marker(s3, config.work_bucket, bundle_id)
+    return served
+
+
+def sweep(
+    s3: Any, sns: Any, config: BundleSettings, now: datetime, dynamodb: Any = None
+) -> request_topics.SweepReport:
+    """Serve bundles whose restores may be done (with ``dynamodb``), then deliver to
+    recipients who confirmed since and delete expired topics (sluice.request_topics)."""
+    if dynamodb is not None:
+        served = sweep_restores(s3, dynamodb, sns, config, now)
+        logger.info("restore checks done", bundles=served)
+
+    def recipient_message(bundle_id: str, request_etag: str) -> Mapping[str, Any] | None:
+        status = bundles.read_status(s3, config.work_bucket, bundle_id) if bundle_id else None
+        if (
+            status is None
+            or status["status"] not in bundles.FINAL_STATUSES
+            or not bundles.answers(status, request_etag)
+        ):
+            return None
+        return bundles.recipient_notification(status)
+
+    report = request_topics.sweep(sns, config.notify_topic_prefix, recipient_message, now)
+    logger.info(
+        "sweep done",
+        topics=report.seen,
+        delivered=report.delivered,
+        expired=report.expired,
+        waiting=report.waiting,
+    )
+    return report
+
+
+def is_schedule(payload: Any) -> bool:
+    """An EventBridge scheduled event (the sweep rule's), direct or as an SQS body."""
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return False
+    return (
+        isinstance(payload, Mapping)
+        and payload.get("source") == "aws.events"
+        and payload.get("detail-type") == "Scheduled Event"
+    )
 
 
 # Lambda entry point (clients and configuration are built once, at cold start) -------------
@@ -562,6 +577,35 @@ def _process(ref: S3ObjectRef) -> Outcome | None:
     return REJECTED if outcome == "error" else None
 
 
+def _sweep_now() -> None:
+    sweep(_s3, _sns, CONFIG, datetime.now(UTC), dynamodb=_dynamodb)
+
+
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run(event, context, _process, logger, accepts=is_request)
+    """Request objects go through :func:`sluice.runtime.run`; the sweep rule's messages
+    (the same queue) run the sweep, a failed one handed back like a failed object."""
+    if is_schedule(event):
+        _sweep_now()
+        return {"swept": 1}
+    records = event.get("Records") or []
+    ticks = [r for r in records if r.get("eventSource") == "aws:sqs" and is_schedule(r.get("body"))]
+    if not ticks:
+        return run(event, context, _process, logger, accepts=is_request)
+    failures = []
+    for record in ticks:
+        try:
+            _sweep_now()
+        except Exception:
+            logger.exception(
+                "sweep failed; the message is handed back", message_id=record.get("messageId")
+            )
+            failures.append({"itemIdentifier": record["messageId"]})
+    rest = [record for record in records if record not in ticks]
+    response = (
+        run({**event, "Records": rest}, context, _process, logger, accepts=is_request)
+        if rest
+        else {"batchItemFailures": []}
+    )
+    response["batchItemFailures"] = failures + list(response.get("batchItemFailures") or [])
+    return response

@@ -45,10 +45,12 @@ export async function show({ main, api, config, signal }) {
     while (!signal.aborted) {
       const status = await api.getBundle(id);
       if (DONE.has(status.status)) {
-        progress.replaceChildren(h("h2", {}, "Your bundle"), ...describe(status));
+        progress.replaceChildren(h("h2", {}, "Your bundle"), ...describe(status), ...notice(status));
         return;
       }
-      progress.querySelector("#bundle-state").textContent = `Status: ${status.status}…`;
+      progress.querySelector("#bundle-state").textContent = status.status === "restoring" && status.restore
+        ? `Restoring archived images: ${status.restore.restored} of ${status.restore.images} ready…`
+        : `Status: ${status.status}…`;
       await pause(config.poll_seconds * 1000, signal);
     }
   }
@@ -63,6 +65,18 @@ export async function show({ main, api, config, signal }) {
   } catch (failure) {
     boxes.replaceChildren(h("p", { class: "error" }, `Labels could not be loaded: ${failure.message}`));
   }
+}
+
+/** An email recipient gets the link only after confirming SNS's subscription email. */
+function notice(status) {
+  if (status.notification === "email" && status.status !== "error") {
+    return [h("p", { id: "bundle-notice", class: "muted" },
+      "We also email you the link once you confirm the \"AWS Notification - Subscription Confirmation\" email.")];
+  }
+  if (status.notification === "sms" && status.status !== "error") {
+    return [h("p", { id: "bundle-notice", class: "muted" }, "We also text you the link.")];
+  }
+  return [];
 }
 
 function describe(status) {

@@ -1,0 +1,279 @@
+"""Bundle formats: the request, the status and the notifications (docs/contracts.md).
+
+The CLI (``sluice bundle``), the API (``POST``/``GET /bundles``) and the bundle handler all
+read and write these documents; this module is the one place their shapes live, so a
+request the CLI accepts is one the handler accepts, and a status the handler writes is one
+the CLI and the API understand. Keys and the bundle-id pattern are in :mod:`sluice.keys`.
+
+* **Request** (WORK ``requests/<id>.json``): ``labels``, ``match``, optional ``notify`` (an
+  email address or an E.164 phone number) and ``name``, validated against
+  ``schemas/bundle_request.schema.json`` by every writer and by the handler.
+* **Status** (WORK ``bundles/<id>.json``): written by the handler while the bundle waits
+  for archived images to be restored (``restoring``) and at every outcome (``ready``,
+  ``empty``, ``error``: the final ones).
+* **Notifications**: the operators' message on the environment's bundle topic (JSON, for
+  machines), and the recipient's message on the request's own topic (plain text, for a
+  person).
+
+Personal data: ``notify`` and ``name`` stay in the request object. :class:`BundleRequest`
+keeps them out of its ``repr`` (so no log line or traceback can show them) and out of
+:meth:`BundleRequest.summary`, which is all a status or manifest ever holds; a schema error
+about them names the rule, never the value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal, cast
+
+import fastjsonschema
+
+from sluice.keys import bundle_status_key
+from sluice.s3io import get
+
+Match = Literal["any", "all"]
+MATCH_MODES: tuple[Match, ...] = ("any", "all")
+
+RESTORING = "restoring"
+"""Waiting for archived images to be restored; the handler comes back to it."""
+FINAL_STATUSES = frozenset({"ready", "empty", "error"})
+STATUSES = frozenset({RESTORING, *FINAL_STATUSES})
+
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_REPORTED_ERRORS = 20
+MAX_ERROR_MESSAGE = 300
+PERSONAL_FIELDS = ("name", "notify")
+
+REQUEST_SCHEMA: dict[str, Any] = json.loads(
+    resources.files("sluice").joinpath("schemas/bundle_request.schema.json").read_text("utf-8")
+)
+# Every request passes the fast yes/no check compiled here, at cold start. Only an invalid
+# one pays for importing jsonschema (60-140 ms), which lists all of its problems.
+_request_check = fastjsonschema.compile(REQUEST_SCHEMA, use_default=False)
+
+_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+
+Protocol = Literal["email", "sms"]
+
+
+# Request ---------------------------------------------------------------------------------
+class BundleRequestError(ValueError):
+    """The request cannot be served as written; ``errors`` say why (codes, paths, rules)."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(error["message"] for error in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class BundleRequest:
+    """A valid request. ``notify`` and ``name`` are personal data: out of ``repr``, and out
+    of :meth:`summary`, the only part a status, manifest or notification repeats."""
+
+    labels: tuple[str, ...]
+    match: Match = "any"
+    notify: str | None = field(default=None, repr=False)
+    name: str | None = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "match": self.match}
+
+    @property
+    def notify_protocol(self) -> Protocol | None:
+        """How SNS reaches the recipient: ``sms`` for an E.164 number, else ``email``."""
+        if self.notify is None:
+            return None
+        return "sms" if _PHONE.fullmatch(self.notify) else "email"
+
+
+def _clip(message: str) -> str:
+    return (
+        message if len(message) <= MAX_ERROR_MESSAGE else message[: MAX_ERROR_MESSAGE - 3] + "..."
+    )
+
+
+def _is_personal(json_path: str) -> bool:
+    return json_path.split(".")[1:2] in ([name] for name in PERSONAL_FIELDS)
+
+
+def schema_errors(
+    document: Any, first: fastjsonschema.JsonSchemaValueException
+) -> list[dict[str, str]]:
+    """Every way an invalid request breaks the schema, by path (``first``: the fast check's)."""
+    from jsonschema import Draft202012Validator
+
+    problems = sorted(
+        Draft202012Validator(REQUEST_SCHEMA).iter_errors(document), key=lambda e: e.json_path
+    )
+    if not problems:  # the validators disagree: the fast check's finding still says why
+        path = "$" + str(first.name).removeprefix("data")
+        message = path + str(first.message).removeprefix(str(first.name))
+        if _is_personal(path):
+            message = f"{path} does not meet the request schema"
+        return [{"code": "schema", "path": path, "message": _clip(message)}]
+    return [
+        {
+            "code": "schema",
+            "path": problem.json_path,
+            # jsonschema's messages quote the value ("'...' is too long"): not for these.
+            "message": _clip(
+                f"{problem.json_path} breaks the schema's {problem.validator} rule"
+                if _is_personal(problem.json_path)
+                else problem.message
+            ),
+        }
+        for problem in problems[:MAX_REPORTED_ERRORS]
+    ]
+
+
+def validate_request(document: Any) -> BundleRequest:
+    """A decoded request document as a :class:`BundleRequest`; raises
+    :class:`BundleRequestError` when it breaks the schema."""
+    try:
+        _request_check(document)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise BundleRequestError(schema_errors(document, exc)) from None
+    return BundleRequest(
+        labels=tuple(document["labels"]),
+        match=cast(Match, document.get("match", "any")),
+        notify=document.get("notify"),
+        name=document.get("name"),
+    )
+
+
+def parse_request(body: bytes) -> BundleRequest:
+    """Decode and validate a request object's bytes; raises :class:`BundleRequestError`."""
+    if len(body) > MAX_REQUEST_BYTES:
+        message = f"request is larger than {MAX_REQUEST_BYTES} bytes"
+        raise BundleRequestError([{"code": "too_large", "path": "$", "message": message}])
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        error = {"code": "invalid_json", "path": "$", "message": _clip(f"not JSON: {exc}")}
+        raise BundleRequestError([error]) from None
+    return validate_request(document)
+
+
+def request_document(
+    labels: Sequence[str], match: str = "any", notify: str | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """The request a client writes: labels stripped and deduplicated, empty optional fields
+    left out, then checked against the schema the handler checks it with."""
+    cleaned = list(dict.fromkeys(label.strip() for label in labels))
+    document: dict[str, Any] = {"labels": cleaned, "match": match}
+    if notify and notify.strip():
+        document["notify"] = notify.strip()
+    if name:
+        document["name"] = name
+    validate_request(document)
+    return document
+
+
+# Status ----------------------------------------------------------------------------------
+def new_status(
+    bundle_id: str, *, request_key: str, request_etag: str, created_at: str
+) -> dict[str, Any]:
+    """A status with every field present (an unknown value is null, never missing)."""
+    return {
+        "bundle_id": bundle_id,
+        "status": "error",
+        "labels": [],
+        "match": None,
+        "image_count": 0,
+        "bytes": 0,
+        "zip_key": None,
+        "manifest": None,
+        "url": None,
+        "expires_at": None,
+        "missing": [],
+        "errors": [],
+        "restore": None,
+        "notification": None,
+        "status_key": bundle_status_key(bundle_id),
+        "request_key": request_key,
+        "request_etag": request_etag,
+        "created_at": created_at,
+    }
+
+
+def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
+    """``bundles/<id>.json`` as written, or None when there is none (or it is unreadable)."""
+    response = get(s3, bucket, bundle_status_key(bundle_id))
+    if response is None:
+        return None
+    try:
+        status = json.loads(response["Body"].read())
+    except ValueError:
+        return None  # being replaced: a reader waits, the handler rebuilds
+    return status if isinstance(status, dict) and status.get("status") in STATUSES else None
+
+
+def answers(status: Mapping[str, Any], request_etag: str | None) -> bool:
+    """Whether ``status`` is the outcome of the request with ``request_etag``: a status left
+    by an earlier request under the same id is not (None: any request's will do)."""
+    answered = str(status.get("request_etag") or "").strip('"')
+    return not (answered and request_etag and answered != request_etag.strip('"'))
+
+
+def write_status(s3: Any, bucket: str, status: Mapping[str, Any]) -> None:
+    s3.put_object(
+        Bucket=bucket,
+        Key=status["status_key"],
+        Body=json.dumps(status, ensure_ascii=False, indent=2).encode("utf-8"),
+        ContentType="application/json",
+    )
+
+
+# Notifications ---------------------------------------------------------------------------
+NOTIFICATION_FIELDS = (
+    "bundle_id",
+    "status",
+    "image_count",
+    "bytes",
+    "url",
+    "expires_at",
+    "zip_key",
+    "status_key",
+    "errors",
+)
+
+
+def operator_notification(status: Mapping[str, Any]) -> dict[str, Any]:
+    """``sns.publish`` arguments (less ``TopicArn``) for the environment's bundle topic:
+    JSON for machines, one ``status`` attribute to filter subscriptions on."""
+    message = {name: status.get(name) for name in NOTIFICATION_FIELDS}
+    return {
+        "Subject": f"sluice bundle {status['status']}: {status['bundle_id']}"[:100],
+        "Message": json.dumps(message, ensure_ascii=False),
+        "MessageAttributes": {
+            "status": {"DataType": "String", "StringValue": str(status["status"])}
+        },
+    }
+
+
+def recipient_notification(status: Mapping[str, Any]) -> dict[str, Any]:
+    """``sns.publish`` arguments for the request's own topic: plain text a person reads in
+    an email or a text message (SMS ignores the subject)."""
+    state = status["status"]
+    bundle_id = status["bundle_id"]
+    if state == "ready":
+        text = (
+            f"Your sluice bundle {bundle_id} is ready: {status.get('image_count')} image(s)."
+            f"\n\nDownload it (the link works until {status.get('expires_at')}):"
+            f"\n{status.get('url')}"
+        )
+    elif state == "empty":
+        text = f"Your sluice bundle {bundle_id} is empty: no archived image has those labels."
+    else:
+        reasons = _lines(error.get("message", "") for error in status.get("errors") or [])
+        text = f"Your sluice bundle {bundle_id} could not be made.{reasons}"
+    return {"Subject": f"Your sluice bundle is {state}"[:100], "Message": text}
+
+
+def _lines(messages: Iterable[str]) -> str:
+    listed = [message for message in messages if message]
+    return "".join(f"\n- {message}" for message in listed)

@@ -1,0 +1,183 @@
+"""Archived images a bundle must restore before it can read them (docs/decisions.md, 35).
+
+An environment may keep ARCHIVE ``images/`` in S3 Intelligent-Tiering with its Archive
+Access / Deep Archive Access tiers, or move them to Glacier Flexible Retrieval by lifecycle
+rule (``archive_cold_storage`` in ``env/<env>.tfvars``). Such an object answers ``GetObject``
+with ``InvalidObjectState`` until a ``RestoreObject`` has made a temporary copy readable
+(minutes to hours, by tier). ``HeadObject`` tells which state an object is in:
+
+* ``StorageClass`` ``GLACIER`` / ``DEEP_ARCHIVE``, or ``INTELLIGENT_TIERING`` with an
+  ``ArchiveStatus``: archived;
+* ``Restore: ongoing-request="true"``: being restored; ``ongoing-request="false"``:
+  restored, readable until its ``expiry-date``.
+
+:func:`check` sorts a bundle's images into readable, restoring and archived, and asks for
+the restores still missing (``RestoreAlreadyInProgress`` is fine: another bundle or an
+earlier attempt asked first). The bundle handler writes status ``restoring`` with the counts
+and a marker under ``bundles/_restoring/``; its scheduled sweep re-checks markers that are
+due, with a back-off that doubles up to a bound, and builds the bundle once nothing is left
+to restore. No Lambda waits for a restore.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from sluice.keys import BUNDLES_PREFIX
+from sluice.s3io import get, head
+from sluice.timestamps import parse_utc_iso, utc_iso
+
+RESTORING_PREFIX = f"{BUNDLES_PREFIX}_restoring/"
+"""WORK: one marker per bundle waiting for restores; no bundle id starts with ``_``."""
+TIERS = ("Standard", "Bulk", "Expedited")
+ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+FIRST_CHECK = timedelta(minutes=5)
+LAST_CHECK_INTERVAL = timedelta(hours=2)
+"""The back-off's bound: Glacier Flexible Retrieval takes 3-5 h (Standard) to 5-12 h
+(Bulk), Deep Archive up to 48 h; checking more often than this only costs requests."""
+
+
+def marker_key(bundle_id: str) -> str:
+    return f"{RESTORING_PREFIX}{bundle_id}.json"
+
+
+@dataclass
+class RestoreCheck:
+    """A bundle's images by state; only counts go into its status."""
+
+    tier: str
+    readable: int = 0
+    restoring: list[str] = field(default_factory=list)
+    requested: int = 0
+    """Restores asked for by this check (the others were under way already)."""
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self.restoring)
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "images": self.readable + len(self.restoring),
+            "restored": self.readable,
+            "restoring": len(self.restoring),
+        }
+
+
+def _restore_state(head: Mapping[str, Any]) -> str:
+    """``readable``, ``restoring`` or ``archived``."""
+    restore = str(head.get("Restore") or "")
+    if 'ongoing-request="false"' in restore:
+        return "readable"
+    if 'ongoing-request="true"' in restore:
+        return "restoring"
+    archived = head.get("StorageClass") in ARCHIVED_CLASSES or (
+        head.get("StorageClass") == "INTELLIGENT_TIERING" and head.get("ArchiveStatus")
+    )
+    return "archived" if archived else "readable"
+
+
+def _restore_request(head: Mapping[str, Any], tier: str, days: int) -> dict[str, Any]:
+    if head.get("StorageClass") == "INTELLIGENT_TIERING":
+        # The object goes back to the Frequent Access tier: no Days. Deep Archive Access
+        # has no Expedited retrieval.
+        if tier == "Expedited" and head.get("ArchiveStatus") == "DEEP_ARCHIVE_ACCESS":
+            tier = "Standard"
+        return {"GlacierJobParameters": {"Tier": tier}}
+    if tier == "Expedited" and head.get("StorageClass") == "DEEP_ARCHIVE":
+        tier = "Standard"
+    return {"Days": days, "GlacierJobParameters": {"Tier": tier}}
+
+
+def check(s3: Any, bucket: str, keys: Iterable[str], *, tier: str, days: int) -> RestoreCheck:
+    """Sort ``keys`` by restore state, asking for each missing restore (see module doc)."""
+    result = RestoreCheck(tier=tier)
+    for key in keys:
+        found = head(s3, bucket, key)
+        if found is None:
+            result.readable += 1  # gone: the zip lists it as missing
+            continue
+        state = _restore_state(found)
+        if state == "readable":
+            result.readable += 1
+            continue
+        if state == "archived":
+            try:
+                s3.restore_object(
+                    Bucket=bucket, Key=key, RestoreRequest=_restore_request(found, tier, days)
+                )
+                result.requested += 1
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "RestoreAlreadyInProgress":
+                    raise
+        result.restoring.append(key)
+    return result
+
+
+# Markers (WORK bundles/_restoring/<id>.json) --------------------------------------------------
+def write_marker(
+    s3: Any,
+    bucket: str,
+    bundle_id: str,
+    *,
+    request_key: str,
+    request_etag: str,
+    checks: int,
+    now: datetime,
+) -> datetime:
+    """Record that ``bundle_id`` waits, and when to look again; returns that time.
+
+    The interval doubles with each check, from 5 minutes up to 2 hours.
+    """
+    interval: timedelta = min(FIRST_CHECK * (2 ** min(checks, 16)), LAST_CHECK_INTERVAL)
+    due: datetime = now + interval
+    marker = {
+        "bundle_id": bundle_id,
+        "request_key": request_key,
+        "request_etag": request_etag,
+        "checks": checks + 1,
+        "next_check_at": utc_iso(due),
+    }
+    s3.put_object(
+        Bucket=bucket,
+        Key=marker_key(bundle_id),
+        Body=json.dumps(marker).encode("utf-8"),
+        ContentType="application/json",
+    )
+    return due
+
+
+def read_marker(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
+    response = get(s3, bucket, marker_key(bundle_id))
+    if response is None:
+        return None
+    try:
+        marker = json.loads(response["Body"].read())
+    except ValueError:
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def delete_marker(s3: Any, bucket: str, bundle_id: str) -> None:
+    s3.delete_object(Bucket=bucket, Key=marker_key(bundle_id))
+
+
+def due_markers(s3: Any, bucket: str, now: datetime) -> Iterator[dict[str, Any]]:
+    """Markers whose next check is due (or unreadable ones: checked again to be safe)."""
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=RESTORING_PREFIX
+    ):
+        for item in page.get("Contents", []):
+            bundle_id = item["Key"].removeprefix(RESTORING_PREFIX).removesuffix(".json")
+            marker = read_marker(s3, bucket, bundle_id)
+            if marker is None:
+                continue
+            due = parse_utc_iso(marker.get("next_check_at"))
+            if due is None or due <= now:
+                yield marker

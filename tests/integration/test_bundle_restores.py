@@ -1,0 +1,229 @@
+"""A bundle over archived images (Glacier, Intelligent-Tiering archive tiers): restoring -> ready.
+
+moto keeps a GLACIER object unreadable (``InvalidObjectState``) until ``RestoreObject``,
+and then finishes the restore at once. AWS takes minutes to hours, during which
+``HeadObject`` answers ``x-amz-restore: ongoing-request="true"`` (S3 API reference,
+HeadObject, "Restore"); :class:`SlowRestores` puts that back on the wire until the test
+lets the restores finish. The sweep's trigger is the EventBridge "Scheduled Event" of AWS's
+documentation (tests/events/eventbridge_scheduled.json).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from sluice import restores
+from sluice.keys import image_id
+from sluice.labels import add_membership
+from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.integration.test_bundle import (
+    JPEG_MAGIC,
+    notifications,
+    open_zip,
+    put_request,
+    run_request,
+    status_of,
+    subscribe,
+    work_keys,
+)
+from tests.s3events import golden, sqs_batch
+
+
+class SlowRestores:
+    """What AWS answers while a restore is under way, until :meth:`finish`."""
+
+    def __init__(self, s3: Any) -> None:
+        self.under_way = True
+        s3.meta.events.register("after-call.s3.HeadObject", self._rewrite)
+
+    def _rewrite(self, parsed: dict[str, Any], **_: Any) -> None:
+        if self.under_way and "Restore" in parsed:
+            parsed["Restore"] = 'ongoing-request="true"'
+
+    def finish(self) -> None:
+        self.under_way = False
+
+
+def store(pipeline: Pipeline, key: str, label: str, storage_class: str = "STANDARD") -> bytes:
+    body = JPEG_MAGIC + key.encode() * 50
+    pipeline.s3.put_object(Bucket=pipeline.archive, Key=key, Body=body, StorageClass=storage_class)
+    add_membership(
+        pipeline.dynamodb,
+        pipeline.labels_table,
+        label,
+        image_id(key),
+        archive_key=key,
+        confidence=99.0,
+    )
+    return body
+
+
+def calls_of(client: Any, operation: str) -> list[dict[str, Any]]:
+    made: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name == operation:
+            made.append(dict(params))
+
+    client.meta.events.register("provide-client-params.*.*", record)
+    return made
+
+
+@pytest.fixture
+def bundle(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("ARCHIVE_COLD_STORAGE", "glacier")
+    monkeypatch.setenv("RESTORE_TIER", "Bulk")
+    monkeypatch.setenv("RESTORE_DAYS", "2")
+    return load_handler("bundle")
+
+
+def test_a_bundle_over_glacier_images_restores_them_then_is_made(
+    pipeline: Pipeline, bundle: ModuleType
+) -> None:
+    operators = subscribe(pipeline)
+    bodies = {
+        "images/cold/a.jpg": store(pipeline, "images/cold/a.jpg", "Dog", "GLACIER"),
+        "images/cold/b.jpg": store(pipeline, "images/cold/b.jpg", "Dog", "GLACIER"),
+        "images/warm/c.jpg": store(pipeline, "images/warm/c.jpg", "Dog"),
+    }
+    slow = SlowRestores(bundle._s3)
+    restore_calls = calls_of(bundle._s3, "RestoreObject")
+    key = put_request(pipeline, "cold-dogs", {"labels": ["Dog"], "notify": "a@example.org"})
+    written = pipeline.s3.head_object(Bucket=pipeline.work, Key=key)["LastModified"]
+
+    run_request(bundle, pipeline, key)
+
+    # Restores asked for, with the configured tier and days; status restoring with counts.
+    assert sorted(c["Key"] for c in restore_calls) == ["images/cold/a.jpg", "images/cold/b.jpg"]
+    assert {json.dumps(c["RestoreRequest"], sort_keys=True) for c in restore_calls} == {
+        json.dumps({"Days": 2, "GlacierJobParameters": {"Tier": "Bulk"}}, sort_keys=True)
+    }
+    status = status_of(pipeline, "cold-dogs")
+    assert status["status"] == "restoring"
+    assert status["restore"] == {"tier": "Bulk", "images": 3, "restored": 1, "restoring": 2}
+    assert "bundles/cold-dogs.zip" not in work_keys(pipeline)
+    assert notifications(pipeline, operators, expected=0) == []
+    marker = restores.read_marker(pipeline.s3, pipeline.work, "cold-dogs")
+    assert marker is not None and marker["checks"] == 1
+
+    # The scheduled sweep before the first check is due: nothing to do yet.
+    tick = sqs_batch(golden("eventbridge_scheduled.json"))
+    assert bundle.handler(tick, FakeContext()) == {"batchItemFailures": []}
+    assert status_of(pipeline, "cold-dogs")["status"] == "restoring"
+
+    # Due, still under way: no second RestoreObject, and the next check is further away.
+    first = written + timedelta(minutes=6)
+    bundle.sweep(bundle._s3, bundle._sns, bundle.CONFIG, first, dynamodb=pipeline.dynamodb)
+    assert status_of(pipeline, "cold-dogs")["status"] == "restoring"
+    assert len(restore_calls) == 2
+    marker = restores.read_marker(pipeline.s3, pipeline.work, "cold-dogs")
+    assert marker is not None and marker["checks"] == 2
+    assert marker["next_check_at"] == (first + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    slow.finish()
+    done = first + timedelta(minutes=11)
+    bundle.sweep(bundle._s3, bundle._sns, bundle.CONFIG, done, dynamodb=pipeline.dynamodb)
+
+    status = status_of(pipeline, "cold-dogs")
+    assert status["status"] == "ready"
+    assert status["image_count"] == 3
+    assert status["restore"] == {"tier": "Bulk", "images": 3, "restored": 3, "restoring": 0}
+    with open_zip(pipeline, "cold-dogs") as archive:
+        for name, body in bodies.items():
+            assert archive.read(name) == body
+    assert restores.read_marker(pipeline.s3, pipeline.work, "cold-dogs") is None
+    [notice] = notifications(pipeline, operators, expected=1)
+    assert json.loads(notice["Message"])["status"] == "ready"
+    # The recipient's topic was delivered and deleted in the same sweep.
+    assert pipeline.sns.list_topics()["Topics"] == [{"TopicArn": pipeline.topic_arn}]
+
+    # Nothing left for a later sweep to do.
+    later = done + timedelta(hours=3)
+    bundle.sweep(bundle._s3, bundle._sns, bundle.CONFIG, later, dynamodb=pipeline.dynamodb)
+    assert notifications(pipeline, operators, expected=0) == []
+
+
+def test_a_restore_already_under_way_is_not_asked_for_again(
+    pipeline: Pipeline, bundle: ModuleType
+) -> None:
+    store(pipeline, "images/cold/a.jpg", "Dog", "GLACIER")
+    pipeline.s3.restore_object(
+        Bucket=pipeline.archive, Key="images/cold/a.jpg", RestoreRequest={"Days": 1}
+    )
+    SlowRestores(bundle._s3)
+    restore_calls = calls_of(bundle._s3, "RestoreObject")
+
+    run_request(bundle, pipeline, put_request(pipeline, "asked", {"labels": ["Dog"]}))
+
+    assert restore_calls == []
+    assert status_of(pipeline, "asked")["restore"]["restoring"] == 1
+
+
+def test_an_environment_without_cold_storage_never_looks_first(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ARCHIVE_COLD_STORAGE", raising=False)
+    bundle = load_handler("bundle")
+    store(pipeline, "images/warm/c.jpg", "Dog")
+    heads = calls_of(bundle._s3, "HeadObject")
+
+    run_request(bundle, pipeline, put_request(pipeline, "warm", {"labels": ["Dog"]}))
+
+    assert heads == []
+    assert status_of(pipeline, "warm")["restore"] is None
+
+
+# What HeadObject answers (S3 API reference), and what is asked for each archive -----------
+@pytest.mark.parametrize(
+    ("head", "state"),
+    [
+        ({"StorageClass": "GLACIER"}, "archived"),
+        ({"StorageClass": "DEEP_ARCHIVE"}, "archived"),
+        ({"StorageClass": "INTELLIGENT_TIERING", "ArchiveStatus": "ARCHIVE_ACCESS"}, "archived"),
+        ({"StorageClass": "INTELLIGENT_TIERING"}, "readable"),
+        ({"StorageClass": "GLACIER_IR"}, "readable"),
+        ({}, "readable"),  # STANDARD is not named in the answer
+        ({"StorageClass": "GLACIER", "Restore": 'ongoing-request="true"'}, "restoring"),
+        (
+            {
+                "StorageClass": "GLACIER",
+                "Restore": 'ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"',
+            },
+            "readable",
+        ),
+    ],
+)
+def test_restore_state_follows_head_object(head: dict[str, str], state: str) -> None:
+    assert restores._restore_state(head) == state
+
+
+@pytest.mark.parametrize(
+    ("head", "tier", "expected"),
+    [
+        ({"StorageClass": "GLACIER"}, "Expedited", {"Days": 3, "Tier": "Expedited"}),
+        ({"StorageClass": "DEEP_ARCHIVE"}, "Expedited", {"Days": 3, "Tier": "Standard"}),
+        (
+            {"StorageClass": "INTELLIGENT_TIERING", "ArchiveStatus": "ARCHIVE_ACCESS"},
+            "Expedited",
+            {"Tier": "Expedited"},
+        ),
+        (
+            {"StorageClass": "INTELLIGENT_TIERING", "ArchiveStatus": "DEEP_ARCHIVE_ACCESS"},
+            "Expedited",
+            {"Tier": "Standard"},
+        ),
+    ],
+)
+def test_restore_request_fits_the_archive(
+    head: dict[str, str], tier: str, expected: dict[str, Any]
+) -> None:
+    """Intelligent-Tiering objects go back to Frequent Access (no Days); Deep Archive and
+    Deep Archive Access have no Expedited retrieval."""
+    asked = restores._restore_request(head, tier, 3)
+    flat = {**{k: v for k, v in asked.items() if k == "Days"}, **asked["GlacierJobParameters"]}
+    assert flat == expected
