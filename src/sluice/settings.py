@@ -21,6 +21,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from sluice.config import env_choice, env_float, env_int, env_int_list, env_str
+from sluice.leases import DEFAULT_LEASE_SECONDS
 from sluice.s3copy import (
     DEFAULT_COPY_CONCURRENCY,
     DEFAULT_COPY_PART_SIZE,
@@ -211,6 +212,8 @@ class ArchiveSettings(Settings):
     multipart_threshold: int = MAX_SINGLE_COPY_BYTES
     part_size: int = DEFAULT_COPY_PART_SIZE
     max_concurrency: int = DEFAULT_COPY_CONCURRENCY
+    # Per invocation: the handler sets it from the remaining time (sluice.leases).
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     def __post_init__(self) -> None:
         if not MIN_PART_SIZE <= self.part_size <= MAX_SINGLE_COPY_BYTES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import time
 from types import ModuleType
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from sluice.image_items import plain
 from sluice.keys import image_id, superseded_archive_key, version_record_key
+from sluice.leases import LEASE_MARGIN_SECONDS
 from sluice.receipts import Receipt, write_receipt
 from sluice.s3copy import part_ranges
 from tests.conftest import FakeContext, Pipeline, load_handler
@@ -658,3 +660,45 @@ def test_an_item_describing_another_version_is_not_marked_archived(
     assert "Item" not in pipeline.dynamodb.get_item(
         TableName=pipeline.images_table, Key={"image_id": {"S": image_id(f"images/{gone}")}}
     )
+
+
+def test_a_lease_left_by_a_killed_run_ends_with_its_deadline_not_fifteen_minutes_later(
+    archive: ModuleType,
+    pipeline: Pipeline,
+    lambda_context: FakeContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A version deleted from RAW after its receipt is removed under the key's lease. A run
+    killed inside it leaves the lease behind: it must lapse at the invocation's deadline
+    plus the margin (as tag's does), or every retry meets KeyBusyError until the message
+    is dead-lettered (found by the chaos run)."""
+    key = "photos/deleted-after-receipt.jpg"
+    put_raw(pipeline, key, b"not really a jpeg")
+    event = receipt_event(pipeline, key)
+    pipeline.s3.delete_object(Bucket=pipeline.raw, Key=key)
+    client = archive.s3_client
+
+    def get_object(**kwargs: Any) -> Any:
+        held = client.list_objects_v2(Bucket=pipeline.processed, Prefix="leases/")
+        if kwargs["Key"].startswith("receipts/") and held.get("KeyCount"):
+            raise RuntimeError("killed inside the lease")
+        return client.get_object(**kwargs)
+
+    def delete_object(**kwargs: Any) -> Any:
+        if kwargs["Key"].startswith("leases/"):
+            raise RuntimeError("killed before the release")
+        return client.delete_object(**kwargs)
+
+    monkeypatch.setattr(
+        archive, "s3_client", S3Proxy(client, get_object=get_object, delete_object=delete_object)
+    )
+    started = time.time()
+    result = archive.handler(event, lambda_context)
+
+    assert len(result["batchItemFailures"]) == 1
+    (lease,) = pipeline.s3.list_objects_v2(Bucket=pipeline.processed, Prefix="leases/")["Contents"]
+    until = json.loads(
+        pipeline.s3.get_object(Bucket=pipeline.processed, Key=lease["Key"])["Body"].read()
+    )["until"]
+    deadline = started + lambda_context.get_remaining_time_in_millis() / 1000
+    assert deadline < until <= time.time() + 300 + LEASE_MARGIN_SECONDS

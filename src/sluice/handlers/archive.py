@@ -79,7 +79,7 @@ from sluice.keys import (
     superseded_archive_key,
     version_token,
 )
-from sluice.leases import DEFAULT_LEASE_SECONDS, LeaseTerms
+from sluice.leases import LEASE_MARGIN_SECONDS, LeaseTerms
 from sluice.receipts import (
     read_receipt,
     version_record,
@@ -458,7 +458,7 @@ def archive_object(
             deletion_settings(settings),
             request.source_key,
             {"etag": request.source_etag, "version_id": request.source_version_id},
-            LeaseTerms(owner=f"archive/{uuid.uuid4().hex}"),
+            LeaseTerms(owner=f"archive/{uuid.uuid4().hex}", seconds=settings.lease_seconds),
         )
         if removal == "removed":
             logger.info("deleted from RAW before it was archived; removed and recorded", **log)
@@ -567,7 +567,7 @@ def _withdraw(
         image_id(images_key_of(raw_key)),
         owner=f"archive/{uuid.uuid4().hex}",
         now=now,
-        until=now + DEFAULT_LEASE_SECONDS,
+        until=now + settings.lease_seconds,
         keep_versions=keep,
     )
 
@@ -623,14 +623,18 @@ s3_client = boto3.client("s3")
 dynamodb_client = boto3.client("dynamodb")
 
 
-def _archive(ref: S3ObjectRef) -> None:
-    archive_receipt(s3_client, SETTINGS, ref.bucket, ref.key, dynamodb_client)
-
-
 def _is_receipt_event(ref: S3ObjectRef) -> bool:
     return ref.bucket == PROCESSED_BUCKET and is_receipt_event(ref)
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run(event, context, _archive, logger, accepts=_is_receipt_event)
+    # A lease this invocation takes outlives its deadline by the margin only: a run killed
+    # halfway (timeout, out of memory) holds the key no longer than that, as in tag.
+    remaining = context.get_remaining_time_in_millis() / 1000
+    settings = replace(SETTINGS, lease_seconds=remaining + LEASE_MARGIN_SECONDS)
+
+    def process(ref: S3ObjectRef) -> None:
+        archive_receipt(s3_client, settings, ref.bucket, ref.key, dynamodb_client)
+
+    return run(event, context, process, logger, accepts=_is_receipt_event)
