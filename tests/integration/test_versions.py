@@ -569,3 +569,35 @@ def test_deleted_before_processing_is_recorded_once_its_event_arrives(stack: Sta
     )
     assert record["status"] == "deleted"
     assert_clean(stack.audit())
+
+
+def test_a_stale_event_of_a_version_archived_meanwhile_is_not_recorded_as_deleted(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v1's event comes late: v2 is current, and between the transform's look at the
+    ledger (no receipt yet) and its look at RAW, v2 is transformed and archived, which
+    empties RAW. v1 was superseded, not deleted: one record says so, and only one."""
+    key = "retina/raced.json"
+    v1 = stack.put(key, one_record())
+    v1_event = stack.event(key)
+    stack.put(key, json.dumps([RECORD, {**RECORD, "patient_id": "P000002"}]).encode())
+    v2_event = stack.event(key)
+    real = stack.transform.read_receipt
+    raced: list[bool] = []
+
+    def archive_v2_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        if not raced:
+            raced.append(True)
+            assert stack.transform_ok(v2_event)
+            stack.archive_all()
+        return found
+
+    monkeypatch.setattr(stack.transform, "read_receipt", archive_v2_meanwhile)
+    assert stack.transform_ok(v1_event)
+
+    assert raced
+    records = stack.keys(stack.p.processed, "versions/")
+    assert records == [version_record_key(key, v1["VersionId"])]
+    assert stack.record(key, v1["VersionId"])["status"] == "superseded"
+    assert_clean(stack.audit())
