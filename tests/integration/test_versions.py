@@ -601,3 +601,32 @@ def test_a_stale_event_of_a_version_archived_meanwhile_is_not_recorded_as_delete
     assert records == [version_record_key(key, v1["VersionId"])]
     assert stack.record(key, v1["VersionId"])["status"] == "superseded"
     assert_clean(stack.audit())
+
+
+def test_deleted_while_a_crashed_transform_held_it_leaves_no_outputs(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the chaos run: the object is deleted while its transform runs, and that
+    invocation dies (timeout) after writing thumbnails, before it looks at RAW again. The
+    retry finds the key gone with no receipt: the outputs the dead run left go too."""
+    key = "p/gone-mid-crash.jpg"
+    put = stack.put(key, jpeg((9, 8, 7)))
+    event = stack.event(key)
+    real = stack.transform.current_verdict
+
+    def delete_then_die(*args: Any, **kwargs: Any) -> Any:
+        stack.p.s3.delete_object(Bucket=stack.p.raw, Key=key)
+        raise TimeoutError("Task timed out")  # what the runtime does to the invocation
+
+    monkeypatch.setattr(stack.transform, "current_verdict", delete_then_die)
+    assert not stack.transform_ok(event)
+    assert stack.keys(stack.p.processed, "thumbnails/")  # the dead run's outputs
+    monkeypatch.setattr(stack.transform, "current_verdict", real)
+    assert stack.transform_ok(event)  # the retry
+    stack.archive_all()
+
+    assert stack.keys(stack.p.processed, "thumbnails/") == []
+    assert stack.keys(stack.p.processed, "receipts/") == []
+    record = stack.record(key, version_token(None, etag_of(put)))
+    assert record["status"] == "deleted"
+    assert_clean(stack.audit())

@@ -26,7 +26,8 @@ Idempotency and ordering (DESIGN decision 4): the object is read with ``IfMatch`
 event's ETag. If it is gone or has changed, a newer upload (with its own event) or the
 archive handler got there first: the event is a duplicate when the receipt already names
 this ETag, stale otherwise, and in both cases nothing is done (a key that is gone and has
-no receipt at all was deleted before it could be processed: the version ledger says so).
+no receipt at all was deleted before it could be processed: under the key's lease, any
+outputs a delivery that died mid-way left are removed, and the version ledger says so).
 Every output is a PUT derived only from the input and the metadata item is an UpdateItem
 that sets ``created_at`` once, so a retry after a crash redoes the same work; the
 receipt is the last write. Outputs a previous version of the same key left behind and
@@ -235,12 +236,35 @@ def _key_is_gone(s3: Any, ref: S3ObjectRef) -> bool:
     return head(s3, ref.bucket, ref.key) is None
 
 
-def _record_deleted_before_processing(
-    s3: Any, settings: TransformSettings, ref: S3ObjectRef, etag: str
+@dataclass(frozen=True)
+class Deleted:
+    """The event's object is gone from RAW and its key has no receipt: it was deleted
+    before it could be processed (:func:`forget_deleted` settles it, under the lease)."""
+
+    etag: str
+
+
+def possible_outputs(settings: TransformSettings, key: str) -> list[str]:
+    """Every PROCESSED name a version of ``key`` can produce, receipt aside."""
+    kind = kind_of(key)
+    if kind == "data":
+        return [derived_key(DATA_PREFIX, key), derived_key(ERRORS_PREFIX, key, ".jsonl")]
+    if kind == "image":
+        extension = OUTPUT_FORMATS[settings.thumbnail_format].extension
+        return [thumbnail_key(key, size, extension) for size in settings.thumbnail_sizes]
+    return []
+
+
+def forget_deleted(
+    s3: Any, settings: TransformSettings, ref: S3ObjectRef, deleted: Deleted
 ) -> None:
-    """A key that never got a receipt and is gone from RAW: the ledger says so (it was
-    deleted before it could be processed), so the audit need not look for it forever."""
-    source = source_of(ref, etag=etag, version_id=ref.version_id, size=ref.size)
+    """A key that never got a receipt and is gone from RAW: nothing of it stays, and the
+    ledger says so, so the audit need not look for it forever. Outputs can exist when an
+    earlier delivery died between writing them and looking at RAW again (a timeout, a
+    crash); they are the key's own, and no other version writes any while the caller
+    holds the key's lease."""
+    _delete_if_present(s3, settings.processed_bucket, possible_outputs(settings, ref.key))
+    source = source_of(ref, etag=deleted.etag, version_id=ref.version_id, size=ref.size)
     write_version_record(
         s3, settings.processed_bucket, version_record(source, "deleted", deleted_from="raw")
     )
@@ -249,8 +273,9 @@ def _record_deleted_before_processing(
 
 def fetch_source(
     clients: Clients, settings: TransformSettings, ref: S3ObjectRef, *, with_body: bool
-) -> Source | None:
-    """The object the event names, or None when the event is a duplicate or stale."""
+) -> Source | Deleted | None:
+    """The object the event names, :class:`Deleted` when it was deleted before it got a
+    receipt, or None when the event is a duplicate or stale."""
     s3 = clients.s3
     etag = ref.etag
     if ref.version_id is not None and etag is not None:
@@ -282,7 +307,7 @@ def fetch_source(
             # exists, so a newer version archived between the two looks shows up here.
             and read_receipt(s3, settings.processed_bucket, ref.key) is None
         ):
-            _record_deleted_before_processing(s3, settings, ref, etag)
+            return Deleted(etag)
         else:
             logger.info("stale event: the object was replaced or deleted since")
         return None
@@ -750,6 +775,10 @@ def transform_object(
         return None
     with key_lease(clients.s3, settings.processed_bucket, ref.key, terms):
         source = fetch_source(clients, settings, ref, with_body=kind != "unsupported")
+        if isinstance(source, Deleted):
+            # Asked again under the lease (a deletion seen before it is settled only here).
+            forget_deleted(clients.s3, settings, ref, source)
+            return None
         if source is None:
             return None
         outcome = _transform(clients, settings, source, kind, deadline or Deadline.unbounded())
