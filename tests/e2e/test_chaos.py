@@ -1,5 +1,6 @@
-"""Chaos end to end: 520 inputs through the local stack while a quarter of the handler
-invocations fail, messages are delivered twice and late, and old events come after new.
+"""Chaos end to end: 480 inputs and issue 10's mix through the local stack while a quarter
+of the handler invocations fail, messages are delivered twice and late, and old events come
+after new.
 
 The stack is a ``chaos`` environment of its own (``tests/chaos/chaos.tfvars``: 2-3 s
 timeouts, so 12-18 s visibility timeouts, and two receives before the dead-letter queue)
@@ -92,7 +93,7 @@ from tests.s3events import s3_event, s3_record
 
 ENVIRONMENT = "chaos"
 TFVARS = ROOT / "tests" / "chaos" / "chaos.tfvars"
-INPUTS = 520
+INPUTS = 480
 FAULT_RATE = 0.25
 DUPLICATE_RATE = 0.10
 SEED = 7
