@@ -630,3 +630,28 @@ def test_deleted_while_a_crashed_transform_held_it_leaves_no_outputs(
     record = stack.record(key, version_token(None, etag_of(put)))
     assert record["status"] == "deleted"
     assert_clean(stack.audit())
+
+
+def test_a_duplicate_delivery_that_finds_its_version_archived_meanwhile_keeps_the_outputs(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the chaos run: a second delivery of a processed version is transforming it
+    when the archive handler moves it out of RAW (the first delivery's receipt asked it
+    to). The key is gone because it was archived, not deleted: the outputs the receipt
+    lists stay, and no 'deleted' record contradicts the receipt."""
+    key = "p/archived-meanwhile.jpg"
+    stack.put(key, jpeg((40, 50, 60)))
+    event = stack.event(key)
+    assert stack.transform_ok(event)
+    real = stack.transform.make_thumbnails
+
+    def archive_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        stack.archive_all()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stack.transform, "make_thumbnails", archive_meanwhile)
+    assert stack.transform_ok(event)  # the duplicate
+
+    assert stack.keys(stack.p.processed, "thumbnails/") == [thumbnail_key(key, 64, ".jpg")]
+    assert stack.keys(stack.p.processed, "versions/") == []
+    assert_clean(stack.audit())

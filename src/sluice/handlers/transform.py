@@ -790,6 +790,15 @@ def transform_object(
             logger.info("a newer version was uploaded meanwhile; no receipt for this one")
             return None
         if verdict == "deleted":
+            if _receipt_names(
+                read_receipt(clients.s3, settings.processed_bucket, ref.key),
+                source.etag,
+                source.version_id,
+            ):
+                # Archived, not deleted: an earlier delivery's receipt had the archive
+                # handler move it meanwhile (it empties RAW only once a receipt exists).
+                logger.info("duplicate delivery: this version was archived meanwhile")
+                return None
             _deleted_while_processing(clients, settings, source, receipt)
             return None
         if outcome.result is not None and outcome.thumbnails is not None:
