@@ -97,15 +97,14 @@ class Input:
 DELETE_STEPS = {
     "before-read": False,
     "after-read": False,
-    "after-receipt": True,
+    "after-receipt": False,
 }
 """When the chaos harness deletes a key from RAW (tests/chaos/faults.py, ``DeletePlan``),
 and whether the key still ends with its receipt: *before-read*, as the transform first
 looks at it (its event was queued); *after-read*, once the transform has the bytes and
 is making outputs; *after-receipt*, once the receipt is written and the archive handler
-is yet to move it. Before the receipt the version leaves nothing but a ``deleted``
-record; after it the input was processed, and its version's bytes (a noncurrent RAW
-version) are archived as if the delete had come a moment after the archive."""
+is yet to move it. Each leaves nothing but one ``deleted`` record: after the receipt the
+archive handler removes what the version owns (decision 30)."""
 
 
 @dataclass
