@@ -264,11 +264,30 @@ def forget_deleted(
     crash); they are the key's own, and no other version writes any while the caller
     holds the key's lease."""
     _delete_if_present(s3, settings.processed_bucket, possible_outputs(settings, ref.key))
-    source = source_of(ref, etag=deleted.etag, version_id=ref.version_id, size=ref.size)
-    write_version_record(
-        s3, settings.processed_bucket, version_record(source, "deleted", deleted_from="raw")
-    )
-    logger.info("input deleted from RAW before it was processed; recorded in the ledger")
+    version_id = ref.version_id or _version_id_by_etag(s3, ref.bucket, ref.key, deleted.etag)
+    source = source_of(ref, etag=deleted.etag, version_id=version_id, size=ref.size)
+    record = version_record(source, "deleted", deleted_from="raw")
+    if write_version_record(s3, settings.processed_bucket, record, only_if_absent=True):
+        logger.info("input deleted from RAW before it was processed; recorded in the ledger")
+    else:
+        # A late or repeated event of a version the ledger already accounts for: removed
+        # after its receipt (decision 30), superseded, or recorded by an earlier delivery.
+        logger.info("deleted version already recorded in the ledger; kept as it is")
+
+
+def _version_id_by_etag(s3: Any, bucket: str, key: str, etag: str) -> str | None:
+    """The version of ``key`` with ``etag`` (the newest, if the same bytes were uploaded
+    twice), for an event that carries no version id (moto's; AWS's carry one on a
+    versioned bucket). A deleted version is noncurrent behind the delete marker and keeps
+    its ETag; None when RAW holds no such version or has no versions (``"null"``), and the
+    ledger names the version by its ETag instead (:func:`sluice.keys.version_token`)."""
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket, Prefix=key):
+        for version in page.get("Versions", []):
+            if version["Key"] == key and normalize_etag(version.get("ETag")) == etag:
+                found = str(version.get("VersionId") or "")
+                return found if found and found != "null" else None
+    return None
 
 
 def fetch_source(
@@ -732,14 +751,10 @@ def _deleted_while_processing(
                 code="outputs_lost",
                 outputs_lost=len(lost),
             )
-    # Named as the event names the version, so that a late duplicate of the event (which
-    # can only say what the event says) finds this record instead of writing another.
-    named = source_of(
-        source.ref, etag=source.etag, version_id=source.ref.version_id, size=source.size
-    )
-    write_version_record(
-        clients.s3, settings.processed_bucket, version_record(named, "deleted", deleted_from="raw")
-    )
+    # Named by the version id S3 answered with; a late duplicate of an event without one
+    # finds the same version by its ETag (:func:`forget_deleted`) and this record with it.
+    record = version_record(source.receipt_source(), "deleted", deleted_from="raw")
+    write_version_record(clients.s3, settings.processed_bucket, record, only_if_absent=True)
     logger.info("input deleted from RAW while it was transformed; outputs removed")
 
 
