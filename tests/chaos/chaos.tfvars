@@ -33,7 +33,7 @@ environments = {
     # The chaos run does not use the web app: not applying it saves its 23 resources
     # (the distribution, its bucket and files) from every run's setup. As
     # env/local.tfvars, sign-in by password (moto has no hosted UI).
-    web_app     = false
+    web         = { enabled = false }
     web_sign_in = "password"
   }
 }
