@@ -95,6 +95,15 @@ data "aws_iam_policy_document" "transform" {
     resources = ["${local.raw}/*"]
   }
 
+  # An event without a version id (an emitter that omits it) of a version deleted before
+  # it was processed: the version is found by its ETag among RAW's versions, so the ledger
+  # names it as every other record of it does (one record per version).
+  statement {
+    sid       = "ListRawVersions"
+    actions   = ["s3:ListBucketVersions"]
+    resources = [local.raw]
+  }
+
   statement {
     sid     = "WriteProcessedOutputs"
     actions = local.put_object_actions

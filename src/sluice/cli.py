@@ -568,6 +568,8 @@ def render_audit(report: AuditReport) -> str:
         f"  receipts processed  {ledger.receipts_processed}",
         f"  receipts rejected   {ledger.receipts_rejected}",
         f"  archived            {ledger.archived}",
+        f"  versions superseded {ledger.versions_superseded}",
+        f"  versions deleted    {ledger.versions_deleted}",
         f"  dead-lettered       {ledger.dead_lettered}",
         "",
     ]
@@ -595,6 +597,8 @@ def audit_document(report: AuditReport) -> dict[str, Any]:
             "receipts_processed": ledger.receipts_processed,
             "receipts_rejected": ledger.receipts_rejected,
             "archived": ledger.archived,
+            "versions_superseded": ledger.versions_superseded,
+            "versions_deleted": ledger.versions_deleted,
             "dead_lettered": ledger.dead_lettered,
         },
         "discrepancies": [_finding_document(finding) for finding in report.discrepancies],

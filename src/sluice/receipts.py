@@ -35,6 +35,7 @@ from typing import Any, Literal
 from sluice import __version__
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import receipt_key, version_record_key, version_token
+from sluice.s3io import is_precondition_failed
 from sluice.timestamps import utc_iso
 
 RECEIPT_VERSION = 1
@@ -220,12 +221,24 @@ def version_record_key_of(source: dict[str, Any]) -> str:
     )
 
 
-def write_version_record(s3: Any, processed_bucket: str, record: dict[str, Any]) -> str:
+def write_version_record(
+    s3: Any, processed_bucket: str, record: dict[str, Any], *, only_if_absent: bool = False
+) -> str | None:
+    """Write ``record`` at its version's name; returns the name, or None when
+    ``only_if_absent`` and the version already has a record (kept as it is: one version,
+    one record, and the first writer may know more, e.g. the outputs it removed)."""
     key = version_record_key_of(record["source"])
-    s3.put_object(
-        Bucket=processed_bucket,
-        Key=key,
-        Body=json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8"),
-        ContentType="application/json",
-    )
+    condition = {"IfNoneMatch": "*"} if only_if_absent else {}
+    try:
+        s3.put_object(
+            Bucket=processed_bucket,
+            Key=key,
+            Body=json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8"),
+            ContentType="application/json",
+            **condition,
+        )
+    except s3.exceptions.ClientError as error:
+        if only_if_absent and is_precondition_failed(error):
+            return None
+        raise
     return key

@@ -17,6 +17,10 @@ Two hooks, both installed from outside the handler:
   a random delay (duplicate, late delivery), and writes one JSON line per invocation to
   the fault log, from which the chaos test builds its ledger.
 
+A third, optional hook deletes chosen RAW keys at a chosen step of their transform
+(:class:`DeletePlan`): a user deleting an upload while it is processed, at a moment
+that is known instead of raced for.
+
 A fault point is "AWS call number *n* of this invocation, before or after it". *Before*:
 the call is not made, as if the function crashed between step *n*-1 and step *n*.
 *After*: the call is made and its response is lost, as if the function crashed right
@@ -54,6 +58,10 @@ ENV_FUNCTIONS = "SLUICE_RUNNER_FAULT_FUNCTIONS"
 ENV_DUPLICATE_RATE = "SLUICE_RUNNER_DUPLICATE_RATE"
 ENV_DUPLICATE_MAX_DELAY = "SLUICE_RUNNER_DUPLICATE_MAX_DELAY"
 ENV_LOG = "SLUICE_RUNNER_FAULT_LOG"
+ENV_DELETE_PLAN = "SLUICE_RUNNER_DELETE_PLAN"
+"""A JSON file ``{raw key: step}`` (steps: :data:`DeletePlan.STEPS`), read by transform."""
+DELETE_LOG_FUNCTION = "raw-delete"
+"""The fault log's ``function`` for a line that records one planned delete."""
 
 COPY_ATTRIBUTE = "sluice-chaos-copy"
 # Fault points are drawn from 1..this times the batch size; past the invocation's last
@@ -212,14 +220,15 @@ def _failed_ids(response: Any, message_ids: list[str]) -> list[str]:
     return [str(item.get("itemIdentifier")) for item in failures if isinstance(item, Mapping)]
 
 
-class _Log:
+class EventLog:
     def __init__(self, path: str | None) -> None:
         self._path = path
 
-    def write(self, record: InvocationRecord) -> None:
+    def write(self, record: InvocationRecord | Mapping[str, Any]) -> None:
         if not self._path:
             return
-        line = (json.dumps(asdict(record), sort_keys=True) + "\n").encode()
+        fields = asdict(record) if isinstance(record, InvocationRecord) else dict(record)
+        line = (json.dumps(fields, sort_keys=True) + "\n").encode()
         # One write() on an O_APPEND file: lines of concurrent workers never interleave.
         descriptor = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -241,7 +250,7 @@ def make_wrapper(
     harness's doing, not the handler's, and must not fail or be counted).
     """
     rng = random.Random(f"{settings.seed}/{function}")
-    log = _Log(settings.log_path)
+    log = EventLog(settings.log_path)
     active = settings.applies_to(function)
     queue_urls: dict[str, str] = {}
 
@@ -320,6 +329,78 @@ def make_wrapper(
         return invoke
 
     return wrap
+
+
+# --- deletes during processing (transform only) ----------------------------------------------
+
+
+@dataclass
+class DeletePlan:
+    """Deletes planned RAW keys from RAW at one step of their transform.
+
+    Steps (the transform's calls on the key, sluice.handlers.transform): ``before-read``,
+    before its first HeadObject of the key (the event was queued, nothing started);
+    ``after-read``, after its GetObject of the key succeeded (it has the bytes and is making
+    outputs); ``after-receipt``, after its PutObject of the key's receipt succeeded (the
+    archive handler is yet to move it). Registered on the handler's session like the
+    :class:`Injector` but *before* it, so a fault fired at the same call still finds the
+    delete done. Every delivery that reaches the step deletes again: a delete of a deleted
+    key only adds a delete marker, so the end state does not depend on retries.
+    """
+
+    STEPS = ("before-read", "after-read", "after-receipt")
+
+    steps: Mapping[str, str]
+    raw_bucket: str
+    delete: Callable[[str, str], None]
+    """``(bucket, key)``: a delete the handler does not see (not from the hooked session)."""
+    log: EventLog = field(default_factory=lambda: EventLog(None))
+    _receipts: dict[str, str] = field(default_factory=dict, repr=False)
+    _call: threading.local = field(default_factory=threading.local, repr=False)
+
+    def __post_init__(self) -> None:
+        from sluice.keys import receipt_key  # the harness names receipts as sluice does
+
+        unknown = set(self.steps.values()) - set(self.STEPS)
+        if unknown:
+            raise ValueError(f"unknown delete steps {sorted(unknown)}")
+        self._receipts = {
+            receipt_key(key): key for key, step in self.steps.items() if step == "after-receipt"
+        }
+
+    @classmethod
+    def load(
+        cls, path: str, raw_bucket: str, delete: Callable[[str, str], None], log: EventLog
+    ) -> DeletePlan:
+        steps = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(steps=steps, raw_bucket=raw_bucket, delete=delete, log=log)
+
+    def register(self, session: boto3.session.Session) -> None:
+        session.events.register("before-parameter-build.s3.*", self.before_parameter_build)
+        session.events.register("after-call.s3.*", self.after_call)
+
+    def _delete(self, key: str, step: str) -> None:
+        self.delete(self.raw_bucket, key)
+        self.log.write(
+            {"function": DELETE_LOG_FUNCTION, "started": time.time(), "key": key, "step": step}
+        )
+
+    def before_parameter_build(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
+        operation, bucket, key = getattr(model, "name", ""), params.get("Bucket"), params.get("Key")
+        self._call.current = (operation, bucket, key)
+        planned = self.steps.get(str(key)) if bucket == self.raw_bucket else None
+        if operation == "HeadObject" and planned == "before-read":
+            self._delete(str(key), planned)
+
+    def after_call(self, http_response: Any = None, **_: Any) -> None:
+        operation, bucket, key = getattr(self._call, "current", ("", None, None))
+        if http_response is None or getattr(http_response, "status_code", 500) >= 300:
+            return
+        planned = self.steps.get(str(key)) if bucket == self.raw_bucket else None
+        if operation == "GetObject" and planned == "after-read":
+            self._delete(str(key), planned)
+        elif operation == "PutObject" and str(key) in self._receipts:
+            self._delete(self._receipts[str(key)], "after-receipt")
 
 
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

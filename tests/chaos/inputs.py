@@ -4,10 +4,17 @@ What every input should become is known from how it was generated (a valid JSON 
 a file cut in the middle, a rotated JPEG, ...), not read back from the pipeline. Records
 and pictures come from the generators of ``scripts/make_samples.py`` (made-up names, no
 real person), at a smaller size so the run is quick.
+
+Besides the bulk, a few inputs aim at the promises of issue 10 (:func:`add_issue_10_mix`):
+keys sent in several versions back to back (the newest decides the receipt), names that
+collide unless derived names are injective (case, extension, a key whose names are
+hashed and the short key spelling that hash), poison data files, and keys the chaos
+harness deletes from RAW at a chosen step of their transform (:data:`DELETE_STEPS`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -24,6 +31,8 @@ from PIL import Image
 from sluice.keys import (
     DATA_PREFIX,
     ERRORS_PREFIX,
+    HASHED_SEGMENT,
+    MAX_KEY_BYTES,
     archive_key_for,
     derived_key,
     split_extension,
@@ -85,16 +94,60 @@ class Input:
         ]
 
 
+DELETE_STEPS = {
+    "before-read": False,
+    "after-read": False,
+    "after-receipt": False,
+}
+"""When the chaos harness deletes a key from RAW (tests/chaos/faults.py, ``DeletePlan``),
+and whether the key still ends with its receipt: *before-read*, as the transform first
+looks at it (its event was queued); *after-read*, once the transform has the bytes and
+is making outputs; *after-receipt*, once the receipt is written and the archive handler
+is yet to move it. Each leaves nothing but one ``deleted`` record: after the receipt the
+archive handler removes what the version owns (decision 30)."""
+
+
 @dataclass
 class Corpus:
     inputs: dict[str, Input] = field(default_factory=dict)
-    """The final content of every key (what the pipeline must end with)."""
-    superseded: dict[str, bytes] = field(default_factory=dict)
-    """Keys uploaded twice: the first content, uploaded before the final one."""
+    """The newest version of every key that must end with a receipt."""
+    versions: dict[str, list[Input]] = field(default_factory=dict)
+    """Keys sent more than once: every version in the order sent (the last is newest)."""
+    bursts: set[str] = field(default_factory=set)
+    """Keys of ``versions`` whose versions are sent back to back (the others apart)."""
+    deletes: dict[str, str] = field(default_factory=dict)
+    """Keys the harness deletes from RAW, and at which of :data:`DELETE_STEPS`."""
+    gone: dict[str, Input] = field(default_factory=dict)
+    """What was sent for the deleted keys that must end with no receipt at all."""
 
     def add(self, item: Input) -> None:
         assert item.key not in self.inputs, f"duplicate key {item.key!r}"
         self.inputs[item.key] = item
+
+    def add_versions(self, *items: Input, burst: bool) -> None:
+        """One key sent once per item, in this order: the last one must win."""
+        assert len({item.key for item in items}) == 1 and len(items) > 1
+        self.add(items[-1])
+        self.versions[items[-1].key] = list(items)
+        if burst:
+            self.bursts.add(items[-1].key)
+
+    def add_deleted(self, item: Input, step: str) -> None:
+        keeps_receipt = DELETE_STEPS[step]
+        if keeps_receipt:
+            self.add(item)
+        else:
+            assert item.key not in self.inputs, f"duplicate key {item.key!r}"
+            self.gone[item.key] = item
+        self.deletes[item.key] = step
+
+    @property
+    def superseded(self) -> dict[str, list[Input]]:
+        """Every version sent before the newest one of its key."""
+        return {key: versions[:-1] for key, versions in self.versions.items()}
+
+    def uploads(self) -> int:
+        return len(self.inputs) + len(self.gone) + sum(len(v) - 1 for v in self.versions.values())
 
     def label_counts(self, min_confidence: float, max_labels: int) -> Counter[str]:
         return Counter(
@@ -198,20 +251,128 @@ def build(total: int = 520, seed: int = SEED) -> Corpus:
     while len(corpus.inputs) < total:
         number += 1
         corpus.add(_empty(rng, number))
-    # Keys uploaded twice with different content of the same kind and status; the
-    # pipeline must end with the second.
+    # Keys uploaded twice, far apart, with different content of the same kind and status;
+    # the pipeline must end with the second.
     candidates = sorted(key for key, item in corpus.inputs.items() if item.status == "processed")
     for key in rng.sample(candidates, k=12):
-        first = corpus.inputs[key]
+        first = corpus.inputs.pop(key)
         if first.kind == "image":
             data = _image(rng, _format_of(key))
         else:
-            records = _records(rng, rng.randint(2, 8), 90000 + len(corpus.superseded) * 10)
+            records = _records(rng, rng.randint(2, 8), 90000 + len(corpus.versions) * 10)
             lines = split_extension(key)[1] != ".json"
             data = samples.json_lines(records) if lines else samples.json_array(records)
-        corpus.superseded[key] = first.data
-        corpus.inputs[key] = Input(key, data, "processed", first.kind)
+        corpus.add_versions(first, Input(key, data, "processed", first.kind), burst=False)
+    add_issue_10_mix(corpus, rng)
     return corpus
+
+
+# --- issue 10: versions, collisions, poison, deletes -------------------------------------------
+
+
+def add_issue_10_mix(corpus: Corpus, rng: random.Random) -> None:
+    """A few small inputs for each promise of issue 10 (module docstring)."""
+
+    def data(key: str, count: int, *, spoil: bool = False) -> Input:
+        records = _records(rng, count, 95000 + rng.randint(0, 999) * 10)
+        invalid = _spoil(rng, records) if spoil else 0
+        lines = split_extension(key)[1] != ".json"
+        body = samples.json_lines(records) if lines else samples.json_array(records)
+        return Input(key, body, "processed", "data", invalid_records=invalid)
+
+    def image(key: str) -> Input:
+        return Input(key, _image(rng, _format_of(key)), "processed", "image")
+
+    def corrupt(key: str) -> Input:
+        return Input(key, rng.randbytes(300), "rejected", "image", "content_mismatch")
+
+    # Several versions of one key sent back to back, while two transform workers run:
+    # the newest decides, whatever its status, and every older one is accounted for.
+    scans, flip, back, lines = (
+        "retina/burst/scans.json",
+        "photos/burst/flip.jpg",
+        "photos/burst/back.png",
+        "retina/burst/lines.jsonl",
+    )
+    malformed = Input(scans, b'[{"patient_id": ', "rejected", "data", "malformed_json")
+    corpus.add_versions(
+        data(scans, 4), malformed, data(scans, 5, spoil=True), data(scans, 3), burst=True
+    )
+    corpus.add_versions(image(flip), image(flip), corrupt(flip), burst=True)
+    corpus.add_versions(corrupt(back), image(back), burst=True)
+    corpus.add_versions(data(lines, 2), data(lines, 3), data(lines, 2, spoil=True), burst=True)
+
+    # Names that collide unless every derived name keeps the whole key: case, extension,
+    # and the hashed namespace (a key too long for its derived names, then the short key
+    # spelling the hashed name it gets; S3 keys stop at 1,024 bytes, so the long key is
+    # 1,019 bytes and only its derived names pass the limit).
+    for key in ("photos/collide/a.JPG", "photos/collide/a.jpg"):
+        corpus.add(image(key))
+    for key in ("photos/collide/x.png", "photos/collide/x.jpg"):
+        corpus.add(image(key))
+    corpus.add(corrupt("photos/collide/x.gif"))
+    long_other = "other/collide/" + "y" * (1019 - len("other/collide/"))
+    long_photo = "photos/collide/" + "z" * (1019 - len("photos/collide/.jpg")) + ".jpg"
+    assert len(long_other.encode()) == len(long_photo.encode()) == 1019 <= MAX_KEY_BYTES
+    corpus.add(Input(long_other, b"notes\n", "rejected", "unsupported", "unsupported_type"))
+    corpus.add(image(long_photo))
+    for long_key in (long_other, long_photo):
+        lookalike = HASHED_SEGMENT + hashlib.sha256(long_key.encode()).hexdigest()
+        corpus.add(Input(lookalike, b"short\n", "rejected", "unsupported", "unsupported_type"))
+
+    # Poison data files (each small): number tokens past the parser's limits, lone
+    # surrogates in both formats, and an amplifier (six errors per record, bounded).
+    record = json.dumps(_records(rng, 1, 97000)[0]).encode()
+    huge = b"5" + b"0" * 4999
+    for key, body, status, reason, invalid in (
+        (
+            "retina/poison/5000-digits.json",
+            b"[" + record[:-1] + b', "n": ' + huge + b"}]",
+            "rejected",
+            "number_too_long",
+            0,
+        ),
+        (
+            "retina/poison/100000-digits.json",
+            b"[" + b"7" * 100_000 + b"]",
+            "rejected",
+            "number_too_long",
+            0,
+        ),
+        (
+            "retina/poison/surrogate.jsonl",
+            record + b'\n{"\\ud800": 1}\n',
+            "processed",
+            "lone_surrogate",
+            1,
+        ),
+        (
+            "retina/poison/surrogate.json",
+            b"[" + record + b', {"patient_name": "\\udc00"}]',
+            "rejected",
+            "lone_surrogate",
+            0,
+        ),
+        (
+            "retina/poison/amplifier.jsonl",
+            b"{}\n" * AMPLIFIER_RECORDS,
+            "processed",
+            "schema_violation",
+            AMPLIFIER_RECORDS,
+        ),
+    ):
+        corpus.add(Input(key, body, status, "data", reason, invalid_records=invalid))
+
+    # Deleted from RAW by the harness at each step of DELETE_STEPS, an image and a data
+    # file each.
+    for step in DELETE_STEPS:
+        corpus.add_deleted(image(f"photos/deleted/{step}.jpg"), step)
+        corpus.add_deleted(data(f"retina/deleted/{step}.jsonl", 3), step)
+
+
+AMPLIFIER_RECORDS = 1700
+"""``{}`` records of the amplifier: more errors than a receipt lists, and than a report
+holds in full (records.DEFAULT_MAX_REPORT_ERRORS), in 5 KB."""
 
 
 def _format_of(key: str) -> str:

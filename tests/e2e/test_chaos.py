@@ -1,5 +1,6 @@
-"""Chaos end to end: 520 inputs through the local stack while a quarter of the handler
-invocations fail, messages are delivered twice and late, and old events come after new.
+"""Chaos end to end: 480 inputs and issue 10's mix through the local stack while a quarter
+of the handler invocations fail, messages are delivered twice and late, and old events come
+after new.
 
 The stack is a ``chaos`` environment of its own (``tests/chaos/chaos.tfvars``: 2-3 s
 timeouts, so 12-18 s visibility timeouts, and two receives before the dead-letter queue)
@@ -8,8 +9,18 @@ on its own emulator, applied by ``sluice up --var-file ... --environment chaos``
 Its runner preloads the fault harness (``tests/chaos/preload.py``): 25% of the invocations
 of transform, archive and tag fail at a random AWS call (before it, or after it with the
 response lost) or at their end, and one message in ten is sent again with a random delay.
-Some keys are uploaded twice, and the first version's event is sent again once the second
-is archived.
+Transform and archive each run two workers (a second worker process per function, as
+Lambda runs invocations side by side).
+
+Besides the bulk, the mix holds issue 10's cases (``tests/chaos/inputs.py``): keys
+uploaded twice far apart and keys sent in three or four versions back to back (a status
+flip among them), whose older versions' events are sent again, late, once the newest is
+archived; names that collide unless derived names keep the whole key (``a.JPG``/``a.jpg``,
+``x.png``/``x.jpg``/a corrupt ``x.gif``, a 1,019-byte key whose names are hashed and the
+short key ``_long/<sha256>`` spelling that hash); poison data files (a 5,000- and a
+100,000-digit integer, lone surrogates in both formats, 1,700 ``{}`` records); and keys the
+harness deletes from RAW at a known step of their transform (before it reads them, after,
+and once the receipt is written).
 
 Faults stay on to the end, redrive rounds included: the claim is that the pipeline
 converges under continuing faults, not that it does once they stop. Each round drains
@@ -22,11 +33,15 @@ a poll with a deadline sized for that, and ``sluice up`` returns only once the r
 consumed the test events that applying the notification configuration queued, so they
 never share a batch with the inputs (``sluice.local.stack``).
 
-Afterwards every input has exactly one receipt with the expected status, every output
-exists exactly once, the archive holds each input once, RAW is empty, label counts and
-each image's labels equal the ground truth (the offline labeler run here on the same
-bytes), the dead-letter queue is empty and ``sluice audit`` is clean. The ledger is printed
-(``pytest -s``).
+Afterwards every key has exactly one receipt, for its newest version, with the expected
+status (a key deleted before its receipt has none), every output exists exactly once
+under a name no other input's could take, the archive holds each newest version once and
+every older version under ``superseded/<its version id>/``, the version ledger records
+exactly the older versions (superseded) and the deleted ones, RAW is empty, label counts
+and each image's labels equal the ground truth (the offline labeler run here on the same
+bytes), the dead-letter queue is empty and ``sluice audit`` (ownership checks included)
+is clean with a ledger that counts what was sent. Every expectation is computed from what
+was sent. The ledger is printed (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,17 +62,25 @@ from typing import Any
 import pytest
 
 from sluice.images import OUTPUT_FORMATS
-from sluice.keys import ARCHIVE_SUPERSEDED_PREFIX, RECEIPTS_PREFIX, receipt_key
+from sluice.keys import (
+    ARCHIVE_SUPERSEDED_PREFIX,
+    RECEIPTS_PREFIX,
+    receipt_key,
+    superseded_archive_key,
+)
 from sluice.labels import label_counts
 from sluice.local import awsenv
+from sluice.local.runner import function_process_env, worker_arguments
 from sluice.local.state import StateDir
+from sluice.local.wiring import discover
 from sluice.ops.audit import LEDGER_PREFIXES, pending_messages, wait_until_drained
 from sluice.ops.environment import select_environment
-from sluice.ops.objects import list_objects
+from sluice.ops.objects import list_objects, read_version_records
 from sluice.ops.queues import queue_depth
 from sluice.ops.redrive import redrive
+from sluice.receipts import MAX_RECEIPT_ERRORS
 from tests.chaos import faults
-from tests.chaos.inputs import Corpus, build
+from tests.chaos.inputs import Corpus, Input, build
 from tests.e2e.conftest import (
     ROOT,
     UP_TIMEOUT_SECONDS,
@@ -70,13 +93,16 @@ from tests.s3events import s3_event, s3_record
 
 ENVIRONMENT = "chaos"
 TFVARS = ROOT / "tests" / "chaos" / "chaos.tfvars"
-INPUTS = 520
+INPUTS = 480
 FAULT_RATE = 0.25
 DUPLICATE_RATE = 0.10
 SEED = 7
 DRAIN_TIMEOUT_SECONDS = 600  # a deadline, polled: generous for a loaded machine
 MAX_REDRIVE_ROUNDS = 6
 FAULTED_FUNCTIONS = ("transform", "archive", "tag")
+SECOND_WORKERS = ("transform", "archive")
+"""Functions that get a second worker process: two invocations of one run at once."""
+STOP_GRACE_SECONDS = 30
 LOCALSTACK_DISCREPANCY = (
     "on LocalStack 4.14 this run ends with 3 of 520 inputs' thumbnails missing (keys with"
     " non-ASCII names, e.g. photos/名前 0387.jpg: the receipt lists thumbnails/64/... and"
@@ -92,10 +118,20 @@ def _md5(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path]]:
-    """An emulator with the chaos environment applied and a runner with the harness."""
+def corpus() -> Corpus:
+    return build(INPUTS)
+
+
+@pytest.fixture(scope="module")
+def chaos_stack(
+    tmp_path_factory: pytest.TempPathFactory, corpus: Corpus
+) -> Iterator[tuple[Stack, Path]]:
+    """An emulator with the chaos environment applied and a runner with the harness, plus
+    a second worker for each of ``SECOND_WORKERS``."""
     state_dir = tmp_path_factory.mktemp("chaos-stack")
     fault_log = state_dir / "faults.jsonl"
+    delete_plan = state_dir / "deletes.json"
+    delete_plan.write_text(json.dumps(corpus.deletes), encoding="utf-8")
     ports = stack_ports()
     port = int(ports[1])
     local = ["--state-dir", str(state_dir)]
@@ -106,13 +142,16 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stac
         faults.ENV_FUNCTIONS: ",".join(FAULTED_FUNCTIONS),
         faults.ENV_DUPLICATE_RATE: str(DUPLICATE_RATE),
         faults.ENV_LOG: str(fault_log),
+        faults.ENV_DELETE_PLAN: str(delete_plan),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
+    second_workers: list[subprocess.Popen[bytes]] = []
     try:
         # `up` passes its environment to the runner, which passes SLUICE_RUNNER_* on.
         with pytest.MonkeyPatch.context() as patch:
             for name, value in harness.items():
                 patch.setenv(name, value)
+            setup_started = time.monotonic()
             up = _run_local(
                 [
                     "up",
@@ -129,20 +168,64 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stac
             )
         if up.returncode != 0:
             pytest.fail(f"sluice up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+        print(f"chaos setup: sluice up took {time.monotonic() - setup_started:.0f} s")
         state = StateDir(ROOT, state_dir)
         outputs = json.loads(state.outputs.read_text())
-        yield (
-            Stack(
-                endpoint_url=awsenv.endpoint_for(port),
-                environment=select_environment(outputs, ENVIRONMENT, str(state.outputs)),
-                outputs_file=state.outputs,
-                root=ROOT,
-            ),
-            fault_log,
+        stack = Stack(
+            endpoint_url=awsenv.endpoint_for(port),
+            environment=select_environment(outputs, ENVIRONMENT, str(state.outputs)),
+            outputs_file=state.outputs,
+            root=ROOT,
         )
+        second_workers = _start_second_workers(stack, {**os.environ, **harness}, state_dir)
+        yield stack, fault_log
     finally:
+        _stop(second_workers)
         down = _run_local(["down", *local], 120)
         print(down.stdout, down.stderr, sep="\n")
+
+
+def _start_second_workers(
+    stack: Stack, base_env: dict[str, str], log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    """One more worker per function of ``SECOND_WORKERS``, started as the runner starts
+    its own (sluice.local.runner: same command, same environment); each dies with this
+    process (``--parent-pid``) if the test is killed."""
+    workers = []
+    for function in SECOND_WORKERS:
+        name = stack.environment.function_names[function]
+        (wiring,) = discover(stack.client("lambda"), stack.client("sqs"), function_name=name)
+        with (log_dir / f"{name}-second.log").open("ab") as log:
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "sluice.local.runner",
+                        "--endpoint-url",
+                        stack.endpoint_url,
+                        *worker_arguments(name, os.getpid()),
+                    ],
+                    env=function_process_env(wiring, stack.endpoint_url, base_env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return workers
+
+
+def _stop(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (the batch in progress finishes), then wait; kill only past the grace."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 @dataclass
@@ -157,6 +240,10 @@ class ChaosRun:
     discarded: int = 0
     """Dead-lettered s3:TestEvents that redrive deleted."""
     receipts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sent: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """(version id, ETag) of every PUT of each key, in the order sent."""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    """The version ledger (``versions/``)."""
 
     def function_env(self, function: str) -> dict[str, str]:
         config = self.stack.client("lambda").get_function_configuration(
@@ -166,11 +253,21 @@ class ChaosRun:
         return variables
 
 
-def _upload(stack: Stack, items: list[tuple[str, bytes]]) -> None:
-    s3 = stack.client("s3")
-    bucket = stack.environment.raw_bucket
+def _upload(run: ChaosRun, jobs: Sequence[Sequence[Input]]) -> None:
+    """Send each job's versions one after the other (each PUT completes before the next
+    starts, so the last is the newest), the jobs eight at a time."""
+    s3 = run.stack.client("s3")
+    bucket = run.stack.environment.raw_bucket
+
+    def send(job: Sequence[Input]) -> None:
+        for item in job:
+            put = s3.put_object(Bucket=bucket, Key=item.key, Body=item.data)
+            etag = put["ETag"].strip('"')
+            assert etag == _md5(item.data), item.key
+            run.sent.setdefault(item.key, []).append((put["VersionId"], etag))
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), items))
+        list(pool.map(send, jobs))
 
 
 def _drain(stack: Stack) -> None:
@@ -185,17 +282,18 @@ def _drain(stack: Stack) -> None:
 
 
 def _late_and_duplicate_events(run: ChaosRun) -> None:
-    """For each key uploaded twice: the first version's event after the second was
-    archived (out of order), and the second's again (duplicate)."""
+    """For each key sent in several versions: every version's event again after the
+    newest was archived (the older ones out of order, the newest a duplicate); and for
+    each deleted key, its event again after the delete."""
     env = run.stack.environment
     sqs = run.stack.client("sqs")
-    for key, first in run.corpus.superseded.items():
-        final = run.corpus.inputs[key].data
-        for data in (first, final):
-            record = s3_record(env.raw_bucket, key, etag=_md5(data), size=len(data))
-            sqs.send_message(
-                QueueUrl=env.queue_urls["transform"], MessageBody=json.dumps(s3_event(record))
-            )
+    late = [item for versions in run.corpus.versions.values() for item in versions]
+    late += [item for key, item in run.corpus.gone.items()]
+    for item in late:
+        record = s3_record(env.raw_bucket, item.key, etag=_md5(item.data), size=len(item.data))
+        sqs.send_message(
+            QueueUrl=env.queue_urls["transform"], MessageBody=json.dumps(s3_event(record))
+        )
 
 
 @pytest.fixture(scope="module")
@@ -206,12 +304,20 @@ def run(chaos_stack: tuple[Stack, Path]) -> ChaosRun:
     sqs = stack.client("sqs")
     assert pending_messages(sqs, stack.environment) == 0, "up returned with messages queued"
     started = time.monotonic()
-    # The superseded versions first, the versions that replace them last.
-    _upload(stack, list(corpus.superseded.items()))
+    apart = [key for key in corpus.versions if key not in corpus.bursts]
+    once = [item for key, item in corpus.inputs.items() if key not in corpus.versions]
+    once += corpus.gone.values()
+    middle = len(once) // 2
+    # The first versions of keys sent twice first, the versions that replace them last;
+    # the bursts in the middle of the rest, while the workers are busy.
+    _upload(result, [corpus.versions[key][:1] for key in apart])
     _upload(
-        stack, [(k, item.data) for k, item in corpus.inputs.items() if k not in corpus.superseded]
+        result,
+        [[item] for item in once[:middle]]
+        + [corpus.versions[key] for key in sorted(corpus.bursts)]
+        + [[item] for item in once[middle:]],
     )
-    _upload(stack, [(k, corpus.inputs[k].data) for k in corpus.superseded])
+    _upload(result, [corpus.versions[key][1:] for key in apart])
     _drain(stack)
     _late_and_duplicate_events(result)
     for _ in range(MAX_REDRIVE_ROUNDS):
@@ -230,6 +336,9 @@ def run(chaos_stack: tuple[Stack, Path]) -> ChaosRun:
         body = s3.get_object(Bucket=stack.environment.processed_bucket, Key=item.key)["Body"]
         receipt = json.loads(body.read())
         result.receipts[receipt["source"]["key"]] = receipt
+    for record in read_version_records(s3, stack.environment.processed_bucket):
+        assert record.body is not None, record.problem
+        result.records.append(record.body)
     print(render_ledger(result))
     return result
 
@@ -239,9 +348,16 @@ def render_ledger(run: ChaosRun) -> str:
     lines = [f"chaos ledger ({run.seconds:.0f} s from first upload to converged)"]
     statuses = Counter(receipt["status"] for receipt in run.receipts.values())
     lines.append(
-        f"  inputs {len(run.corpus.inputs)} (+{len(run.corpus.superseded)} superseded uploads)"
-        f"; receipts {sum(statuses.values())}: "
+        f"  keys {len(run.corpus.inputs) + len(run.corpus.gone)}, uploads"
+        f" {run.corpus.uploads()} ({len(run.corpus.versions)} keys sent more than once,"
+        f" {len(run.corpus.bursts)} of them back to back); receipts {sum(statuses.values())}: "
         + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
+    )
+    ledger = Counter(record["status"] for record in run.records)
+    deletes = [entry for entry in log if entry["function"] == faults.DELETE_LOG_FUNCTION]
+    lines.append(
+        f"  version ledger: {dict(sorted(ledger.items()))}; RAW deletes by the harness"
+        f" {len(deletes)} ({dict(sorted(Counter(e['step'] for e in deletes).items()))})"
     )
     for function in FAULTED_FUNCTIONS:
         entries = [entry for entry in log if entry["function"] == function]
@@ -275,22 +391,44 @@ def test_faults_duplicates_and_retries_really_happened(run: ChaosRun) -> None:
     assert {e["function"] for e in log if e["fired"]} == set(FAULTED_FUNCTIONS)
 
 
-def test_every_input_has_exactly_one_receipt_with_its_expected_outcome(run: ChaosRun) -> None:
+def test_two_workers_served_transform_and_archive(run: ChaosRun) -> None:
+    log = faults.read_log(run.fault_log)
+    for function in SECOND_WORKERS:
+        assert len({e["pid"] for e in log if e["function"] == function}) >= 2, function
+
+
+def test_the_harness_deleted_each_planned_key_at_its_step(run: ChaosRun) -> None:
+    log = faults.read_log(run.fault_log)
+    done = {(e["key"], e["step"]) for e in log if e["function"] == faults.DELETE_LOG_FUNCTION}
+    assert done == set(run.corpus.deletes.items())
+
+
+def test_every_key_has_exactly_one_receipt_for_its_newest_version(run: ChaosRun) -> None:
+    """Keys deleted before their receipt have none; every other key's receipt describes
+    the last version sent, with the outcome its content calls for."""
     assert set(run.receipts) == set(run.corpus.inputs)
     for key, item in run.corpus.inputs.items():
         receipt = run.receipts[key]
         assert (receipt["status"], receipt["kind"]) == (item.status, item.kind), key
-        assert receipt["source"]["etag"] == _md5(item.data), f"{key}: not the final version"
+        newest_version, newest_etag = run.sent[key][-1]
+        assert receipt["source"]["etag"] == newest_etag == _md5(item.data), key
+        assert receipt["source"]["version_id"] == newest_version, key
+        codes = [error["code"] for error in receipt["errors"]]
         if item.reason is not None:
-            assert [error["code"] for error in receipt["errors"]] == [item.reason], key
+            assert set(codes) == {item.reason}, key
+            assert item.status == "processed" or len(codes) == 1, key
         if item.status == "processed" and item.kind == "data":
             assert receipt["stats"]["records_invalid"] == item.invalid_records, key
+        if item.invalid_records > MAX_RECEIPT_ERRORS:  # at least one error per record
+            assert receipt["errors_truncated"] and len(codes) == MAX_RECEIPT_ERRORS, key
     processed = run.stack.environment.processed_bucket
     listed = [o.key for o in list_objects(run.stack.client("s3"), processed, RECEIPTS_PREFIX)]
     assert sorted(listed) == sorted(receipt_key(key) for key in run.corpus.inputs)
 
 
-def test_every_output_exists_exactly_once(run: ChaosRun) -> None:
+def test_every_output_exists_exactly_once_under_a_name_only_its_input_has(
+    run: ChaosRun,
+) -> None:
     transform = run.function_env("transform")
     sizes = tuple(int(size) for size in transform.get("THUMBNAIL_SIZES", "128,512").split(","))
     extension = OUTPUT_FORMATS[transform.get("THUMBNAIL_FORMAT", "JPEG")].extension
@@ -300,18 +438,22 @@ def test_every_output_exists_exactly_once(run: ChaosRun) -> None:
         for o in list_objects(s3, run.stack.environment.processed_bucket)
         if not o.key.startswith(LEDGER_PREFIXES)
     }
-    expected: set[str] = set()
+    owner: dict[str, str] = {}
     for key, item in run.corpus.inputs.items():
         wanted = item.output_keys(sizes, extension)
+        for name in (*wanted, receipt_key(key)):  # one owner per name, colliding keys too
+            assert owner.setdefault(name, key) == key, (name, owner[name], key)
         listed = {output["key"]: output["size"] for output in run.receipts[key]["outputs"]}
         assert set(listed) == wanted, key
         for output_key, size in listed.items():
             assert stored.get(output_key) == size, output_key
-        expected |= wanted
-    assert set(stored) == expected
+    # Nothing else: no output of a deleted key, of an older version, or of a namesake.
+    assert set(stored) == set(owner) - {receipt_key(key) for key in run.corpus.inputs}
 
 
-def test_the_archive_holds_each_input_once_and_raw_is_empty(run: ChaosRun) -> None:
+def test_the_archive_holds_each_newest_version_once_and_every_older_one_by_version(
+    run: ChaosRun,
+) -> None:
     env = run.stack.environment
     s3 = run.stack.client("s3")
     assert [o.key for o in list_objects(s3, env.raw_bucket)] == []
@@ -320,15 +462,35 @@ def test_the_archive_holds_each_input_once_and_raw_is_empty(run: ChaosRun) -> No
         for entry in page.get("Contents", []):
             archived[entry["Key"]] = entry["ETag"].strip('"')
     expected = {item.archive_key(): _md5(item.data) for item in run.corpus.inputs.values()}
+    assert len(expected) == len(run.corpus.inputs), "two inputs share an archive name"
     current = {k: v for k, v in archived.items() if not k.startswith(ARCHIVE_SUPERSEDED_PREFIX)}
     assert current == expected
-    # Each superseded upload is kept once, under superseded/<its version id>/<key>.
-    superseded = sorted(
-        (key.removeprefix(ARCHIVE_SUPERSEDED_PREFIX).split("/", 1)[1], etag)
-        for key, etag in archived.items()
-        if key.startswith(ARCHIVE_SUPERSEDED_PREFIX)
+    superseded = {k: v for k, v in archived.items() if k.startswith(ARCHIVE_SUPERSEDED_PREFIX)}
+    assert superseded == {
+        superseded_archive_key(key, version): etag
+        for key in run.corpus.versions
+        for version, etag in run.sent[key][:-1]
+    }
+
+
+def test_the_version_ledger_records_every_older_version_and_every_deleted_one(
+    run: ChaosRun,
+) -> None:
+    recorded = sorted(
+        (r["status"], r["source"]["key"], r["source"]["etag"], r["archive_key"])
+        for r in run.records
     )
-    assert superseded == sorted((k, _md5(first)) for k, first in run.corpus.superseded.items())
+    older = [
+        ("superseded", key, etag, superseded_archive_key(key, version))
+        for key in run.corpus.versions
+        for version, etag in run.sent[key][:-1]
+    ]
+    deleted = [("deleted", key, _md5(item.data), None) for key, item in run.corpus.gone.items()]
+    assert recorded == sorted(older + deleted)
+    by_version = {r["source"]["version_id"] for r in run.records if r["status"] == "superseded"}
+    assert by_version == {
+        version for key in run.corpus.versions for version, _ in run.sent[key][:-1]
+    }
 
 
 def test_label_counts_and_image_labels_equal_the_ground_truth(run: ChaosRun) -> None:
@@ -365,7 +527,7 @@ def test_the_dead_letter_queue_is_empty_after_redrive(run: ChaosRun) -> None:
         assert run.redriven + run.discarded >= run.dead_lettered[0]
 
 
-def test_sluice_audit_is_clean(run: ChaosRun) -> None:
+def test_sluice_audit_is_clean_and_its_ledger_counts_what_was_sent(run: ChaosRun) -> None:
     stack = run.stack
     audit = subprocess.run(
         [
@@ -375,6 +537,8 @@ def test_sluice_audit_is_clean(run: ChaosRun) -> None:
             "audit",
             "--wait",
             "60",
+            "--output",
+            "json",
             "--environment",
             ENVIRONMENT,
             "--endpoint-url",
@@ -390,3 +554,17 @@ def test_sluice_audit_is_clean(run: ChaosRun) -> None:
         check=False,
     )
     assert audit.returncode == 0, audit.stdout + audit.stderr
+    document = json.loads(audit.stdout)
+    assert document["clean"] and document["discrepancies"] == [], document
+    statuses = Counter(item.status for item in run.corpus.inputs.values())
+    older = sum(len(versions) - 1 for versions in run.corpus.versions.values())
+    assert document["ledger"] == {
+        "inputs_seen": len(run.corpus.inputs),
+        "in_raw": 0,
+        "receipts_processed": statuses["processed"],
+        "receipts_rejected": statuses["rejected"],
+        "archived": len(run.corpus.inputs) + older,
+        "versions_superseded": older,
+        "versions_deleted": len(run.corpus.gone),
+        "dead_lettered": 0,
+    }

@@ -361,6 +361,9 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         )
         | grant({"s3:putobject"}, objects("processed", "versions/"))
         | grant({"s3:listbucket"}, [d.buckets["processed"]])
+        # A version deleted before it was processed, named by an event without a version
+        # id, is found among RAW's versions by its ETag.
+        | grant({"s3:listbucketversions"}, [d.buckets["raw"]])
         # Outputs of the archived version that a version deleted while transformed wrote
         # over are copied back from their own versions.
         | grant({"s3:getobjectversion"}, objects("processed", "data/", "errors/", "thumbnails/"))
@@ -964,7 +967,8 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str], str] = {
     ("tag", "dynamodb:deleteitem"): "on the images table, called only when a labelling run"
     " finds its image withdrawn between its first look and its lease (a race)",
     ("transform", "s3:listbucketversions"): "called only when a version deleted from RAW"
-    " while it was transformed wrote over an archived version's outputs (a race;"
+    " while it was transformed wrote over an archived version's outputs (a race), and on"
+    " RAW only for a deleted version whose event has no version id (AWS's have one;"
     " tests/integration/test_deletion.py)",
     ("transform", "s3:getobjectversion"): "the same race: the overwritten outputs are"
     " copied back from their own versions",

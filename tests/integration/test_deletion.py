@@ -329,6 +329,70 @@ def test_deleted_from_raw_after_its_receipt_and_before_archiving(flow: Flow) -> 
     assert_clean(flow.audit())
 
 
+def late_upload_event(flow: Flow, key: str, *, with_version_id: bool) -> dict[str, Any]:
+    """The upload's event delivered again, late: as AWS sends it on a versioned bucket
+    (with ``versionId``), or as moto does (without)."""
+    head = flow.p.s3.head_object(Bucket=flow.p.raw, Key=key)
+    return sqs_batch(
+        s3_event(
+            s3_record(
+                flow.p.raw,
+                key,
+                etag=head["ETag"].strip('"'),
+                size=head["ContentLength"],
+                version_id=head["VersionId"] if with_version_id else None,
+            )
+        )
+    )
+
+
+@pytest.mark.parametrize("with_version_id", [True, False], ids=["aws-event", "moto-event"])
+def test_one_ledger_record_per_version_when_its_event_comes_after_the_removal(
+    flow: Flow, with_version_id: bool
+) -> None:
+    """A version deleted from RAW after its receipt is removed with what it owns and
+    recorded once (decision 30); its upload event delivered again afterwards finds no
+    receipt and the key gone, and must neither add a second record (named by ETag when the
+    event has no version id) nor overwrite the first (which lists the outputs removed)."""
+    key = "photos/late.jpg"
+    flow.p.s3.put_object(Bucket=flow.p.raw, Key=key, Body=picture((4, 5, 6)))
+    late = late_upload_event(flow, key, with_version_id=with_version_id)
+    version_id = flow.p.s3.head_object(Bucket=flow.p.raw, Key=key)["VersionId"]
+    flow.invoke("transform", late)
+    receipt = object_event_for(flow.p.s3, flow.p.processed, receipt_key(key))
+    flow.p.s3.delete_object(Bucket=flow.p.raw, Key=key)
+    flow.invoke("archive", receipt)
+    removed = flow.record(key)
+
+    flow.invoke("transform", late)
+
+    assert flow.keys(flow.p.processed, "versions/") == [version_record_key(key, version_id)]
+    assert flow.record(key) == removed
+    assert removed["outputs_removed"]
+    assert_clean(flow.audit())
+
+
+def test_one_ledger_record_per_version_deleted_before_processing_whatever_its_events_carry(
+    flow: Flow,
+) -> None:
+    """Deleted before it was transformed: moto's event (no version id) and AWS's (with it)
+    name the same version, so both record it once, under its version id."""
+    key = "retina/gone.json"
+    flow.p.s3.put_object(Bucket=flow.p.raw, Key=key, Body=RETINA)
+    version_id = flow.p.s3.head_object(Bucket=flow.p.raw, Key=key)["VersionId"]
+    events = [late_upload_event(flow, key, with_version_id=w) for w in (False, True)]
+    flow.p.s3.delete_object(Bucket=flow.p.raw, Key=key)
+
+    for event in events:
+        flow.invoke("transform", event)
+
+    assert flow.keys(flow.p.processed, "versions/") == [version_record_key(key, version_id)]
+    record = flow.record(key)
+    assert (record["status"], record["deleted_from"]) == ("deleted", "raw")
+    assert record["source"]["version_id"] == version_id
+    assert_clean(flow.audit())
+
+
 # --- the API ----------------------------------------------------------------------------------
 
 

@@ -34,7 +34,14 @@ from PIL import Image
 
 from sluice.keys import archive_key_for, receipt_key
 from sluice.local.invocation import sqs_event
-from tests.chaos.faults import FaultPoint, InjectedFaultError, Injector, When, install
+from tests.chaos.faults import (
+    DeletePlan,
+    FaultPoint,
+    InjectedFaultError,
+    Injector,
+    When,
+    install,
+)
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for
 
@@ -296,6 +303,46 @@ def test_the_hook_sees_every_aws_call_a_handler_makes(
         seen = [name.split(".", 1)[1] for name in handlers.injector.calls]
         assert made, stage
         assert sorted(seen) == sorted(made), stage
+
+
+@pytest.mark.parametrize(
+    ("step", "receipted"), [("before-read", False), ("after-read", False), ("after-receipt", True)]
+)
+def test_the_delete_plan_deletes_a_raw_key_at_its_step_of_the_transform(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, step: str, receipted: bool
+) -> None:
+    """The chaos run's deletes during processing happen where planned, not by luck: before
+    the transform reads the key or after (no receipt, no outputs), or after its receipt."""
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    deleted: list[tuple[str, str]] = []
+    receipts_then: list[list[str]] = []
+
+    def delete(bucket: str, key: str) -> None:
+        receipts_then.append(keys(pipeline, pipeline.processed, "receipts/"))
+        deleted.append((bucket, key))
+        pipeline.s3.delete_object(Bucket=bucket, Key=key)
+
+    DeletePlan({IMAGE_KEY: step}, pipeline.raw, delete).register(boto3.DEFAULT_SESSION)
+    install()  # the fault hooks come after the plan's, as in the preload
+    monkeypatch.setenv("THUMBNAIL_SIZES", "32")
+    transform = load_handler("transform")
+    pipeline.s3.put_object(Bucket=pipeline.raw, Key=IMAGE_KEY, Body=INPUTS[IMAGE_KEY])
+
+    assert deliver(transform, stage_event(pipeline, "transform", IMAGE_KEY))
+
+    assert deleted and set(deleted) == {(pipeline.raw, IMAGE_KEY)}
+    assert receipts_then[0] == ([receipt_key(IMAGE_KEY)] if step == "after-receipt" else [])
+    assert keys(pipeline, pipeline.processed, "receipts/") == (
+        [receipt_key(IMAGE_KEY)] if receipted else []
+    )
+    assert bool(keys(pipeline, pipeline.processed, "thumbnails/")) == receipted
+
+
+def keys(p: Pipeline, bucket: str, prefix: str) -> list[str]:
+    response = p.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for item in response.get("Contents", []))
 
 
 def test_an_injected_fault_is_a_transient_client_error() -> None:

@@ -34,7 +34,6 @@ from sluice.keys import (
     superseded_archive_key,
     thumbnail_key,
     version_record_key,
-    version_token,
 )
 from sluice.labels import label_counts
 from sluice.ops.audit import AuditReport, audit
@@ -545,9 +544,9 @@ def test_deleted_while_processing_leaves_no_outputs_and_a_ledger_entry(
     assert stack.keys(stack.p.processed, "thumbnails/") == []
     assert stack.keys(stack.p.archive) == []
     assert get_image(stack.p.dynamodb, stack.p.images_table, image_id(f"images/{key}")) is None
-    # Keyed as the event names the version (by ETag here: moto's events carry no
-    # versionId), so a late duplicate of the event finds the same record.
-    record = stack.record(key, version_token(None, etag_of(put)))
+    # Keyed by the version id, though moto's events carry none: a late duplicate of the
+    # event finds the version by its ETag, and this record with it.
+    record = stack.record(key, put["VersionId"])
     assert record["status"] == "deleted" and record["archive_key"] is None
     report = stack.audit()
     assert_clean(report)
@@ -564,8 +563,92 @@ def test_deleted_before_processing_is_recorded_once_its_event_arrives(stack: Sta
 
     assert stack.keys(stack.p.processed, "receipts/") == []
     assert stack.keys(stack.p.processed, "data/") == []
-    record = json.loads(
-        stack.read(stack.p.processed, version_record_key(key, version_token(None, etag_of(put))))
-    )
+    record = json.loads(stack.read(stack.p.processed, version_record_key(key, put["VersionId"])))
     assert record["status"] == "deleted"
+    assert_clean(stack.audit())
+
+
+def test_a_stale_event_of_a_version_archived_meanwhile_is_not_recorded_as_deleted(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v1's event comes late: v2 is current, and between the transform's look at the
+    ledger (no receipt yet) and its look at RAW, v2 is transformed and archived, which
+    empties RAW. v1 was superseded, not deleted: one record says so, and only one."""
+    key = "retina/raced.json"
+    v1 = stack.put(key, one_record())
+    v1_event = stack.event(key)
+    stack.put(key, json.dumps([RECORD, {**RECORD, "patient_id": "P000002"}]).encode())
+    v2_event = stack.event(key)
+    real = stack.transform.read_receipt
+    raced: list[bool] = []
+
+    def archive_v2_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        if not raced:
+            raced.append(True)
+            assert stack.transform_ok(v2_event)
+            stack.archive_all()
+        return found
+
+    monkeypatch.setattr(stack.transform, "read_receipt", archive_v2_meanwhile)
+    assert stack.transform_ok(v1_event)
+
+    assert raced
+    records = stack.keys(stack.p.processed, "versions/")
+    assert records == [version_record_key(key, v1["VersionId"])]
+    assert stack.record(key, v1["VersionId"])["status"] == "superseded"
+    assert_clean(stack.audit())
+
+
+def test_deleted_while_a_crashed_transform_held_it_leaves_no_outputs(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the chaos run: the object is deleted while its transform runs, and that
+    invocation dies (timeout) after writing thumbnails, before it looks at RAW again. The
+    retry finds the key gone with no receipt: the outputs the dead run left go too."""
+    key = "p/gone-mid-crash.jpg"
+    put = stack.put(key, jpeg((9, 8, 7)))
+    event = stack.event(key)
+    real = stack.transform.current_verdict
+
+    def delete_then_die(*args: Any, **kwargs: Any) -> Any:
+        stack.p.s3.delete_object(Bucket=stack.p.raw, Key=key)
+        raise TimeoutError("Task timed out")  # what the runtime does to the invocation
+
+    monkeypatch.setattr(stack.transform, "current_verdict", delete_then_die)
+    assert not stack.transform_ok(event)
+    assert stack.keys(stack.p.processed, "thumbnails/")  # the dead run's outputs
+    monkeypatch.setattr(stack.transform, "current_verdict", real)
+    assert stack.transform_ok(event)  # the retry
+    stack.archive_all()
+
+    assert stack.keys(stack.p.processed, "thumbnails/") == []
+    assert stack.keys(stack.p.processed, "receipts/") == []
+    record = stack.record(key, put["VersionId"])
+    assert record["status"] == "deleted"
+    assert_clean(stack.audit())
+
+
+def test_a_duplicate_delivery_that_finds_its_version_archived_meanwhile_keeps_the_outputs(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the chaos run: a second delivery of a processed version is transforming it
+    when the archive handler moves it out of RAW (the first delivery's receipt asked it
+    to). The key is gone because it was archived, not deleted: the outputs the receipt
+    lists stay, and no 'deleted' record contradicts the receipt."""
+    key = "p/archived-meanwhile.jpg"
+    stack.put(key, jpeg((40, 50, 60)))
+    event = stack.event(key)
+    assert stack.transform_ok(event)
+    real = stack.transform.make_thumbnails
+
+    def archive_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        stack.archive_all()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stack.transform, "make_thumbnails", archive_meanwhile)
+    assert stack.transform_ok(event)  # the duplicate
+
+    assert stack.keys(stack.p.processed, "thumbnails/") == [thumbnail_key(key, 64, ".jpg")]
+    assert stack.keys(stack.p.processed, "versions/") == []
     assert_clean(stack.audit())

@@ -26,7 +26,8 @@ Idempotency and ordering (DESIGN decision 4): the object is read with ``IfMatch`
 event's ETag. If it is gone or has changed, a newer upload (with its own event) or the
 archive handler got there first: the event is a duplicate when the receipt already names
 this ETag, stale otherwise, and in both cases nothing is done (a key that is gone and has
-no receipt at all was deleted before it could be processed: the version ledger says so).
+no receipt at all was deleted before it could be processed: under the key's lease, any
+outputs a delivery that died mid-way left are removed, and the version ledger says so).
 Every output is a PUT derived only from the input and the metadata item is an UpdateItem
 that sets ``created_at`` once, so a retry after a crash redoes the same work; the
 receipt is the last write. Outputs a previous version of the same key left behind and
@@ -235,22 +236,65 @@ def _key_is_gone(s3: Any, ref: S3ObjectRef) -> bool:
     return head(s3, ref.bucket, ref.key) is None
 
 
-def _record_deleted_before_processing(
-    s3: Any, settings: TransformSettings, ref: S3ObjectRef, etag: str
+@dataclass(frozen=True)
+class Deleted:
+    """The event's object is gone from RAW and its key has no receipt: it was deleted
+    before it could be processed (:func:`forget_deleted` settles it, under the lease)."""
+
+    etag: str
+
+
+def possible_outputs(settings: TransformSettings, key: str) -> list[str]:
+    """Every PROCESSED name a version of ``key`` can produce, receipt aside."""
+    kind = kind_of(key)
+    if kind == "data":
+        return [derived_key(DATA_PREFIX, key), derived_key(ERRORS_PREFIX, key, ".jsonl")]
+    if kind == "image":
+        extension = OUTPUT_FORMATS[settings.thumbnail_format].extension
+        return [thumbnail_key(key, size, extension) for size in settings.thumbnail_sizes]
+    return []
+
+
+def forget_deleted(
+    s3: Any, settings: TransformSettings, ref: S3ObjectRef, deleted: Deleted
 ) -> None:
-    """A key that never got a receipt and is gone from RAW: the ledger says so (it was
-    deleted before it could be processed), so the audit need not look for it forever."""
-    source = source_of(ref, etag=etag, version_id=ref.version_id, size=ref.size)
-    write_version_record(
-        s3, settings.processed_bucket, version_record(source, "deleted", deleted_from="raw")
-    )
-    logger.info("input deleted from RAW before it was processed; recorded in the ledger")
+    """A key that never got a receipt and is gone from RAW: nothing of it stays, and the
+    ledger says so, so the audit need not look for it forever. Outputs can exist when an
+    earlier delivery died between writing them and looking at RAW again (a timeout, a
+    crash); they are the key's own, and no other version writes any while the caller
+    holds the key's lease."""
+    _delete_if_present(s3, settings.processed_bucket, possible_outputs(settings, ref.key))
+    version_id = ref.version_id or _version_id_by_etag(s3, ref.bucket, ref.key, deleted.etag)
+    source = source_of(ref, etag=deleted.etag, version_id=version_id, size=ref.size)
+    record = version_record(source, "deleted", deleted_from="raw")
+    if write_version_record(s3, settings.processed_bucket, record, only_if_absent=True):
+        logger.info("input deleted from RAW before it was processed; recorded in the ledger")
+    else:
+        # A late or repeated event of a version the ledger already accounts for: removed
+        # after its receipt (decision 30), superseded, or recorded by an earlier delivery.
+        logger.info("deleted version already recorded in the ledger; kept as it is")
+
+
+def _version_id_by_etag(s3: Any, bucket: str, key: str, etag: str) -> str | None:
+    """The version of ``key`` with ``etag`` (the newest, if the same bytes were uploaded
+    twice), for an event that carries no version id (moto's; AWS's carry one on a
+    versioned bucket). A deleted version is noncurrent behind the delete marker and keeps
+    its ETag; None when RAW holds no such version or has no versions (``"null"``), and the
+    ledger names the version by its ETag instead (:func:`sluice.keys.version_token`)."""
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket, Prefix=key):
+        for version in page.get("Versions", []):
+            if version["Key"] == key and normalize_etag(version.get("ETag")) == etag:
+                found = str(version.get("VersionId") or "")
+                return found if found and found != "null" else None
+    return None
 
 
 def fetch_source(
     clients: Clients, settings: TransformSettings, ref: S3ObjectRef, *, with_body: bool
-) -> Source | None:
-    """The object the event names, or None when the event is a duplicate or stale."""
+) -> Source | Deleted | None:
+    """The object the event names, :class:`Deleted` when it was deleted before it got a
+    receipt, or None when the event is a duplicate or stale."""
     s3 = clients.s3
     etag = ref.etag
     if ref.version_id is not None and etag is not None:
@@ -275,8 +319,14 @@ def fetch_source(
         existing = read_receipt(s3, settings.processed_bucket, ref.key)
         if _receipt_names(existing, etag, ref.version_id):
             logger.info("duplicate event: already processed, and the object has moved on")
-        elif existing is None and _key_is_gone(s3, ref):
-            _record_deleted_before_processing(s3, settings, ref, etag)
+        elif (
+            existing is None
+            and _key_is_gone(s3, ref)
+            # Asked again after RAW: the archive handler empties RAW only once a receipt
+            # exists, so a newer version archived between the two looks shows up here.
+            and read_receipt(s3, settings.processed_bucket, ref.key) is None
+        ):
+            return Deleted(etag)
         else:
             logger.info("stale event: the object was replaced or deleted since")
         return None
@@ -701,14 +751,10 @@ def _deleted_while_processing(
                 code="outputs_lost",
                 outputs_lost=len(lost),
             )
-    # Named as the event names the version, so that a late duplicate of the event (which
-    # can only say what the event says) finds this record instead of writing another.
-    named = source_of(
-        source.ref, etag=source.etag, version_id=source.ref.version_id, size=source.size
-    )
-    write_version_record(
-        clients.s3, settings.processed_bucket, version_record(named, "deleted", deleted_from="raw")
-    )
+    # Named by the version id S3 answered with; a late duplicate of an event without one
+    # finds the same version by its ETag (:func:`forget_deleted`) and this record with it.
+    record = version_record(source.receipt_source(), "deleted", deleted_from="raw")
+    write_version_record(clients.s3, settings.processed_bucket, record, only_if_absent=True)
     logger.info("input deleted from RAW while it was transformed; outputs removed")
 
 
@@ -744,6 +790,10 @@ def transform_object(
         return None
     with key_lease(clients.s3, settings.processed_bucket, ref.key, terms):
         source = fetch_source(clients, settings, ref, with_body=kind != "unsupported")
+        if isinstance(source, Deleted):
+            # Asked again under the lease (a deletion seen before it is settled only here).
+            forget_deleted(clients.s3, settings, ref, source)
+            return None
         if source is None:
             return None
         outcome = _transform(clients, settings, source, kind, deadline or Deadline.unbounded())
@@ -755,6 +805,15 @@ def transform_object(
             logger.info("a newer version was uploaded meanwhile; no receipt for this one")
             return None
         if verdict == "deleted":
+            if _receipt_names(
+                read_receipt(clients.s3, settings.processed_bucket, ref.key),
+                source.etag,
+                source.version_id,
+            ):
+                # Archived, not deleted: an earlier delivery's receipt had the archive
+                # handler move it meanwhile (it empties RAW only once a receipt exists).
+                logger.info("duplicate delivery: this version was archived meanwhile")
+                return None
             _deleted_while_processing(clients, settings, source, receipt)
             return None
         if outcome.result is not None and outcome.thumbnails is not None:
