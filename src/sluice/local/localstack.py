@@ -82,7 +82,7 @@ SERVICE_FAILED = "error calling function on_before_start"
 INSTALL_TIMEOUT_SECONDS = 1800.0
 START_TIMEOUT_SECONDS = 300.0
 STOP_GRACE_SECONDS = 30.0
-SERVICES = "cloudwatch,dynamodb,iam,kms,lambda,logs,s3,sns,sqs,sts"
+SERVICES = "cloudwatch,dynamodb,events,iam,kms,lambda,logs,s3,sns,sqs,sts"
 """What the root Terraform and the runner use (providers.tf's endpoints)."""
 
 _PIP = ("-m", "pip", "--disable-pip-version-check", "--no-input", "--quiet")
