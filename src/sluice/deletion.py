@@ -76,6 +76,18 @@ class DeletionSettings:
     images_table: str
     labels_table: str
 
+    @classmethod
+    def of(cls, settings: Any) -> DeletionSettings:
+        """The buckets and tables of a function's settings (tag, archive, api) that a
+        removal touches."""
+        return cls(
+            raw_bucket=settings.raw_bucket,
+            processed_bucket=settings.processed_bucket,
+            archive_bucket=settings.archive_bucket,
+            images_table=settings.images_table,
+            labels_table=settings.labels_table,
+        )
+
 
 @dataclass(frozen=True)
 class _Entry:

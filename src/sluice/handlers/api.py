@@ -454,13 +454,7 @@ class Api:
             raise ApiError(404, "not_found", "no such image")
         archive_key = str(item["archive_key"])
         terms = LeaseTerms(owner=f"api/{uuid.uuid4().hex}", seconds=lease_seconds)
-        settings = deletion.DeletionSettings(
-            raw_bucket=self.settings.raw_bucket,
-            processed_bucket=self.settings.processed_bucket,
-            archive_bucket=self.settings.archive_bucket,
-            images_table=self.settings.images_table,
-            labels_table=self.settings.labels_table,
-        )
+        settings = deletion.DeletionSettings.of(self.settings)
         try:
             self.s3.head_object(Bucket=self.settings.archive_bucket, Key=archive_key)
         except self.s3.exceptions.ClientError as error:

@@ -498,13 +498,7 @@ def archive_object(
 
 
 def deletion_settings(settings: ArchiveSettings) -> deletion.DeletionSettings:
-    return deletion.DeletionSettings(
-        raw_bucket=settings.raw_bucket,
-        processed_bucket=settings.processed_bucket,
-        archive_bucket=settings.archive_bucket,
-        images_table=settings.images_table,
-        labels_table=settings.labels_table,
-    )
+    return deletion.DeletionSettings.of(settings)
 
 
 def images_key_of(raw_key: str) -> str:

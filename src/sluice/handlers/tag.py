@@ -316,13 +316,7 @@ def is_archived_input_removed(ref: S3ObjectRef) -> bool:
 
 
 SETTINGS = TagSettings.from_env(os.environ)
-DELETION = deletion.DeletionSettings(
-    raw_bucket=SETTINGS.raw_bucket,
-    processed_bucket=SETTINGS.processed_bucket,
-    archive_bucket=SETTINGS.archive_bucket,
-    images_table=SETTINGS.images_table,
-    labels_table=SETTINGS.labels_table,
-)
+DELETION = deletion.DeletionSettings.of(SETTINGS)
 logger = make_logger("tag")
 s3_client = boto3.client("s3")
 dynamodb_client = boto3.client("dynamodb")
