@@ -9,7 +9,8 @@ label's count). Each party writes only its own attributes:
   shape is docs/contracts.md, "Image metadata item"), and the archive handler notes where
   the original went (:func:`record_archived`);
 * the tag handler takes the item's lease (:func:`acquire_lease`, :func:`release_lease`)
-  and records labels, with their confidence, under it;
+  and records labels, with their confidence, under it (:func:`mark_touched`,
+  :func:`record_labels`);
 * the bundle handler reads what a manifest needs (:func:`fetch_image_metadata`), the API
   reads items and pages (:func:`get_image`, :func:`batch_get_images`, :func:`list_images`)
   through readers that take both item shapes (:func:`thumbnails_of`,
@@ -39,7 +40,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from sluice.labels import remove_membership
+from sluice.labels import confidence_value, remove_membership
 from sluice.receipts import utc_now
 
 _deserializer = TypeDeserializer()
@@ -348,6 +349,99 @@ def release_lease(dynamodb: Any, table: str, item_id: str, owner: str) -> None:
             ConditionExpression="tag_lease_owner = :owner",
             ExpressionAttributeValues={":owner": {"S": owner}},
         )
+
+
+class LeaseLostError(RuntimeError):
+    """This run's lease expired and another run took the image over."""
+
+
+def labelled_for(item: Mapping[str, Any], etag: str, labeler: str) -> bool:
+    """The item already holds ``labeler``'s labels for this content (an ETag), and no
+    membership outside them: a duplicate delivery needs no labeler call."""
+    return (
+        item.get("archive_etag", {}).get("S") == etag
+        and item.get("labeler", {}).get("S") == labeler
+        and "labels" in item
+        and set(_attribute_strings(item.get("labels_touched")))
+        <= set(_attribute_strings(item.get("labels")))
+    )
+
+
+def mark_touched(dynamodb: Any, table: str, item_id: str, names: list[str], owner: str) -> None:
+    """Add ``names`` to ``labels_touched`` under the lease, before any membership is written,
+    so the item always names a superset of the image's memberships."""
+    try:
+        dynamodb.update_item(
+            TableName=table,
+            Key={"image_id": {"S": item_id}},
+            UpdateExpression="ADD labels_touched :names",
+            ConditionExpression="tag_lease_owner = :owner",
+            ExpressionAttributeValues={":names": {"SS": names}, ":owner": {"S": owner}},
+        )
+    except dynamodb.exceptions.ConditionalCheckFailedException:
+        raise LeaseLostError(f"image {item_id}: lease lost before labelling") from None
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """What a labelling run leaves on the item (docs/contracts.md, "Image metadata item")."""
+
+    confidences: Mapping[str, float]
+    """Each label's confidence, in the labeler's order."""
+    labeler: str
+    archive_etag: str
+    archive_version_id: str | None
+    label_error: str | None
+
+
+def record_labels(dynamodb: Any, table: str, item_id: str, record: LabelRecord, owner: str) -> None:
+    """Write the labels and release the lease in one conditional write, so a run that lost
+    its lease cannot overwrite a newer one. Only the tag handler's attributes are written."""
+    names = list(record.confidences)
+    sets = [
+        "labels = :labels",
+        "label_confidence = :confidence",
+        "labeler = :labeler",
+        "labels_updated_at = :now",
+        "updated_at = :now",
+        "created_at = if_not_exists(created_at, :now)",
+        "archive_etag = :etag",
+    ]
+    removes = ["tag_lease_owner", "tag_lease_until"]
+    values: dict[str, Any] = {
+        ":labels": {"L": [{"S": name} for name in names]},
+        ":confidence": {
+            "M": {name: confidence_value(value) for name, value in record.confidences.items()}
+        },
+        ":labeler": {"S": record.labeler},
+        ":now": {"S": utc_now()},
+        ":etag": {"S": record.archive_etag},
+        ":owner": {"S": owner},
+    }
+    for attribute, value in (
+        ("archive_version_id", record.archive_version_id),
+        ("label_error", record.label_error),
+    ):
+        if value:
+            sets.append(f"{attribute} = :{attribute}")
+            values[f":{attribute}"] = {"S": value}
+        else:
+            removes.append(attribute)
+    if names:
+        sets.append("labels_touched = :touched")
+        values[":touched"] = {"SS": names}
+    else:
+        removes.append("labels_touched")
+    try:
+        dynamodb.update_item(
+            TableName=table,
+            Key={"image_id": {"S": item_id}},
+            UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+            ConditionExpression="tag_lease_owner = :owner",
+            ExpressionAttributeValues=values,
+        )
+    except dynamodb.exceptions.ConditionalCheckFailedException:
+        raise LeaseLostError(f"image {item_id}: lease lost before recording labels") from None
 
 
 def abandon_lease(dynamodb: Any, table: str, item_id: str, owner: str) -> None:

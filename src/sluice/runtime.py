@@ -1,7 +1,17 @@
 """The part every handler shares: event in, objects processed, partial batch response out.
 
-A handler module builds its clients and configuration once at import (cold start) and
-calls :func:`run` with a function that processes one S3 object. SQS batches go through
+Every handler module has the same shape (docs/contracts.md, "Handler skeleton"):
+
+* ``logger = make_logger(<function>)`` at module level;
+* a frozen dependencies class holding its settings (:mod:`sluice.settings`) and clients,
+  with a ``from_env`` that builds the clients through :func:`client` (one retry policy);
+* a plain ``process(...)`` taking those dependencies as arguments: the numbered steps of
+  the module's docstring, testable with moto clients and no module reloading;
+* ``make_handler(dependencies)``, a few lines that call :func:`run`;
+* ``handler = entry_point(logger, build)``: what Lambda calls. Inside Lambda (and the local
+  runtime) the dependencies are built at import, so a cold start pays for them in the init
+  phase and SnapStart snapshots them; imported anywhere else (a test, a tool) the module
+  needs no environment and builds nothing until the first call. SQS batches go through
 Powertools' ``BatchProcessor`` so one failing message is reported in
 ``batchItemFailures`` and never fails or repeats the rest of its batch.
 
@@ -25,6 +35,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -32,6 +43,7 @@ from aws_lambda_powertools.utilities.batch import (
     process_partial_response,
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from botocore.config import Config
 
 from sluice.events import (
     S3ObjectRef,
@@ -43,6 +55,7 @@ from sluice.events import (
 from sluice.metrics import ItemCounts, Outcome, publish
 
 ObjectProcessor = Callable[[S3ObjectRef], Outcome | None]
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 ObjectFilter = Callable[[S3ObjectRef], bool]
 
 _OBJECT_LOG_KEYS = ("bucket", "key", "etag", "version_id")
@@ -51,6 +64,52 @@ _OBJECT_LOG_KEYS = ("bucket", "key", "etag", "version_id")
 def make_logger(function: str) -> Logger:
     """Structured JSON logger; service name and level come from the Powertools variables."""
     return Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", f"sluice-{function}"))
+
+
+RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
+"""One retry policy for every handler's clients: standard mode (throttling and transient
+errors, with jittered back-off) and five attempts, so a burst of S3 503 SlowDown or DynamoDB
+throttling is absorbed inside the invocation instead of costing a whole redelivery."""
+
+_S3_SIGNING = Config(signature_version="s3v4")
+"""Presigned URLs must be SigV4 (required for KMS-encrypted objects and by every region)."""
+
+
+def client(service: str, **kwargs: Any) -> Any:
+    """A boto3 client with :data:`RETRIES` (and SigV4 for S3); ``kwargs`` go to boto3."""
+    config = RETRIES.merge(_S3_SIGNING) if service == "s3" else RETRIES
+    return boto3.client(service, config=config, **kwargs)  # type: ignore[call-overload]
+
+
+def on_lambda(env: Mapping[str, str] = os.environ) -> bool:
+    """Running as a function (on AWS or in the local runtime), not imported by a tool."""
+    return bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def entry_point(
+    logger: Logger, build: Callable[[], Handler], *, eager: bool | None = None
+) -> Handler:
+    """The module's ``handler``: builds the real one once per execution environment.
+
+    ``build`` reads the settings and creates the clients. It runs at import when
+    :func:`on_lambda` (``eager`` overrides), so that work lands in the init phase, and
+    otherwise on the first call. Powertools' Lambda context (request id, cold start) is
+    injected around every call.
+    """
+    built: list[Handler] = []
+
+    def real() -> Handler:
+        if not built:
+            built.append(build())
+        return built[0]
+
+    @logger.inject_lambda_context
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return real()(event, context)
+
+    if on_lambda() if eager is None else eager:
+        real()
+    return handler
 
 
 def register_snapshot_hooks() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections import Counter
 from types import ModuleType
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 from sluice.events import S3ObjectRef
+from sluice.handlers.tag import Dependencies
 from sluice.image_items import label_confidences, plain
 from sluice.keys import image_id
 from sluice.labelers import ImageObject, Label
@@ -27,6 +29,13 @@ def tag(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("LABEL_MIN_CONFIDENCE", "50")
     monkeypatch.setenv("LABEL_MAX_LABELS", "5")
     return load_handler("tag")
+
+
+@pytest.fixture
+def deps(tag: ModuleType) -> Dependencies:
+    """The tag function's settings and moto clients, as its cold start would build them."""
+    dependencies: Dependencies = tag.Dependencies.from_env(os.environ)
+    return dependencies
 
 
 def png(colour: tuple[int, int, int], size: tuple[int, int]) -> bytes:
@@ -170,17 +179,17 @@ def event_etag(event: dict[str, Any]) -> str:
 
 
 def test_duplicate_delivery_changes_nothing_and_skips_the_labeler(
-    pipeline: Pipeline, tag: ModuleType
+    pipeline: Pipeline, tag: ModuleType, deps: Dependencies
 ) -> None:
     key = "images/dup.png"
     put_image(pipeline, key, png(BLUE, (30, 60)))
-    labeler = CountingLabeler(tag.LABELER)
+    labeler = CountingLabeler(deps.labeler)
     for _ in range(3):
         tag.tag_image(
             pipeline.s3,
             pipeline.dynamodb,
             labeler,
-            tag.SETTINGS,
+            deps.settings,
             ref_for(pipeline, key),
             lease(tag, "x"),
         )
@@ -190,7 +199,9 @@ def test_duplicate_delivery_changes_nothing_and_skips_the_labeler(
     assert_consistent(pipeline)
 
 
-def test_crash_after_some_labels_then_retry_converges(pipeline: Pipeline, tag: ModuleType) -> None:
+def test_crash_after_some_labels_then_retry_converges(
+    pipeline: Pipeline, tag: ModuleType, deps: Dependencies
+) -> None:
     key = "images/crash.png"
     put_image(pipeline, key, png(RED, (60, 30)))
     crashing = CrashingDynamoDB(pipeline.dynamodb, allowed=1)
@@ -198,8 +209,8 @@ def test_crash_after_some_labels_then_retry_converges(pipeline: Pipeline, tag: M
         tag.tag_image(
             pipeline.s3,
             crashing,
-            tag.LABELER,
-            tag.SETTINGS,
+            deps.labeler,
+            deps.settings,
             ref_for(pipeline, key),
             lease(tag, "a"),
         )
@@ -208,8 +219,8 @@ def test_crash_after_some_labels_then_retry_converges(pipeline: Pipeline, tag: M
     outcome = tag.tag_image(
         pipeline.s3,
         pipeline.dynamodb,
-        tag.LABELER,
-        tag.SETTINGS,
+        deps.labeler,
+        deps.settings,
         ref_for(pipeline, key),
         lease(tag, "b"),
     )
@@ -220,7 +231,7 @@ def test_crash_after_some_labels_then_retry_converges(pipeline: Pipeline, tag: M
 
 
 def test_hard_crash_holds_the_image_until_its_lease_expires(
-    pipeline: Pipeline, tag: ModuleType
+    pipeline: Pipeline, tag: ModuleType, deps: Dependencies
 ) -> None:
     key = "images/hard.png"
     put_image(pipeline, key, png(RED, (60, 30)))
@@ -229,8 +240,8 @@ def test_hard_crash_holds_the_image_until_its_lease_expires(
         tag.tag_image(
             pipeline.s3,
             crashing,
-            tag.LABELER,
-            tag.SETTINGS,
+            deps.labeler,
+            deps.settings,
             ref_for(pipeline, key),
             lease(tag, "a", now=1_000),
         )
@@ -239,16 +250,16 @@ def test_hard_crash_holds_the_image_until_its_lease_expires(
         tag.tag_image(
             pipeline.s3,
             pipeline.dynamodb,
-            tag.LABELER,
-            tag.SETTINGS,
+            deps.labeler,
+            deps.settings,
             ref_for(pipeline, key),
             lease(tag, "b", now=1_030),
         )
     tag.tag_image(
         pipeline.s3,
         pipeline.dynamodb,
-        tag.LABELER,
-        tag.SETTINGS,
+        deps.labeler,
+        deps.settings,
         ref_for(pipeline, key),
         lease(tag, "c", now=1_061),
     )
@@ -300,7 +311,7 @@ def test_retag_with_new_content_moves_the_counts(
 
 
 def test_crash_then_new_content_removes_what_the_crashed_run_added(
-    pipeline: Pipeline, tag: ModuleType
+    pipeline: Pipeline, tag: ModuleType, deps: Dependencies
 ) -> None:
     key = "images/crash-then-change.png"
     half_red = Image.new("RGB", (60, 30), (250, 250, 250))
@@ -314,8 +325,8 @@ def test_crash_then_new_content_removes_what_the_crashed_run_added(
         tag.tag_image(
             pipeline.s3,
             CrashingDynamoDB(pipeline.dynamodb, allowed=2),
-            tag.LABELER,
-            tag.SETTINGS,
+            deps.labeler,
+            deps.settings,
             old_ref,
             lease(tag, "a"),
         )
@@ -325,15 +336,15 @@ def test_crash_then_new_content_removes_what_the_crashed_run_added(
     # The old event's retry is stale now; the new event relabels and cleans up.
     assert (
         tag.tag_image(
-            pipeline.s3, pipeline.dynamodb, tag.LABELER, tag.SETTINGS, old_ref, lease(tag, "b")
+            pipeline.s3, pipeline.dynamodb, deps.labeler, deps.settings, old_ref, lease(tag, "b")
         )
         == "skipped"
     )
     tag.tag_image(
         pipeline.s3,
         pipeline.dynamodb,
-        tag.LABELER,
-        tag.SETTINGS,
+        deps.labeler,
+        deps.settings,
         ref_for(pipeline, key),
         lease(tag, "c"),
     )
@@ -343,7 +354,7 @@ def test_crash_then_new_content_removes_what_the_crashed_run_added(
 
 
 def test_concurrent_tags_of_different_images_of_one_label_count_each(
-    pipeline: Pipeline, tag: ModuleType
+    pipeline: Pipeline, tag: ModuleType, deps: Dependencies
 ) -> None:
     keys = [f"images/red-{n}.png" for n in range(4)]
     for key in keys:
@@ -365,8 +376,8 @@ def test_concurrent_tags_of_different_images_of_one_label_count_each(
                 tag.tag_image(
                     pipeline.s3,
                     self,
-                    tag.LABELER,
-                    tag.SETTINGS,
+                    deps.labeler,
+                    deps.settings,
                     ref_for(pipeline, nested),
                     lease(tag, nested),
                 )
@@ -376,8 +387,8 @@ def test_concurrent_tags_of_different_images_of_one_label_count_each(
     tag.tag_image(
         pipeline.s3,
         interleaving,
-        tag.LABELER,
-        tag.SETTINGS,
+        deps.labeler,
+        deps.settings,
         ref_for(pipeline, keys[0]),
         lease(tag, keys[0]),
     )
@@ -385,8 +396,8 @@ def test_concurrent_tags_of_different_images_of_one_label_count_each(
         tag.tag_image(
             pipeline.s3,
             pipeline.dynamodb,
-            tag.LABELER,
-            tag.SETTINGS,
+            deps.labeler,
+            deps.settings,
             ref_for(pipeline, key),
             lease(tag, "again"),
         )
@@ -480,7 +491,7 @@ class FixedLabeler:
 
 
 def test_the_item_keeps_each_label_with_its_confidence_and_when_it_changed(
-    pipeline: Pipeline, tag: ModuleType
+    pipeline: Pipeline, tag: ModuleType, deps: Dependencies
 ) -> None:
     """Issue 12: labels with confidence on the image's item (equal to the memberships'),
     replaced when new content is labelled; created_at stays, updated_at moves."""
@@ -503,7 +514,7 @@ def test_the_item_keeps_each_label_with_its_confidence_and_when_it_changed(
         pipeline.s3,
         pipeline.dynamodb,
         labeler,
-        tag.SETTINGS,
+        deps.settings,
         ref_for(pipeline, key),
         lease(tag, "a"),
     )
@@ -523,7 +534,7 @@ def test_the_item_keeps_each_label_with_its_confidence_and_when_it_changed(
         pipeline.s3,
         pipeline.dynamodb,
         labeler,
-        tag.SETTINGS,
+        deps.settings,
         ref_for(pipeline, key),
         lease(tag, "b"),
     )

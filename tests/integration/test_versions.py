@@ -9,9 +9,11 @@ Concurrency is made deterministic with hooks: a worker is paused at a chosen poi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
+import os
 import random
 import threading
 from collections import deque
@@ -128,9 +130,13 @@ class Stack:
 
     def tag_ref(self, ref: S3ObjectRef) -> Any:
         lease = self.tag.Lease(owner="test-tag")
-        return self.tag.tag_image(
-            self.p.s3, self.p.dynamodb, self.tag.LABELER, self.tag.SETTINGS, ref, lease
-        )
+        deps = self.tag_deps
+        return self.tag.tag_image(deps.s3, deps.dynamodb, deps.labeler, deps.settings, ref, lease)
+
+    @functools.cached_property
+    def tag_deps(self) -> Any:
+        """The tag function's settings, clients and labeler, as its cold start builds them."""
+        return self.tag.Dependencies.from_env(os.environ)
 
     # --- reading the end state --------------------------------------------------------------
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
@@ -496,13 +502,13 @@ def test_withdrawal_waits_for_a_labelling_run_that_holds_the_image(
     stack.archive_all()
     head = stack.p.s3.head_object(Bucket=stack.p.archive, Key=f"images/{key}")
     gate = Gate()
-    real_detect = stack.tag.LABELER.detect
+    real_detect = stack.tag_deps.labeler.detect
 
     def held_detect(image: Any) -> Any:
         gate.pause()
         return real_detect(image)
 
-    monkeypatch.setattr(stack.tag.LABELER, "detect", held_detect)
+    monkeypatch.setattr(stack.tag_deps.labeler, "detect", held_detect)
     etag = head["ETag"].strip('"')
     labelling = background(lambda: stack.tag_ref(stack.archived_ref(f"images/{key}", etag)))
     gate.wait_reached()  # the labelling run holds the image's lease

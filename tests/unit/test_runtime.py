@@ -296,3 +296,47 @@ def test_random_is_reseeded_in_each_environment_restored_from_a_snapshot(
 def test_no_snapshot_hook_outside_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "snapshot_restore_py", None)  # import fails
     assert not register_snapshot_hooks()
+
+
+def _counting_build(calls: list[int]) -> Callable[[], Handler]:
+    def build() -> Handler:
+        calls.append(1)
+        return lambda event, context: {"seen": event["n"]}
+
+    return build
+
+
+def test_entry_point_outside_lambda_builds_nothing_until_the_first_call() -> None:
+    """A test or a tool may import a handler module with no environment at all."""
+    from sluice.runtime import entry_point
+
+    calls: list[int] = []
+    handler = entry_point(Logger(service="t"), _counting_build(calls), eager=False)
+    assert calls == []
+    assert handler({"n": 1}, FakeContext()) == {"seen": 1}
+    assert handler({"n": 2}, FakeContext()) == {"seen": 2}
+    assert calls == [1]  # built once per execution environment
+
+
+def test_entry_point_on_lambda_builds_in_the_init_phase(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients and settings cost the cold start's init (and SnapStart snapshots them)."""
+    from sluice.runtime import entry_point, on_lambda
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sluice-dev-tag")
+    assert on_lambda()
+    calls: list[int] = []
+    handler = entry_point(Logger(service="t"), _counting_build(calls))
+    assert calls == [1]
+    handler({"n": 1}, FakeContext())
+    assert calls == [1]
+
+
+def test_every_client_retries_the_same_way_and_s3_signs_v4() -> None:
+    from sluice.runtime import RETRIES, client
+
+    s3 = client("s3", region_name="us-east-1")
+    dynamodb = client("dynamodb", region_name="us-east-1")
+    for made in (s3, dynamodb):
+        assert made.meta.config.retries == RETRIES.retries
+    assert s3.meta.config.signature_version == "s3v4"
+    assert dynamodb.meta.config.signature_version != "s3v4"

@@ -42,15 +42,13 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import boto3
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from sluice import deletion, image_items
 from sluice.events import S3ObjectRef, normalize_etag
+from sluice.image_items import ImageBusyError, LabelRecord, LeaseLostError
 from sluice.keys import (
     ARCHIVE_DATA_PREFIX,
     ARCHIVE_IMAGES_PREFIX,
@@ -60,29 +58,33 @@ from sluice.keys import (
 )
 from sluice.labelers import (
     ImageObject,
-    Label,
     Labeler,
     OfflineLabeler,
     RekognitionLabeler,
     UnlabelableImageError,
 )
-from sluice.labels import add_membership, confidence_value, remove_membership
+from sluice.labels import add_membership, remove_membership
 from sluice.leases import LeaseTerms
-from sluice.receipts import utc_now
-from sluice.runtime import make_logger, run
+from sluice.runtime import Handler, client, entry_point, make_logger, run
+from sluice.s3io import head
 from sluice.settings import TagSettings
+
+__all__ = ["ImageBusyError", "LeaseLostError", "handler", "make_handler", "process"]
 
 LEASE_MARGIN_SECONDS = 30.0
 DEFAULT_LEASE_SECONDS = 900.0 + LEASE_MARGIN_SECONDS
 
-ImageBusyError = image_items.ImageBusyError
-"""Another invocation holds this image's lease (re-exported: callers catch it from here)."""
-
 TagOutcome = Literal["tagged", "unchanged", "skipped"]
 
+REMOVAL_PREFIXES = (
+    ARCHIVE_IMAGES_PREFIX,
+    ARCHIVE_DATA_PREFIX,
+    ARCHIVE_REJECTED_PREFIX,
+    ARCHIVE_SUPERSEDED_PREFIX,
+)
+"""ARCHIVE names whose removal removes an input (docs/contracts.md)."""
 
-class LeaseLostError(RuntimeError):
-    """This run's lease expired and another run took the image over."""
+logger = make_logger("tag")
 
 
 @dataclass(frozen=True)
@@ -92,128 +94,45 @@ class Lease:
     clock: Callable[[], float] = time.time
 
 
-def _strings(attribute: dict[str, Any] | None) -> list[str]:
-    if not attribute:
-        return []
-    if "SS" in attribute:
-        return list(attribute["SS"])
-    return [value["S"] for value in attribute.get("L", []) if "S" in value]
+@dataclass(frozen=True)
+class Dependencies:
+    """What the tag function works with: built once per execution environment."""
+
+    settings: TagSettings
+    s3: Any
+    dynamodb: Any
+    labeler: Labeler
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Dependencies:
+        settings = TagSettings.from_env(env)
+        s3 = client("s3")
+        return cls(settings, s3, client("dynamodb"), build_labeler(settings, s3))
+
+    @property
+    def deletion(self) -> deletion.DeletionSettings:
+        return deletion.DeletionSettings.of(self.settings)
 
 
-def _acquire_lease(
-    dynamodb: Any, settings: TagSettings, item_id: str, archive_key: str, lease: Lease
-) -> dict[str, Any]:
-    """Take the image's lease and return its item as it stands (sluice.image_items)."""
-    now = lease.clock()
-    item = image_items.acquire_lease(
-        dynamodb,
-        settings.images_table,
-        item_id,
-        owner=lease.owner,
-        now=now,
-        until=now + lease.seconds,
-        archive_key=archive_key,
-    )
-    if item is None:  # pragma: no cover - created when missing, since archive_key is given
-        raise ImageBusyError(f"image {item_id}: item vanished while taking the lease")
-    return item
+def build_labeler(settings: TagSettings, s3: Any) -> Labeler:
+    confidence, most = settings.label_min_confidence, settings.label_max_labels
+    if settings.labeler == "offline":
+        return OfflineLabeler(s3, min_confidence=confidence, max_labels=most)
+    return RekognitionLabeler(client("rekognition"), min_confidence=confidence, max_labels=most)
 
 
-def _release_lease(dynamodb: Any, settings: TagSettings, item_id: str, lease: Lease) -> None:
-    image_items.release_lease(dynamodb, settings.images_table, item_id, lease.owner)
+def is_archived_image(ref: S3ObjectRef) -> bool:
+    return ref.is_created and ref.key.startswith(ARCHIVE_IMAGES_PREFIX)
 
 
-def _already_tagged(item: dict[str, Any], etag: str, labeler: str) -> bool:
-    return (
-        item.get("archive_etag", {}).get("S") == etag
-        and item.get("labeler", {}).get("S") == labeler
-        and "labels" in item
-        and set(_strings(item.get("labels_touched"))) <= set(_strings(item.get("labels")))
-    )
+def is_archived_input_removed(ref: S3ObjectRef) -> bool:
+    return ref.is_removed and ref.key.startswith(REMOVAL_PREFIXES)
 
 
-def _mark_touched(
-    dynamodb: Any, settings: TagSettings, item_id: str, names: list[str], lease: Lease
-) -> None:
-    try:
-        dynamodb.update_item(
-            TableName=settings.images_table,
-            Key={"image_id": {"S": item_id}},
-            UpdateExpression="ADD labels_touched :names",
-            ConditionExpression="tag_lease_owner = :owner",
-            ExpressionAttributeValues={":names": {"SS": names}, ":owner": {"S": lease.owner}},
-        )
-    except dynamodb.exceptions.ConditionalCheckFailedException:
-        raise LeaseLostError(f"image {item_id}: lease lost before labelling") from None
-
-
-def _record_labels(
-    dynamodb: Any,
-    settings: TagSettings,
-    item_id: str,
-    image: ImageObject,
-    labels: list[Label],
-    labeler: str,
-    label_error: str | None,
-    lease: Lease,
-) -> None:
-    names = [label.name for label in labels]
-    sets = [
-        "labels = :labels",
-        "label_confidence = :confidence",
-        "labeler = :labeler",
-        "labels_updated_at = :now",
-        "updated_at = :now",
-        "created_at = if_not_exists(created_at, :now)",
-        "archive_etag = :etag",
-    ]
-    removes = ["tag_lease_owner", "tag_lease_until"]
-    values: dict[str, Any] = {
-        ":labels": {"L": [{"S": name} for name in names]},
-        ":confidence": {"M": {label.name: confidence_value(label.confidence) for label in labels}},
-        ":labeler": {"S": labeler},
-        ":now": {"S": utc_now()},
-        ":etag": {"S": image.etag},
-        ":owner": {"S": lease.owner},
-    }
-    for attribute, value in (
-        ("archive_version_id", image.version_id),
-        ("label_error", label_error),
-    ):
-        if value:
-            sets.append(f"{attribute} = :{attribute}")
-            values[f":{attribute}"] = {"S": value}
-        else:
-            removes.append(attribute)
-    if names:
-        sets.append("labels_touched = :touched")
-        values[":touched"] = {"SS": names}
-    else:
-        removes.append("labels_touched")
-    try:
-        dynamodb.update_item(
-            TableName=settings.images_table,
-            Key={"image_id": {"S": item_id}},
-            UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
-            ConditionExpression="tag_lease_owner = :owner",
-            ExpressionAttributeValues=values,
-        )
-    except dynamodb.exceptions.ConditionalCheckFailedException:
-        raise LeaseLostError(f"image {item_id}: lease lost before recording labels") from None
-
-
-def _head_event_version(s3: Any, ref: S3ObjectRef) -> dict[str, Any] | None:
+def _event_version(s3: Any, ref: S3ObjectRef) -> dict[str, Any] | None:
     """The object version the event announced, or None if it changed or went away."""
     # Quoted, as HTTP wants it: notifications carry the ETag bare.
-    extra = {"IfMatch": f'"{ref.etag}"'} if ref.etag else {}
-    try:
-        response: dict[str, Any] = s3.head_object(Bucket=ref.bucket, Key=ref.key, **extra)
-    except s3.exceptions.ClientError as error:
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status in (404, 412):
-            return None
-        raise
-    return response
+    return head(s3, ref.bucket, ref.key, **({"IfMatch": f'"{ref.etag}"'} if ref.etag else {}))
 
 
 def tag_image(
@@ -225,42 +144,55 @@ def tag_image(
     lease: Lease,
 ) -> TagOutcome:
     """Label one archived image and bring its memberships and counts in line (idempotent)."""
-    head = _head_event_version(s3, ref)
-    if head is None:
+    table = settings.images_table
+    # 1. The version the event announced, or nothing to do.
+    head_response = _event_version(s3, ref)
+    if head_response is None:
         logger.info("image changed or was removed since this event; a newer event covers it")
         return "skipped"
     image = ImageObject(
         bucket=ref.bucket,
         key=ref.key,
-        etag=str(normalize_etag(head.get("ETag"))),
-        version_id=head.get("VersionId"),
-        size=head.get("ContentLength"),
+        etag=str(normalize_etag(head_response.get("ETag"))),
+        version_id=head_response.get("VersionId"),
+        size=head_response.get("ContentLength"),
     )
+    # 2. The image's lease, then one more look: a withdrawal may have come first.
     item_id = image_id(ref.key)
-    item = _acquire_lease(dynamodb, settings, item_id, ref.key, lease)
-    if _head_event_version(s3, ref) is None:
-        # Made noncurrent (its key's newest version was rejected, and the image withdrawn)
-        # between the first look and the lease: labelling it now would undo the withdrawal.
-        image_items.abandon_lease(dynamodb, settings.images_table, item_id, lease.owner)
+    now = lease.clock()
+    item = image_items.acquire_lease(
+        dynamodb,
+        table,
+        item_id,
+        owner=lease.owner,
+        now=now,
+        until=now + lease.seconds,
+        archive_key=ref.key,
+    )
+    if item is None:  # pragma: no cover - created when missing, since archive_key is given
+        raise ImageBusyError(f"image {item_id}: item vanished while taking the lease")
+    if _event_version(s3, ref) is None:
+        image_items.abandon_lease(dynamodb, table, item_id, lease.owner)
         logger.info("image withdrawn while the lease was taken; nothing to label")
         return "skipped"
     try:
-        if _already_tagged(item, image.etag, labeler.name):
-            _release_lease(dynamodb, settings, item_id, lease)
+        # 3. A duplicate delivery costs no labeler call.
+        if image_items.labelled_for(item, image.etag, labeler.name):
+            image_items.release_lease(dynamodb, table, item_id, lease.owner)
             logger.info("image already labelled for this content", image_id=item_id)
             return "unchanged"
+        # 4. Label it; an image that cannot be labelled gets no labels and a reason.
         label_error = None
         try:
             labels = labeler.detect(image)
         except UnlabelableImageError as error:
             labels, label_error = [], str(error)
             logger.warning("image cannot be labelled", image_id=item_id, reason=label_error)
+        # 5. Memberships and counts, each change in its own transaction.
         wanted = {label.name for label in labels}
-        possibly_held = set(_strings(item.get("labels"))) | set(
-            _strings(item.get("labels_touched"))
-        )
+        possibly_held = image_items.labels_held(item)
         if wanted:
-            _mark_touched(dynamodb, settings, item_id, sorted(wanted), lease)
+            image_items.mark_touched(dynamodb, table, item_id, sorted(wanted), lease.owner)
         added = removed = 0
         for label in labels:
             added += add_membership(
@@ -273,11 +205,19 @@ def tag_image(
             )
         for name in sorted(possibly_held - wanted):
             removed += remove_membership(dynamodb, settings.labels_table, name, item_id)
-        _record_labels(dynamodb, settings, item_id, image, labels, labeler.name, label_error, lease)
+        # 6. The result on the item, releasing the lease in the same conditional write.
+        record = LabelRecord(
+            confidences={label.name: label.confidence for label in labels},
+            labeler=labeler.name,
+            archive_etag=image.etag,
+            archive_version_id=image.version_id,
+            label_error=label_error,
+        )
+        image_items.record_labels(dynamodb, table, item_id, record, lease.owner)
     except BaseException:
         # Best effort, so a retry need not wait for the lease to expire; never mask the error.
         with contextlib.suppress(Exception):
-            _release_lease(dynamodb, settings, item_id, lease)
+            image_items.release_lease(dynamodb, table, item_id, lease.owner)
         raise
     logger.info(
         "image labelled",
@@ -290,66 +230,29 @@ def tag_image(
     return "tagged"
 
 
-def build_labeler(name: str, s3: Any, *, min_confidence: float, max_labels: int) -> Labeler:
-    if name == "offline":
-        return OfflineLabeler(s3, min_confidence=min_confidence, max_labels=max_labels)
-    return RekognitionLabeler(
-        boto3.client("rekognition"), min_confidence=min_confidence, max_labels=max_labels
-    )
+def process(deps: Dependencies, ref: S3ObjectRef, context: Any) -> None:
+    """Label an archived image, or remove what a removed archived input owned."""
+    # The lease outlives this invocation's deadline, after which a crashed run is dead.
+    owner = f"{context.aws_request_id}/{uuid.uuid4().hex}"
+    seconds = context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS
+    if ref.is_removed:
+        terms = LeaseTerms(owner=owner, seconds=seconds)
+        outcome = deletion.remove_archived(deps.s3, deps.dynamodb, deps.deletion, ref.key, terms)
+        logger.info("archived input removal", outcome=outcome)
+        return
+    tag_image(deps.s3, deps.dynamodb, deps.labeler, deps.settings, ref, Lease(owner, seconds))
 
 
-def is_archived_image(ref: S3ObjectRef) -> bool:
-    return ref.is_created and ref.key.startswith(ARCHIVE_IMAGES_PREFIX)
+def make_handler(deps: Dependencies) -> Handler:
+    def accepts(ref: S3ObjectRef) -> bool:
+        return ref.bucket == deps.settings.archive_bucket and (
+            is_archived_image(ref) or is_archived_input_removed(ref)
+        )
+
+    def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return run(event, context, lambda ref: process(deps, ref, context), logger, accepts)
+
+    return handle
 
 
-REMOVAL_PREFIXES = (
-    ARCHIVE_IMAGES_PREFIX,
-    ARCHIVE_DATA_PREFIX,
-    ARCHIVE_REJECTED_PREFIX,
-    ARCHIVE_SUPERSEDED_PREFIX,
-)
-"""ARCHIVE names whose removal removes an input (docs/contracts.md)."""
-
-
-def is_archived_input_removed(ref: S3ObjectRef) -> bool:
-    return ref.is_removed and ref.key.startswith(REMOVAL_PREFIXES)
-
-
-SETTINGS = TagSettings.from_env(os.environ)
-DELETION = deletion.DeletionSettings.of(SETTINGS)
-logger = make_logger("tag")
-s3_client = boto3.client("s3")
-dynamodb_client = boto3.client("dynamodb")
-LABELER = build_labeler(
-    SETTINGS.labeler,
-    s3_client,
-    min_confidence=SETTINGS.label_min_confidence,
-    max_labels=SETTINGS.label_max_labels,
-)
-
-
-def _accepts(ref: S3ObjectRef) -> bool:
-    return ref.bucket == SETTINGS.archive_bucket and (
-        is_archived_image(ref) or is_archived_input_removed(ref)
-    )
-
-
-@logger.inject_lambda_context
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    def process(ref: S3ObjectRef) -> None:
-        # The lease outlives this invocation's deadline, after which a crashed run is dead.
-        owner = f"{context.aws_request_id}/{uuid.uuid4().hex}"
-        seconds = context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS
-        if ref.is_removed:
-            outcome = deletion.remove_archived(
-                s3_client,
-                dynamodb_client,
-                DELETION,
-                ref.key,
-                LeaseTerms(owner=owner, seconds=seconds),
-            )
-            logger.info("archived input removal", outcome=outcome)
-            return
-        tag_image(s3_client, dynamodb_client, LABELER, SETTINGS, ref, Lease(owner, seconds))
-
-    return run(event, context, process, logger, accepts=_accepts)
+handler = entry_point(logger, lambda: make_handler(Dependencies.from_env(os.environ)))
