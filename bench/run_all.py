@@ -24,6 +24,7 @@ from benchlib import emit, machine, parse_args, print_table, work_dir
 SCRIPTS = (
     "cold_start",
     "archive",
+    "tag",
     "thumbnail",
     "json_transform",
     "json_candidates",
