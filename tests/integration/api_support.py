@@ -46,6 +46,8 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: bytes
+    request_id: str
+    """The id API Gateway gave the request (``requestContext.requestId``)."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -87,7 +89,8 @@ class ApiClient:
             claims=claims if claims is not None and route.authorized else None,
         )
         response = to_http_response(self.handler(event, FakeContext()))
-        return Answer(response.status, dict(response.headers), response.body)
+        request_id = event["requestContext"]["requestId"]
+        return Answer(response.status, dict(response.headers), response.body, request_id)
 
 
 def api_handler(deps: api.Dependencies | None = None) -> Handler:

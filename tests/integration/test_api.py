@@ -40,7 +40,7 @@ from tests.integration.api_support import (
     process,
 )
 from tests.s3events import object_event_for
-from tests.security_support import SAMPLES_DIR
+from tests.security_support import SAMPLES_DIR, CapturedLogs, install_capture, remove_capture
 from tests.sigv4 import accepts
 
 PHOTO = SAMPLES_DIR / "photos" / "sunset-beach.jpg"
@@ -130,6 +130,19 @@ def test_every_guarded_route_refuses_a_request_without_verified_claims(
 
     assert answer.status == 401
     assert answer.json()["error"]["code"] == "unauthorized"
+
+
+def test_every_line_a_request_logs_carries_its_api_gateway_request_id(api: ApiClient) -> None:
+    capture = CapturedLogs()
+    attached = install_capture(capture)
+    try:
+        answers = [api.call("GET", "/images", query={"limit": "0"}) for _ in range(2)]
+    finally:
+        remove_capture(capture, attached)
+    logged = [json.loads(text) for _, text in capture.entries if '"request refused"' in text]
+
+    assert [line.get("correlation_id") for line in logged] == [a.request_id for a in answers]
+    assert answers[0].request_id != answers[1].request_id
 
 
 # --- uploads ------------------------------------------------------------------------------------
