@@ -86,6 +86,15 @@ def receipt_key(raw_key: str) -> str:
     return derived_key(RECEIPTS_PREFIX, raw_key, ".json")
 
 
+def raw_key_of_receipt_key(receipt_object_key: str) -> str | None:
+    """The raw key a receipt's name carries; None for a hashed name (its receipt records
+    the key) or one that is no receipt's."""
+    name = receipt_object_key.removeprefix(RECEIPTS_PREFIX)
+    if name.startswith(HASHED_SEGMENT) or not name.endswith(".json"):
+        return None
+    return name.removesuffix(".json")
+
+
 def split_extension(key: str) -> tuple[str, str]:
     """Split ``a/b.c.JPG`` into (``a/b.c``, ``.jpg``); the extension is lower-cased."""
     stem, ext = posixpath.splitext(key)

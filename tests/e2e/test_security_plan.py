@@ -59,7 +59,7 @@ import pytest
 from sluice import request_topics
 from sluice.keys import image_id, lease_key, receipt_key
 from tests.conftest import NOTIFY_TOPIC_PREFIX, FakeContext, Pipeline, load_handler
-from tests.integration.api_support import ADMIN, ApiClient, encoded
+from tests.integration.api_support import ADMIN, ApiClient, api_handler, encoded
 from tests.s3events import golden, object_event_for, s3_event, s3_record, sqs_batch
 from tests.security_support import SAMPLES_DIR, Invoke, drive_pipeline, pipeline_inputs
 from tests.terraform_support import (
@@ -875,7 +875,7 @@ def drive_api(p: Pipeline, recorder: CallRecorder, monkeypatch: pytest.MonkeyPat
     iam = boto3.client("iam", region_name=REGION)
     role = iam.create_role(RoleName="sluice-test-upload", AssumeRolePolicyDocument="{}")
     monkeypatch.setenv("UPLOAD_ROLE_ARN", role["Role"]["Arn"])
-    api = ApiClient(load_handler("api"))
+    api = ApiClient(api_handler())
     recorder.running = "api"
     try:
         image = {"filename": "a.jpg", "content_type": "image/jpeg", "size": 10}

@@ -4,14 +4,17 @@ claims as its JWT authorizer passes them on, and the pipeline's handlers to proc
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from sluice.handlers import api
 from sluice.keys import receipt_key
 from sluice.local.httpapi import HttpRequest, Route, build_event, find_route, to_http_response
+from sluice.runtime import Handler
 from tests.conftest import FakeContext, Pipeline
 from tests.s3events import object_event_for
 
@@ -43,6 +46,8 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: bytes
+    request_id: str
+    """The id API Gateway gave the request (``requestContext.requestId``)."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -52,7 +57,7 @@ class Answer:
 class ApiClient:
     """Calls the handler as API Gateway would once its authorizer has accepted ``claims``."""
 
-    module: ModuleType
+    handler: Handler
 
     def call(
         self,
@@ -83,8 +88,15 @@ class ApiClient:
             account_id="123456789012",
             claims=claims if claims is not None and route.authorized else None,
         )
-        response = to_http_response(self.module.handler(event, FakeContext()))
-        return Answer(response.status, dict(response.headers), response.body)
+        response = to_http_response(self.handler(event, FakeContext()))
+        request_id = event["requestContext"]["requestId"]
+        return Answer(response.status, dict(response.headers), response.body, request_id)
+
+
+def api_handler(deps: api.Dependencies | None = None) -> Handler:
+    """The api function with ``deps``, by default its settings and (moto) clients from the
+    current environment, as its cold start would build them."""
+    return api.make_handler(deps or api.Dependencies.from_env(os.environ))
 
 
 def encoded(key: str) -> str:

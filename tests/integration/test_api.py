@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ import requests
 import yaml
 from PIL import Image
 
+from sluice.handlers.api import Dependencies
 from sluice.keys import receipt_key
 from sluice.labels import images_for_label
 from tests.conftest import REGION, FakeContext, Pipeline, load_handler
@@ -33,11 +35,12 @@ from tests.integration.api_support import (
     MEMBER_SUB,
     ROUTE_KEYS,
     ApiClient,
+    api_handler,
     encoded,
     process,
 )
 from tests.s3events import object_event_for
-from tests.security_support import SAMPLES_DIR
+from tests.security_support import SAMPLES_DIR, CapturedLogs, install_capture, remove_capture
 from tests.sigv4 import accepts
 
 PHOTO = SAMPLES_DIR / "photos" / "sunset-beach.jpg"
@@ -75,12 +78,19 @@ def handlers(
     monkeypatch.setenv("UPLOAD_ROLE_ARN", role["Arn"])
     monkeypatch.setenv("MAX_UPLOAD_BYTES", str(64 * 1024 * 1024))
     monkeypatch.setenv("THUMBNAIL_SIZES", "64,128")
-    yield {name: load_handler(name) for name in ("api", "transform", "archive", "tag", "bundle")}
+    yield {name: load_handler(name) for name in ("transform", "archive", "tag", "bundle")}
 
 
 @pytest.fixture
-def api(handlers: dict[str, ModuleType]) -> ApiClient:
-    return ApiClient(handlers["api"])
+def deps(handlers: dict[str, ModuleType]) -> Dependencies:
+    """The api function's settings and moto clients, as its cold start would build them
+    (after ``handlers``, which sets the environment)."""
+    return Dependencies.from_env(os.environ)
+
+
+@pytest.fixture
+def api(deps: Dependencies) -> ApiClient:
+    return ApiClient(api_handler(deps))
 
 
 def upload_photo(
@@ -122,17 +132,30 @@ def test_every_guarded_route_refuses_a_request_without_verified_claims(
     assert answer.json()["error"]["code"] == "unauthorized"
 
 
+def test_every_line_a_request_logs_carries_its_api_gateway_request_id(api: ApiClient) -> None:
+    capture = CapturedLogs()
+    attached = install_capture(capture)
+    try:
+        answers = [api.call("GET", "/images", query={"limit": "0"}) for _ in range(2)]
+    finally:
+        remove_capture(capture, attached)
+    logged = [json.loads(text) for _, text in capture.entries if '"request refused"' in text]
+
+    assert [line.get("correlation_id") for line in logged] == [a.request_id for a in answers]
+    assert answers[0].request_id != answers[1].request_id
+
+
 # --- uploads ------------------------------------------------------------------------------------
 
 
-def signing_secret(handlers: dict[str, ModuleType]) -> str:
+def signing_secret(deps: Dependencies) -> str:
     """The secret key the api's S3 client signs with (moto's mock may substitute its own)."""
-    credentials = handlers["api"].service().s3._request_signer._credentials
+    credentials = deps.s3._request_signer._credentials
     return str(credentials.get_frozen_credentials().secret_key)
 
 
 def test_a_presigned_put_is_bound_to_its_key_type_size_and_lifetime(
-    api: ApiClient, handlers: dict[str, ModuleType]
+    api: ApiClient, deps: Dependencies
 ) -> None:
     answer = api.call(
         "POST",
@@ -150,7 +173,7 @@ def test_a_presigned_put_is_bound_to_its_key_type_size_and_lifetime(
     expires = datetime.fromisoformat(upload["expires_at"].replace("Z", "+00:00"))
     assert timedelta(seconds=890) < expires - now <= timedelta(seconds=900)
     good = {"Content-Type": "image/jpeg", "Content-Length": "1234"}
-    secret = signing_secret(handlers)
+    secret = signing_secret(deps)
     assert accepts(upload["url"], method="PUT", headers=good, secret_key=secret, now=now)
     for method, headers, at in (
         ("PUT", {**good, "Content-Type": "image/png"}, now),
@@ -251,7 +274,7 @@ def assert_signed_get_for(url: str, secret: str, ttl: int = 900) -> None:
 
 
 def test_a_data_files_receipt_links_its_clean_output_and_its_errors_report(
-    api: ApiClient, pipeline: Pipeline, handlers: dict[str, ModuleType]
+    api: ApiClient, pipeline: Pipeline, handlers: dict[str, ModuleType], deps: Dependencies
 ) -> None:
     """Issue 14's Data files page: presigned GETs of the PROCESSED output and errors report,
     for the uploader (and admins), in the list and the single view alike."""
@@ -265,7 +288,7 @@ def test_a_data_files_receipt_links_its_clean_output_and_its_errors_report(
     [listed] = api.call("GET", "/inputs").json()["inputs"]
 
     assert listed["key"] == upload["key"]
-    secret = signing_secret(handlers)
+    secret = signing_secret(deps)
     for view in (single, listed):
         assert_documented(view, "Input")
         output = requests.get(view["output_url"], timeout=30)
@@ -376,10 +399,10 @@ def test_multipart_complete_with_wrong_etags_conflicts_and_abort_is_idempotent(
 
 
 def test_one_key_credentials_come_from_a_session_policy_naming_only_that_key(
-    api: ApiClient, pipeline: Pipeline, handlers: dict[str, ModuleType]
+    api: ApiClient, pipeline: Pipeline, deps: Dependencies
 ) -> None:
     sent: list[dict[str, Any]] = []
-    sts = handlers["api"].service().sts
+    sts = deps.sts
     sts.meta.events.register(
         "before-parameter-build.sts.AssumeRole", lambda params, **_: sent.append(dict(params))
     )
@@ -571,7 +594,7 @@ def test_inputs_page_with_a_cursor(
 
 
 def test_an_images_detail_has_its_thumbnails_sizes_links_and_labels_with_confidence(
-    api: ApiClient, pipeline: Pipeline, handlers: dict[str, ModuleType]
+    api: ApiClient, pipeline: Pipeline, handlers: dict[str, ModuleType], deps: Dependencies
 ) -> None:
     """Issue 12's metadata through ``GET /images/{id}``: each thumbnail's presigned link
     (the environment's lifetime) with its pixel and byte size, labels with the confidence
@@ -584,7 +607,7 @@ def test_an_images_detail_has_its_thumbnails_sizes_links_and_labels_with_confide
     detail = api.call("GET", f"/images/{summary['id']}").json()
 
     assert_documented(detail, "Image")
-    secret = signing_secret(handlers)
+    secret = signing_secret(deps)
     for side, thumbnail in detail["thumbnails"].items():
         fetched = requests.get(thumbnail["url"], timeout=30)
         assert fetched.status_code == 200

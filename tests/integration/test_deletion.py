@@ -25,7 +25,7 @@ from sluice.labels import label_counts
 from sluice.leases import LeaseTerms, key_lease
 from sluice.ops.audit import AuditReport, audit
 from tests.conftest import IKERIAN_SAMPLE, FakeContext, Pipeline, load_handler
-from tests.integration.api_support import ADMIN, ApiClient
+from tests.integration.api_support import ADMIN, ApiClient, api_handler
 from tests.integration.ops_support import make_environment
 from tests.s3events import object_event_for, s3_event, s3_record, sqs_batch
 
@@ -131,7 +131,7 @@ def flow(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Flow:
     monkeypatch.setenv("THUMBNAIL_SIZES", "32,64")
     monkeypatch.setenv("LABEL_MIN_CONFIDENCE", "0")
     monkeypatch.setenv("UPLOAD_ROLE_ARN", "arn:aws:iam::123456789012:role/sluice-test-upload")
-    handlers = {name: load_handler(name) for name in ("transform", "archive", "tag", "api")}
+    handlers = {name: load_handler(name) for name in ("transform", "archive", "tag")}
     return Flow(pipeline, handlers)
 
 
@@ -398,7 +398,7 @@ def test_one_ledger_record_per_version_deleted_before_processing_whatever_its_ev
 
 def test_api_delete_goes_the_same_way_and_the_audit_stays_clean(flow: Flow) -> None:
     gone, kept, before = tagged_twins(flow)
-    api = ApiClient(flow.handlers["api"])
+    api = ApiClient(api_handler())
 
     answer = api.call("DELETE", f"/images/{image_id(gone)}", claims=ADMIN)
     # AWS then delivers the removal of the original to the tag handler: a duplicate.
@@ -418,7 +418,7 @@ def test_api_delete_waits_for_a_labelling_run(flow: Flow) -> None:
     image_items.acquire_lease(
         flow.p.dynamodb, flow.p.images_table, image_id(gone), owner="tagging", now=0, until=9e9
     )
-    api = ApiClient(flow.handlers["api"])
+    api = ApiClient(api_handler())
 
     busy = api.call("DELETE", f"/images/{image_id(gone)}", claims=ADMIN)
     assert (busy.status, busy.json()["error"]["code"]) == (409, "busy")

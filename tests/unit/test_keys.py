@@ -12,6 +12,7 @@ from sluice.keys import (
     archive_key_for,
     derived_key,
     ledger_key_of_archive_key,
+    raw_key_of_receipt_key,
     receipt_key,
     superseded_archive_key,
     thumbnail_key,
@@ -42,6 +43,14 @@ def test_one_owner_per_output_a_key_in_the_hashed_namespace_is_always_hashed() -
     assert archive_key_for("unsupported", "rejected", lookalike) != archive_key_for(
         "unsupported", "rejected", LONG
     )
+
+
+def test_a_plain_receipt_name_gives_its_raw_key_back_and_a_hashed_one_none() -> None:
+    for raw_key in ("a/b.json", "photos/x.JPG", "_long", "a/_long/b"):
+        assert raw_key_of_receipt_key(receipt_key(raw_key)) == raw_key
+    for hashed in (LONG, HASHED_SEGMENT + "x"):
+        assert raw_key_of_receipt_key(receipt_key(hashed)) is None
+    assert raw_key_of_receipt_key("receipts/notes.txt") is None
 
 
 @pytest.mark.parametrize(
