@@ -51,7 +51,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from sluice import deletion, image_items
@@ -212,13 +212,7 @@ def _supersede_archived_copies(deps: Dependencies, request: ArchiveRequest) -> s
 
 def _log_copied(copied: Copied | None) -> None:
     if copied is not None:
-        logger.info(
-            "copied",
-            bytes=copied.bytes,
-            multipart=copied.multipart,
-            source_key=copied.source_key,
-            archive_key=copied.archive_key,
-        )
+        logger.info("copied", **asdict(copied))
 
 
 def record_archived_image(deps: Dependencies, request: ArchiveRequest) -> None:
