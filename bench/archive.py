@@ -4,8 +4,8 @@
     .venv/bin/python bench/archive.py [--quick]
 
 Against a moto server on a free loopback port: a RAW object of 64 MB (8 MB with
-``--quick``), its receipt in PROCESSED, then ``sluice.handlers.archive.archive_receipt`` (what
-the handler runs per message) with the handler's own settings, twice:
+``--quick``), its receipt in PROCESSED, then ``sluice.handlers.archive.process`` (what the
+handler runs per message) with the handler's own settings and clients, twice:
 
 * single: the default settings (``CopyObject`` below 5 GiB);
 * multipart: ``multipart_threshold`` 16 MiB and ``part_size`` 8 MiB (5 MiB and 5 MiB with
@@ -167,13 +167,14 @@ def main() -> None:
             setup.put_bucket_versioning(
                 Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
             )
-        s3 = archive.s3_client
+        deps = archive.Dependencies.from_env(os.environ)
+        s3 = deps.s3
         wire = SocketBytes()
         counter = PayloadCounter(s3, receipt_marker=f"/{PROCESSED}/receipts")
         cases = {
-            "single": archive.SETTINGS,
+            "single": deps.settings,
             "multipart": dataclasses.replace(
-                archive.SETTINGS, multipart_threshold=threshold, part_size=part
+                deps.settings, multipart_threshold=threshold, part_size=part
             ),
         }
         for name, settings in cases.items():
@@ -184,7 +185,9 @@ def main() -> None:
             counter.reset()
             wire.total = 0
             started, cpu_started = time.perf_counter(), time.process_time()
-            outcome = archive.archive_receipt(s3, settings, PROCESSED, receipt_key)
+            outcome = archive.process(
+                dataclasses.replace(deps, settings=settings), PROCESSED, receipt_key
+            )
             seconds = time.perf_counter() - started
             cpu_seconds = time.process_time() - cpu_started
             wire_bytes = wire.total

@@ -121,6 +121,11 @@ def archive_key_for(kind: str, status: str, raw_key: str) -> str:
     return derived_key(ARCHIVE_DATA_PREFIX, raw_key)
 
 
+def images_archive_key(raw_key: str) -> str:
+    """ARCHIVE name of ``raw_key`` as a processed image: the copy the library lists."""
+    return archive_key_for("image", "processed", raw_key)
+
+
 def archive_keys_of(raw_key: str) -> tuple[str, ...]:
     """Every name under which the current version of ``raw_key`` can be archived."""
     return tuple(

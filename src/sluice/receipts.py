@@ -24,18 +24,23 @@ version), why it was replaced (``cause``: ``reprocess`` when the new version is 
 ``receipt``, and each summary's ``replaces`` names the record before it, so
 :func:`history` walks from the current receipt back to the first version, and no receipt
 grows with the number of versions.
+
+Reading (the archive handler): :func:`load_receipt` checks a stored receipt against the
+same version number, statuses and kinds the writer uses (:data:`STATUSES`, :data:`KINDS`),
+so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from sluice import __version__
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import receipt_key, version_record_key, version_token
-from sluice.s3io import is_precondition_failed
+from sluice.s3io import MIB, get, is_precondition_failed
 from sluice.timestamps import utc_iso
 
 RECEIPT_VERSION = 1
@@ -44,6 +49,10 @@ MAX_RECEIPT_ERRORS = 1000
 
 Status = Literal["processed", "rejected"]
 Kind = Literal["data", "image", "unsupported"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+KINDS: tuple[Kind, ...] = get_args(Kind)
+MAX_RECEIPT_BYTES = 16 * MIB
+"""Far above any real receipt (errors are capped at 1,000); reading stops there."""
 VersionStatus = Literal["superseded", "deleted"]
 DeletedFrom = Literal["raw", "archive"]
 VERSION_RECORD_VERSION = 1
@@ -111,6 +120,76 @@ def read_receipt(s3: Any, processed_bucket: str, raw_key: str) -> dict[str, Any]
         return None
     result: dict[str, Any] = json.loads(response["Body"].read())
     return result
+
+
+class InvalidReceiptError(ValueError):
+    """A ``receipts/`` object that is not a sluice receipt."""
+
+
+@dataclass(frozen=True)
+class ParsedReceipt:
+    """What a stored receipt says, checked: which RAW version, and the verdict on it."""
+
+    status: Status
+    kind: Kind
+    key: str
+    etag: str
+    """Normalised (no quotes)."""
+    version_id: str | None
+    replaces: Mapping[str, Any] | None = None
+    """The previous version's receipt in brief (module docstring: history)."""
+
+
+def parse_receipt(body: bytes, raw_bucket: str) -> ParsedReceipt:
+    """The receipt in ``body``; raises :class:`InvalidReceiptError` for anything else,
+    including a receipt whose source is not in ``raw_bucket``."""
+    try:
+        receipt = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise InvalidReceiptError(f"not JSON: {error}") from None
+    if not isinstance(receipt, dict):
+        raise InvalidReceiptError("not a JSON object")
+    if receipt.get("receipt_version") != RECEIPT_VERSION:
+        raise InvalidReceiptError(f"unsupported receipt_version {receipt.get('receipt_version')!r}")
+    status, kind, source = receipt.get("status"), receipt.get("kind"), receipt.get("source")
+    if status not in STATUSES:
+        raise InvalidReceiptError(f"unknown status {status!r}")
+    if kind not in KINDS:
+        raise InvalidReceiptError(f"unknown kind {kind!r}")
+    if not isinstance(source, dict):
+        raise InvalidReceiptError("source is not an object")
+    bucket, key, etag = source.get("bucket"), source.get("key"), source.get("etag")
+    version_id = source.get("version_id")
+    if bucket != raw_bucket:
+        # Never let a receipt point a function at another bucket.
+        raise InvalidReceiptError(f"source bucket {bucket!r} is not the RAW bucket")
+    if not isinstance(key, str) or not key:
+        raise InvalidReceiptError("source.key is missing")
+    if not isinstance(etag, str) or not normalize_etag(etag):
+        raise InvalidReceiptError("source.etag is missing")
+    if version_id is not None and not isinstance(version_id, str):
+        raise InvalidReceiptError("source.version_id is not a string")
+    replaces = receipt.get("replaces")
+    return ParsedReceipt(
+        status=status,
+        kind=kind,
+        key=key,
+        etag=str(normalize_etag(etag)),
+        version_id=version_id or None,
+        replaces=replaces if isinstance(replaces, dict) else None,
+    )
+
+
+def load_receipt(s3: Any, bucket: str, key: str, raw_bucket: str) -> ParsedReceipt | None:
+    """The receipt stored at ``bucket``/``key`` (:func:`parse_receipt`), or None when it is
+    gone; reads at most :data:`MAX_RECEIPT_BYTES` and raises InvalidReceiptError beyond."""
+    response = get(s3, bucket, key)
+    if response is None:
+        return None
+    body = response["Body"].read(MAX_RECEIPT_BYTES + 1)
+    if len(body) > MAX_RECEIPT_BYTES:
+        raise InvalidReceiptError(f"larger than {MAX_RECEIPT_BYTES} bytes")
+    return parse_receipt(body, raw_bucket)
 
 
 def _same_version(one: dict[str, Any], other: dict[str, Any]) -> bool:

@@ -83,6 +83,12 @@ def head(s3: Any, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
     return _unless_gone(s3.head_object, Bucket=bucket, Key=key, **extra)
 
 
+def head_with_checksums(s3: Any, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
+    """:func:`head` that also asks for the object's checksums, to compare a copy with its
+    source (S3 returns them only when asked)."""
+    return head(s3, bucket, key, ChecksumMode="ENABLED", **extra)
+
+
 def get(
     s3: Any, bucket: str, key: str, *, if_match: str | None = None, **extra: Any
 ) -> dict[str, Any] | None:

@@ -6,27 +6,38 @@ import itertools
 import json
 import os
 import time
-from types import ModuleType
+from dataclasses import replace
 from typing import Any
 
 import boto3
 import pytest
 
+from sluice.archive_copy import ArchiveRequest, ArchiveVerificationError, copy_problems
+from sluice.handlers import archive
+from sluice.handlers.archive import Dependencies
 from sluice.image_items import plain
 from sluice.keys import image_id, superseded_archive_key, version_record_key
 from sluice.leases import LEASE_MARGIN_SECONDS
-from sluice.receipts import Receipt, write_receipt
+from sluice.receipts import Receipt, parse_receipt, write_receipt
+from sluice.runtime import Handler
 from sluice.s3copy import part_ranges
-from tests.conftest import FakeContext, Pipeline, load_handler
+from sluice.settings import ArchiveSettings
+from tests.conftest import FakeContext, Pipeline
 from tests.s3events import object_event_for
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture
-def archive(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+def deps(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Dependencies:
+    """The archive function's settings and moto clients, as its cold start builds them."""
     monkeypatch.setenv("ARCHIVE_STORAGE_CLASS", "STANDARD_IA")
-    return load_handler("archive")
+    return Dependencies.from_env(os.environ)
+
+
+@pytest.fixture
+def handler(deps: Dependencies) -> Handler:
+    return archive.make_handler(deps)
 
 
 class S3Proxy:
@@ -81,7 +92,7 @@ def archive_versions(p: Pipeline, key: str) -> list[Any]:
 
 
 def test_single_copy_keeps_headers_metadata_and_storage_class_then_deletes_source(
-    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+    pipeline: Pipeline, handler: Handler, lambda_context: FakeContext
 ) -> None:
     key = "cams/front door/2026 11+22 ü.jpg"
     body = os.urandom(2048)
@@ -96,7 +107,7 @@ def test_single_copy_keeps_headers_metadata_and_storage_class_then_deletes_sourc
         Metadata={"uploader": "cli"},
         Tagging="owner=someone",
     )
-    result = archive.handler(receipt_event(pipeline, key), lambda_context)
+    result = handler(receipt_event(pipeline, key), lambda_context)
 
     assert result == {"batchItemFailures": []}
     head = pipeline.s3.head_object(Bucket=pipeline.archive, Key=f"images/{key}")
@@ -121,11 +132,11 @@ def test_single_copy_keeps_headers_metadata_and_storage_class_then_deletes_sourc
     assert raw_versions(pipeline, key) == ([], [])
 
 
-def test_multipart_copy_for_large_objects(pipeline: Pipeline, archive: ModuleType) -> None:
+def test_multipart_copy_for_large_objects(pipeline: Pipeline) -> None:
     key = "big/scan.tiff"
     body = os.urandom(12 * MIB)
     put_raw(pipeline, key, body, ContentType="image/tiff", Metadata={"site": "lab-2"})
-    settings = archive.ArchiveSettings(
+    settings = ArchiveSettings(
         raw_bucket=pipeline.raw,
         archive_bucket=pipeline.archive,
         processed_bucket=pipeline.processed,
@@ -144,16 +155,16 @@ def test_multipart_copy_for_large_objects(pipeline: Pipeline, archive: ModuleTyp
         raise AssertionError("a large object must not go through CopyObject")
 
     s3 = S3Proxy(pipeline.s3, upload_part_copy=upload_part_copy, copy_object=copy_object)
-    request = archive.parse_receipt(
-        Receipt(
-            status="processed",
-            kind="image",
-            source={"bucket": pipeline.raw, "key": key, "etag": _etag(pipeline, key)},
-        ).to_json(),
-        pipeline.raw,
+    receipt = Receipt(
+        status="processed",
+        kind="image",
+        source={"bucket": pipeline.raw, "key": key, "etag": _etag(pipeline, key)},
     )
+    request = ArchiveRequest.of(parse_receipt(receipt.to_json(), pipeline.raw), pipeline.raw)
 
-    assert archive.archive_object(s3, settings, request, pipeline.dynamodb) == "archived"
+    assert archive.archive_object(Dependencies(settings, s3, pipeline.dynamodb), request) == (
+        "archived"
+    )
     assert set(calls) == {
         f"bytes=0-{5 * MIB - 1}",
         f"bytes={5 * MIB}-{10 * MIB - 1}",
@@ -173,12 +184,10 @@ def _etag(p: Pipeline, key: str) -> str:
     return str(p.s3.head_object(Bucket=p.raw, Key=key)["ETag"].strip('"'))
 
 
-def test_failed_multipart_copy_is_aborted_and_source_kept(
-    pipeline: Pipeline, archive: ModuleType
-) -> None:
+def test_failed_multipart_copy_is_aborted_and_source_kept(pipeline: Pipeline) -> None:
     key = "big/broken.bin"
     put_raw(pipeline, key, os.urandom(11 * MIB))
-    settings = archive.ArchiveSettings(
+    settings = ArchiveSettings(
         pipeline.raw,
         pipeline.archive,
         pipeline.processed,
@@ -191,12 +200,15 @@ def test_failed_multipart_copy_is_aborted_and_source_kept(
             raise RuntimeError("network went away")
         return pipeline.s3.upload_part_copy(**kwargs)
 
-    request = archive.ArchiveRequest(
+    request = ArchiveRequest(
         pipeline.raw, key, _etag(pipeline, key), None, f"data/{key}", "processed", "data"
     )
     with pytest.raises(RuntimeError, match="network"):
         archive.archive_object(
-            S3Proxy(pipeline.s3, upload_part_copy=upload_part_copy), settings, request
+            Dependencies(
+                settings, S3Proxy(pipeline.s3, upload_part_copy=upload_part_copy), pipeline.dynamodb
+            ),
+            request,
         )
 
     assert pipeline.s3.list_multipart_uploads(Bucket=pipeline.archive).get("Uploads", []) == []
@@ -205,21 +217,21 @@ def test_failed_multipart_copy_is_aborted_and_source_kept(
 
 
 def test_duplicate_delivery_copies_once(
-    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+    pipeline: Pipeline, handler: Handler, lambda_context: FakeContext
 ) -> None:
     key = "data/readings.json"
     put_raw(pipeline, key, b'{"a": 1}', ContentType="application/json")
     event = receipt_event(pipeline, key, kind="data")
 
-    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
-    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+    assert handler(event, lambda_context) == {"batchItemFailures": []}
+    assert handler(event, lambda_context) == {"batchItemFailures": []}
 
     assert len(archive_versions(pipeline, f"data/{key}")) == 1
     assert raw_versions(pipeline, key) == ([], [])
 
 
 def test_crash_between_copy_and_delete_resumes_without_copying_again(
-    pipeline: Pipeline, archive: ModuleType
+    pipeline: Pipeline, deps: Dependencies
 ) -> None:
     key = "photos/cat.png"
     put_raw(pipeline, key, b"png bytes", ContentType="image/png")
@@ -231,14 +243,10 @@ def test_crash_between_copy_and_delete_resumes_without_copying_again(
 
     crashing = S3Proxy(pipeline.s3, delete_object=delete_object)
     with pytest.raises(ConnectionError):
-        archive.archive_receipt(
-            crashing, archive.SETTINGS, pipeline.processed, receipt_key, pipeline.dynamodb
-        )
+        archive.process(replace(deps, s3=crashing), pipeline.processed, receipt_key)
     assert len(raw_versions(pipeline, key)[0]) == 1
 
-    outcome = archive.archive_receipt(
-        pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key, pipeline.dynamodb
-    )
+    outcome = archive.process(deps, pipeline.processed, receipt_key)
 
     assert outcome == "archived"
     assert len(archive_versions(pipeline, f"images/{key}")) == 1
@@ -246,29 +254,22 @@ def test_crash_between_copy_and_delete_resumes_without_copying_again(
 
 
 def test_source_gone_and_archive_holds_it_is_success(
-    pipeline: Pipeline, archive: ModuleType
+    pipeline: Pipeline, deps: Dependencies
 ) -> None:
     key = "photos/dog.jpg"
     put_raw(pipeline, key, b"jpeg")
     receipt_event(pipeline, key)
     receipt_key = f"receipts/{key}.json"
-    assert (
-        archive.archive_receipt(
-            pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key, pipeline.dynamodb
-        )
-        == "archived"
-    )
+    assert archive.process(deps, pipeline.processed, receipt_key) == "archived"
 
-    again = archive.archive_receipt(
-        pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key, pipeline.dynamodb
-    )
+    again = archive.process(deps, pipeline.processed, receipt_key)
 
     assert again == "already_archived"
     assert len(archive_versions(pipeline, f"images/{key}")) == 1
 
 
 def test_source_deleted_after_its_receipt_is_recorded_deleted_not_retried(
-    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+    pipeline: Pipeline, deps: Dependencies, handler: Handler, lambda_context: FakeContext
 ) -> None:
     """Deleted from RAW after its receipt, before archiving: the receipt goes, the version
     ledger says why (sluice.deletion; tests/integration/test_deletion.py has the rest)."""
@@ -278,13 +279,8 @@ def test_source_deleted_after_its_receipt_is_recorded_deleted_not_retried(
     version = pipeline.s3.head_object(Bucket=pipeline.raw, Key=key)["VersionId"]
     pipeline.s3.delete_object(Bucket=pipeline.raw, Key=key, VersionId=version)
 
-    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
-    assert (
-        archive.archive_receipt(
-            pipeline.s3, archive.SETTINGS, pipeline.processed, f"receipts/{key}.json"
-        )
-        == "skipped"
-    )
+    assert handler(event, lambda_context) == {"batchItemFailures": []}
+    assert archive.process(deps, pipeline.processed, f"receipts/{key}.json") == "skipped"
     record = pipeline.s3.get_object(
         Bucket=pipeline.processed, Key=f"versions/{version}/{key}.json"
     )["Body"].read()
@@ -292,14 +288,14 @@ def test_source_deleted_after_its_receipt_is_recorded_deleted_not_retried(
 
 
 def test_newer_raw_version_is_left_alone(
-    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+    pipeline: Pipeline, handler: Handler, lambda_context: FakeContext
 ) -> None:
     key = "photos/overwritten.jpg"
     put_raw(pipeline, key, b"first upload")
     event = receipt_event(pipeline, key)
     newer = put_raw(pipeline, key, b"second upload, with its own receipt to come")
 
-    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+    assert handler(event, lambda_context) == {"batchItemFailures": []}
 
     head = pipeline.s3.head_object(Bucket=pipeline.raw, Key=key)
     assert head["VersionId"] == newer["VersionId"]
@@ -307,7 +303,7 @@ def test_newer_raw_version_is_left_alone(
 
 
 def test_newest_version_wins_older_upload_is_archived_as_superseded_not_resurfaced(
-    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+    pipeline: Pipeline, handler: Handler, lambda_context: FakeContext
 ) -> None:
     key = "photos/rewritten.jpg"
     older = put_raw(pipeline, key, b"first upload")
@@ -315,8 +311,8 @@ def test_newest_version_wins_older_upload_is_archived_as_superseded_not_resurfac
     put_raw(pipeline, key, b"second upload")
     newer_event = receipt_event(pipeline, key)
 
-    assert archive.handler(older_event, lambda_context) == {"batchItemFailures": []}
-    assert archive.handler(newer_event, lambda_context) == {"batchItemFailures": []}
+    assert handler(older_event, lambda_context) == {"batchItemFailures": []}
+    assert handler(newer_event, lambda_context) == {"batchItemFailures": []}
 
     archived = pipeline.s3.get_object(Bucket=pipeline.archive, Key=f"images/{key}")
     assert archived["Body"].read() == b"second upload"
@@ -337,41 +333,37 @@ def test_newest_version_wins_older_upload_is_archived_as_superseded_not_resurfac
 
 
 def test_same_bytes_uploaded_again_is_a_newer_version_too(
-    pipeline: Pipeline, archive: ModuleType
+    pipeline: Pipeline, deps: Dependencies
 ) -> None:
     key = "photos/twice.jpg"
     put_raw(pipeline, key, b"identical")
     receipt_event(pipeline, key)
     put_raw(pipeline, key, b"identical")
 
-    outcome = archive.archive_receipt(
-        pipeline.s3, archive.SETTINGS, pipeline.processed, f"receipts/{key}.json"
-    )
+    outcome = archive.process(deps, pipeline.processed, f"receipts/{key}.json")
 
     assert outcome == "superseded"
 
 
 def test_rejected_inputs_are_archived_under_rejected(
-    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+    pipeline: Pipeline, handler: Handler, lambda_context: FakeContext
 ) -> None:
     key = "inbox/notes.docx"
     put_raw(pipeline, key, b"PK\x03\x04 not supported", ContentType="application/msword")
     event = receipt_event(pipeline, key, status="rejected", kind="unsupported")
 
-    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+    assert handler(event, lambda_context) == {"batchItemFailures": []}
 
     head = pipeline.s3.head_object(Bucket=pipeline.archive, Key=f"rejected/{key}")
     assert head["ContentType"] == "application/msword"
     assert raw_versions(pipeline, key) == ([], [])
 
 
-def test_zero_byte_object_is_archived(pipeline: Pipeline, archive: ModuleType) -> None:
+def test_zero_byte_object_is_archived(pipeline: Pipeline, deps: Dependencies) -> None:
     key = "empty.json"
     put_raw(pipeline, key, b"")
     receipt_event(pipeline, key, status="rejected", kind="data")
-    outcome = archive.archive_receipt(
-        pipeline.s3, archive.SETTINGS, pipeline.processed, f"receipts/{key}.json"
-    )
+    outcome = archive.process(deps, pipeline.processed, f"receipts/{key}.json")
     assert outcome == "archived"
     assert (
         pipeline.s3.head_object(Bucket=pipeline.archive, Key=f"rejected/{key}")["ContentLength"]
@@ -380,10 +372,7 @@ def test_zero_byte_object_is_archived(pipeline: Pipeline, archive: ModuleType) -
 
 
 def test_verification_failure_keeps_the_source_and_fails_the_message(
-    pipeline: Pipeline,
-    archive: ModuleType,
-    lambda_context: FakeContext,
-    monkeypatch: pytest.MonkeyPatch,
+    pipeline: Pipeline, deps: Dependencies, lambda_context: FakeContext
 ) -> None:
     key = "photos/corrupted.jpg"
     put_raw(pipeline, key, b"the real bytes")
@@ -395,18 +384,13 @@ def test_verification_failure_keeps_the_source_and_fails_the_message(
             Bucket=kwargs["Bucket"], Key=kwargs["Key"], Body=b"other", Metadata=kwargs["Metadata"]
         )
 
-    monkeypatch.setattr(archive, "s3_client", S3Proxy(pipeline.s3, copy_object=copy_object))
-    result = archive.handler(event, lambda_context)
+    corrupting = replace(deps, s3=S3Proxy(pipeline.s3, copy_object=copy_object))
+    result = archive.make_handler(corrupting)(event, lambda_context)
 
     assert result == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
     assert len(raw_versions(pipeline, key)[0]) == 1
-    with pytest.raises(archive.ArchiveVerificationError, match="size 5 != source size 14"):
-        archive.archive_receipt(
-            S3Proxy(pipeline.s3, copy_object=copy_object),
-            archive.SETTINGS,
-            pipeline.processed,
-            f"receipts/{key}.json",
-        )
+    with pytest.raises(ArchiveVerificationError, match="size 5 != source size 14"):
+        archive.process(corrupting, pipeline.processed, f"receipts/{key}.json")
 
 
 @pytest.mark.parametrize(
@@ -422,13 +406,13 @@ def test_verification_failure_keeps_the_source_and_fails_the_message(
     ids=["bad-json", "not-object", "no-source-key", "foreign-bucket", "future-version"],
 )
 def test_a_receipts_object_that_is_not_a_receipt_is_skipped(
-    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext, body: bytes
+    pipeline: Pipeline, handler: Handler, lambda_context: FakeContext, body: bytes
 ) -> None:
     put_raw(pipeline, "k", b"stays where it is")
     pipeline.s3.put_object(Bucket=pipeline.processed, Key="receipts/k.json", Body=body)
     event = object_event_for(pipeline.s3, pipeline.processed, "receipts/k.json")
 
-    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+    assert handler(event, lambda_context) == {"batchItemFailures": []}
     assert (
         pipeline.s3.get_object(Bucket=pipeline.raw, Key="k")["Body"].read() == b"stays where it is"
     )
@@ -436,25 +420,21 @@ def test_a_receipts_object_that_is_not_a_receipt_is_skipped(
 
 
 def test_events_it_does_not_act_on_are_ignored(
-    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+    pipeline: Pipeline, handler: Handler, lambda_context: FakeContext
 ) -> None:
     put_raw(pipeline, "photo.jpg", b"raw")
     pipeline.s3.put_object(Bucket=pipeline.processed, Key="data/photo.json", Body=b"{}")
     event = object_event_for(pipeline.s3, pipeline.processed, "data/photo.json")
-    assert archive.handler(event, lambda_context) == {"batchItemFailures": []}
+    assert handler(event, lambda_context) == {"batchItemFailures": []}
     assert pipeline.s3.list_objects_v2(Bucket=pipeline.archive).get("KeyCount") == 0
 
 
-def test_unversioned_raw_bucket_uses_a_conditional_delete(
-    pipeline: Pipeline, archive: ModuleType
-) -> None:
+def test_unversioned_raw_bucket_uses_a_conditional_delete(pipeline: Pipeline) -> None:
     pipeline.s3.create_bucket(Bucket="plain-raw")
     pipeline.s3.put_object(Bucket="plain-raw", Key="a.csv", Body=b"x,y\n")
     etag = pipeline.s3.head_object(Bucket="plain-raw", Key="a.csv")["ETag"].strip('"')
-    settings = archive.ArchiveSettings("plain-raw", pipeline.archive, pipeline.processed)
-    request = archive.ArchiveRequest(
-        "plain-raw", "a.csv", etag, None, "data/a.csv", "processed", "data"
-    )
+    settings = ArchiveSettings("plain-raw", pipeline.archive, pipeline.processed)
+    request = ArchiveRequest("plain-raw", "a.csv", etag, None, "data/a.csv", "processed", "data")
     deletes: list[dict[str, Any]] = []
 
     def delete_object(**kwargs: Any) -> Any:
@@ -462,7 +442,9 @@ def test_unversioned_raw_bucket_uses_a_conditional_delete(
         return pipeline.s3.delete_object(**kwargs)
 
     s3 = S3Proxy(pipeline.s3, delete_object=delete_object)
-    assert archive.archive_object(s3, settings, request) == "archived"
+    assert archive.archive_object(Dependencies(settings, s3, pipeline.dynamodb), request) == (
+        "archived"
+    )
     assert deletes == [{"Bucket": "plain-raw", "Key": "a.csv", "IfMatch": f'"{etag}"'}]
     assert pipeline.s3.list_objects_v2(Bucket="plain-raw").get("KeyCount") == 0
 
@@ -470,31 +452,17 @@ def test_unversioned_raw_bucket_uses_a_conditional_delete(
 # verification rules (pure) -------------------------------------------------------------
 
 
-@pytest.fixture
-def rules(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The module without moto: these tests call only pure functions."""
-    for name in (
-        "RAW_BUCKET",
-        "PROCESSED_BUCKET",
-        "ARCHIVE_BUCKET",
-        "IMAGES_TABLE",
-        "LABELS_TABLE",
-    ):
-        monkeypatch.setenv(name, f"unused-{name.lower()}")
-    return load_handler("archive")
-
-
 MD5 = "0123456789abcdef0123456789abcdef"
 STAMP = {"sluice-source-etag": MD5}
 
 
-def test_copy_problems_accepts_a_faithful_copy(rules: ModuleType) -> None:
+def test_copy_problems_accepts_a_faithful_copy() -> None:
     source = {"ContentLength": 10, "ETag": f'"{MD5}"', "ChecksumCRC32": "AAAA"}
     copy = {**source, "Metadata": STAMP}
-    assert rules.copy_problems(source, copy, MD5) == []
+    assert copy_problems(source, copy, MD5) == []
 
 
-def test_copy_problems_flags_each_mismatch(rules: ModuleType) -> None:
+def test_copy_problems_flags_each_mismatch() -> None:
     source = {"ContentLength": 10, "ETag": f'"{MD5}"', "ChecksumSHA256": "abc="}
     copy = {
         "ContentLength": 11,
@@ -502,7 +470,7 @@ def test_copy_problems_flags_each_mismatch(rules: ModuleType) -> None:
         "ChecksumSHA256": "xyz=",
         "Metadata": {},
     }
-    problems = rules.copy_problems(source, copy, MD5)
+    problems = copy_problems(source, copy, MD5)
     assert len(problems) == 4
     assert any("size" in p for p in problems)
     assert any("sluice-source-etag" in p for p in problems)
@@ -510,7 +478,7 @@ def test_copy_problems_flags_each_mismatch(rules: ModuleType) -> None:
     assert any("ChecksumSHA256" in p for p in problems)
 
 
-def test_copy_problems_skips_values_that_are_not_content_hashes(rules: ModuleType) -> None:
+def test_copy_problems_skips_values_that_are_not_content_hashes() -> None:
     source = {"ContentLength": 10, "ETag": f'"{MD5}-2"', "ChecksumCRC32C": "AAAA==-2"}
     copy = {
         "ContentLength": 10,
@@ -518,14 +486,14 @@ def test_copy_problems_skips_values_that_are_not_content_hashes(rules: ModuleTyp
         "ChecksumCRC32C": "BBBB==",
         "Metadata": STAMP,
     }
-    assert rules.copy_problems(source, copy, MD5) == []
+    assert copy_problems(source, copy, MD5) == []
     kms_source = {"ContentLength": 10, "ETag": f'"{MD5}"', "ServerSideEncryption": "aws:kms"}
     kms_copy = {
         "ContentLength": 10,
         "ETag": '"ffffffffffffffffffffffffffffffff"',
         "Metadata": STAMP,
     }
-    assert rules.copy_problems(kms_source, kms_copy, MD5) == []
+    assert copy_problems(kms_source, kms_copy, MD5) == []
 
 
 def test_part_ranges_cover_the_object_within_the_part_limit() -> None:
@@ -542,7 +510,7 @@ def test_part_ranges_cover_the_object_within_the_part_limit() -> None:
 
 
 def test_archive_under_the_environments_kms_key_copies_verifies_and_deletes(
-    pipeline: Pipeline, archive: ModuleType, lambda_context: FakeContext
+    pipeline: Pipeline, handler: Handler, lambda_context: FakeContext
 ) -> None:
     # kms_cmk_enabled: RAW and ARCHIVE encrypt with SSE-KMS and a bucket key by default.
     # Their ETags are not MD5 digests, so verification rests on size and checksums.
@@ -568,9 +536,7 @@ def test_archive_under_the_environments_kms_key_copies_verifies_and_deletes(
         pipeline.s3.head_object(Bucket=pipeline.raw, Key=key)["ServerSideEncryption"] == "aws:kms"
     )
 
-    assert archive.handler(receipt_event(pipeline, key), lambda_context) == {
-        "batchItemFailures": []
-    }
+    assert handler(receipt_event(pipeline, key), lambda_context) == {"batchItemFailures": []}
 
     head = pipeline.s3.head_object(Bucket=pipeline.archive, Key=f"images/{key}")
     assert head["ServerSideEncryption"] == "aws:kms"
@@ -597,7 +563,7 @@ def _stored(p: Pipeline, key: str) -> dict[str, Any]:
 
 
 def test_archived_image_item_names_where_its_original_lies(
-    pipeline: Pipeline, archive: ModuleType
+    pipeline: Pipeline, deps: Dependencies
 ) -> None:
     """Step 7: the item gets the archive bucket and time once the copy is made, also when a
     crash came between the delete and that write (the retry finds the image archived)."""
@@ -616,14 +582,10 @@ def test_archived_image_item_names_where_its_original_lies(
 
     crashing = S3Proxy(pipeline.dynamodb, update_item=update_item)
     with pytest.raises(CrashError):
-        archive.archive_receipt(
-            pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key, crashing
-        )
+        archive.process(replace(deps, dynamodb=crashing), pipeline.processed, receipt_key)
     assert "archive_bucket" not in _stored(pipeline, key)
 
-    again = archive.archive_receipt(
-        pipeline.s3, archive.SETTINGS, pipeline.processed, receipt_key, pipeline.dynamodb
-    )
+    again = archive.process(deps, pipeline.processed, receipt_key)
 
     assert again == "already_archived"
     item = _stored(pipeline, key)
@@ -634,7 +596,7 @@ def test_archived_image_item_names_where_its_original_lies(
 
 
 def test_an_item_describing_another_version_is_not_marked_archived(
-    pipeline: Pipeline, archive: ModuleType
+    pipeline: Pipeline, deps: Dependencies
 ) -> None:
     """The item was refreshed by a newer version's transform: this version's archiving
     must not claim the newer one is archived (nor bring back a withdrawn item)."""
@@ -647,13 +609,7 @@ def test_an_item_describing_another_version_is_not_marked_archived(
     receipt_event(pipeline, gone)
 
     for archived in (key, gone):
-        outcome = archive.archive_receipt(
-            pipeline.s3,
-            archive.SETTINGS,
-            pipeline.processed,
-            f"receipts/{archived}.json",
-            pipeline.dynamodb,
-        )
+        outcome = archive.process(deps, pipeline.processed, f"receipts/{archived}.json")
         assert outcome == "archived"
 
     assert "archive_bucket" not in _stored(pipeline, key)
@@ -663,10 +619,7 @@ def test_an_item_describing_another_version_is_not_marked_archived(
 
 
 def test_a_lease_left_by_a_killed_run_ends_with_its_deadline_not_fifteen_minutes_later(
-    archive: ModuleType,
-    pipeline: Pipeline,
-    lambda_context: FakeContext,
-    monkeypatch: pytest.MonkeyPatch,
+    deps: Dependencies, pipeline: Pipeline, lambda_context: FakeContext
 ) -> None:
     """A version deleted from RAW after its receipt is removed under the key's lease. A run
     killed inside it leaves the lease behind: it must lapse at the invocation's deadline
@@ -676,7 +629,7 @@ def test_a_lease_left_by_a_killed_run_ends_with_its_deadline_not_fifteen_minutes
     put_raw(pipeline, key, b"not really a jpeg")
     event = receipt_event(pipeline, key)
     pipeline.s3.delete_object(Bucket=pipeline.raw, Key=key)
-    client = archive.s3_client
+    client = deps.s3
 
     def get_object(**kwargs: Any) -> Any:
         held = client.list_objects_v2(Bucket=pipeline.processed, Prefix="leases/")
@@ -689,11 +642,9 @@ def test_a_lease_left_by_a_killed_run_ends_with_its_deadline_not_fifteen_minutes
             raise RuntimeError("killed before the release")
         return client.delete_object(**kwargs)
 
-    monkeypatch.setattr(
-        archive, "s3_client", S3Proxy(client, get_object=get_object, delete_object=delete_object)
-    )
+    killed = replace(deps, s3=S3Proxy(client, get_object=get_object, delete_object=delete_object))
     started = time.time()
-    result = archive.handler(event, lambda_context)
+    result = archive.make_handler(killed)(event, lambda_context)
 
     assert len(result["batchItemFailures"]) == 1
     (lease,) = pipeline.s3.list_objects_v2(Bucket=pipeline.processed, Prefix="leases/")["Contents"]

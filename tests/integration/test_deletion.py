@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -20,10 +21,14 @@ import pytest
 from PIL import Image
 
 from sluice import image_items
+from sluice.archive_copy import ArchiveRequest
 from sluice.keys import image_id, receipt_key, version_record_key
 from sluice.labels import label_counts
 from sluice.leases import LeaseTerms, key_lease
 from sluice.ops.audit import AuditReport, audit
+from sluice.receipts import parse_receipt
+from sluice.settings import ArchiveSettings
+from sluice.supersession import supersede_archived_copies
 from tests.conftest import IKERIAN_SAMPLE, FakeContext, Pipeline, load_handler
 from tests.integration.api_support import ADMIN, ApiClient, api_handler
 from tests.integration.ops_support import make_environment
@@ -270,10 +275,10 @@ def test_the_archive_handlers_own_supersession_is_not_a_removal(flow: Flow) -> N
     flow.invoke("tag", flow.created("images/photos/again.jpg"))
     flow.p.s3.put_object(Bucket=flow.p.raw, Key="photos/again.jpg", Body=picture((9, 9, 200)))
     flow.invoke("transform", object_event_for(flow.p.s3, flow.p.raw, "photos/again.jpg"))
-    archive = flow.handlers["archive"]
     body = flow.p.s3.get_object(Bucket=flow.p.processed, Key=receipt_key("photos/again.jpg"))
-    request = archive.parse_receipt(body["Body"].read(), flow.p.raw)
-    archive.supersede_archived_copies(flow.p.s3, archive.SETTINGS, request)  # first step
+    request = ArchiveRequest.of(parse_receipt(body["Body"].read(), flow.p.raw), flow.p.raw)
+    # The archive handler's first move for the new version (its step 3).
+    supersede_archived_copies(flow.p.s3, ArchiveSettings.from_env(os.environ), request)
     markers = flow.p.s3.list_object_versions(
         Bucket=flow.p.archive, Prefix="images/photos/again.jpg"
     )["DeleteMarkers"]

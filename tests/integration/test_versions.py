@@ -114,9 +114,12 @@ class Stack:
     def archive_all(self) -> None:
         """Deliver one archive message per receipt in PROCESSED, as the queue would."""
         for key in self.keys(self.p.processed, "receipts/"):
-            self.archive.archive_receipt(
-                self.p.s3, self.archive.SETTINGS, self.p.processed, key, self.p.dynamodb
-            )
+            self.archive.process(self.archive_deps, self.p.processed, key)
+
+    @functools.cached_property
+    def archive_deps(self) -> Any:
+        """The archive function's settings and clients, as its cold start builds them."""
+        return self.archive.Dependencies.from_env(os.environ)
 
     def tag_all(self) -> None:
         for key in self.keys(self.p.archive, "images/"):
