@@ -75,7 +75,6 @@ from sluice.ops.login import LoginError, load_token, save_tokens, sign_in, token
 from sluice.ops.queues import QueueDepth
 from sluice.ops.redrive import DRY_RUN, METHODS, TASK, Move, RedriveReport, redrive
 from sluice.ops.reprocess import (
-    STATUSES,
     Item,
     ReprocessReport,
     Selection,
@@ -85,6 +84,7 @@ from sluice.ops.reprocess import (
 )
 from sluice.ops.status import StatusReport, collect_status
 from sluice.ops.upload import Progress, UploadReport, files_to_upload, human_bytes, upload_folder
+from sluice.receipts import STATUSES
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -58,6 +58,7 @@ from sluice.receipts import (
     version_record_key_of,
     write_version_record,
 )
+from sluice.s3io import head, is_gone_or_changed
 
 RemovalOutcome = Literal["removed", "present", "not_owned", "pending", "nothing"]
 """``removed``: the version and what it owned are gone and recorded; ``present``: the name
@@ -97,20 +98,6 @@ class _Entry:
     etag: str
 
 
-def _status(error: Any) -> int:
-    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _head(s3: Any, bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
-    try:
-        response: dict[str, Any] = s3.head_object(Bucket=bucket, Key=key, **extra)
-    except s3.exceptions.ClientError as error:
-        if _status(error) == 404:
-            return None
-        raise
-    return response
-
-
 def _read(s3: Any, bucket: str, key: str) -> _Entry | None:
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
@@ -126,7 +113,7 @@ def removed_copy(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     versions = [v for v in response.get("Versions", []) if v["Key"] == key]
     if not versions:
         return None
-    return _head(s3, bucket, key, VersionId=versions[0]["VersionId"])
+    return head(s3, bucket, key, VersionId=versions[0]["VersionId"])
 
 
 def _names_version(source: dict[str, Any], copy: dict[str, Any]) -> bool:
@@ -144,11 +131,11 @@ def _names_version(source: dict[str, Any], copy: dict[str, Any]) -> bool:
 
 def _raw_holds(s3: Any, settings: DeletionSettings, source: dict[str, Any]) -> bool:
     """Is the version ``source`` names RAW's current version of its key?"""
-    head = _head(s3, settings.raw_bucket, str(source["key"]))
-    if head is None:
+    current_head = head(s3, settings.raw_bucket, str(source["key"]))
+    if current_head is None:
         return False
-    current = head.get("VersionId")
-    return normalize_etag(head.get("ETag")) == normalize_etag(source.get("etag")) and not (
+    current = current_head.get("VersionId")
+    return normalize_etag(current_head.get("ETag")) == normalize_etag(source.get("etag")) and not (
         source.get("version_id") and current and current != source.get("version_id")
     )
 
@@ -208,7 +195,7 @@ def _remove_version(
     try:
         s3.delete_object(Bucket=settings.processed_bucket, Key=ledger_key, IfMatch=receipt.etag)
     except s3.exceptions.ClientError as error:
-        if _status(error) not in (404, 412):
+        if not is_gone_or_changed(error):
             raise  # 412: a newer receipt was written meanwhile; it is that version's
 
 
@@ -261,7 +248,7 @@ def remove_archived(
     ledger_key = ledger_key_of_archive_key(archive_key)
     if ledger_key is None:
         return "not_owned"
-    if _head(s3, settings.archive_bucket, archive_key) is not None:
+    if head(s3, settings.archive_bucket, archive_key) is not None:
         return "present"
     if archive_key.startswith(ARCHIVE_SUPERSEDED_PREFIX):
         return _remove_superseded(s3, settings, archive_key, ledger_key)
@@ -273,7 +260,7 @@ def remove_archived(
         receipt = _read(s3, settings.processed_bucket, ledger_key)
         if receipt is None:
             return "nothing"
-        if _head(s3, settings.archive_bucket, archive_key) is not None:
+        if head(s3, settings.archive_bucket, archive_key) is not None:
             return "present"
         source = receipt.body["source"]
         # The copy removed must be the receipt's version: not an older copy that the

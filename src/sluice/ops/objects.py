@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice.events import normalize_etag
 from sluice.keys import RECEIPTS_PREFIX, VERSIONS_PREFIX
+from sluice.receipts import STATUSES
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,7 +45,7 @@ class ReceiptRead:
     problem: str | None = None
 
 
-RECEIPT_STATUSES = ("processed", "rejected")
+RECEIPT_STATUSES: tuple[str, ...] = STATUSES
 VERSION_STATUSES = ("superseded", "deleted")
 
 

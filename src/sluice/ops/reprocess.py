@@ -44,8 +44,9 @@ from sluice.keys import (
 )
 from sluice.ops.environment import Environment
 from sluice.ops.objects import READ_WORKERS, list_objects, read_receipts
-from sluice.receipts import REPROCESS_METADATA
+from sluice.receipts import REPROCESS_METADATA, STATUSES
 from sluice.s3copy import carried_headers, copy_version
+from sluice.s3io import head
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -56,7 +57,6 @@ STAMP_PREFIX = "sluice-"
 """User metadata the pipeline writes; not the input's own, so not carried back to RAW."""
 COPY_WORKERS = 8
 """Copies are server-side and latency-bound: a few at a time."""
-STATUSES = ("processed", "rejected")
 
 Outcome = Literal["copied", "would_copy", "skipped", "failed"]
 
@@ -184,24 +184,15 @@ def select(s3: S3Client, environment: Environment, selection: Selection) -> list
     return [items[key] for key in sorted(items)]
 
 
-def _head(s3: S3Client, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return dict(s3.head_object(Bucket=bucket, Key=key))
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-
-
 def _at_rest(s3: S3Client, environment: Environment, item: Item) -> dict[str, Any] | None:
     """The archived copy to reprocess from, or None with ``item.problem`` saying why not."""
     if item.problem:
         return None
-    if _head(s3, environment.raw_bucket, item.key) is not None:
+    if head(s3, environment.raw_bucket, item.key) is not None:
         item.problem = "in RAW: not archived yet, or a newer upload is in flight"
         return None
     assert item.archive_key is not None
-    archived = _head(s3, environment.archive_bucket, item.archive_key)
+    archived = head(s3, environment.archive_bucket, item.archive_key)
     if archived is None:
         item.problem = f"not archived: {item.archive_key} does not exist"
         return None
