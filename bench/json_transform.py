@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import io
 import json
 import pstats
@@ -303,8 +304,14 @@ def child_moto(path: Path, endpoint: str) -> dict[str, Any]:
     from sluice.handlers import transform
 
     ref = S3ObjectRef("bench-raw", key, "ObjectCreated:Put", etag=normalize_etag(etag))
+    if hasattr(transform, "Dependencies"):  # the handler skeleton (issue 11)
+        process = functools.partial(transform.process, transform.Dependencies.from_env(os.environ))
+    else:  # a --before tree older than it
+        process = functools.partial(
+            transform.transform_object, transform.CLIENTS, transform.SETTINGS
+        )
     started, cpu_started = time.perf_counter(), time.process_time()
-    receipt = transform.transform_object(transform.CLIENTS, transform.SETTINGS, ref)
+    receipt = process(ref)
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
     assert receipt is not None and receipt.status == "processed", receipt
