@@ -107,8 +107,8 @@ TIMER = (
 DEFERRED = {
     "transform: jsonschema validators (first invalid record)": (
         "transform",
-        "import sluice.handlers.transform as h;"
-        " [d._validator for d in h.SETTINGS.datasets.datasets]",
+        "import os, sluice.settings as s;"
+        " [d._validator for d in s.TransformSettings.from_env(os.environ).datasets.datasets]",
     ),
     "bundle: jsonschema (first invalid request)": (
         "bundle",

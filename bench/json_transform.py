@@ -32,7 +32,7 @@ Targets: sluice >= 20x the common implementation's records/s; sluice's peak memo
 (issue 16; with ``--quick``, at every size). Each child also reports its CPU time, and the
 ratio to parse_only is given by CPU time too: on a shared machine wall time counts the
 waits for a core, CPU time does not. Unless ``--no-moto``, one more run pushes the 100 MB file
-(1 MB with ``--quick``) through ``transform_object`` against a moto server (S3 GET,
+(1 MB with ``--quick``) through the transform's ``process`` against a moto server (S3 GET,
 multipart PUT of the output), in a child, for its time and peak memory. ``--profile``
 adds a cProfile of sluice's path on the smallest file.
 """
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import io
 import json
 import pstats
@@ -279,7 +280,7 @@ def child_parse_only(path: Path) -> dict[str, Any]:
 
 
 def child_moto(path: Path, endpoint: str) -> dict[str, Any]:
-    """The whole transform_object path through a moto server: GET, validate, multipart PUT."""
+    """The transform's whole process through a moto server: GET, validate, multipart PUT."""
     import os
 
     import boto3
@@ -303,8 +304,14 @@ def child_moto(path: Path, endpoint: str) -> dict[str, Any]:
     from sluice.handlers import transform
 
     ref = S3ObjectRef("bench-raw", key, "ObjectCreated:Put", etag=normalize_etag(etag))
+    if hasattr(transform, "Dependencies"):  # the handler skeleton (issue 11)
+        process = functools.partial(transform.process, transform.Dependencies.from_env(os.environ))
+    else:  # a --before tree older than it
+        process = functools.partial(
+            transform.transform_object, transform.CLIENTS, transform.SETTINGS
+        )
     started, cpu_started = time.perf_counter(), time.process_time()
-    receipt = transform.transform_object(transform.CLIENTS, transform.SETTINGS, ref)
+    receipt = process(ref)
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
     assert receipt is not None and receipt.status == "processed", receipt
@@ -500,7 +507,7 @@ def main() -> None:
         moto["size"] = moto_label
         result["moto_end_to_end"] = moto
         print_table(
-            "Through moto's S3 (transform_object: GET, validate, multipart PUT)",
+            "Through moto's S3 (the transform's process: GET, validate, multipart PUT)",
             ["size", "records", "time", "records/s", "peak RSS (whole child)"],
             [[moto_label, f"{moto['records']:,}", f"{moto['seconds']:.2f} s",
               f"{moto['records_per_second']:,}", fmt_mib(moto["peak_rss"])]],

@@ -3,14 +3,16 @@
 Two hooks, both installed from outside the handler:
 
 * **AWS calls**: :class:`Injector` registers ``before-call.*.*`` and ``after-call.*.*``
-  handlers on a boto3 session's event system. A handler module creates its clients at
-  import with ``boto3.client(...)``, i.e. from ``boto3.DEFAULT_SESSION``, and each client
-  copies the session's event handlers when it is created, so :func:`install` must run
-  before the handler's import (the local runner's ``SLUICE_RUNNER_PRELOAD`` hook, or a
-  test that installs and then calls ``load_handler``). Every client call goes through
-  ``BaseClient._make_api_call``, which emits both events, so every AWS call site of the
-  handler is seen (``tests/integration/test_fault_injection.py`` checks this against a
-  spy on ``_make_api_call``).
+  handlers on a boto3 session's event system. A handler creates its clients with
+  ``sluice.runtime.client``, i.e. ``boto3.client(...)`` from ``boto3.DEFAULT_SESSION``, at
+  import inside the local runtime (``AWS_LAMBDA_FUNCTION_NAME`` is set) and at its first
+  call elsewhere; each client copies the session's event handlers when it is created, so
+  :func:`install` must run before the handler's import (the local runner's
+  ``SLUICE_RUNNER_PRELOAD`` hook, or a test that installs and then calls ``load_handler``).
+  Every client call goes through ``BaseClient._make_api_call``, which emits both events,
+  so every AWS call site of the handler is seen
+  (``tests/integration/test_fault_injection.py`` checks this against a spy on
+  ``_make_api_call``).
 * **The invocation**: :func:`make_wrapper` wraps ``handler(event, context)`` (the runner's
   ``wrap_handler`` hook). Per invocation it draws, from a seeded generator, whether to
   inject a fault and where; it also re-sends copies of some messages to their queue with

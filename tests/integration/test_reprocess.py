@@ -10,12 +10,14 @@ clean ``sluice audit``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sluice.cli import main
+from sluice.events import S3ObjectRef
 from sluice.image_items import get_image
 from sluice.keys import image_id, superseded_archive_key, thumbnail_key, version_record_key
 from sluice.labels import label_counts
@@ -180,11 +182,11 @@ def test_a_duplicate_of_the_reprocessed_event_keeps_the_history(
     # The lease and the receipt check make a duplicate a no-op; force the rewrite a crash
     # after the receipt would cause by running the work again on the same version.
     before = stack.receipt(CLINIC_KEY)["replaces"]
-    ref = stack.transform.S3ObjectRef(
+    ref = S3ObjectRef(
         bucket=stack.p.raw, key=CLINIC_KEY, event_name="ObjectCreated:Copy", etag=None
     )
     stack.p.s3.delete_object(Bucket=stack.p.processed, Key=f"leases/{CLINIC_KEY}.json")
-    stack.transform.transform_object(stack.transform.CLIENTS, stack.transform.SETTINGS, ref)
+    stack.transform.process(stack.transform.Dependencies.from_env(os.environ), ref)
     stack.archive_all()
 
     assert stack.receipt(CLINIC_KEY)["replaces"] == before

@@ -39,6 +39,7 @@ from sluice.keys import (
 )
 from sluice.labels import label_counts
 from sluice.ops.audit import AuditReport, audit
+from sluice.transform import data_files, image_files, sources
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.integration.ops_support import make_environment
 from tests.s3events import s3_event, s3_record, sqs_batch
@@ -323,7 +324,7 @@ def test_newest_version_wins_when_an_older_large_upload_finishes_last(
     v1 = stack.put(key, (SAMPLES / "retina/scans-2024-q1.json").read_bytes())
     v1_event = stack.event(key)
     gate = Gate()
-    real = stack.transform.transform_records
+    real = data_files.transform_records
 
     def slow_first_call(*args: Any, **kwargs: Any) -> Any:
         result = real(*args, **kwargs)
@@ -331,7 +332,7 @@ def test_newest_version_wins_when_an_older_large_upload_finishes_last(
             gate.pause()
         return result
 
-    monkeypatch.setattr(stack.transform, "transform_records", slow_first_call)
+    monkeypatch.setattr(data_files, "transform_records", slow_first_call)
     queue: deque[dict[str, Any]] = deque()
 
     def worker_one() -> None:
@@ -538,13 +539,13 @@ def test_deleted_while_processing_leaves_no_outputs_and_a_ledger_entry(
     key = "p/gone.jpg"
     put = stack.put(key, jpeg((1, 2, 3)))
     event = stack.event(key)
-    real = stack.transform.make_thumbnails
+    real = image_files.make_thumbnails
 
     def delete_meanwhile(*args: Any, **kwargs: Any) -> Any:
         stack.p.s3.delete_object(Bucket=stack.p.raw, Key=key)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(stack.transform, "make_thumbnails", delete_meanwhile)
+    monkeypatch.setattr(image_files, "make_thumbnails", delete_meanwhile)
     assert stack.transform_ok(event)
     assert stack.transform_ok(event)  # duplicate delivery
     stack.archive_all()
@@ -588,7 +589,7 @@ def test_a_stale_event_of_a_version_archived_meanwhile_is_not_recorded_as_delete
     v1_event = stack.event(key)
     stack.put(key, json.dumps([RECORD, {**RECORD, "patient_id": "P000002"}]).encode())
     v2_event = stack.event(key)
-    real = stack.transform.read_receipt
+    real = sources.read_receipt
     raced: list[bool] = []
 
     def archive_v2_meanwhile(*args: Any, **kwargs: Any) -> Any:
@@ -599,7 +600,7 @@ def test_a_stale_event_of_a_version_archived_meanwhile_is_not_recorded_as_delete
             stack.archive_all()
         return found
 
-    monkeypatch.setattr(stack.transform, "read_receipt", archive_v2_meanwhile)
+    monkeypatch.setattr(sources, "read_receipt", archive_v2_meanwhile)
     assert stack.transform_ok(v1_event)
 
     assert raced
@@ -649,13 +650,13 @@ def test_a_duplicate_delivery_that_finds_its_version_archived_meanwhile_keeps_th
     stack.put(key, jpeg((40, 50, 60)))
     event = stack.event(key)
     assert stack.transform_ok(event)
-    real = stack.transform.make_thumbnails
+    real = image_files.make_thumbnails
 
     def archive_meanwhile(*args: Any, **kwargs: Any) -> Any:
         stack.archive_all()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(stack.transform, "make_thumbnails", archive_meanwhile)
+    monkeypatch.setattr(image_files, "make_thumbnails", archive_meanwhile)
     assert stack.transform_ok(event)  # the duplicate
 
     assert stack.keys(stack.p.processed, "thumbnails/") == [thumbnail_key(key, 64, ".jpg")]

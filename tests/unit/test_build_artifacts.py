@@ -192,8 +192,10 @@ def test_code_zip_is_small_and_importable(tmp_path: Path) -> None:
     # text), so the whole zip has its own bound (sizes: docs/benchmarks.md, cold start).
     # The developer tools (sluice.local, the CLI) stay out of it.
     source_bytes = sum(i.compress_size for i in infos if not i.filename.endswith(".pyc"))
-    assert source_bytes < 160 * 1024  # 144 KB now
-    assert code_zip.stat().st_size < 560 * 1024  # 453 KB now (621 KB with them)
+    # Issue 11's handler skeleton moved each handler's logic into modules of its own: more
+    # files compress less well together.
+    assert source_bytes < 180 * 1024  # 164 KB now
+    assert code_zip.stat().st_size < 560 * 1024  # 511 KB now (tools took 453 KB to 621)
     # Lambda puts the zip's root on sys.path: `sluice.handlers.<name>.handler` must resolve.
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); import sluice, sluice.handlers; "

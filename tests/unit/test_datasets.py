@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from sluice.datasets import (
     parse_registry,
     shipped_schemas,
 )
+from sluice.handlers.transform import Dependencies
 from sluice.keys import DATA_PREFIX, RECEIPTS_PREFIX, derived_key, receipt_key
 from sluice.records import transform_records
 from tests.conftest import IKERIAN_EXPECTED, IKERIAN_SAMPLE, load_handler
@@ -245,12 +247,12 @@ def transform_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_cold_start_without_datasets_uses_the_default(transform_env: pytest.MonkeyPatch) -> None:
-    assert load_handler("transform").SETTINGS.datasets is load_registry()
+    assert Dependencies.from_env(os.environ).settings.datasets is load_registry()
 
 
 def test_cold_start_reads_datasets(transform_env: pytest.MonkeyPatch) -> None:
     transform_env.setenv("DATASETS", json.dumps({"scans": {**RETINA, "prefix": "scans/"}}))
-    datasets = load_handler("transform").SETTINGS.datasets
+    datasets = Dependencies.from_env(os.environ).settings.datasets
     assert datasets.prefixes == ("scans/",) and datasets.root is None
 
 
@@ -270,6 +272,8 @@ def test_cold_start_fails_on_a_bad_configuration_naming_the_variable(
     transform_env: pytest.MonkeyPatch, value: Any, problem: str
 ) -> None:
     transform_env.setenv("DATASETS", value if isinstance(value, str) else json.dumps(value))
+    # Inside Lambda (its name is set) the handler reads its settings at import: the init.
+    transform_env.setenv("AWS_LAMBDA_FUNCTION_NAME", "sluice-test-transform")
     with pytest.raises(ConfigError) as caught:
         load_handler("transform")
     assert problem in str(caught.value)

@@ -1,0 +1,184 @@
+"""A RAW key's PROCESSED outputs kept in line with its receipt, whatever its versions do.
+
+Outputs have stable names derived from the RAW key (``data/<key>``, ``errors/<key>.jsonl``,
+``thumbnails/<size>/<key>.<ext>``: :func:`possible_outputs`), so every version of a key
+writes over the same names, and PROCESSED must end up holding exactly what the key's
+receipt lists. Three cases break that, and each is mended here, under the key's lease
+(:mod:`sluice.leases`), where no other version of the key writes:
+
+* **left behind**: the receipt being replaced lists outputs the new one does not (an
+  errors report, data of a now-rejected file, thumbnails of a now-rejected image or of a
+  size no longer configured): :func:`left_behind` names them, and they are removed before
+  the new receipt is written;
+* **deleted before it was processed**: a key gone from RAW with no receipt owns nothing;
+  outputs a delivery that died mid-way left go, and the version ledger says ``deleted``
+  (:func:`forget_deleted`);
+* **deleted while it was transformed**: the version's fresh outputs go, except where they
+  took the names of what an earlier version's receipt lists: those are put back as that
+  receipt wrote them (:func:`deleted_while_processing`, :func:`restore_outputs`).
+
+Deletes HEAD first (:func:`delete_if_present`), so no delete marker is made for a name that
+never existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sluice.events import S3ObjectRef
+from sluice.images import OUTPUT_FORMATS
+from sluice.keys import DATA_PREFIX, ERRORS_PREFIX, derived_key, thumbnail_key
+from sluice.receipts import (
+    Receipt,
+    read_receipt,
+    source_of,
+    version_record,
+    write_version_record,
+)
+from sluice.runtime import make_logger
+from sluice.s3io import head
+from sluice.settings import TransformSettings
+from sluice.transform.sources import Deleted, Source, kind_of, version_id_by_etag
+
+logger = make_logger("transform")
+
+
+def output_entry(bucket: str, key: str, content_type: str, size: int) -> dict[str, Any]:
+    """One output as a receipt lists it."""
+    return {"bucket": bucket, "key": key, "content_type": content_type, "size": size}
+
+
+def possible_outputs(settings: TransformSettings, key: str) -> list[str]:
+    """Every PROCESSED name a version of ``key`` can produce, receipt aside."""
+    kind = kind_of(key)
+    if kind == "data":
+        return [derived_key(DATA_PREFIX, key), derived_key(ERRORS_PREFIX, key, ".jsonl")]
+    if kind == "image":
+        extension = OUTPUT_FORMATS[settings.thumbnail_format].extension
+        return [thumbnail_key(key, size, extension) for size in settings.thumbnail_sizes]
+    return []
+
+
+def delete_if_present(s3: Any, bucket: str, keys: list[str]) -> None:
+    """Remove outputs an earlier version left; HEAD first so no delete marker is made for
+    keys that never existed."""
+    for key in keys:
+        if head(s3, bucket, key) is None:
+            continue
+        s3.delete_object(Bucket=bucket, Key=key)
+        logger.info("deleted an output of an earlier version", output_key=key)
+
+
+def previous_receipt(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The receipt this one overwrites, for its ``replaces``; one that is not JSON (nothing
+    sluice wrote) has no history to keep and must not stop the new receipt."""
+    try:
+        return read_receipt(s3, bucket, key)
+    except ValueError:
+        logger.warning("the previous receipt is not JSON; its history is not kept")
+        return None
+
+
+def left_behind(previous: Mapping[str, Any] | None, receipt: Receipt, bucket: str) -> list[str]:
+    """PROCESSED outputs the receipt being replaced lists and this one does not: those of
+    settings that changed since (a thumbnail size dropped, a reprocess after a fix). They
+    belong to the same key (the receipt is at the key's own name), so they are removed
+    before the new receipt is written, and PROCESSED matches the receipt again."""
+    if not previous or (previous.get("source") or {}).get("key") != receipt.source["key"]:
+        return []
+    kept = {str(output["key"]) for output in receipt.outputs}
+    return [
+        str(output["key"])
+        for output in previous.get("outputs") or []
+        if isinstance(output, dict)
+        and output.get("bucket") == bucket
+        and isinstance(output.get("key"), str)
+        and output["key"] not in kept
+    ]
+
+
+def forget_deleted(
+    s3: Any, settings: TransformSettings, ref: S3ObjectRef, deleted: Deleted
+) -> None:
+    """A key that never got a receipt and is gone from RAW: nothing of it stays, and the
+    ledger says so, so the audit need not look for it forever. Outputs can exist when an
+    earlier delivery died between writing them and looking at RAW again (a timeout, a
+    crash); they are the key's own, and no other version writes any while the caller
+    holds the key's lease."""
+    delete_if_present(s3, settings.processed_bucket, possible_outputs(settings, ref.key))
+    version_id = ref.version_id or version_id_by_etag(s3, ref.bucket, ref.key, deleted.etag)
+    source = source_of(ref, etag=deleted.etag, version_id=version_id, size=ref.size)
+    record = version_record(source, "deleted", deleted_from="raw")
+    if write_version_record(s3, settings.processed_bucket, record, only_if_absent=True):
+        logger.info("input deleted from RAW before it was processed; recorded in the ledger")
+    else:
+        # A late or repeated event of a version the ledger already accounts for: removed
+        # after its receipt (decision 30), superseded, or recorded by an earlier delivery.
+        logger.info("deleted version already recorded in the ledger; kept as it is")
+
+
+def deleted_while_processing(s3: Any, bucket: str, source: Source, receipt: Receipt) -> None:
+    """The object was deleted from RAW while it was transformed: nothing of it stays.
+
+    Its outputs have the names of the key's current receipt's, if an earlier version has
+    one (issue 10): those are put back as that receipt wrote them (:func:`restore_outputs`),
+    the others deleted, so the receipt lists exactly what PROCESSED holds."""
+    current = read_receipt(s3, bucket, source.ref.key)
+    owned = {
+        str(output["key"])
+        for output in (current or {}).get("outputs") or []
+        if output.get("bucket") == bucket
+    }
+    delete_if_present(
+        s3, bucket, [str(o["key"]) for o in receipt.outputs if str(o["key"]) not in owned]
+    )
+    if current is not None and owned:
+        lost = restore_outputs(s3, bucket, current)
+        if lost:
+            logger.warning(
+                "outputs of the key's receipt could not be restored (their versions expired)",
+                code="outputs_lost",
+                outputs_lost=len(lost),
+            )
+    # Named by the version id S3 answered with; a late duplicate of an event without one
+    # finds the same version by its ETag (:func:`forget_deleted`) and this record with it.
+    record = version_record(source.receipt_source(), "deleted", deleted_from="raw")
+    write_version_record(s3, bucket, record, only_if_absent=True)
+    logger.info("input deleted from RAW while it was transformed; outputs removed")
+
+
+def restore_outputs(s3: Any, bucket: str, receipt: Mapping[str, Any]) -> list[str]:
+    """Put back each PROCESSED output ``receipt`` lists as that receipt's transform wrote
+    it: the newest version of the key, of the listed size, written before the receipt
+    (PROCESSED is versioned). Returns the keys whose version is gone (expired)."""
+    written = datetime.fromisoformat(str(receipt["processed_at"]).replace("Z", "+00:00"))
+    # LastModified may be truncated to the second: a version of that second still counts.
+    latest = written.replace(microsecond=0) + timedelta(seconds=1)
+    lost = []
+    for output in receipt.get("outputs") or []:
+        if output.get("bucket") != bucket:
+            continue
+        key = str(output["key"])
+        listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
+        chosen = next(
+            (
+                version
+                for version in listing.get("Versions", [])
+                if version["Key"] == key
+                and version["Size"] == output.get("size")
+                and version["LastModified"] < latest
+            ),
+            None,
+        )
+        if chosen is None:
+            lost.append(key)
+        elif not chosen.get("IsLatest"):
+            s3.copy_object(
+                Bucket=bucket,
+                Key=key,
+                CopySource={"Bucket": bucket, "Key": key, "VersionId": chosen["VersionId"]},
+            )
+            logger.info("restored an output of the key's receipt", output_key=key)
+    return lost
