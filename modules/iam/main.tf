@@ -175,9 +175,11 @@ data "aws_iam_policy_document" "transform" {
     resources = [local.processed]
   }
 
+  # DeleteItem: the item of a version that died before its receipt and was then deleted
+  # from RAW (sluice.image_items.forget_unreceipted).
   statement {
     sid       = "WriteImageMetadata"
-    actions   = ["dynamodb:UpdateItem"]
+    actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
     resources = [var.images_table_arn]
   }
 }

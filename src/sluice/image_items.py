@@ -290,6 +290,28 @@ def put_image_item(
     )
 
 
+def forget_unreceipted(dynamodb: Any, table: str, item_id: str, source_etag: str) -> bool:
+    """Delete the item a transform wrote for a version that never got its receipt and is
+    gone from RAW (the run died between the item and the receipt; the object was deleted
+    before a retry). Only that version's item goes, and only while nothing else holds it
+    (no labels, no lease): an item another version refreshed is that version's. Returns
+    whether an item was deleted."""
+    try:
+        dynamodb.delete_item(
+            TableName=table,
+            Key={"image_id": {"S": item_id}},
+            ConditionExpression=(
+                "source_etag = :etag AND attribute_not_exists(labels)"
+                " AND attribute_not_exists(labels_touched)"
+                " AND attribute_not_exists(tag_lease_owner)"
+            ),
+            ExpressionAttributeValues={":etag": {"S": source_etag}},
+        )
+    except dynamodb.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
+
+
 def acquire_lease(
     dynamodb: Any,
     table: str,

@@ -368,7 +368,8 @@ def allowance(d: Deployed, function: str) -> set[tuple[str, str]]:
         # over are copied back from their own versions.
         | grant({"s3:getobjectversion"}, objects("processed", "data/", "errors/", "thumbnails/"))
         | grant({"s3:listbucketversions"}, [d.buckets["processed"]])
-        | grant({"dynamodb:updateitem"}, [d.images_table]),
+        # The image's item; deleted when its version died before its receipt and is gone.
+        | grant({"dynamodb:updateitem", "dynamodb:deleteitem"}, [d.images_table]),
         # Reads receipts; copies RAW -> ARCHIVE server side, verifies, deletes from RAW.
         "archive": grant({"s3:getobject"}, objects("processed", "receipts/"))
         | grant(
@@ -972,6 +973,9 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str], str] = {
     " tests/integration/test_deletion.py)",
     ("transform", "s3:getobjectversion"): "the same race: the overwritten outputs are"
     " copied back from their own versions",
+    ("transform", "dynamodb:deleteitem"): "on the images table, called only when a run died"
+    " between the image's item and its receipt and the object was then deleted from RAW"
+    " (tests/integration/test_versions.py)",
 }
 
 

@@ -639,6 +639,55 @@ def test_deleted_while_a_crashed_transform_held_it_leaves_no_outputs(
     assert_clean(stack.audit())
 
 
+def test_deleted_after_a_crash_between_its_item_and_its_receipt_leaves_no_image(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transform dies after writing the image's item and before its receipt; the
+    object is then deleted from RAW. The retry finds the key gone with no receipt: the
+    item goes with the thumbnails, or the library would list an image that is not there."""
+    key = "p/item-then-crash.jpg"
+    put = stack.put(key, jpeg((7, 9, 8)))
+    event = stack.event(key)
+    item_id = image_id(f"images/{key}")
+
+    def die(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("Task timed out")  # what the runtime does to the invocation
+
+    monkeypatch.setattr(stack.transform, "write_receipt", die)
+    assert not stack.transform_ok(event)
+    assert get_image(stack.p.dynamodb, stack.p.images_table, item_id) is not None
+    monkeypatch.undo()
+    stack.p.s3.delete_object(Bucket=stack.p.raw, Key=key)
+    assert stack.transform_ok(event)  # the retry
+    assert stack.transform_ok(event)  # and a duplicate of it
+    stack.archive_all()
+
+    assert get_image(stack.p.dynamodb, stack.p.images_table, item_id) is None
+    assert stack.keys(stack.p.processed, "thumbnails/") == []
+    assert stack.record(key, put["VersionId"])["status"] == "deleted"
+    assert_clean(stack.audit())
+
+
+def test_a_deleted_version_never_takes_the_item_of_the_keys_processed_one(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the item the deleted version itself wrote goes: v1 is processed (its item
+    written), then v2 is uploaded and deleted before its transform; v1's item stays."""
+    key = "p/kept.jpg"
+    stack.put(key, jpeg((1, 1, 1)))
+    assert stack.transform_ok(stack.event(key))
+    item_id = image_id(f"images/{key}")
+    before = get_image(stack.p.dynamodb, stack.p.images_table, item_id)
+    assert before is not None
+    stack.put(key, jpeg((2, 2, 2)))
+    v2_event = stack.event(key)
+    stack.p.s3.delete_object(Bucket=stack.p.raw, Key=key)
+
+    assert stack.transform_ok(v2_event)  # v2 was deleted before it was processed
+
+    assert get_image(stack.p.dynamodb, stack.p.images_table, item_id) == before
+
+
 def test_a_duplicate_delivery_that_finds_its_version_archived_meanwhile_keeps_the_outputs(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

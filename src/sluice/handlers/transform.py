@@ -170,7 +170,7 @@ def process(
         # 3. Asked again under the lease (a deletion seen before it is settled only here).
         source = fetch_source(s3, bucket, ref, with_body=kind != "unsupported")
         if isinstance(source, Deleted):
-            forget_deleted(s3, settings, ref, source)
+            forget_deleted(s3, deps.dynamodb, settings, ref, source)
             return None
         if source is None:
             return None

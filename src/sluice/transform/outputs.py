@@ -27,9 +27,17 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from sluice import image_items
 from sluice.events import S3ObjectRef
 from sluice.images import OUTPUT_FORMATS
-from sluice.keys import DATA_PREFIX, ERRORS_PREFIX, derived_key, thumbnail_key
+from sluice.keys import (
+    DATA_PREFIX,
+    ERRORS_PREFIX,
+    derived_key,
+    image_id,
+    images_archive_key,
+    thumbnail_key,
+)
 from sluice.receipts import (
     Receipt,
     read_receipt,
@@ -100,14 +108,18 @@ def left_behind(previous: Mapping[str, Any] | None, receipt: Receipt, bucket: st
 
 
 def forget_deleted(
-    s3: Any, settings: TransformSettings, ref: S3ObjectRef, deleted: Deleted
+    s3: Any, dynamodb: Any, settings: TransformSettings, ref: S3ObjectRef, deleted: Deleted
 ) -> None:
     """A key that never got a receipt and is gone from RAW: nothing of it stays, and the
-    ledger says so, so the audit need not look for it forever. Outputs can exist when an
-    earlier delivery died between writing them and looking at RAW again (a timeout, a
-    crash); they are the key's own, and no other version writes any while the caller
-    holds the key's lease."""
+    ledger says so, so the audit need not look for it forever. Outputs (and an image's
+    item) can exist when an earlier delivery died between writing them and its receipt
+    (a timeout, a crash); they are the key's own, and no other version writes any while
+    the caller holds the key's lease."""
     delete_if_present(s3, settings.processed_bucket, possible_outputs(settings, ref.key))
+    if kind_of(ref.key) == "image":
+        item_id = image_id(images_archive_key(ref.key))
+        if image_items.forget_unreceipted(dynamodb, settings.images_table, item_id, deleted.etag):
+            logger.info("removed the image item a run that died before its receipt wrote")
     version_id = ref.version_id or version_id_by_etag(s3, ref.bucket, ref.key, deleted.etag)
     source = source_of(ref, etag=deleted.etag, version_id=version_id, size=ref.size)
     record = version_record(source, "deleted", deleted_from="raw")
