@@ -5,7 +5,7 @@ after new.
 The stack is a ``chaos`` environment of its own (``tests/chaos/chaos.tfvars``: 2-3 s
 timeouts, so 12-18 s visibility timeouts, and two receives before the dead-letter queue)
 on its own emulator, applied by ``sluice up --var-file ... --environment chaos``
-(``--emulator`` of the end-to-end target; not run on LocalStack: ``LOCALSTACK_DISCREPANCY``).
+(``--emulator`` of the end-to-end target: moto or LocalStack).
 Its runner preloads the fault harness (``tests/chaos/preload.py``): 25% of the invocations
 of transform, archive and tag fail at a random AWS call (before it, or after it with the
 response lost) or at their end, and one message in ten is sent again with a random delay.
@@ -103,14 +103,8 @@ FAULTED_FUNCTIONS = ("transform", "archive", "tag")
 SECOND_WORKERS = ("transform", "archive")
 """Functions that get a second worker process: two invocations of one run at once."""
 STOP_GRACE_SECONDS = 30
-LOCALSTACK_DISCREPANCY = (
-    "on LocalStack 4.14 this run ends with 3 of 520 inputs' thumbnails missing (keys with"
-    " non-ASCII names, e.g. photos/名前 0387.jpg: the receipt lists thumbnails/64/... and"
-    " PROCESSED does not hold it; sluice audit reports them), while moto converges with the"
-    " same seed: not yet diagnosed (docs/localstack.md, 'Not run on LocalStack')"
-)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.not_on_localstack(LOCALSTACK_DISCREPANCY)]
+pytestmark = pytest.mark.e2e
 
 
 def _md5(data: bytes) -> str:

@@ -74,10 +74,17 @@ def test_the_plugin_registers_the_executor_that_localstack_is_told_to_use() -> N
     source = (plugin / f"{module}.py").read_text()
     assert f'EXECUTOR_NAME = "{localstack.EXECUTOR}"' in source
     hooks = project["entry-points"]["localstack.hooks.on_infra_start"]
-    # DynamoDB Local from npm; DeleteObject If-Match as AWS answers it (sluice.leases).
-    assert set(hooks) == {"sluice_dynamodb_local_from_npm", "sluice_conditional_delete_object"}
-    for hook in hooks.values():
-        assert f"def {hook.split(':')[1]}() -> None:" in source
+    # DynamoDB Local from npm; DeleteObject If-Match, listings of encoded keys and a version
+    # copied onto its key as AWS answers them (docs/localstack.md).
+    assert set(hooks) == {
+        "sluice_dynamodb_local_from_npm",
+        "sluice_conditional_delete_object",
+        "sluice_listings_in_key_order",
+        "sluice_copy_version_in_place",
+    }
+    # Every hook the module defines is registered: LocalStack runs only those.
+    defined = re.findall(r"^@hooks\.on_infra_start\(\)\ndef (\w+)\(\) -> None:", source, re.M)
+    assert {hook.split(":")[1] for hook in hooks.values()} == set(defined) == set(hooks)
 
 
 def test_server_env_serves_the_stack_port_from_the_stack_state_dir(
