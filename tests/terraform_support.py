@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-from sluice.local import awsenv, localstack
-from sluice.local.emulator import EmulatorError
-from sluice.local.state import StateDir
+from sluice.local import awsenv
+from sluice.local.stack import localstack
+from sluice.local.stack.emulator import EmulatorError
+from sluice.local.stack.state import StateDir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "terraform"

@@ -1,6 +1,6 @@
 """The ``sluice`` command: run and inspect a sluice environment.
 
-Subcommands: ``up``/``down`` (the local stack, from ``sluice.local.commands``),
+Subcommands: ``up``/``down`` (the local stack, from ``sluice.local.stack.commands``),
 ``status``, ``audit``, ``redrive``, ``reprocess``, ``bundle`` and ``upload``. Every subcommand takes
 ``--help``. The global options (``--environment``, ``--profile``, ``--region``,
 ``--endpoint-url``, ``--outputs-file``, ``--project-dir``) may come before or after the
@@ -58,7 +58,7 @@ from botocore.exceptions import (
 from sluice import __version__
 from sluice.arguments import seconds, whole_number
 from sluice.bundles import MATCH_MODES, BundleRequestError
-from sluice.local.commands import register as register_local_commands
+from sluice.local.stack.commands import register as register_local_commands
 from sluice.ops.audit import AuditReport, Finding, audit, pending_messages, wait_until_drained
 from sluice.ops.bundle import WrittenRequest, wait_for_status, write_request
 from sluice.ops.environment import (

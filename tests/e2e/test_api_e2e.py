@@ -31,7 +31,7 @@ import pytest
 import requests
 from PIL import Image
 
-from sluice.local.state import StateDir
+from sluice.local.stack.state import StateDir
 from tests.e2e.conftest import ROOT, Stack
 from tests.security_support import SAMPLES_DIR
 from tests.terraform_support import NEEDS_API

@@ -20,9 +20,9 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from sluice.local import awsenv, procs
-from sluice.local.runner import worker_pid_file
-from sluice.local.stack import StoppedRunner, stop_runner
-from sluice.local.state import StateDir
+from sluice.local.lambdas.runner import worker_pid_file
+from sluice.local.stack.state import StateDir
+from sluice.local.stack.updown import StoppedRunner, stop_runner
 from tests.integration.test_runner_worker import HANDLER, _code_zip
 
 FUNCTION = "sluice-test-standin"
@@ -110,7 +110,7 @@ def _runner_argv(endpoint: str, tmp_path: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "sluice.local.runner",
+        "sluice.local.lambdas.runner",
         "--endpoint-url",
         endpoint,
         "--environment",

@@ -13,14 +13,14 @@ does what the Lambda service does:
 - invokes ``handler(event, context)`` with the exact SQS event record shape and a context
   whose remaining time follows the function's ``Timeout`` (enforced: a timed-out
   invocation fails);
-- settles the batch as Lambda does (:func:`sluice.local.invocation.settle_batch`): deletes
+- settles the batch as Lambda does (:func:`sluice.local.lambdas.invocation.settle_batch`): deletes
   what succeeded and leaves the rest to reappear after the queue's visibility timeout;
   the queue's redrive policy then moves exhausted messages to the dead-letter queue
   (moto applies ``maxReceiveCount`` on receive, as SQS does);
 - enforces the function's ``MemorySize``: an invocation whose peak RSS passes it ends
   the way Lambda's out-of-memory does (logged ``Runtime exited with error: signal:
   killed``, batch not deleted, worker killed and replaced); the peak of every invocation
-  is its REPORT line's ``Max Memory Used`` (:mod:`sluice.local.sandbox` says how and why);
+  is its REPORT line's ``Max Memory Used`` (:mod:`sluice.local.lambdas.sandbox` says how and why);
 - writes START/END/REPORT and everything the function prints to its CloudWatch log group
   in the emulator, one stream per worker, and to the worker's log file;
 - follows configuration changes as Lambda does after `terraform apply` (new environment
@@ -31,7 +31,7 @@ does what the Lambda service does:
   batch's would be) and the worker exits with :data:`EXIT_CONFIGURATION_CHANGED`, and the
   supervisor reads the configuration again and starts a new worker (a cold start).
 
-Workers die with their supervisor (:func:`sluice.local.sandbox.die_with_parent`): a
+Workers die with their supervisor (:func:`sluice.local.lambdas.sandbox.die_with_parent`): a
 killed supervisor does not leave workers polling that nothing restarts. The supervisor
 restarts a worker that exits (crash, out of memory) with a growing back-off, and with
 ``--pid-dir`` records each worker's pid there, so ``sluice down`` can stop a worker that
@@ -56,7 +56,7 @@ for the Lambda service, which has no such hook: nothing deployed sets these vari
 
 Usage::
 
-    python -m sluice.local.runner --endpoint-url http://127.0.0.1:4566 --environment local
+    python -m sluice.local.lambdas.runner --endpoint-url http://127.0.0.1:4566 --environment local
 """
 
 from __future__ import annotations
@@ -78,17 +78,17 @@ from types import FrameType
 from typing import Any, TextIO
 
 from sluice.local import awsenv
-from sluice.local.cloudwatch import CloudWatchLogStream, LineTee, lambda_log_stream_name
-from sluice.local.invocation import (
+from sluice.local.lambdas.cloudwatch import CloudWatchLogStream, LineTee, lambda_log_stream_name
+from sluice.local.lambdas.invocation import (
     LambdaContext,
     Settlement,
     round_trip_json,
     settle_batch,
     sqs_event,
 )
+from sluice.local.lambdas.sandbox import MemoryWatch, die_with_parent
+from sluice.local.lambdas.wiring import FunctionWiring, QueueSource, current_configuration, discover
 from sluice.local.procs import PidFile
-from sluice.local.sandbox import MemoryWatch, die_with_parent
-from sluice.local.wiring import FunctionWiring, QueueSource, current_configuration, discover
 from sluice.timestamps import utc_iso
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -561,7 +561,7 @@ class Supervisor:
                 [
                     self._python,
                     "-m",
-                    "sluice.local.runner",
+                    "sluice.local.lambdas.runner",
                     "--endpoint-url",
                     self._endpoint_url,
                     *worker_arguments(child.wiring.name, os.getpid(), child.wiring.configuration),
@@ -731,7 +731,7 @@ def _serve_all(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sluice.local.runner",
+        prog="python -m sluice.local.lambdas.runner",
         description="Serve the emulator's SQS event source mappings with the local handlers.",
         allow_abbrev=False,
     )

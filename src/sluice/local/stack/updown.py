@@ -3,16 +3,16 @@
 ``up`` runs, in order and each with a deadline:
 
 1. the emulator: a moto server on 127.0.0.1:<port> (reused when one already answers), or
-   with ``--emulator localstack`` a LocalStack host process (:mod:`sluice.local.localstack`);
+   with ``--emulator localstack`` a LocalStack host process (:mod:`sluice.local.stack.localstack`);
 2. the build: ``scripts/build_artifacts.py`` for the local architecture (its wheel cache
    makes a rebuild offline and quick);
 3. Terraform: the state bucket in the emulator, ``init`` with ``env/local.backend.hcl``,
    ``apply`` with ``env/local.tfvars``; the ``environments`` output is cached in
    ``.sluice/local/outputs.json`` for the CLI;
-4. the runner (:mod:`sluice.local.runner`), restarted so it serves the code and wiring
-   just applied, and the API server (:mod:`sluice.local.apiserver`) on the emulator's
+4. the runner (:mod:`sluice.local.lambdas.runner`), restarted so it serves the code and wiring
+   just applied, and the API server (:mod:`sluice.local.stack.apiserver`) on the emulator's
    port + 1 (``--api-port``), serving the HTTP API Terraform created, and the web server
-   (:mod:`sluice.local.webserver`) on port + 2 (``--web-port``), serving the web app's
+   (:mod:`sluice.local.stack.webserver`) on port + 2 (``--web-port``), serving the web app's
    distribution (Terraform learns both URLs as ``runtime_urls``, so the app's
    ``config.json``, the API's CORS and the Content-Security-Policy name them); then
    ``up`` waits until the queues have settled (see below);
@@ -58,11 +58,12 @@ from typing import Any, TextIO
 
 from sluice.keys import RECEIPTS_PREFIX, receipt_key
 from sluice.labels import label_counts
-from sluice.local import awsenv, localstack, procs, summary
-from sluice.local.emulator import EmulatorError, ensure_moto, stop_moto, tail
-from sluice.local.runner import worker_pid_file
-from sluice.local.state import LOCAL_ENVIRONMENT, StateDir
-from sluice.local.terraform import TFVARS, Terraform, TerraformError, hcl_string
+from sluice.local import awsenv, procs
+from sluice.local.lambdas.runner import worker_pid_file
+from sluice.local.stack import localstack, summary
+from sluice.local.stack.emulator import EmulatorError, ensure_moto, stop_moto, tail
+from sluice.local.stack.state import LOCAL_ENVIRONMENT, StateDir
+from sluice.local.stack.terraform import TFVARS, Terraform, TerraformError, hcl_string
 from sluice.ops.audit import pending_messages, wait_until_drained
 from sluice.ops.bundle import wait_for_status, write_request
 from sluice.ops.environment import Environment, select_environment
@@ -283,7 +284,7 @@ def start_runner(
         [
             sys.executable,
             "-m",
-            "sluice.local.runner",
+            "sluice.local.lambdas.runner",
             "--endpoint-url",
             endpoint_url,
             "--environment",
@@ -359,8 +360,8 @@ class _Server:
         return log
 
 
-API_SERVER = _Server("api", "API server", "sluice.local.apiserver", "HTTP API")
-WEB_SERVER = _Server("web", "web server", "sluice.local.webserver", "web app")
+API_SERVER = _Server("api", "API server", "sluice.local.stack.apiserver", "HTTP API")
+WEB_SERVER = _Server("web", "web server", "sluice.local.stack.webserver", "web app")
 
 
 def _stop_server(state: StateDir, server: _Server) -> int | None:

@@ -55,8 +55,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sluice.local import awsenv, procs
-from sluice.local.emulator import EmulatorError, Probe, probe, tail
-from sluice.local.state import StateDir
+from sluice.local.stack.emulator import EmulatorError, Probe, probe, tail
+from sluice.local.stack.state import StateDir
 
 MISSING_SERVICES = {
     "auth": "Cognito (cognito-idp)",

@@ -35,7 +35,7 @@ class StateDir:
 
     @property
     def runner_pid(self) -> PidFile:
-        return PidFile(self.path / "runner.pid", "sluice.local.runner")
+        return PidFile(self.path / "runner.pid", "sluice.local.lambdas.runner")
 
     @property
     def worker_pid_dir(self) -> Path:
@@ -48,7 +48,7 @@ class StateDir:
 
     @property
     def api_pid(self) -> PidFile:
-        return PidFile(self.path / "api.pid", "sluice.local.apiserver")
+        return PidFile(self.path / "api.pid", "sluice.local.stack.apiserver")
 
     @property
     def api_log(self) -> Path:
@@ -56,7 +56,7 @@ class StateDir:
 
     @property
     def web_pid(self) -> PidFile:
-        return PidFile(self.path / "web.pid", "sluice.local.webserver")
+        return PidFile(self.path / "web.pid", "sluice.local.stack.webserver")
 
     @property
     def web_log(self) -> Path:
