@@ -20,7 +20,7 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from sluice.local import awsenv, procs
-from sluice.local.lambdas.runner import worker_pid_file
+from sluice.local.lambdas.supervisor import worker_pid_file
 from sluice.local.stack.state import StateDir
 from sluice.local.stack.updown import StoppedRunner, stop_runner
 from tests.integration.test_runner_worker import HANDLER, _code_zip

@@ -16,7 +16,7 @@ back from the emulator, never from a copy in Python (decision 7), and serves it 
 - the payload format 2.0 event, with ``requestContext.authorizer.jwt.claims``, is handed
   to the integration's function **in this process**, which runs with that function's
   environment (read with ``GetFunctionConfiguration``, plus what Lambda sets, as the
-  local runner's workers do: :func:`sluice.local.lambdas.runner.function_process_env`), so the
+  local runner's workers do: :func:`sluice.local.lambdas.worker.function_process_env`), so the
   handler module's cold start happens here, once. Invocations are serialised, as one
   Lambda execution environment serves one request at a time. A handler exception is 500
   ``{"message": "Internal Server Error"}``;
@@ -433,7 +433,7 @@ def load_functions(
     One process hosts one function's environment: the handler reads ``os.environ`` at
     import, as in Lambda.
     """
-    from sluice.local.lambdas.runner import function_process_env, import_handler
+    from sluice.local.lambdas.worker import function_process_env, import_handler
 
     functions = {arn: function_wiring(lambda_client, arn) for arn in sorted(wiring.function_arns)}
     if len({f.name for f in functions.values()}) > 1:

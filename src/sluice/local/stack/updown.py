@@ -59,7 +59,7 @@ from typing import Any, TextIO
 from sluice.keys import RECEIPTS_PREFIX, receipt_key
 from sluice.labels import label_counts
 from sluice.local import awsenv, procs
-from sluice.local.lambdas.runner import worker_pid_file
+from sluice.local.lambdas.supervisor import worker_pid_file
 from sluice.local.stack import localstack, summary
 from sluice.local.stack.emulator import EmulatorError, ensure_moto, stop_moto, tail
 from sluice.local.stack.state import LOCAL_ENVIRONMENT, StateDir
