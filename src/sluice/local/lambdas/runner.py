@@ -35,8 +35,10 @@ does what the Lambda service does:
 Workers die with their supervisor (:func:`sluice.local.lambdas.sandbox.die_with_parent`): a
 killed supervisor does not leave workers polling that nothing restarts. The supervisor
 restarts a worker that exits (crash, out of memory) with a growing back-off, and with
-``--pid-dir`` records each worker's pid there, so ``sluice down`` can stop a worker that
-is still finishing its batch after its supervisor was killed.
+``--worker-dir`` writes a record of each worker there once it is ready
+(:class:`~sluice.local.lambdas.supervisor.WorkerRecord`): ``sluice up`` waits for them,
+and ``sluice down`` stops by them a worker that is still finishing its batch after its
+supervisor was killed.
 
 Which mappings it serves: moto's own SQS event source mappings are not inert. When a
 message is sent to a queue with an *enabled* mapping, ``moto.sqs.models.Queue.add_message``
@@ -86,12 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where each worker's log file goes (default: %(default)s)",
     )
     parser.add_argument(
-        "--pid-dir",
+        "--worker-dir",
         type=Path,
-        help="record each worker's pid in <dir>/<function>.pid (for `sluice down`)",
+        help="report each worker, once ready, in <dir>/<function>.json (for `sluice up`/`down`)",
     )
     args = parser.parse_args(argv)
-    return serve_all(args.endpoint_url, args.environment, args.log_dir, args.pid_dir)
+    return serve_all(args.endpoint_url, args.environment, args.log_dir, args.worker_dir)
 
 
 if __name__ == "__main__":

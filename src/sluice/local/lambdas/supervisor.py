@@ -5,21 +5,28 @@ a worker (:mod:`sluice.local.lambdas.worker`) for each one it serves, restarts a
 that exits (crash, out of memory) with a growing back-off, and starts a new one at once
 when a worker exits because its function's configuration changed. Workers die with
 their supervisor (:func:`sluice.local.lambdas.sandbox.die_with_parent`).
+
+With ``--worker-dir`` it reports its workers there, one :class:`WorkerRecord` a function,
+so that whoever started it (``sluice up``) knows when every function is served, and
+``sluice down`` can stop a worker that is still finishing its batch after its supervisor
+was killed. The records are files rather than lines of the runner's log: a log is for
+people, and its wording may change; a record has a format, and is written atomically.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from sluice.local import awsenv
+from sluice.local import awsenv, procs
 from sluice.local.lambdas.wiring import FunctionWiring, discover
 from sluice.local.lambdas.worker import (
     EXIT_CONFIGURATION_CHANGED,
@@ -29,13 +36,70 @@ from sluice.local.lambdas.worker import (
     worker_command,
     worker_marker,
 )
-from sluice.local.procs import PidFile
+
+RECORD_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """The supervisor's word that a worker serves its function: ``<dir>/<function>.json``.
+
+    Written once the worker has finished its cold start and is about to poll (it says so
+    through a pipe, :func:`sluice.local.lambdas.worker.tell_ready`); replaced when a new
+    worker takes over; removed when the worker exits and when the supervisor stops.
+    """
+
+    function: str
+    pid: int
+    supervisor: int
+    """The pid of the supervisor that started it."""
+    log: str
+    ready_at: str
+    """UTC, ISO 8601, milliseconds."""
+
+    def running(self) -> bool:
+        """Its worker is alive and its command line still names it (a pid can be reused)."""
+        command = procs.command_line(self.pid)
+        return (
+            command is not None
+            and worker_marker(self.function) in command
+            and procs.is_running(self.pid)
+        )
+
+
+def record_path(directory: Path, function: str) -> Path:
+    return directory / f"{function}{RECORD_SUFFIX}"
+
+
+def write_record(directory: Path, record: WorkerRecord) -> None:
+    """Replace ``record``'s file in one step: a reader sees the old file or the new one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f".{record.function}.{os.getpid()}.tmp"
+    partial.write_text(json.dumps(asdict(record), indent=2) + "\n")
+    partial.replace(record_path(directory, record.function))
+
+
+def read_records(directory: Path) -> list[WorkerRecord]:
+    """The records in ``directory``, by function; a file that is not one is skipped."""
+    records = []
+    for path in sorted(directory.glob(f"*{RECORD_SUFFIX}")):
+        try:
+            records.append(WorkerRecord(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue
+    return records
+
+
+def remove_record(directory: Path, function: str) -> None:
+    record_path(directory, function).unlink(missing_ok=True)
 
 
 @dataclass
 class _Child:
     wiring: FunctionWiring
     process: subprocess.Popen[bytes] | None = None
+    ready_pipe: int | None = None
+    """The read end of the pipe the worker says it is ready on, until it has."""
     started_at: float = 0.0
     restart_at: float = 0.0
     backoff: float = 1.0
@@ -52,45 +116,83 @@ class Supervisor:
         *,
         python: str = sys.executable,
         out: TextIO = sys.stdout,
-        pid_dir: Path | None = None,
+        worker_dir: Path | None = None,
     ) -> None:
         self._children = [_Child(wiring) for wiring in wirings]
         self._endpoint_url = endpoint_url
         self._log_dir = log_dir
         self._python = python
         self._out = out
-        self._pid_dir = pid_dir
+        self._worker_dir = worker_dir
 
-    def _pid_file(self, child: _Child) -> PidFile | None:
-        if self._pid_dir is None:
-            return None
-        return worker_pid_file(self._pid_dir, child.wiring.name)
+    def _log_path(self, child: _Child) -> Path:
+        return self._log_dir / f"{child.wiring.name}.log"
 
     def _say(self, message: str) -> None:
         print(f"{utc_stamp()} runner: {message}", file=self._out, flush=True)
 
     def _start(self, child: _Child) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self._log_dir / f"{child.wiring.name}.log"
-        with log_path.open("ab") as log:
-            child.process = subprocess.Popen(
-                worker_command(
-                    self._endpoint_url,
-                    child.wiring.name,
-                    os.getpid(),
-                    child.wiring.configuration,
-                    python=self._python,
-                ),
-                env=function_process_env(child.wiring, self._endpoint_url),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        log_path = self._log_path(child)
+        read_end, write_end = os.pipe()
+        try:
+            with log_path.open("ab") as log:
+                child.process = subprocess.Popen(
+                    worker_command(
+                        self._endpoint_url,
+                        child.wiring.name,
+                        os.getpid(),
+                        child.wiring.configuration,
+                        python=self._python,
+                        ready_fd=write_end,
+                    ),
+                    env=function_process_env(child.wiring, self._endpoint_url),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(write_end,),
+                )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            # Only the worker holds the write end: its exit ends the pipe.
+            os.close(write_end)
+        os.set_blocking(read_end, False)
+        child.ready_pipe = read_end
         child.started_at = time.monotonic()
-        pid_file = self._pid_file(child)
-        if pid_file is not None:
-            pid_file.write(child.process.pid)
         self._say(f"worker {child.wiring.name} started (pid {child.process.pid}, log {log_path})")
+
+    def _check_ready(self, child: _Child) -> None:
+        """Record the worker once it has said it is ready (see :class:`WorkerRecord`)."""
+        if child.ready_pipe is None or child.process is None:
+            return
+        try:
+            said = os.read(child.ready_pipe, 64)
+        except BlockingIOError:
+            return  # not yet
+        self._close_pipe(child)
+        if said and self._worker_dir is not None:  # b"": it exited before its cold start
+            record = WorkerRecord(
+                function=child.wiring.name,
+                pid=child.process.pid,
+                supervisor=os.getpid(),
+                log=str(self._log_path(child)),
+                ready_at=utc_stamp(),
+            )
+            write_record(self._worker_dir, record)
+
+    def _close_pipe(self, child: _Child) -> None:
+        if child.ready_pipe is not None:
+            os.close(child.ready_pipe)
+            child.ready_pipe = None
+
+    def _forget(self, child: _Child) -> None:
+        """The worker has exited: it is no longer reported."""
+        child.process = None
+        self._close_pipe(child)
+        if self._worker_dir is not None:
+            remove_record(self._worker_dir, child.wiring.name)
 
     def run(self, should_stop: StopFlag) -> None:
         for child in self._children:
@@ -104,10 +206,11 @@ class Supervisor:
                     continue
                 code = child.process.poll()
                 if code is None:
+                    self._check_ready(child)
                     if now - child.started_at > 60:
                         child.backoff = 1.0
                     continue
-                child.process = None
+                self._forget(child)
                 if code == EXIT_CONFIGURATION_CHANGED:
                     self._reconfigure(child)
                     continue
@@ -143,19 +246,12 @@ class Supervisor:
                 process.kill()
                 process.wait()
         for child in self._children:
-            pid_file = self._pid_file(child)
-            if pid_file is not None:
-                pid_file.clear()
+            self._forget(child)
         self._say("stopped")
 
 
-def worker_pid_file(pid_dir: Path, function_name: str) -> PidFile:
-    """Where the supervisor records the pid of ``function_name``'s worker."""
-    return PidFile(pid_dir / f"{function_name}.pid", worker_marker(function_name))
-
-
 def serve_all(
-    endpoint_url: str, environment: str | None, log_dir: Path, pid_dir: Path | None
+    endpoint_url: str, environment: str | None, log_dir: Path, worker_dir: Path | None
 ) -> int:
     stop = StopFlag().install()
     wirings = discover(
@@ -185,5 +281,5 @@ def serve_all(
             file=sys.stderr,
         )
         return 2
-    Supervisor(served, endpoint_url, log_dir, pid_dir=pid_dir).run(stop)
+    Supervisor(served, endpoint_url, log_dir, worker_dir=worker_dir).run(stop)
     return 0

@@ -485,10 +485,12 @@ def worker_command(
     configuration: str = "",
     *,
     python: str = sys.executable,
+    ready_fd: int | None = None,
 ) -> list[str]:
     """A worker's command line. ``parent_pid``: the process it dies with; ``configuration``:
-    the fingerprint of the configuration its environment was made from."""
-    return [
+    the fingerprint of the configuration its environment was made from; ``ready_fd``: an
+    inherited pipe it writes to once ready (:func:`tell_ready`)."""
+    command = [
         python,
         "-m",
         WORKER_MODULE,
@@ -501,6 +503,7 @@ def worker_command(
         "--endpoint-url",
         endpoint_url,
     ]
+    return command if ready_fd is None else [*command, "--ready-fd", str(ready_fd)]
 
 
 def worker_marker(function_name: str) -> str:
@@ -508,8 +511,24 @@ def worker_marker(function_name: str) -> str:
     return f"{WORKER_MODULE} --function {function_name} --parent-pid"
 
 
+def tell_ready(fd: int) -> None:
+    """Say "ready" on the supervisor's pipe, once: the cold start is over, polling starts.
+
+    A supervisor that is gone (a broken pipe) is no reason to stop: the worker then
+    stops by itself (:func:`sluice.local.lambdas.sandbox.die_with_parent`).
+    """
+    with contextlib.suppress(OSError):
+        os.write(fd, b"ready\n")
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
 def serve_worker(
-    endpoint_url: str, function_name: str, parent_pid: int | None, configuration: str | None
+    endpoint_url: str,
+    function_name: str,
+    parent_pid: int | None,
+    configuration: str | None,
+    ready_fd: int | None = None,
 ) -> int:
     stop = StopFlag().install()
 
@@ -545,6 +564,8 @@ def serve_worker(
         lambda_client=awsenv.client("lambda", endpoint_url),
     )
     with worker.open():
+        if ready_fd is not None:
+            tell_ready(ready_fd)
         worker.serve(stop)
     return EXIT_CONFIGURATION_CHANGED if worker.stale else 0
 
@@ -561,8 +582,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--configuration", help="the configuration fingerprint its environment was made from"
     )
+    parser.add_argument(
+        "--ready-fd", type=int, help="an inherited pipe to write to once ready (the supervisor's)"
+    )
     args = parser.parse_args(argv)
-    return serve_worker(args.endpoint_url, args.function, args.parent_pid, args.configuration)
+    return serve_worker(
+        args.endpoint_url, args.function, args.parent_pid, args.configuration, args.ready_fd
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ class StateDir:
         return PidFile(self.path / "runner.pid", "sluice.local.lambdas.runner")
 
     @property
-    def worker_pid_dir(self) -> Path:
-        """The runner's ``--pid-dir``: one ``<function>.pid`` per worker it started."""
+    def workers(self) -> Path:
+        """The runner's ``--worker-dir``: a record of each worker that serves its function
+        (:class:`sluice.local.lambdas.supervisor.WorkerRecord`)."""
         return self.path / "workers"
 
     @property

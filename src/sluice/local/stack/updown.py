@@ -46,7 +46,6 @@ applying it never plans to destroy the local environment. The chaos test
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from typing import Any, TextIO
 from sluice.keys import RECEIPTS_PREFIX, receipt_key
 from sluice.labels import label_counts
 from sluice.local import awsenv, procs
-from sluice.local.lambdas.supervisor import worker_pid_file
+from sluice.local.lambdas.supervisor import read_records, remove_record
 from sluice.local.stack import localstack, summary
 from sluice.local.stack.emulator import EmulatorError, ensure_moto, stop_moto, tail
 from sluice.local.stack.state import LOCAL_ENVIRONMENT, StateDir
@@ -244,19 +243,18 @@ def stop_runner(
 
     Workers die with their supervisor, but one that is finishing its batch (up to its
     function's timeout) outlives a killed supervisor for that long, and a supervisor
-    that is gone no longer leads anything to signal. Its recorded worker pids are then
-    the only handle: each is signalled only if its command line still names that worker.
+    that is gone no longer leads anything to signal. The records it wrote of its workers
+    are then the only handle: each is signalled only if its command line still names it.
     """
     pid = state.runner_pid.running_pid()
     if pid is not None:
         procs.stop(pid, grace_seconds=grace_seconds, group=True)
     state.runner_pid.clear()
-    files = sorted(state.worker_pid_dir.glob("*.pid"))
-    pid_files = [worker_pid_file(state.worker_pid_dir, path.stem) for path in files]
-    left = [p for p in (f.running_pid() for f in pid_files) if p is not None]
+    records = read_records(state.workers)
+    left = [record.pid for record in records if record.running()]
     procs.stop_all(left, grace_seconds=grace_seconds)
-    for pid_file in pid_files:
-        pid_file.clear()
+    for record in records:
+        remove_record(state.workers, record.function)
     return StoppedRunner(pid, tuple(left))
 
 
@@ -279,7 +277,6 @@ def start_runner(
     previous = stop_runner(state)
     if previous.anything:
         console.step(f"runner: stopped the previous runner ({_describe(previous)})")
-    offset = state.runner_log.stat().st_size if state.runner_log.exists() else 0
     process = procs.spawn_detached(
         [
             sys.executable,
@@ -291,8 +288,8 @@ def start_runner(
             environment_name,
             "--log-dir",
             str(state.worker_logs),
-            "--pid-dir",
-            str(state.worker_pid_dir),
+            "--worker-dir",
+            str(state.workers),
         ],
         log_path=state.runner_log,
         env=awsenv.local_env(endpoint_url),
@@ -300,20 +297,24 @@ def start_runner(
     )
     state.runner_pid.write(process.pid)
     expected = len(environment.function_names) or 1
+    ready: set[str] = set()
 
-    def workers_started() -> bool:
+    def workers_ready() -> bool:
         if process.poll() is not None:
             raise UpError(
                 f"the runner exited with code {process.returncode}: see {state.runner_log}\n"
                 + tail(state.runner_log)
             )
-        with state.runner_log.open("rb") as log:
-            log.seek(offset)
-            started = set(re.findall(rb"runner: worker (\S+) started", log.read()))
-        return len(started) >= expected
+        records = read_records(state.workers)
+        ready.update(r.function for r in records if r.supervisor == process.pid)
+        return len(ready) >= expected
 
-    if not _poll(workers_started, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
-        raise UpError(f"the runner did not start its workers in time: see {state.runner_log}")
+    if not _poll(workers_ready, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
+        waiting = sorted(set(environment.function_names.values()) - ready)
+        raise UpError(
+            f"the runner did not start its workers in time (not ready: {', '.join(waiting)}):"
+            f" see {state.runner_log} and {state.worker_logs}/"
+        )
     console.step(
         f"runner: serving {expected} functions (pid {process.pid}, log {state.runner_log},"
         f" function logs in {state.worker_logs}/)"
