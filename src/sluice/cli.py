@@ -55,7 +55,7 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from sluice import __version__
+from sluice import __version__, workdir
 from sluice.arguments import seconds, whole_number
 from sluice.bundles import MATCH_MODES, BundleRequestError
 from sluice.local.stack.commands import register as register_local_commands
@@ -71,7 +71,7 @@ from sluice.ops.environment import (
     resolve_environment,
     running_stack_endpoint,
 )
-from sluice.ops.login import LoginError, load_token, save_tokens, sign_in, tokens_path
+from sluice.ops.login import LoginError, load_token, save_tokens, sign_in
 from sluice.ops.queues import QueueDepth
 from sluice.ops.redrive import DRY_RUN, METHODS, TASK, Move, RedriveReport, redrive
 from sluice.ops.reprocess import (
@@ -938,7 +938,7 @@ def run_login(args: argparse.Namespace) -> int:
     except LoginError as error:
         _err(f"sluice login: {error}")
         return EXIT_FAILED
-    path = tokens_path(_project_dir(args), args.environment)
+    path = workdir.tokens_path(_project_dir(args), args.environment)
     save_tokens(path, tokens)
     _err(f"signed in as {username}; tokens in {path} (sluice token prints one)")
     return EXIT_OK
@@ -946,7 +946,7 @@ def run_login(args: argparse.Namespace) -> int:
 
 def run_token(args: argparse.Namespace) -> int:
     try:
-        print(load_token(tokens_path(_project_dir(args), args.environment), args.kind))
+        print(load_token(workdir.tokens_path(_project_dir(args), args.environment), args.kind))
     except LoginError as error:
         _err(f"sluice token: {error}")
         return EXIT_FAILED

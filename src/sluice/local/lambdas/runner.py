@@ -58,7 +58,8 @@ settlement), :mod:`~sluice.local.lambdas.cloudwatch` and :mod:`~sluice.local.lam
 
 Usage::
 
-    python -m sluice.local.lambdas.runner --endpoint-url http://127.0.0.1:4566 --environment local
+    python -m sluice.local.lambdas.runner --endpoint-url http://127.0.0.1:4566 \\
+        --environment local --log-dir .sluice/local/logs --worker-dir .sluice/local/workers
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--log-dir",
         type=Path,
-        default=Path(".sluice/local/logs"),
-        help="where each worker's log file goes (default: %(default)s)",
+        required=True,
+        help="where each worker's log file goes (sluice up: the state directory's logs/)",
     )
     parser.add_argument(
         "--worker-dir",

@@ -36,6 +36,7 @@ from sluice.local.lambdas.worker import (
     worker_command,
     worker_marker,
 )
+from sluice.workdir import replace_text
 
 RECORD_SUFFIX = ".json"
 
@@ -73,10 +74,7 @@ def record_path(directory: Path, function: str) -> Path:
 
 def write_record(directory: Path, record: WorkerRecord) -> None:
     """Replace ``record``'s file in one step: a reader sees the old file or the new one."""
-    directory.mkdir(parents=True, exist_ok=True)
-    partial = directory / f".{record.function}.{os.getpid()}.tmp"
-    partial.write_text(json.dumps(asdict(record), indent=2) + "\n")
-    partial.replace(record_path(directory, record.function))
+    replace_text(record_path(directory, record.function), json.dumps(asdict(record), indent=2))
 
 
 def read_records(directory: Path) -> list[WorkerRecord]:

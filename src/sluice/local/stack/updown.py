@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from sluice import workdir
 from sluice.keys import RECEIPTS_PREFIX, receipt_key
 from sluice.labels import label_counts
 from sluice.local import awsenv, procs
@@ -153,7 +154,7 @@ def build_artifacts(state: StateDir, console: _Console) -> None:
     if not script.is_file():
         raise UpError(f"{script} is missing: the build step cannot run")
     arch = hcl_string(state.root / TFVARS, "architecture") or "x86_64"
-    log = state.path / "build.log"
+    log = state.build_log
     log.parent.mkdir(parents=True, exist_ok=True)
     console.step(f"build: code and {arch} layer zips into build/ (log {log})")
     with log.open("ab") as output:
@@ -207,7 +208,7 @@ def apply_terraform(
     variables = {"runtime_urls": hcl_object(runtime_urls)} if runtime_urls else None
     terraform.apply(extra_var_files=[path.resolve() for path in var_files], variables=variables)
     document = terraform.environments_output(environment)
-    state.outputs.write_text(_json(document))
+    workdir.replace_text(state.outputs, _json(document))
     return select_environment(document, environment, str(state.outputs))
 
 
@@ -498,8 +499,14 @@ def upload_samples(samples: Path, environment: Environment, endpoint_url: str) -
 
 
 def wait_for_receipts(
-    s3: Any, environment: Environment, keys: list[str], deadline: float, console: _Console
+    s3: Any,
+    environment: Environment,
+    keys: list[str],
+    deadline: float,
+    console: _Console,
+    logs: Path,
 ) -> None:
+    """Until every input has its receipt; ``logs``: the function logs, for the error."""
     wanted = {receipt_key(key): key for key in keys}
     seen: set[str] = set()
 
@@ -517,13 +524,18 @@ def wait_for_receipts(
             f"timed out: {len(missing)} of {len(wanted)} inputs have no receipt: "
             + ", ".join(missing[:10])
             + (" ..." if len(missing) > 10 else "")
-            + "\n  see the function logs in .sluice/local/logs/ and `sluice status --environment"
-            " local`; raise --timeout if the machine is slow"
+            + f"\n  see the function logs in {logs}/ and `sluice status --environment"
+            f" {environment.name}`; raise --timeout if the machine is slow"
         )
 
 
 def request_top_bundle(
-    s3: Any, dynamodb: Any, environment: Environment, deadline: float, console: _Console
+    s3: Any,
+    dynamodb: Any,
+    environment: Environment,
+    deadline: float,
+    console: _Console,
+    logs: Path,
 ) -> tuple[str | None, dict[str, Any] | None]:
     labels = label_counts(dynamodb, environment.labels_table) if environment.labels_table else []
     if not labels:
@@ -536,7 +548,7 @@ def request_top_bundle(
     if status is None:
         raise UpError(
             f"timed out waiting for s3://{request.bucket}/{request.status_key}:"
-            f" see {Path('.sluice/local/logs')}/{environment.function_names.get('bundle', '')}.log"
+            f" see {logs}/{environment.function_names.get('bundle', '')}.log"
         )
     return label, status
 
@@ -596,15 +608,19 @@ def up(
             samples = root / SAMPLES_DIR
             keys = upload_samples(samples, environment, endpoint_url)
             console.step(f"samples: uploaded {len(keys)} files with aws s3 cp --recursive")
-            wait_for_receipts(s3, environment, keys, deadline, console)
+            wait_for_receipts(s3, environment, keys, deadline, console, state.worker_logs)
             console.step("pipeline: waiting for archive and tag to finish")
             if not wait_until_drained(
                 lambda: pending_messages(sqs, environment),
                 timeout=max(1.0, deadline - time.monotonic()),
                 interval=1.0,
             ):
-                raise UpError("timed out waiting for the queues to drain: see .sluice/local/logs/")
-            label, bundle = request_top_bundle(s3, dynamodb, environment, deadline, console)
+                raise UpError(
+                    f"timed out waiting for the queues to drain: see {state.worker_logs}/"
+                )
+            label, bundle = request_top_bundle(
+                s3, dynamodb, environment, deadline, console, state.worker_logs
+            )
         result = summary.collect(s3, sqs, dynamodb, environment, endpoint_url, inputs=keys)
         result.bundle_label, result.bundle = label, bundle
         result.api_url = api_url
