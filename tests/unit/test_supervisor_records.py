@@ -14,9 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,6 +30,7 @@ from sluice.local.lambdas.supervisor import (
 from sluice.local.lambdas.wiring import FunctionWiring
 from sluice.local.lambdas.worker import StopFlag, worker_command
 from sluice.local.procs import is_running
+from tests.polling import wait_for
 
 FUNCTION = "sluice-test-standin"
 
@@ -65,16 +65,6 @@ def _wiring(gate: Path) -> FunctionWiring:
         region="us-east-1",
         sources=(),
     )
-
-
-def _wait_for(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 class Running:
@@ -120,7 +110,7 @@ def running(tmp_path: Path) -> Iterator[Running]:
 
 
 def test_a_worker_is_reported_once_ready_and_no_longer_once_gone(running: Running) -> None:
-    (pid,) = _wait_for(running.started, "the worker to start")
+    (pid,) = wait_for(running.started, "the worker to start")
     # The gate is closed, so no wait can make this fail; it gives a supervisor that wrongly
     # reports started workers a few rounds (0.5 s each) to show it.
     time.sleep(1.5)
@@ -128,14 +118,14 @@ def test_a_worker_is_reported_once_ready_and_no_longer_once_gone(running: Runnin
     assert read_records(running.workers) == [], "reported before it said it was ready"
 
     running.gate.write_text("go")
-    (record,) = _wait_for(lambda: read_records(running.workers), "the record")
+    (record,) = wait_for(lambda: read_records(running.workers), "the record")
     assert (record.function, record.pid, record.supervisor) == (FUNCTION, pid, os.getpid())
     assert record.log.endswith(f"logs/{FUNCTION}.log")
     assert record.running()
 
     os.kill(pid, signal.SIGKILL)
     # Gone, then replaced: the new worker passes the open gate and is reported in its turn.
-    replaced = _wait_for(
+    replaced = wait_for(
         lambda: [r for r in read_records(running.workers) if r.pid != pid], "the replacement"
     )
     assert replaced[0].running()
@@ -144,14 +134,14 @@ def test_a_worker_is_reported_once_ready_and_no_longer_once_gone(running: Runnin
 
 def test_a_worker_that_exits_before_it_is_ready_is_never_reported(running: Running) -> None:
     running.gate.write_text("crash")
-    _wait_for(lambda: "exited with 3" in running.out.read_text(), "the crash")
+    wait_for(lambda: "exited with 3" in running.out.read_text(), "the crash")
     assert read_records(running.workers) == []
 
 
 def test_the_supervisor_removes_its_records_when_it_stops(tmp_path: Path) -> None:
     with Running(tmp_path) as running:
         running.gate.write_text("go")
-        (record,) = _wait_for(lambda: read_records(running.workers), "the record")
+        (record,) = wait_for(lambda: read_records(running.workers), "the record")
     assert "runner: stopped" in running.out.read_text()
     assert not is_running(record.pid)
     assert list(running.workers.iterdir()) == []
@@ -184,7 +174,7 @@ def test_a_record_runs_only_while_its_pid_is_that_workers_process(tmp_path: Path
     )
     try:
         # Until its exec, the child's command line is still this process's.
-        _wait_for(_record(stand_in.pid).running, "the stand-in's command line")
+        wait_for(_record(stand_in.pid).running, "the stand-in's command line")
         assert not _record(stand_in.pid, f"{FUNCTION}-other").running()
         assert not _record(os.getpid()).running(), "a reused pid is another process"
     finally:
