@@ -51,9 +51,11 @@ from benchlib import (
     work_dir,
 )
 
+from sluice import workdir
+
 SEED = 1000
 COPY_IGNORE = shutil.ignore_patterns(
-    ".venv", ".git", "build", ".sluice", ".terraform", "__pycache__", ".mypy_cache",
+    ".venv", ".git", "build", workdir.DIRECTORY, ".terraform", "__pycache__", ".mypy_cache",
     ".ruff_cache", ".pytest_cache", "*.egg-info",
 )  # fmt: skip
 UP_TIMEOUT = 1500.0
@@ -130,7 +132,7 @@ def stack_copy() -> Path:
     # The Terraform CLI configuration (provider mirror), as scripts/bootstrap.sh writes it.
     subprocess.run(
         ["bash", str(target / "scripts" / "terraformrc.sh"),
-         str(target / ".sluice" / "terraformrc")],
+         str(workdir.terraformrc(target))],
         cwd=target, check=True, capture_output=True,
     )  # fmt: skip
     return target
@@ -146,10 +148,11 @@ def local(root: Path, *command: str, log: Path, timeout: float) -> subprocess.Co
 
 
 def environment_of(root: Path) -> dict[str, Any]:
+    from sluice.local.stack.state import LOCAL_ENVIRONMENT, StateDir
     from sluice.ops.environment import select_environment
 
-    path = root / ".sluice" / "local" / "outputs.json"
-    environment = select_environment(json.loads(path.read_text()), "local", str(path))
+    path = StateDir(root).outputs
+    environment = select_environment(json.loads(path.read_text()), LOCAL_ENVIRONMENT, str(path))
     return {"raw": environment.raw_bucket, "processed": environment.processed_bucket}
 
 
@@ -196,8 +199,10 @@ def wait_for_receipts(s3: Any, bucket: str, keys: set[str], deadline: float) -> 
 
 def busy_time(root: Path) -> dict[str, dict[str, float]]:
     """Per function: invocations and summed duration (the logs were emptied before the run)."""
+    from sluice.local.stack.state import StateDir
+
     stats: dict[str, dict[str, float]] = {}
-    for log in sorted((root / ".sluice" / "local" / "logs").glob("*.log")):
+    for log in sorted(StateDir(root).worker_logs.glob("*.log")):
         durations = []
         for line in log.read_text(errors="replace").splitlines():
             match = REPORT.search(line)
@@ -244,7 +249,9 @@ def main() -> None:
         return
     try:
         buckets = environment_of(root)
-        for worker_log in (root / ".sluice" / "local" / "logs").glob("*.log"):
+        from sluice.local.stack.state import StateDir
+
+        for worker_log in StateDir(root).worker_logs.glob("*.log"):
             worker_log.write_text("")  # only this run's invocations count below
         from sluice.local import awsenv
 

@@ -43,7 +43,7 @@ environments = {
     # Data files the 30 s transform below reads comfortably on a busy laptop.
     max_data_bytes = 67108864
 
-    # The HTTP API, served on 127.0.0.1 by the local runtime (src/sluice/local/apiserver.py).
+    # The HTTP API, served on 127.0.0.1 by the local runtime (src/sluice/local/stack/apiserver.py).
     web_origins      = ["http://localhost:3000"]
     max_upload_bytes = 268435456 # 256 MiB: enough for the end-to-end multipart upload
     # One developer and the test suite, which sends a few hundred requests in seconds (every

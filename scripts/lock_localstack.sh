@@ -7,7 +7,7 @@
 # pyOpenSSL, psutil did), so the lock is resolved as of the pinned release's date
 # (--exclude-newer): what LocalStack was released and tested with. For Python 3.13 on
 # x86_64 Linux, the interpreter and machine `sluice up --emulator localstack` builds the
-# environment for (src/sluice/local/localstack.py); every pin carries the hashes of all its
+# environment for (src/sluice/local/stack/localstack.py); every pin carries the hashes of all its
 # files. After a version bump in localstack.in, move the date below to that release's.
 set -euo pipefail
 

@@ -24,15 +24,17 @@ from typing import Any
 
 import pytest
 
-from sluice.local import awsenv, localstack
-from sluice.local.emulator import EmulatorError
-from sluice.local.state import StateDir
+from sluice import workdir
+from sluice.local import awsenv
+from sluice.local.stack import localstack
+from sluice.local.stack.emulator import EmulatorError
+from sluice.local.stack.state import StateDir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "terraform"
 MODULES = ("s3", "iam", "lambda", "layers", "dynamodb", "notifications", "auth", "api", "pipeline")
 FUNCTIONS = ("transform", "archive", "tag", "bundle")
-PLUGIN_CACHE_DIR = REPO_ROOT / ".sluice" / "plugin-cache"
+PLUGIN_CACHE_DIR = workdir.plugin_cache(REPO_ROOT)
 COMMAND_TIMEOUT_SECONDS = 600
 E2E_TARGET_VARIABLE = "SLUICE_E2E_TARGET"
 

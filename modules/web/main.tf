@@ -46,7 +46,7 @@ locals {
   ])
 
   # The headers the response headers policy sends; the output hands the same values to the
-  # local runtime, which serves the app with them (src/sluice/local/webserver.py).
+  # local runtime, which serves the app with them (src/sluice/local/stack/webserver.py).
   response_headers = {
     "Content-Security-Policy"      = local.content_security_policy
     "Strict-Transport-Security"    = "max-age=${var.hsts_max_age_seconds}; includeSubDomains; preload"

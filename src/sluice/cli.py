@@ -1,6 +1,6 @@
 """The ``sluice`` command: run and inspect a sluice environment.
 
-Subcommands: ``up``/``down`` (the local stack, from ``sluice.local.commands``),
+Subcommands: ``up``/``down`` (the local stack, from ``sluice.local.stack.commands``),
 ``status``, ``audit``, ``redrive``, ``reprocess``, ``bundle`` and ``upload``. Every subcommand takes
 ``--help``. The global options (``--environment``, ``--profile``, ``--region``,
 ``--endpoint-url``, ``--outputs-file``, ``--project-dir``) may come before or after the
@@ -55,10 +55,10 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from sluice import __version__
+from sluice import __version__, workdir
 from sluice.arguments import seconds, whole_number
 from sluice.bundles import MATCH_MODES, BundleRequestError
-from sluice.local.commands import register as register_local_commands
+from sluice.local.stack.commands import register as register_local_commands
 from sluice.ops.audit import AuditReport, Finding, audit, pending_messages, wait_until_drained
 from sluice.ops.bundle import WrittenRequest, wait_for_status, write_request
 from sluice.ops.environment import (
@@ -71,7 +71,7 @@ from sluice.ops.environment import (
     resolve_environment,
     running_stack_endpoint,
 )
-from sluice.ops.login import LoginError, load_token, save_tokens, sign_in, tokens_path
+from sluice.ops.login import LoginError, load_token, save_tokens, sign_in
 from sluice.ops.queues import QueueDepth
 from sluice.ops.redrive import DRY_RUN, METHODS, TASK, Move, RedriveReport, redrive
 from sluice.ops.reprocess import (
@@ -938,7 +938,7 @@ def run_login(args: argparse.Namespace) -> int:
     except LoginError as error:
         _err(f"sluice login: {error}")
         return EXIT_FAILED
-    path = tokens_path(_project_dir(args), args.environment)
+    path = workdir.tokens_path(_project_dir(args), args.environment)
     save_tokens(path, tokens)
     _err(f"signed in as {username}; tokens in {path} (sluice token prints one)")
     return EXIT_OK
@@ -946,7 +946,7 @@ def run_login(args: argparse.Namespace) -> int:
 
 def run_token(args: argparse.Namespace) -> int:
     try:
-        print(load_token(tokens_path(_project_dir(args), args.environment), args.kind))
+        print(load_token(workdir.tokens_path(_project_dir(args), args.environment), args.kind))
     except LoginError as error:
         _err(f"sluice token: {error}")
         return EXIT_FAILED

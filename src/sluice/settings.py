@@ -48,7 +48,7 @@ SHARED_VARIABLES = frozenset(
 )
 """Set on every function (``local.common_environment``): the environment's name and its
 resource names, so any function's configuration shows which environment it belongs to.
-``SLUICE_ENV`` is read by the local runner (``sluice.local.wiring``), the log level by
+``SLUICE_ENV`` is read by the local runner (``sluice.local.lambdas.wiring``), the log level by
 Powertools; each resource name is read by the functions whose settings name it."""
 
 RUNTIME_VARIABLES = frozenset({"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"})

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from sluice.local import awsenv
-from sluice.local.stack import EMULATORS
-from sluice.local.state import LOCAL_ENVIRONMENT, StateDir
+from sluice.local.stack.state import LOCAL_ENVIRONMENT, StateDir
+from sluice.local.stack.updown import EMULATORS
 from sluice.ops.environment import Environment, select_environment
 from tests.terraform_support import NOT_ON_LOCALSTACK, e2e_target
 

@@ -31,7 +31,8 @@ import pytest
 import requests
 from PIL import Image
 
-from sluice.local.state import StateDir
+from sluice import workdir
+from sluice.local.stack.state import StateDir
 from tests.e2e.conftest import ROOT, Stack
 from tests.security_support import SAMPLES_DIR
 from tests.terraform_support import NEEDS_API
@@ -113,7 +114,7 @@ def admin(stack: Stack, api_url: str, tmp_path_factory: pytest.TempPathFactory) 
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert login.returncode == 0, login.stderr
-    saved = project / ".sluice" / "local" / "tokens.json"
+    saved = workdir.tokens_path(project, "local")
     assert saved.stat().st_mode & 0o777 == 0o600
     token = subprocess.run(
         [sys.executable, "-m", "sluice.cli", "token", "--project-dir", str(project)],

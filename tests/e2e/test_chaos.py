@@ -31,7 +31,7 @@ redrive`` does), until the dead-letter queue stays empty. A dead-lettered ``s3:T
 The run must pass on a busy machine (another process spinning on a core): every wait is
 a poll with a deadline sized for that, and ``sluice up`` returns only once the runner has
 consumed the test events that applying the notification configuration queued, so they
-never share a batch with the inputs (``sluice.local.stack``).
+never share a batch with the inputs (``sluice.local.stack.updown``).
 
 Afterwards every key has exactly one receipt, for its newest version, with the expected
 status (a key deleted before its receipt has none), every output exists exactly once
@@ -70,9 +70,9 @@ from sluice.keys import (
 )
 from sluice.labels import label_counts
 from sluice.local import awsenv
-from sluice.local.runner import function_process_env, worker_arguments
-from sluice.local.state import StateDir
-from sluice.local.wiring import discover
+from sluice.local.lambdas.wiring import discover
+from sluice.local.lambdas.worker import function_process_env, worker_command
+from sluice.local.stack.state import StateDir
 from sluice.ops.audit import LEDGER_PREFIXES, pending_messages, wait_until_drained
 from sluice.ops.environment import select_environment
 from sluice.ops.objects import list_objects, read_version_records
@@ -183,8 +183,8 @@ def _start_second_workers(
     stack: Stack, base_env: dict[str, str], log_dir: Path
 ) -> list[subprocess.Popen[bytes]]:
     """One more worker per function of ``SECOND_WORKERS``, started as the runner starts
-    its own (sluice.local.runner: same command, same environment); each dies with this
-    process (``--parent-pid``) if the test is killed."""
+    its own (sluice.local.lambdas.supervisor: same command, same environment); each dies with
+    this process (``--parent-pid``) if the test is killed."""
     workers = []
     for function in SECOND_WORKERS:
         name = stack.environment.function_names[function]
@@ -192,14 +192,7 @@ def _start_second_workers(
         with (log_dir / f"{name}-second.log").open("ab") as log:
             workers.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "sluice.local.runner",
-                        "--endpoint-url",
-                        stack.endpoint_url,
-                        *worker_arguments(name, os.getpid()),
-                    ],
+                    worker_command(stack.endpoint_url, name, os.getpid()),
                     env=function_process_env(wiring, stack.endpoint_url, base_env),
                     stdin=subprocess.DEVNULL,
                     stdout=log,

@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 
 from sluice.handlers import api
 from sluice.keys import receipt_key
-from sluice.local.httpapi import HttpRequest, Route, build_event, find_route, to_http_response
+from sluice.local.stack.httpapi import HttpRequest, Route, build_event, find_route, to_http_response
 from sluice.runtime import Handler
 from tests.conftest import FakeContext, Pipeline
 from tests.s3events import object_event_for

@@ -26,7 +26,7 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
 from sluice.keys import archive_key_for, derived_key, image_id, receipt_key, thumbnail_key
-from sluice.local.invocation import settle_batch, sqs_event
+from sluice.local.lambdas.invocation import settle_batch, sqs_event
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for, s3_event, s3_record, sqs_batch
 from tests.security_support import (

@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from sluice.keys import archive_key_for, receipt_key
-from sluice.local.invocation import sqs_event
+from sluice.local.lambdas.invocation import sqs_event
 from tests.chaos.faults import (
     DeletePlan,
     FaultPoint,

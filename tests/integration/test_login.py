@@ -11,7 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from sluice.ops.login import LoginError, Tokens, load_token, save_tokens, sign_in, tokens_path
+from sluice.ops.login import LoginError, Tokens, load_token, save_tokens, sign_in
+from sluice.workdir import tokens_path
 from tests.conftest import REGION
 
 TEMPORARY = "Temporary-Passw0rd!"

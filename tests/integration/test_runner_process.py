@@ -10,8 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,11 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from sluice.local import awsenv, procs
-from sluice.local.runner import worker_pid_file
-from sluice.local.stack import StoppedRunner, stop_runner
-from sluice.local.state import StateDir
+from sluice.local.lambdas.supervisor import WorkerRecord, read_records
+from sluice.local.stack.state import StateDir
+from sluice.local.stack.updown import StoppedRunner, stop_runner
 from tests.integration.test_runner_worker import HANDLER, _code_zip
+from tests.polling import wait_for
 
 FUNCTION = "sluice-test-standin"
 
@@ -83,16 +83,6 @@ def _deploy(endpoint: str, *, timeout: int = 3, memory_mb: int = 128) -> str:
     return queue_url
 
 
-def _wait_for(check: Callable[[], Any], what: str, seconds: float = 60) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def _remaining(sqs: Any, queue_url: str) -> int:
     attributes = sqs.get_queue_attributes(
         QueueUrl=queue_url,
@@ -102,22 +92,31 @@ def _remaining(sqs: Any, queue_url: str) -> int:
 
 
 def _worker_pids(log: Path) -> list[int]:
+    """Every worker the runner started, in order, from its log: the history of restarts."""
     text = log.read_text() if log.exists() else ""
     return [int(pid) for pid in re.findall(rf"worker {FUNCTION} started \(pid (\d+)", text)]
 
 
-def _runner_argv(endpoint: str, tmp_path: Path, *extra: str) -> list[str]:
+def _ready(workers: Path) -> WorkerRecord | None:
+    """The worker the supervisor reports as serving now, if any."""
+    records = read_records(workers)
+    assert [r.function for r in records] in ([], [FUNCTION])
+    return records[0] if records else None
+
+
+def _runner_argv(endpoint: str, tmp_path: Path, workers: Path | None = None) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "sluice.local.runner",
+        "sluice.local.lambdas.runner",
         "--endpoint-url",
         endpoint,
         "--environment",
         "test",
         "--log-dir",
         str(tmp_path / "logs"),
-        *extra,
+        "--worker-dir",
+        str(workers or tmp_path / "workers"),
     ]
 
 
@@ -147,24 +146,28 @@ def test_runner_serves_restarts_a_crashed_worker_and_stops_gracefully(
             stderr=subprocess.STDOUT,
         )
     try:
-        (first_pid,) = _wait_for(lambda: _worker_pids(out), "the worker to start")
+        first = wait_for(lambda: _ready(tmp_path / "workers"), "the worker to be ready")
+        assert first.supervisor == runner.pid
         assert f"{FUNCTION}: {HANDLER}" in out.read_text()  # the wiring it discovered
 
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "ok"}))
-        _wait_for(lambda: _remaining(sqs, queue_url) == 0, "the message to be processed")
+        wait_for(lambda: _remaining(sqs, queue_url) == 0, "the message to be processed")
 
-        os.kill(first_pid, signal.SIGKILL)
-        pids = _wait_for(lambda: (p := _worker_pids(out)) and len(p) == 2 and p, "a restart")
-        assert pids[1] != first_pid
+        os.kill(first.pid, signal.SIGKILL)
+        second = wait_for(
+            lambda: (r := _ready(tmp_path / "workers")) and r.pid != first.pid and r, "a restart"
+        )
+        assert _worker_pids(out) == [first.pid, second.pid]
 
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "ok"}))
-        _wait_for(lambda: _remaining(sqs, queue_url) == 0, "the restarted worker to process")
+        wait_for(lambda: _remaining(sqs, queue_url) == 0, "the restarted worker to process")
 
         runner.send_signal(signal.SIGTERM)
         assert runner.wait(timeout=60) == 0
         assert "runner: stopped" in out.read_text()
+        assert _ready(tmp_path / "workers") is None
         with pytest.raises(ProcessLookupError):
-            os.kill(pids[1], 0)
+            os.kill(second.pid, 0)
     finally:
         if runner.poll() is None:
             runner.kill()
@@ -193,17 +196,21 @@ def test_a_configuration_change_reaches_the_next_invocation_through_a_new_worker
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for(lambda: _worker_pids(out), "the worker to start")
+        first = wait_for(lambda: _ready(tmp_path / "workers"), "the worker to be ready")
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "greet"}))
-        _wait_for(lambda: "greeting hello" in _worker_log(tmp_path), "the first greeting")
+        wait_for(lambda: "greeting hello" in _worker_log(tmp_path), "the first greeting")
 
         lambda_.update_function_configuration(
             FunctionName=FUNCTION,
             Environment={"Variables": {"SLUICE_ENV": "test", "GREETING": "bonjour"}},
         )
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "greet"}))
-        _wait_for(lambda: "greeting bonjour" in _worker_log(tmp_path), "the new greeting")
-        _wait_for(lambda: _remaining(sqs, queue_url) == 0, "the message to be deleted")
+        wait_for(lambda: "greeting bonjour" in _worker_log(tmp_path), "the new greeting")
+        wait_for(lambda: _remaining(sqs, queue_url) == 0, "the message to be deleted")
+        wait_for(
+            lambda: (r := _ready(tmp_path / "workers")) and r.pid != first.pid,
+            "the new worker's record",
+        )
     finally:
         runner.send_signal(signal.SIGTERM)
         runner.wait(timeout=60)
@@ -226,14 +233,14 @@ def test_workers_die_with_a_killed_supervisor(endpoint: str, tmp_path: Path) -> 
         )
     worker = 0
     try:
-        (worker,) = _wait_for(lambda: _worker_pids(out), "the worker to start")
+        worker = wait_for(lambda: _ready(tmp_path / "workers"), "the worker to be ready").pid
         # Serving: past its cold start, so the kill finds it polling, not starting.
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "ok"}))
-        _wait_for(lambda: _remaining(sqs, queue_url) == 0, "the message to be processed")
+        wait_for(lambda: _remaining(sqs, queue_url) == 0, "the message to be processed")
 
         runner.kill()
         runner.wait()
-        _wait_for(lambda: not procs.is_running(worker), "the worker to exit", seconds=30)
+        wait_for(lambda: not procs.is_running(worker), "the worker to exit", seconds=30)
     finally:
         if runner.poll() is None:
             runner.kill()
@@ -251,7 +258,7 @@ def test_down_stops_a_worker_that_outlived_its_killed_supervisor(
     sqs = awsenv.client("sqs", endpoint)
     state = StateDir(tmp_path, tmp_path / "state")
     process = procs.spawn_detached(
-        _runner_argv(endpoint, tmp_path, "--pid-dir", str(state.worker_pid_dir)),
+        _runner_argv(endpoint, tmp_path, state.workers),
         log_path=state.runner_log,
         env=_runner_env(endpoint),
         cwd=tmp_path,
@@ -259,20 +266,21 @@ def test_down_stops_a_worker_that_outlived_its_killed_supervisor(
     state.runner_pid.write(process.pid)
     worker = 0
     try:
-        (worker,) = _wait_for(lambda: _worker_pids(state.runner_log), "the worker to start")
-        assert worker_pid_file(state.worker_pid_dir, FUNCTION).read() == worker
+        record = wait_for(lambda: _ready(state.workers), "the worker to be ready")
+        assert record.supervisor == process.pid
+        worker = record.pid
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "hang"}))
-        _wait_for(lambda: ": hang" in _worker_log(tmp_path), "the worker to take the batch")
+        wait_for(lambda: ": hang" in _worker_log(tmp_path), "the worker to take the batch")
 
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-        _wait_for(lambda: "the supervisor is gone" in _worker_log(tmp_path), "the orphan's note")
+        wait_for(lambda: "the supervisor is gone" in _worker_log(tmp_path), "the orphan's note")
         assert procs.is_running(worker), "still finishing its batch"
 
         stopped = stop_runner(state, grace_seconds=1)
         assert stopped == StoppedRunner(supervisor=None, workers=(worker,))
         assert not procs.is_running(worker)
-        assert list(state.worker_pid_dir.glob("*.pid")) == []
+        assert list(state.workers.iterdir()) == []
         assert stop_runner(state) == StoppedRunner(supervisor=None, workers=())
     finally:
         if process.poll() is None:
@@ -296,9 +304,9 @@ def test_a_function_over_its_memory_size_is_killed_and_its_batch_comes_back(
             stderr=subprocess.STDOUT,
         )
     try:
-        (first,) = _wait_for(lambda: _worker_pids(out), "the worker to start")
+        first = wait_for(lambda: _ready(tmp_path / "workers"), "the worker to be ready").pid
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"outcome": "ok"}))
-        _wait_for(lambda: _remaining(sqs, queue_url) == 0, "a batch within its memory")
+        wait_for(lambda: _remaining(sqs, queue_url) == 0, "a batch within its memory")
         within = re.findall(r"Max Memory Used: (\d+) MB", _worker_log(tmp_path))
         assert within and 0 < int(within[-1]) <= 128
 
@@ -308,7 +316,7 @@ def test_a_function_over_its_memory_size_is_killed_and_its_batch_comes_back(
         killed = "Error: Runtime exited with error: signal: killed"
         # Killed, replaced, and killed again by the same message: it was not deleted and
         # came back after the visibility timeout (3 s) to the replacement worker.
-        _wait_for(lambda: _worker_log(tmp_path).count(killed) >= 2, "two kills", seconds=90)
+        wait_for(lambda: _worker_log(tmp_path).count(killed) >= 2, "two kills", seconds=90)
         pids = _worker_pids(out)
         assert len(pids) >= 2 and pids[0] == first and len(set(pids)) == len(pids)
         assert re.search(rf"worker {FUNCTION} exited with -9", out.read_text())

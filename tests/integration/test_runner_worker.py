@@ -19,8 +19,8 @@ from typing import Any
 import boto3
 import pytest
 
-from sluice.local.runner import FunctionWorker
-from sluice.local.wiring import FunctionWiring, discover
+from sluice.local.lambdas.wiring import FunctionWiring, discover
+from sluice.local.lambdas.worker import FunctionWorker
 
 REGION = "us-east-1"
 HANDLER = f"{__name__}.standin_handler"

@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from sluice.local.wiring import discover
+from sluice.local.lambdas.wiring import discover
 
 REGION = "us-east-1"
 NAME = "sluice-test-transform"

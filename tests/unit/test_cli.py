@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sluice import __version__
+from sluice import __version__, workdir
 from sluice.cli import build_parser, main
 from sluice.local import __main__ as local_main
 from sluice.ops.environment import (
@@ -321,7 +321,7 @@ def test_the_profile_is_part_of_the_connection() -> None:
 
 def test_outputs_flag_wins_over_the_cached_file(tmp_path: Path, no_terraform: None) -> None:
     flag = write(tmp_path / "flag.json", {"dev": env_outputs("from-flag")})
-    write(tmp_path / ".sluice/dev/outputs.json", {"dev": env_outputs("from-cache")})
+    write(workdir.outputs_path(tmp_path, "dev"), {"dev": env_outputs("from-cache")})
 
     environment = resolve_environment("dev", outputs_file=flag, project_dir=tmp_path)
 
@@ -330,7 +330,7 @@ def test_outputs_flag_wins_over_the_cached_file(tmp_path: Path, no_terraform: No
 
 
 def test_cached_file_wins_over_terraform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write(tmp_path / ".sluice/local/outputs.json", {"local": env_outputs("from-cache")})
+    write(workdir.outputs_path(tmp_path, "local"), {"local": env_outputs("from-cache")})
     fake_terraform(tmp_path / "bin", json.dumps({"local": env_outputs("from-terraform")}))
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
 
@@ -424,7 +424,7 @@ def test_bad_outputs_files(tmp_path: Path, content: str, expected: str) -> None:
 
 
 def test_project_dir_is_found_from_a_subdirectory(tmp_path: Path) -> None:
-    (tmp_path / ".sluice").mkdir()
+    workdir.root(tmp_path).mkdir()
     (tmp_path / "a" / "b").mkdir(parents=True)
 
     assert find_project_dir(tmp_path / "a" / "b") == tmp_path
@@ -449,7 +449,7 @@ def test_local_defaults_to_the_emulator() -> None:
 
 
 def test_local_endpoint_comes_from_the_running_stack(tmp_path: Path) -> None:
-    write(tmp_path / ".sluice/local/stack.json", {"endpoint_url": "http://127.0.0.1:4599"})
+    write(workdir.stack_path(tmp_path, "local"), {"endpoint_url": "http://127.0.0.1:4599"})
     recorded = running_stack_endpoint(tmp_path, "local")
 
     connection = connection_for(

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from sluice.local.apiserver import ApiWiring, Cors, Gateway, ServedRoute, TokenBucket
-from sluice.local.httpapi import (
+from sluice.local.lambdas.wiring import FunctionWiring
+from sluice.local.stack.apiserver import ApiWiring, Cors, Gateway, ServedRoute, TokenBucket
+from sluice.local.stack.httpapi import (
     HttpRequest,
     Route,
     access_log_line,
@@ -16,8 +17,7 @@ from sluice.local.httpapi import (
     find_route,
     to_http_response,
 )
-from sluice.local.jwtauth import Authorizer, UnauthorizedError
-from sluice.local.wiring import FunctionWiring
+from sluice.local.stack.jwtauth import Authorizer, UnauthorizedError
 
 ROUTES = [
     Route.parse("GET /images"),

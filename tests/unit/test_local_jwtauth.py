@@ -10,7 +10,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from sluice.local.jwtauth import Authorizer, TokenVerifier, UnauthorizedError
+from sluice.local.stack.jwtauth import Authorizer, TokenVerifier, UnauthorizedError
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_pool"
 CLIENT = "cli-client"

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from sluice.local import localstack
-from sluice.local.commands import register
 from sluice.local.procs import command_line
-from sluice.local.stack import down
-from sluice.local.state import StateDir
+from sluice.local.stack import localstack
+from sluice.local.stack.commands import register
+from sluice.local.stack.state import StateDir
+from sluice.local.stack.updown import down
 
 ROOT = Path(__file__).resolve().parents[2]
 

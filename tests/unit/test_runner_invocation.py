@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from sluice.local.cloudwatch import LineTee, lambda_log_stream_name
-from sluice.local.invocation import LambdaContext, round_trip_json, settle_batch, sqs_event
-from sluice.local.runner import FunctionWorker, function_process_env
-from sluice.local.wiring import FunctionWiring, QueueSource
+from sluice.local.lambdas.cloudwatch import LineTee, lambda_log_stream_name
+from sluice.local.lambdas.invocation import LambdaContext, round_trip_json, settle_batch, sqs_event
+from sluice.local.lambdas.wiring import FunctionWiring, QueueSource
+from sluice.local.lambdas.worker import FunctionWorker, function_process_env
 
 EVENTS = Path(__file__).resolve().parents[1] / "events" / "runner"
 IDS = ["m-1", "m-2", "m-3"]

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from sluice.local.runner import (
+from sluice.local.lambdas.wiring import FunctionWiring
+from sluice.local.lambdas.worker import (
     PRELOAD_VARIABLE,
     FunctionWorker,
     function_process_env,
     load_preload,
 )
-from sluice.local.wiring import FunctionWiring
 
 WIRING = FunctionWiring(
     name="sluice-chaos-transform",

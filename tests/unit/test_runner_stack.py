@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from sluice.local.commands import register
 from sluice.local.procs import PidFile, command_line, stop
-from sluice.local.stack import _Console, settle_queues
-from sluice.local.summary import Rejection, Summary, render
-from sluice.local.terraform import _first_error, _Progress, hcl_string
+from sluice.local.stack.commands import register
+from sluice.local.stack.summary import Rejection, Summary, render
+from sluice.local.stack.terraform import _first_error, _Progress, hcl_string
+from sluice.local.stack.updown import _Console, settle_queues
 from sluice.ops.environment import Environment
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from sluice.local import procs
-from sluice.local.sandbox import MemoryWatch, orphaned, peak_rss_mb, reset_peak_rss
+from sluice.local.lambdas.sandbox import MemoryWatch, orphaned, peak_rss_mb, reset_peak_rss
 
 NO_LIMIT = 1 << 20  # MiB
 
@@ -87,7 +87,7 @@ def test_the_parent_watch_stops_a_process_whose_parent_was_killed(tmp_path: Path
         f"""
         import os, sys, time
         from pathlib import Path
-        from sluice.local.sandbox import watch_parent
+        from sluice.local.lambdas.sandbox import watch_parent
         parent = int(sys.argv[1])
 
         def stop():
@@ -133,7 +133,7 @@ def test_the_kernel_signals_a_child_when_its_parent_dies(tmp_path: Path) -> None
         f"""
         import os, signal, time
         from pathlib import Path
-        from sluice.local.sandbox import set_parent_death_signal
+        from sluice.local.lambdas.sandbox import set_parent_death_signal
 
         def stop(signum, frame):
             Path({str(flag)!r}).write_text(str(signum))

@@ -113,7 +113,7 @@ def test_the_shared_variables_are_the_common_environment_and_each_is_read() -> N
     local = _locals(_parse(PIPELINE_MAIN))
     assert set(_only(local["common_environment"])) == SHARED_VARIABLES
     read_by_some_function = set().union(*(cls.variables() for cls in SETTINGS_CLASSES))
-    # SLUICE_ENV names the environment (sluice.local.wiring), the log level is Powertools'.
+    # SLUICE_ENV names the environment (sluice.local.lambdas.wiring), the log level is Powertools'.
     unread = SHARED_VARIABLES - read_by_some_function - {"SLUICE_ENV", "POWERTOOLS_LOG_LEVEL"}
     assert not unread
 

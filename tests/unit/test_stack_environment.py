@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from sluice import cli
-from sluice.local import commands
-from sluice.local.stack import UpOptions, state_key_for
-from sluice.local.state import StateDir
-from sluice.local.terraform import TFVARS, Terraform, TerraformError
+from sluice.local.stack import commands
+from sluice.local.stack.state import StateDir
+from sluice.local.stack.terraform import TFVARS, Terraform, TerraformError
+from sluice.local.stack.updown import UpOptions, state_key_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

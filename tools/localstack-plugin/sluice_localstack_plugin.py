@@ -58,7 +58,7 @@ from localstack.services.lambda_.invocation.runtime_executor import (
 
 EXECUTOR_NAME = "sluice-no-exec"
 REFUSAL = (
-    "sluice's LocalStack runs no functions: the local runner (sluice.local.runner) serves"
+    "sluice's LocalStack runs no functions: the local runner (sluice.local.lambdas.runner) serves"
     " them from the event source mappings"
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sluice.local.commands import register
+from sluice.local.stack.commands import register
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from sluice import workdir
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
@@ -53,11 +55,6 @@ class OutputsNotFoundError(RuntimeError):
     """No usable outputs for the environment; the message says what to run."""
 
 
-def outputs_path(project_dir: Path, environment: str) -> Path:
-    """Where the outputs of ``environment`` are cached in a project checkout."""
-    return project_dir / ".sluice" / environment / "outputs.json"
-
-
 def running_stack_endpoint(project_dir: Path, environment: str) -> str | None:
     """The endpoint the local stack recorded in ``.sluice/<env>/stack.json`` when it came up.
 
@@ -65,7 +62,7 @@ def running_stack_endpoint(project_dir: Path, environment: str) -> str | None:
     record spares the user an ``--endpoint-url`` that restates it.
     """
     try:
-        stack = json.loads((project_dir / ".sluice" / environment / "stack.json").read_text())
+        stack = json.loads(workdir.stack_path(project_dir, environment).read_text())
     except (OSError, ValueError):
         return None
     endpoint = stack.get("endpoint_url") if isinstance(stack, dict) else None
@@ -75,7 +72,7 @@ def running_stack_endpoint(project_dir: Path, environment: str) -> str | None:
 def find_project_dir(start: Path) -> Path:
     """The nearest directory at or above ``start`` holding ``.sluice/`` or the root module."""
     for candidate in (start, *start.parents):
-        if (candidate / ".sluice").is_dir() or (candidate / "main.tf").is_file():
+        if workdir.root(candidate).is_dir() or (candidate / "main.tf").is_file():
             return candidate
     return start
 
@@ -213,7 +210,8 @@ def _terraform_outputs(project_dir: Path, environment: str) -> Any:
     if terraform is None:
         raise OutputsNotFoundError(
             f"no outputs for environment {environment!r}: no --outputs-file, no"
-            f" {outputs_path(project_dir, environment)}, and terraform is not on PATH: {hint}"
+            f" {workdir.outputs_path(project_dir, environment)}, and terraform is not on PATH:"
+            f" {hint}"
         )
     try:
         completed = subprocess.run(
@@ -249,7 +247,7 @@ def resolve_environment(
     """The environment's resource names, from the first source that exists (see module doc)."""
     if outputs_file is not None:
         return select_environment(_read_json(outputs_file), environment, str(outputs_file))
-    cached = outputs_path(project_dir, environment)
+    cached = workdir.outputs_path(project_dir, environment)
     if cached.is_file():
         return select_environment(_read_json(cached), environment, str(cached))
     document = _terraform_outputs(project_dir, environment)

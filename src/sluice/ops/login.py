@@ -16,15 +16,14 @@ prints or logs a password or a token except ``sluice token`` itself, on stdout.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-SAVED_SIGN_IN_FILE = "tokens.json"
+from sluice import workdir
+
 EXPIRY_MARGIN_SECONDS = 30
 TokenKind = Literal["id", "access"]
 
@@ -49,10 +48,6 @@ class Tokens:
             "expires_at": self.expires_at,
             "username": self.username,
         }
-
-
-def tokens_path(project_dir: Path, environment: str) -> Path:
-    return project_dir / ".sluice" / environment / SAVED_SIGN_IN_FILE
 
 
 def _tokens(result: Mapping[str, Any], username: str, now: float) -> Tokens:
@@ -101,16 +96,7 @@ def sign_in(
 
 def save_tokens(path: Path, tokens: Tokens) -> None:
     """Write ``tokens`` readable by the user only (0600), replacing the file atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tokens-", suffix=".json")
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(tokens.as_json(), handle)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    workdir.replace_text(path, json.dumps(tokens.as_json()), private=True)
 
 
 def load_token(path: Path, kind: TokenKind, *, clock: Callable[[], float] = time.time) -> str:

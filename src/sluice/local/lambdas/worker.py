@@ -1,51 +1,11 @@
-"""The local runner: plays the Lambda service's SQS poller against the emulator.
+"""One function's worker process: a Lambda execution environment for one function.
 
-moto holds the queues, functions and event source mappings Terraform created, but it
-cannot execute a function without Docker. The runner reads that wiring back from the
-emulator (never from a copy in Python) and, for every function with an SQS event source,
-does what the Lambda service does:
-
-- one worker process per function, started with the function's environment variables
-  plus the platform's (``AWS_LAMBDA_FUNCTION_NAME``, region, ``AWS_ENDPOINT_URL`` and fake
-  keys), so the handler module imports at its own cold start, like in a sandbox;
-- long-polls the mapping's queue, filling a batch up to ``BatchSize`` or until
-  ``MaximumBatchingWindowInSeconds`` has passed;
-- invokes ``handler(event, context)`` with the exact SQS event record shape and a context
-  whose remaining time follows the function's ``Timeout`` (enforced: a timed-out
-  invocation fails);
-- settles the batch as Lambda does (:func:`sluice.local.invocation.settle_batch`): deletes
-  what succeeded and leaves the rest to reappear after the queue's visibility timeout;
-  the queue's redrive policy then moves exhausted messages to the dead-letter queue
-  (moto applies ``maxReceiveCount`` on receive, as SQS does);
-- enforces the function's ``MemorySize``: an invocation whose peak RSS passes it ends
-  the way Lambda's out-of-memory does (logged ``Runtime exited with error: signal:
-  killed``, batch not deleted, worker killed and replaced); the peak of every invocation
-  is its REPORT line's ``Max Memory Used`` (:mod:`sluice.local.sandbox` says how and why);
-- writes START/END/REPORT and everything the function prints to its CloudWatch log group
-  in the emulator, one stream per worker, and to the worker's log file;
-- follows configuration changes as Lambda does after `terraform apply` (new environment
-  variables, such as a fixed ``DATASETS``; code, timeout, memory): once the update is made,
-  no invocation runs with the old configuration. Before each invocation the worker
-  compares the function's configuration with the one it started with; when it changed,
-  the batch is handed back at once (visibility 0; its receive is counted, as a throttled
-  batch's would be) and the worker exits with :data:`EXIT_CONFIGURATION_CHANGED`, and the
-  supervisor reads the configuration again and starts a new worker (a cold start).
-
-Workers die with their supervisor (:func:`sluice.local.sandbox.die_with_parent`): a
-killed supervisor does not leave workers polling that nothing restarts. The supervisor
-restarts a worker that exits (crash, out of memory) with a growing back-off, and with
-``--pid-dir`` records each worker's pid there, so ``sluice down`` can stop a worker that
-is still finishing its batch after its supervisor was killed.
-
-Which mappings it serves: moto's own SQS event source mappings are not inert. When a
-message is sent to a queue with an *enabled* mapping, ``moto.sqs.models.Queue.add_message``
-receives it at once (raising its receive count and starting its visibility timeout),
-tries to run the function in Docker and, failing that, makes it visible again. A second
-poller on that queue would race moto for every message and inflate receive counts towards
-the dead-letter queue. ``add_message`` skips mappings whose ``enabled`` flag is false, so
-the local environment creates its mappings disabled (``event_source_mappings_enabled =
-false`` in ``env/local.tfvars``) and the runner serves exactly those. Enabled mappings are
-reported and left alone: the emulator owns them.
+The supervisor (:mod:`sluice.local.lambdas.supervisor`) starts one per function with
+:func:`worker_command`, in the function's environment (:func:`function_process_env`).
+The worker reads its wiring back from the emulator, runs the handler's cold start, then
+receives its queues' batches and invokes the handler with them in this process, as
+:mod:`sluice.local.lambdas.runner` describes. It exits with
+:data:`EXIT_CONFIGURATION_CHANGED` when the function's configuration changed under it.
 
 Test-harness hook: a worker imports the module named by ``SLUICE_RUNNER_PRELOAD`` (if
 set) before the handler's cold start, and wraps the handler with that module's
@@ -54,9 +14,9 @@ to hook the SDK and the invocation boundary without touching handler code; varia
 named ``SLUICE_RUNNER_*`` reach the workers for its configuration. The runner stands in
 for the Lambda service, which has no such hook: nothing deployed sets these variables.
 
-Usage::
+Usage (the supervisor's; by hand only to debug one function)::
 
-    python -m sluice.local.runner --endpoint-url http://127.0.0.1:4566 --environment local
+    python -m sluice.local.lambdas.worker --function <name> --endpoint-url http://127.0.0.1:4566
 """
 
 from __future__ import annotations
@@ -66,29 +26,31 @@ import contextlib
 import importlib
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 from sluice.local import awsenv
-from sluice.local.cloudwatch import CloudWatchLogStream, LineTee, lambda_log_stream_name
-from sluice.local.invocation import (
+from sluice.local.lambdas.cloudwatch import CloudWatchLogStream, LineTee, lambda_log_stream_name
+from sluice.local.lambdas.invocation import (
     LambdaContext,
     Settlement,
     round_trip_json,
     settle_batch,
     sqs_event,
 )
-from sluice.local.procs import PidFile
-from sluice.local.sandbox import MemoryWatch, die_with_parent
-from sluice.local.wiring import FunctionWiring, QueueSource, current_configuration, discover
+from sluice.local.lambdas.sandbox import MemoryWatch, die_with_parent
+from sluice.local.lambdas.wiring import (
+    FunctionWiring,
+    QueueSource,
+    current_configuration,
+    discover,
+)
 from sluice.timestamps import utc_iso
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -351,7 +313,7 @@ class FunctionWorker:
             )
         except InvocationTimeout:
             print(
-                f"{_utc_stamp()} {request_id} Task timed out after"
+                f"{utc_stamp()} {request_id} Task timed out after"
                 f" {self.wiring.timeout_seconds:.2f} seconds",
                 flush=True,
             )
@@ -485,7 +447,7 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def _utc_stamp() -> str:
+def utc_stamp() -> str:
     return utc_iso(timespec="milliseconds")
 
 
@@ -513,148 +475,60 @@ class StopFlag:
         return self._event.wait(seconds)
 
 
-# --- supervisor -------------------------------------------------------------------------
+WORKER_MODULE = "sluice.local.lambdas.worker"
 
 
-@dataclass
-class _Child:
-    wiring: FunctionWiring
-    process: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-    restart_at: float = 0.0
-    backoff: float = 1.0
-
-
-class Supervisor:
-    """Starts one worker process per function and restarts the ones that crash."""
-
-    def __init__(
-        self,
-        wirings: Sequence[FunctionWiring],
-        endpoint_url: str,
-        log_dir: Path,
-        *,
-        python: str = sys.executable,
-        out: TextIO = sys.stdout,
-        pid_dir: Path | None = None,
-    ) -> None:
-        self._children = [_Child(wiring) for wiring in wirings]
-        self._endpoint_url = endpoint_url
-        self._log_dir = log_dir
-        self._python = python
-        self._out = out
-        self._pid_dir = pid_dir
-
-    def _pid_file(self, child: _Child) -> PidFile | None:
-        if self._pid_dir is None:
-            return None
-        return worker_pid_file(self._pid_dir, child.wiring.name)
-
-    def _say(self, message: str) -> None:
-        print(f"{_utc_stamp()} runner: {message}", file=self._out, flush=True)
-
-    def _start(self, child: _Child) -> None:
-        self._log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self._log_dir / f"{child.wiring.name}.log"
-        with log_path.open("ab") as log:
-            child.process = subprocess.Popen(
-                [
-                    self._python,
-                    "-m",
-                    "sluice.local.runner",
-                    "--endpoint-url",
-                    self._endpoint_url,
-                    *worker_arguments(child.wiring.name, os.getpid(), child.wiring.configuration),
-                ],
-                env=function_process_env(child.wiring, self._endpoint_url),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        child.started_at = time.monotonic()
-        pid_file = self._pid_file(child)
-        if pid_file is not None:
-            pid_file.write(child.process.pid)
-        self._say(f"worker {child.wiring.name} started (pid {child.process.pid}, log {log_path})")
-
-    def run(self, should_stop: StopFlag) -> None:
-        for child in self._children:
-            self._start(child)
-        while not should_stop.wait(0.5):
-            now = time.monotonic()
-            for child in self._children:
-                if child.process is None:
-                    if now >= child.restart_at:
-                        self._start(child)
-                    continue
-                code = child.process.poll()
-                if code is None:
-                    if now - child.started_at > 60:
-                        child.backoff = 1.0
-                    continue
-                child.process = None
-                if code == EXIT_CONFIGURATION_CHANGED:
-                    self._reconfigure(child)
-                    continue
-                child.restart_at = now + child.backoff
-                self._say(
-                    f"worker {child.wiring.name} exited with {code}; restarting in"
-                    f" {child.backoff:.0f}s (see {self._log_dir / (child.wiring.name + '.log')})"
-                )
-                child.backoff = min(child.backoff * 2, 30.0)
-        self.stop()
-
-    def _reconfigure(self, child: _Child) -> None:
-        """Read the function's configuration again; its new worker starts at once."""
-        found = discover(
-            awsenv.client("lambda", self._endpoint_url),
-            awsenv.client("sqs", self._endpoint_url),
-            function_name=child.wiring.name,
-        )
-        if found:
-            child.wiring = found[0]
-        child.restart_at = 0.0
-        self._say(f"worker {child.wiring.name}: configuration changed; starting a new one")
-
-    def stop(self, grace_seconds: float = 30.0) -> None:
-        running = [c.process for c in self._children if c.process and c.process.poll() is None]
-        for process in running:
-            process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_seconds
-        for process in running:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for child in self._children:
-            pid_file = self._pid_file(child)
-            if pid_file is not None:
-                pid_file.clear()
-        self._say("stopped")
-
-
-def worker_arguments(function_name: str, parent_pid: int, configuration: str = "") -> list[str]:
-    """The end of a worker's command line; its pid file's marker is a prefix of it.
-    ``configuration``: the fingerprint of the configuration its environment was made from."""
-    return [
-        "--worker",
+def worker_command(
+    endpoint_url: str,
+    function_name: str,
+    parent_pid: int,
+    configuration: str = "",
+    *,
+    python: str = sys.executable,
+    ready_fd: int | None = None,
+) -> list[str]:
+    """A worker's command line. ``parent_pid``: the process it dies with; ``configuration``:
+    the fingerprint of the configuration its environment was made from; ``ready_fd``: an
+    inherited pipe it writes to once ready (:func:`tell_ready`)."""
+    command = [
+        python,
+        "-m",
+        WORKER_MODULE,
+        "--function",
         function_name,
         "--parent-pid",
         str(parent_pid),
         "--configuration",
         configuration,
+        "--endpoint-url",
+        endpoint_url,
     ]
+    return command if ready_fd is None else [*command, "--ready-fd", str(ready_fd)]
 
 
-def worker_pid_file(pid_dir: Path, function_name: str) -> PidFile:
-    """Where the supervisor records the pid of ``function_name``'s worker."""
-    marker = " ".join(worker_arguments(function_name, 0)[:3])
-    return PidFile(pid_dir / f"{function_name}.pid", marker)
+def worker_marker(function_name: str) -> str:
+    """What the command line of ``function_name``'s worker contains, and no other's."""
+    return f"{WORKER_MODULE} --function {function_name} --parent-pid"
 
 
-def _serve_worker(
-    endpoint_url: str, function_name: str, parent_pid: int | None, configuration: str | None
+def tell_ready(fd: int) -> None:
+    """Say "ready" on the supervisor's pipe, once: the cold start is over, polling starts.
+
+    A supervisor that is gone (a broken pipe) is no reason to stop: the worker then
+    stops by itself (:func:`sluice.local.lambdas.sandbox.die_with_parent`).
+    """
+    with contextlib.suppress(OSError):
+        os.write(fd, b"ready\n")
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def serve_worker(
+    endpoint_url: str,
+    function_name: str,
+    parent_pid: int | None,
+    configuration: str | None,
+    ready_fd: int | None = None,
 ) -> int:
     stop = StopFlag().install()
 
@@ -690,73 +564,31 @@ def _serve_worker(
         lambda_client=awsenv.client("lambda", endpoint_url),
     )
     with worker.open():
+        if ready_fd is not None:
+            tell_ready(ready_fd)
         worker.serve(stop)
     return EXIT_CONFIGURATION_CHANGED if worker.stale else 0
 
 
-def _serve_all(
-    endpoint_url: str, environment: str | None, log_dir: Path, pid_dir: Path | None
-) -> int:
-    stop = StopFlag().install()
-    wirings = discover(
-        awsenv.client("lambda", endpoint_url),
-        awsenv.client("sqs", endpoint_url),
-        environment=environment,
-    )
-    served = []
-    for wiring in wirings:
-        print(wiring.describe(), flush=True)
-        for source in wiring.sources:
-            if source.emulator_polls:
-                print(
-                    f"  ! mapping {source.mapping_uuid} is {source.state}: the emulator polls it"
-                    " itself, so the runner leaves it alone (create local mappings disabled)",
-                    flush=True,
-                )
-            if source.has_filter_criteria:
-                print(f"  ! mapping {source.mapping_uuid} has FilterCriteria: not applied locally")
-        if any(not s.emulator_polls for s in wiring.sources):
-            served.append(wiring)
-    if not served:
-        scope = f" of environment {environment!r}" if environment else ""
-        print(
-            f"no disabled SQS event source mapping{scope} found at {endpoint_url}:"
-            " apply the Terraform with the local variables first",
-            file=sys.stderr,
-        )
-        return 2
-    Supervisor(served, endpoint_url, log_dir, pid_dir=pid_dir).run(stop)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sluice.local.runner",
-        description="Serve the emulator's SQS event source mappings with the local handlers.",
+        prog=f"python -m {WORKER_MODULE}",
+        description="Serve one function's SQS event source mappings (the supervisor's worker).",
         allow_abbrev=False,
     )
     parser.add_argument("--endpoint-url", required=True, help="emulator URL")
+    parser.add_argument("--function", required=True, help="the function to serve")
+    parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     parser.add_argument(
-        "--environment", help="only functions whose SLUICE_ENV is this (default: all)"
+        "--configuration", help="the configuration fingerprint its environment was made from"
     )
     parser.add_argument(
-        "--log-dir",
-        type=Path,
-        default=Path(".sluice/local/logs"),
-        help="where each worker's log file goes (default: %(default)s)",
+        "--ready-fd", type=int, help="an inherited pipe to write to once ready (the supervisor's)"
     )
-    parser.add_argument(
-        "--pid-dir",
-        type=Path,
-        help="record each worker's pid in <dir>/<function>.pid (for `sluice down`)",
-    )
-    parser.add_argument("--worker", metavar="FUNCTION", help=argparse.SUPPRESS)
-    parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--configuration", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        return _serve_worker(args.endpoint_url, args.worker, args.parent_pid, args.configuration)
-    return _serve_all(args.endpoint_url, args.environment, args.log_dir, args.pid_dir)
+    return serve_worker(
+        args.endpoint_url, args.function, args.parent_pid, args.configuration, args.ready_fd
+    )
 
 
 if __name__ == "__main__":

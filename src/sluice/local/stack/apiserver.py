@@ -5,10 +5,10 @@ authorizer, ``$default`` stage, CORS) but serves none of it. This server reads a
 back from the emulator, never from a copy in Python (decision 7), and serves it on
 ``http://127.0.0.1:<port>``:
 
-- routes are matched as API Gateway matches them (:mod:`sluice.local.httpapi`); no route
+- routes are matched as API Gateway matches them (:mod:`sluice.local.stack.httpapi`); no route
   is 404 ``{"message": "Not Found"}``;
 - a route with the JWT authorizer checks the bearer token exactly as the authorizer
-  would (:mod:`sluice.local.jwtauth`: signature against the user pool's JWKS in the
+  would (:mod:`sluice.local.stack.jwtauth`: signature against the user pool's JWKS in the
   emulator, issuer, audience or client id, expiry, token use); a refusal is 401
   ``{"message": "Unauthorized"}`` and the function is not invoked;
 - the stage's default throttling (burst and rate) is a token bucket: beyond it, 429
@@ -16,7 +16,7 @@ back from the emulator, never from a copy in Python (decision 7), and serves it 
 - the payload format 2.0 event, with ``requestContext.authorizer.jwt.claims``, is handed
   to the integration's function **in this process**, which runs with that function's
   environment (read with ``GetFunctionConfiguration``, plus what Lambda sets, as the
-  local runner's workers do: :func:`sluice.local.runner.function_process_env`), so the
+  local runner's workers do: :func:`sluice.local.lambdas.worker.function_process_env`), so the
   handler module's cold start happens here, once. Invocations are serialised, as one
   Lambda execution environment serves one request at a time. A handler exception is 500
   ``{"message": "Internal Server Error"}``;
@@ -27,7 +27,7 @@ back from the emulator, never from a copy in Python (decision 7), and serves it 
 
 Usage::
 
-    python -m sluice.local.apiserver --endpoint-url http://127.0.0.1:4566 \\
+    python -m sluice.local.stack.apiserver --endpoint-url http://127.0.0.1:4566 \\
         --api-id <id> --port 4567
 """
 
@@ -46,8 +46,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from sluice.local import awsenv
-from sluice.local.cloudwatch import CloudWatchLogStream
-from sluice.local.httpapi import (
+from sluice.local.lambdas.cloudwatch import CloudWatchLogStream
+from sluice.local.lambdas.invocation import LambdaContext
+from sluice.local.lambdas.wiring import FunctionWiring, function_wiring
+from sluice.local.stack.httpapi import (
     HttpRequest,
     HttpResponse,
     Route,
@@ -57,15 +59,13 @@ from sluice.local.httpapi import (
     find_route,
     to_http_response,
 )
-from sluice.local.invocation import LambdaContext
-from sluice.local.jwtauth import (
+from sluice.local.stack.jwtauth import (
     Authorizer,
     TokenVerifier,
     UnauthorizedError,
     fetch_jwks_from,
     scopes_of,
 )
-from sluice.local.wiring import FunctionWiring, function_wiring
 
 DEFAULT_API_PORT_OFFSET = 1
 """Without ``--api-port`` the API listens on the emulator's port + 1 (4566 -> 4567)."""
@@ -433,7 +433,7 @@ def load_functions(
     One process hosts one function's environment: the handler reads ``os.environ`` at
     import, as in Lambda.
     """
-    from sluice.local.runner import function_process_env, import_handler
+    from sluice.local.lambdas.worker import function_process_env, import_handler
 
     functions = {arn: function_wiring(lambda_client, arn) for arn in sorted(wiring.function_arns)}
     if len({f.name for f in functions.values()}) > 1:
@@ -508,7 +508,7 @@ def serve(endpoint_url: str, api_id: str, host: str, port: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sluice.local.apiserver",
+        prog="python -m sluice.local.stack.apiserver",
         allow_abbrev=False,
         description="Serve the HTTP API Terraform created in the emulator on 127.0.0.1.",
     )

@@ -1,6 +1,6 @@
 """What API Gateway's HTTP API does around one Lambda proxy invocation, as pure functions.
 
-The local API server (:mod:`sluice.local.apiserver`) receives HTTP requests itself, so it
+The local API server (:mod:`sluice.local.stack.apiserver`) receives HTTP requests itself, so it
 must match a route the way API Gateway does, build the event it would build and turn the
 function's answer into an HTTP response the way it would. All three follow the AWS
 documentation ("Working with AWS Lambda proxy integrations for HTTP APIs", payload format

@@ -1,6 +1,6 @@
 """What a Lambda execution environment enforces that a plain worker process does not.
 
-The local runner (:mod:`sluice.local.runner`) hosts each function in a worker process.
+The local runner (:mod:`sluice.local.lambdas.runner`) hosts each function in a worker process.
 Two properties of a Lambda sandbox have to be added to such a process by hand:
 
 **It does not outlive the service that started it.** A worker must die with its

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sluice.local import awsenv, procs
-from sluice.local.state import StateDir
+from sluice.local.stack.state import StateDir
 
 START_TIMEOUT_SECONDS = 90.0
 """A deadline, polled: moto's import alone takes tens of seconds on a busy machine."""

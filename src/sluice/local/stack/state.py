@@ -1,4 +1,9 @@
-"""Where the local stack keeps its pids, logs and cached outputs (``.sluice/local/``)."""
+"""Where the local stack keeps its pids, logs, worker records and cached outputs.
+
+By default the project's ``.sluice/local/`` (:mod:`sluice.workdir`), or a directory of its
+own (``--state-dir``: a second stack of the same checkout, e.g. the end-to-end tests').
+Every file in it is named here, except LocalStack's (:mod:`sluice.local.stack.localstack`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sluice import workdir
 from sluice.local.procs import PidFile
+from sluice.ops.environment import LOCAL_ENVIRONMENT
 
-LOCAL_ENVIRONMENT = "local"
+__all__ = ["LOCAL_ENVIRONMENT", "StateDir"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +30,7 @@ class StateDir:
 
     @property
     def path(self) -> Path:
-        return self.directory or self.root / ".sluice" / LOCAL_ENVIRONMENT
+        return self.directory or workdir.environment_dir(self.root, LOCAL_ENVIRONMENT)
 
     @property
     def moto_pid(self) -> PidFile:
@@ -35,11 +42,12 @@ class StateDir:
 
     @property
     def runner_pid(self) -> PidFile:
-        return PidFile(self.path / "runner.pid", "sluice.local.runner")
+        return PidFile(self.path / "runner.pid", "sluice.local.lambdas.runner")
 
     @property
-    def worker_pid_dir(self) -> Path:
-        """The runner's ``--pid-dir``: one ``<function>.pid`` per worker it started."""
+    def workers(self) -> Path:
+        """The runner's ``--worker-dir``: a record of each worker that serves its function
+        (:class:`sluice.local.lambdas.supervisor.WorkerRecord`)."""
         return self.path / "workers"
 
     @property
@@ -48,7 +56,7 @@ class StateDir:
 
     @property
     def api_pid(self) -> PidFile:
-        return PidFile(self.path / "api.pid", "sluice.local.apiserver")
+        return PidFile(self.path / "api.pid", "sluice.local.stack.apiserver")
 
     @property
     def api_log(self) -> Path:
@@ -56,7 +64,7 @@ class StateDir:
 
     @property
     def web_pid(self) -> PidFile:
-        return PidFile(self.path / "web.pid", "sluice.local.webserver")
+        return PidFile(self.path / "web.pid", "sluice.local.stack.webserver")
 
     @property
     def web_log(self) -> Path:
@@ -72,6 +80,10 @@ class StateDir:
         return self.path / "logs"
 
     @property
+    def build_log(self) -> Path:
+        return self.path / "build.log"
+
+    @property
     def terraform_log(self) -> Path:
         return self.path / "terraform.log"
 
@@ -83,21 +95,20 @@ class StateDir:
     @property
     def terraform_cli_config(self) -> Path:
         """Written by ``scripts/terraformrc.sh`` (via ``scripts/bootstrap.sh``)."""
-        return self.root / ".sluice" / "terraformrc"
+        return workdir.terraformrc(self.root)
 
     @property
     def outputs(self) -> Path:
         """The ``environments`` Terraform output (read by the CLI, docs/contracts.md)."""
-        return self.path / "outputs.json"
+        return self.path / workdir.OUTPUTS_FILE
 
     @property
     def stack(self) -> Path:
         """Endpoint and port of the running stack, for ``down`` and other tools."""
-        return self.path / "stack.json"
+        return self.path / workdir.STACK_FILE
 
     def write_stack(self, values: dict[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.stack.write_text(json.dumps(values, indent=2) + "\n")
+        workdir.replace_text(self.stack, json.dumps(values, indent=2) + "\n")
 
     def read_stack(self) -> dict[str, Any]:
         try:

@@ -15,7 +15,7 @@ Terraform uploaded, as CloudFront would:
 
 Usage::
 
-    python -m sluice.local.webserver --endpoint-url http://127.0.0.1:4566 \\
+    python -m sluice.local.stack.webserver --endpoint-url http://127.0.0.1:4566 \\
         --distribution-id <id> --headers-file headers.json --port 4568
 """
 
@@ -179,7 +179,7 @@ def serve(endpoint_url: str, distribution_id: str, headers_file: Path, host: str
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sluice.local.webserver",
+        prog="python -m sluice.local.stack.webserver",
         allow_abbrev=False,
         description="Serve the web app's distribution, as Terraform created it in the emulator.",
     )

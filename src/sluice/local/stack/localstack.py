@@ -54,9 +54,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from sluice import workdir
 from sluice.local import awsenv, procs
-from sluice.local.emulator import EmulatorError, Probe, probe, tail
-from sluice.local.state import StateDir
+from sluice.local.stack.emulator import EmulatorError, Probe, probe, tail
+from sluice.local.stack.state import StateDir
 
 MISSING_SERVICES = {
     "auth": "Cognito (cognito-idp)",
@@ -97,7 +98,7 @@ class LocalStackError(EmulatorError):
 
 def home(root: Path) -> Path:
     """What every stack of this checkout shares: the environment and DynamoDB Local."""
-    return root / ".sluice" / "localstack"
+    return workdir.localstack_home(root)
 
 
 def venv(root: Path) -> Path:

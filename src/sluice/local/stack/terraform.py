@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sluice.local import awsenv
-from sluice.local.state import LOCAL_ENVIRONMENT, StateDir
+from sluice.local.stack.state import LOCAL_ENVIRONMENT, StateDir
 
 TFVARS = Path("env") / f"{LOCAL_ENVIRONMENT}.tfvars"
 BACKEND_CONFIG = Path("env") / f"{LOCAL_ENVIRONMENT}.backend.hcl"

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from sluice.arguments import seconds, whole_number
 from sluice.local import awsenv
-from sluice.local.stack import (
+from sluice.local.stack.state import LOCAL_ENVIRONMENT
+from sluice.local.stack.terraform import TFVARS as LOCAL_TFVARS
+from sluice.local.stack.updown import (
     DEFAULT_TIMEOUT_SECONDS,
     EMULATORS,
     UpError,
@@ -17,8 +19,6 @@ from sluice.local.stack import (
     project_root,
     up,
 )
-from sluice.local.state import LOCAL_ENVIRONMENT
-from sluice.local.terraform import TFVARS as LOCAL_TFVARS
 
 _port = whole_number(1, 65535, what="a port number")
 _seconds = seconds(zero=False)

@@ -3,16 +3,16 @@
 ``up`` runs, in order and each with a deadline:
 
 1. the emulator: a moto server on 127.0.0.1:<port> (reused when one already answers), or
-   with ``--emulator localstack`` a LocalStack host process (:mod:`sluice.local.localstack`);
+   with ``--emulator localstack`` a LocalStack host process (:mod:`sluice.local.stack.localstack`);
 2. the build: ``scripts/build_artifacts.py`` for the local architecture (its wheel cache
    makes a rebuild offline and quick);
 3. Terraform: the state bucket in the emulator, ``init`` with ``env/local.backend.hcl``,
    ``apply`` with ``env/local.tfvars``; the ``environments`` output is cached in
    ``.sluice/local/outputs.json`` for the CLI;
-4. the runner (:mod:`sluice.local.runner`), restarted so it serves the code and wiring
-   just applied, and the API server (:mod:`sluice.local.apiserver`) on the emulator's
+4. the runner (:mod:`sluice.local.lambdas.runner`), restarted so it serves the code and wiring
+   just applied, and the API server (:mod:`sluice.local.stack.apiserver`) on the emulator's
    port + 1 (``--api-port``), serving the HTTP API Terraform created, and the web server
-   (:mod:`sluice.local.webserver`) on port + 2 (``--web-port``), serving the web app's
+   (:mod:`sluice.local.stack.webserver`) on port + 2 (``--web-port``), serving the web app's
    distribution (Terraform learns both URLs as ``runtime_urls``, so the app's
    ``config.json``, the API's CORS and the Content-Security-Policy name them); then
    ``up`` waits until the queues have settled (see below);
@@ -46,7 +46,6 @@ applying it never plans to destroy the local environment. The chaos test
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -56,13 +55,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from sluice import workdir
 from sluice.keys import RECEIPTS_PREFIX, receipt_key
 from sluice.labels import label_counts
-from sluice.local import awsenv, localstack, procs, summary
-from sluice.local.emulator import EmulatorError, ensure_moto, stop_moto, tail
-from sluice.local.runner import worker_pid_file
-from sluice.local.state import LOCAL_ENVIRONMENT, StateDir
-from sluice.local.terraform import TFVARS, Terraform, TerraformError, hcl_string
+from sluice.local import awsenv, procs
+from sluice.local.lambdas.supervisor import read_records, remove_record
+from sluice.local.stack import localstack, summary
+from sluice.local.stack.emulator import EmulatorError, ensure_moto, stop_moto, tail
+from sluice.local.stack.state import LOCAL_ENVIRONMENT, StateDir
+from sluice.local.stack.terraform import TFVARS, Terraform, TerraformError, hcl_string
 from sluice.ops.audit import pending_messages, wait_until_drained
 from sluice.ops.bundle import wait_for_status, write_request
 from sluice.ops.environment import Environment, select_environment
@@ -153,7 +154,7 @@ def build_artifacts(state: StateDir, console: _Console) -> None:
     if not script.is_file():
         raise UpError(f"{script} is missing: the build step cannot run")
     arch = hcl_string(state.root / TFVARS, "architecture") or "x86_64"
-    log = state.path / "build.log"
+    log = state.build_log
     log.parent.mkdir(parents=True, exist_ok=True)
     console.step(f"build: code and {arch} layer zips into build/ (log {log})")
     with log.open("ab") as output:
@@ -207,7 +208,7 @@ def apply_terraform(
     variables = {"runtime_urls": hcl_object(runtime_urls)} if runtime_urls else None
     terraform.apply(extra_var_files=[path.resolve() for path in var_files], variables=variables)
     document = terraform.environments_output(environment)
-    state.outputs.write_text(_json(document))
+    workdir.replace_text(state.outputs, _json(document))
     return select_environment(document, environment, str(state.outputs))
 
 
@@ -243,19 +244,18 @@ def stop_runner(
 
     Workers die with their supervisor, but one that is finishing its batch (up to its
     function's timeout) outlives a killed supervisor for that long, and a supervisor
-    that is gone no longer leads anything to signal. Its recorded worker pids are then
-    the only handle: each is signalled only if its command line still names that worker.
+    that is gone no longer leads anything to signal. The records it wrote of its workers
+    are then the only handle: each is signalled only if its command line still names it.
     """
     pid = state.runner_pid.running_pid()
     if pid is not None:
         procs.stop(pid, grace_seconds=grace_seconds, group=True)
     state.runner_pid.clear()
-    files = sorted(state.worker_pid_dir.glob("*.pid"))
-    pid_files = [worker_pid_file(state.worker_pid_dir, path.stem) for path in files]
-    left = [p for p in (f.running_pid() for f in pid_files) if p is not None]
+    records = read_records(state.workers)
+    left = [record.pid for record in records if record.running()]
     procs.stop_all(left, grace_seconds=grace_seconds)
-    for pid_file in pid_files:
-        pid_file.clear()
+    for record in records:
+        remove_record(state.workers, record.function)
     return StoppedRunner(pid, tuple(left))
 
 
@@ -278,20 +278,19 @@ def start_runner(
     previous = stop_runner(state)
     if previous.anything:
         console.step(f"runner: stopped the previous runner ({_describe(previous)})")
-    offset = state.runner_log.stat().st_size if state.runner_log.exists() else 0
     process = procs.spawn_detached(
         [
             sys.executable,
             "-m",
-            "sluice.local.runner",
+            "sluice.local.lambdas.runner",
             "--endpoint-url",
             endpoint_url,
             "--environment",
             environment_name,
             "--log-dir",
             str(state.worker_logs),
-            "--pid-dir",
-            str(state.worker_pid_dir),
+            "--worker-dir",
+            str(state.workers),
         ],
         log_path=state.runner_log,
         env=awsenv.local_env(endpoint_url),
@@ -299,20 +298,24 @@ def start_runner(
     )
     state.runner_pid.write(process.pid)
     expected = len(environment.function_names) or 1
+    ready: set[str] = set()
 
-    def workers_started() -> bool:
+    def workers_ready() -> bool:
         if process.poll() is not None:
             raise UpError(
                 f"the runner exited with code {process.returncode}: see {state.runner_log}\n"
                 + tail(state.runner_log)
             )
-        with state.runner_log.open("rb") as log:
-            log.seek(offset)
-            started = set(re.findall(rb"runner: worker (\S+) started", log.read()))
-        return len(started) >= expected
+        records = read_records(state.workers)
+        ready.update(r.function for r in records if r.supervisor == process.pid)
+        return len(ready) >= expected
 
-    if not _poll(workers_started, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
-        raise UpError(f"the runner did not start its workers in time: see {state.runner_log}")
+    if not _poll(workers_ready, deadline=time.monotonic() + RUNNER_START_SECONDS, interval=0.3):
+        waiting = sorted(set(environment.function_names.values()) - ready)
+        raise UpError(
+            f"the runner did not start its workers in time (not ready: {', '.join(waiting)}):"
+            f" see {state.runner_log} and {state.worker_logs}/"
+        )
     console.step(
         f"runner: serving {expected} functions (pid {process.pid}, log {state.runner_log},"
         f" function logs in {state.worker_logs}/)"
@@ -359,8 +362,8 @@ class _Server:
         return log
 
 
-API_SERVER = _Server("api", "API server", "sluice.local.apiserver", "HTTP API")
-WEB_SERVER = _Server("web", "web server", "sluice.local.webserver", "web app")
+API_SERVER = _Server("api", "API server", "sluice.local.stack.apiserver", "HTTP API")
+WEB_SERVER = _Server("web", "web server", "sluice.local.stack.webserver", "web app")
 
 
 def _stop_server(state: StateDir, server: _Server) -> int | None:
@@ -496,8 +499,14 @@ def upload_samples(samples: Path, environment: Environment, endpoint_url: str) -
 
 
 def wait_for_receipts(
-    s3: Any, environment: Environment, keys: list[str], deadline: float, console: _Console
+    s3: Any,
+    environment: Environment,
+    keys: list[str],
+    deadline: float,
+    console: _Console,
+    logs: Path,
 ) -> None:
+    """Until every input has its receipt; ``logs``: the function logs, for the error."""
     wanted = {receipt_key(key): key for key in keys}
     seen: set[str] = set()
 
@@ -515,13 +524,18 @@ def wait_for_receipts(
             f"timed out: {len(missing)} of {len(wanted)} inputs have no receipt: "
             + ", ".join(missing[:10])
             + (" ..." if len(missing) > 10 else "")
-            + "\n  see the function logs in .sluice/local/logs/ and `sluice status --environment"
-            " local`; raise --timeout if the machine is slow"
+            + f"\n  see the function logs in {logs}/ and `sluice status --environment"
+            f" {environment.name}`; raise --timeout if the machine is slow"
         )
 
 
 def request_top_bundle(
-    s3: Any, dynamodb: Any, environment: Environment, deadline: float, console: _Console
+    s3: Any,
+    dynamodb: Any,
+    environment: Environment,
+    deadline: float,
+    console: _Console,
+    logs: Path,
 ) -> tuple[str | None, dict[str, Any] | None]:
     labels = label_counts(dynamodb, environment.labels_table) if environment.labels_table else []
     if not labels:
@@ -534,7 +548,7 @@ def request_top_bundle(
     if status is None:
         raise UpError(
             f"timed out waiting for s3://{request.bucket}/{request.status_key}:"
-            f" see {Path('.sluice/local/logs')}/{environment.function_names.get('bundle', '')}.log"
+            f" see {logs}/{environment.function_names.get('bundle', '')}.log"
         )
     return label, status
 
@@ -594,15 +608,19 @@ def up(
             samples = root / SAMPLES_DIR
             keys = upload_samples(samples, environment, endpoint_url)
             console.step(f"samples: uploaded {len(keys)} files with aws s3 cp --recursive")
-            wait_for_receipts(s3, environment, keys, deadline, console)
+            wait_for_receipts(s3, environment, keys, deadline, console, state.worker_logs)
             console.step("pipeline: waiting for archive and tag to finish")
             if not wait_until_drained(
                 lambda: pending_messages(sqs, environment),
                 timeout=max(1.0, deadline - time.monotonic()),
                 interval=1.0,
             ):
-                raise UpError("timed out waiting for the queues to drain: see .sluice/local/logs/")
-            label, bundle = request_top_bundle(s3, dynamodb, environment, deadline, console)
+                raise UpError(
+                    f"timed out waiting for the queues to drain: see {state.worker_logs}/"
+                )
+            label, bundle = request_top_bundle(
+                s3, dynamodb, environment, deadline, console, state.worker_logs
+            )
         result = summary.collect(s3, sqs, dynamodb, environment, endpoint_url, inputs=keys)
         result.bundle_label, result.bundle = label, bundle
         result.api_url = api_url
