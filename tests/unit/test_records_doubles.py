@@ -295,3 +295,57 @@ def test_there_is_no_gate_for_what_it_would_have_to_guess(schema: dict[str, Any]
 )
 def test_which_schemas_decide_doubles_alike(schema: dict[str, Any], alike: bool) -> None:
     assert doubles_decide_alike(schema) is alike
+
+
+# --- JSON Lines ---------------------------------------------------------------------------
+
+LINE_FAULTS = [
+    "",
+    "",
+    "",
+    "x",
+    "NaN",
+    "\\ud800",
+    "7" * 1001,
+    "[" * 40,
+    "\ufeff",
+    "\x0c",
+    "\t",
+    "1e400",
+    "\u2028",
+]
+
+
+def random_line(rng: random.Random) -> str:
+    line = random_record(rng)
+    fault = rng.choice(LINE_FAULTS)
+    if fault:
+        at = rng.randrange(len(line) + 1)
+        line = line[:at] + fault + line[at:]
+    if rng.random() < 0.05:
+        name = "k" * (MAX_PROPERTY_NAME_CHARS + 1)
+        line = f'{{"{name}": 1, "n": 0.5}}'
+    return line
+
+
+def lines_outcome(data: bytes, dataset: Dataset, step: int) -> tuple[Any, ...]:
+    out = io.BytesIO()
+    reported: list[dict[str, Any]] = []
+    try:
+        result = transform_records(Trickle(data, step), "lines", dataset, out, reported.append)
+    except FileRejectedError as rejection:
+        return "rejected", rejection.code, rejection.message, rejection.position
+    return out.getvalue(), reported, result.stats(), result.errors_by_code
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_json_lines_read_as_doubles_come_out_as_the_exact_ones(bounded: Dataset, seed: int) -> None:
+    """orjson reads a line when it can; any line it refuses is read by json.loads, whose
+    message is reported: same output, errors and counts as json.loads for every line."""
+    rng = random.Random(200 + seed)
+    for _ in range(20):
+        lines = [random_line(rng) for _ in range(rng.randrange(1, 40))]
+        data = "\n".join(lines).encode("utf-8", "surrogatepass")
+        for step in (rng.randrange(1, 4), CHUNK_BYTES):
+            doubles = lines_outcome(data, bounded, step)
+            assert doubles == lines_outcome(data, reference(bounded), step), (data[:300], step)
