@@ -47,7 +47,10 @@ _KEYWORDS_BY_TYPE = {
     "boolean": _OTHER_KEYWORDS,
     "null": _OTHER_KEYWORDS,
 }
-_BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+_LOWER = {"minimum": "<=", "exclusiveMinimum": "<", "minLength": "<="}
+_UPPER = {"maximum": "<=", "exclusiveMaximum": "<", "maxLength": "<="}
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_LENGTHS = ("minLength", "maxLength")
 _TYPE_FAILS = {
     "string": "type(v) is not str",
     "number": "type(v) not in NUMBER_TYPES",
@@ -87,11 +90,11 @@ def _property_fails(
 
     fails = [_TYPE_FAILS[kind]]
     if kind == "string":
-        for keyword, operator in (("minLength", ">="), ("maxLength", "<=")):
-            if keyword in schema:
-                if not _is_number(schema[keyword]):
-                    raise _NoGateError(f"{name}: {keyword}")
-                fails.append(f"not len(v) {operator} {schema[keyword]!r}")
+        lengths = {keyword: schema[keyword] for keyword in _LENGTHS if keyword in schema}
+        if not all(_is_number(length) for length in lengths.values()):
+            raise _NoGateError(f"{name}: a length")
+        if lengths:
+            fails.append(_outside("len(v)", lengths))
         if "pattern" in schema:
             # fastjsonschema's own compiled pattern (it rewrites "$"), searched as it does.
             compiled = patterns.get(schema["pattern"])
@@ -104,17 +107,29 @@ def _property_fails(
                 raise _NoGateError(f"{name}: format")
             fails.append(f"not {named(compiled.match)}(v)")
     elif kind in ("number", "integer"):
-        for keyword, operator in _BOUNDS.items():
-            if keyword in schema:
-                bound = schema[keyword]
-                if not _is_number(bound) or bound != bound or abs(bound) == float("inf"):
-                    raise _NoGateError(f"{name}: {keyword}")
-                fails.append(f"not v {operator} {bound!r}")
+        bounds = {keyword: schema[keyword] for keyword in _BOUNDS if keyword in schema}
+        if not all(_is_number(b) and b == b and abs(b) != float("inf") for b in bounds.values()):
+            raise _NoGateError(f"{name}: a bound")
+        if bounds:
+            fails.append(_outside("v", bounds))
     if "enum" in schema:
         if not isinstance(schema["enum"], list):
             raise _NoGateError(f"{name}: enum")
         fails.append(f"v not in {named(schema['enum'])}")  # fastjsonschema's test, same list
     return fails
+
+
+def _outside(value: str, limits: Mapping[str, Any]) -> str:
+    """A condition that holds when ``value`` breaks one of ``limits`` (keyword: number),
+    as one chained comparison (``not 0 < v <= 1000``: one evaluation of ``value``). Written
+    negated, a comparison with NaN (which no parser here makes) also counts as broken."""
+    lows = [f"{limits[k]!r} {op}" for k, op in _LOWER.items() if k in limits]
+    highs = [f"{op} {limits[k]!r}" for k, op in _UPPER.items() if k in limits]
+    if len(lows) <= 1 and len(highs) <= 1:
+        return f"not {' '.join([*lows, value, *highs])}"
+    return " or ".join(
+        [*(f"not {low} {value}" for low in lows), *(f"not {value} {high}" for high in highs)]
+    )
 
 
 def compile_gate(schema: Mapping[str, Any], fast_validate: Any) -> Gate | None:
