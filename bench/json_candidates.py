@@ -178,10 +178,12 @@ def main() -> None:
         while source.read(records.CHUNK_BYTES):
             pass
 
-    def transform(target: Any) -> Callable[[], None]:
+    def transform(target: Any, fmt: records.RecordFormat = "array") -> Callable[[], None]:
+        source = data if fmt == "array" else b"\n".join(lines)
+
         def run() -> None:
             records.transform_records(
-                io.BytesIO(data), "array", target, io.BytesIO(), lambda error: None
+                io.BytesIO(source), fmt, target, io.BytesIO(), lambda error: None
             )
 
         return run
@@ -246,6 +248,11 @@ def main() -> None:
         "orjson_loads": (
             "orjson.loads of the whole file (one document)",
             lambda: orjson.loads(data),
+        ),
+        "lines_transform": ("JSON Lines: transform_records (now)", transform(dataset, "lines")),
+        "lines_transform_before": (
+            "JSON Lines: transform_records, json.loads and fastjsonschema alone (before)",
+            transform(dataclasses.replace(dataset, gate=None, doubles_decide_alike=False), "lines"),
         ),
         "lines_json_loads": ("JSON Lines: json.loads per line, Decimal (sluice)", lines_json),
         "lines_orjson": ("JSON Lines: orjson.loads per line", lines_orjson),
