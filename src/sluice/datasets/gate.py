@@ -14,9 +14,11 @@ meaning it would have to guess (``default`` makes fastjsonschema write into the 
 
 :func:`doubles_decide_alike` says whether a schema decides a record the same when its
 numbers are doubles instead of exact ``Decimal`` values, for numbers of at most 15
-significant digits within a hundred orders of magnitude (what ``sluice.records`` hands
-over as doubles). Two such numbers are distinct doubles, in the same order, so
-comparisons with bounds of at most 15 significant digits come out the same; an integer
+significant digits and no exponent of -100 or less (what ``sluice.records`` hands over as
+doubles; one too large for a double is refused by orjson and read exactly). Two such
+numbers are distinct doubles, in the same order, none of them rounded to zero, so
+comparisons with bounds of at most 15 significant digits (and between 1e-199 and 1e199,
+or zero) come out the same; an integer
 type would not (fastjsonschema takes ``2.0`` as an integer but not ``Decimal("2.0")``),
 nor would ``multipleOf`` (float division) or a fraction in ``enum``/``const`` (``0.1`` as a
 double is not ``Decimal("0.1")``).
@@ -206,7 +208,7 @@ def _holds_fraction(value: Any) -> bool:
 
 def doubles_decide_alike(schema: Any) -> bool:
     """Whether every rule of ``schema`` decides a number of at most ``EXACT_DIGITS``
-    significant digits (and an exponent under 100) the same as a double or as a
+    significant digits (and no exponent of -100 or less) the same as a double or as a
     ``Decimal`` (see the module docstring). Conservative: a property named like a keyword
     (``"minimum": {...}``) also counts as that keyword."""
     stack = [schema]
