@@ -443,7 +443,7 @@ class _Structure:
         if not found:
             return
         after = last - found  # brackets after the one that closes the record
-        window = 1024
+        window = 256  # a record or two; eight times wider until it holds the bracket
         while True:
             start = max(len(data) - window, 0)
             if start and data.find(b"\\", start - 1) < 0:

@@ -203,10 +203,19 @@ def test_malformed_json_in_the_bytes_after_a_batch_wins_over_the_next_chunks_err
     assert rejected == outcome(data, reference(bounded), CHUNK_BYTES)
 
 
-def test_the_batches_are_cut_at_the_last_record_of_each_chunk(bounded: Dataset) -> None:
+@pytest.mark.parametrize(
+    "record",
+    [
+        b'{"n": 0.5, "s": "}]\\"{["}',  # brackets and an escaped quote inside a string
+        b'{"n": 0.5, "s": "' + b"}" * 3000 + b'", "v": [[1], {"a": [2]}]}',  # far from the end
+    ],
+)
+def test_the_batches_are_cut_at_the_last_record_of_each_chunk(
+    bounded: Dataset, record: bytes
+) -> None:
     """Each chunk's complete records are one orjson call (not one parse per record)."""
-    record = b'{"n": 0.5, "s": "}]\\"{["}'  # brackets and an escaped quote inside a string
-    data = b"[" + b",\n".join([record] * 10_000) + b"]"
+    count = 10_000 * 30 // len(record)
+    data = b"[" + b",\n".join([record] * count) + b"]"
     batches = []
     original = _Batches._parse
 
@@ -218,10 +227,11 @@ def test_the_batches_are_cut_at_the_last_record_of_each_chunk(bounded: Dataset) 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_Batches, "_parse", spy)
         _, reported, stats, _ = outcome(data, bounded, CHUNK_BYTES)
-    assert stats["records_valid"] == 10_000 and reported == []
+    assert stats["records_valid"] == count and reported == []
     assert len(batches) == len(data) // CHUNK_BYTES + 1
     assert all(exact for exact, _ in batches)
-    assert sum(count for _, count in batches) == 10_000
+    assert sum(parsed for _, parsed in batches) == count
+    assert outcome(data, bounded, CHUNK_BYTES) == outcome(data, reference(bounded), CHUNK_BYTES)
 
 
 # --- the gate -----------------------------------------------------------------------------
