@@ -27,7 +27,7 @@ Where a double decides exactly as that ``Decimal`` would (the dataset's schema h
 a double changes, ``Dataset.doubles_decide_alike``, and the number has at most 15
 significant digits and no exponent of -100 or less, which the token guard sees) it is read
 as a double by orjson, about twice as fast: the records, verdicts, output bytes, messages
-and positions are the same (docs/decisions.md, decision 37; ``tests/unit/test_records_doubles.py``).
+and positions are the same (docs/decisions.md, decision 38; ``tests/unit/test_records_doubles.py``).
 
 Poison tokens never reach a parser that cannot take them. ijson's C backend (yajl2_c)
 converts every number token in C: an integer of more than 4300 digits (Python's
