@@ -203,6 +203,20 @@ def test_malformed_json_in_the_bytes_after_a_batch_wins_over_the_next_chunks_err
     assert rejected == outcome(data, reference(bounded), CHUNK_BYTES)
 
 
+@pytest.mark.parametrize("step", [7, CHUNK_BYTES])
+def test_scalar_records_count_toward_a_later_error_as_items_counts_them(
+    bounded: Dataset, step: int
+) -> None:
+    """items() counts a scalar record as soon as it ends; a batch ends at a bracket, so
+    after a scalar the rest goes to items() and the deep record is still record 5."""
+    deep = "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)
+    data = f'[{{"n": 0.5}}, 1, "two", {{"n": 0.25}}, 3, {deep}]'.encode()
+    rejected = outcome(data, bounded, step)
+    too_deep = f"record 5 is nested deeper than {MAX_DEPTH} levels"
+    assert rejected[:3] == ("rejected", "too_deep", too_deep)
+    assert rejected == outcome(data, reference(bounded), step)
+
+
 @pytest.mark.parametrize(
     "record",
     [
