@@ -2,7 +2,8 @@
 
 Rules the scripts follow (docs/benchmarks.md): baseline and candidate are interleaved in
 one run and repeated, figures are medians with their spread, inputs are generated from a
-seed under ``build/bench/`` (git-ignored), and peak memory is the peak resident set size
+seed under ``build/bench/`` (git-ignored; ``SLUICE_BENCH_DIR`` puts them elsewhere, e.g. a
+1 GB file under ``/tmp``), and peak memory is the peak resident set size
 (``VmHWM``, what Lambda limits) of a child process that runs one case and nothing else.
 Every script ends with one line of JSON holding its figures and ratios.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = REPO_ROOT / "build" / "bench"
+BENCH_DIR = Path(os.environ.get("SLUICE_BENCH_DIR") or REPO_ROOT / "build" / "bench")
 VENV_BIN = Path(sys.executable).parent
 MIB = 1024 * 1024
 

@@ -18,6 +18,15 @@ machine's load moves wall time, hardly CPU time) of:
 * ablations of ``transform_records`` itself: whole, without validation (a stand-in that
   accepts what is shaped like a record), the builder alone, the reader with its guards.
 
+Issue 16, second round: the batch builder (``records._Batches``: each chunk's complete
+records parsed by one ``orjson.loads``, numbers as doubles), orjson and msgspec (when
+installed) over the whole file, the validation gate (``sluice.datasets.gate``) against
+fastjsonschema on the same records, fastjsonschema over batches of 1,000 records (one
+call of an array schema, restarted after each invalid record), and the transform with
+each of its two changes taken out (exact numbers through ``items()``; no gate). For JSON
+Lines, ``json.loads`` (``Decimal`` numbers, as sluice reads a line) against orjson, per
+line.
+
 Every case runs once to warm up first. Each line reports its CPU time and the floor's
 time divided by it (the share of the floor
 the transform would reach if this part were all it did).
@@ -25,9 +34,11 @@ the transform would reach if this part were all it did).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import fastjsonschema
@@ -42,8 +53,20 @@ from sluice.datasets import Dataset, load_registry
 REPETITIONS = 5
 
 
+def exact_as_doubles(items: list[Any]) -> list[Any]:
+    """The records with their ``Decimal`` numbers as doubles (to write them as lines)."""
+    return [
+        {key: float(value) if isinstance(value, Decimal) else value for key, value in item.items()}
+        if isinstance(item, dict)
+        else item
+        for item in items
+    ]
+
+
 class _AcceptShaped:
     """The dataset with validation replaced by a shape check (for the ablation)."""
+
+    gate = None
 
     def __init__(self, dataset: Dataset) -> None:
         self._dataset = dataset
@@ -64,6 +87,25 @@ def _validating(validate: Callable[[Any], Any], items: list[Any]) -> Callable[[]
             except fastjsonschema.JsonSchemaValueException:
                 continue
             valid += 1
+        return valid
+
+    return run
+
+
+def _batched(validate: Callable[[Any], Any], items: list[Any]) -> Callable[[], int]:
+    """fastjsonschema over 1,000 records a call; after an invalid one, on from the next."""
+
+    def run() -> int:
+        valid = start = 0
+        while start < len(items):
+            batch = items[start : start + 1000]
+            try:
+                validate(batch)
+            except fastjsonschema.JsonSchemaValueException as exc:
+                bad = int(str(exc.name).removeprefix("data[").split("]", 1)[0])
+                valid, start = valid + bad, start + bad + 1
+                continue
+            valid, start = valid + len(batch), start + len(batch)
         return valid
 
     return run
@@ -116,16 +158,32 @@ def main() -> None:
         for _ in records._array_records(reader(), records.DEFAULT_MAX_DEPTH):
             pass
 
+    def batch_builder() -> None:
+        for _ in records._array_records(reader(), records.DEFAULT_MAX_DEPTH, doubles=True):
+            pass
+
+    lines = [orjson.dumps(item) for item in exact_as_doubles(exact)]
+
+    def lines_json() -> None:
+        for line in lines:
+            records._load_line(line)
+
+    def lines_orjson() -> None:
+        for line in lines:
+            orjson.loads(line)
+
     def reader_and_guards() -> None:
         source = records._CheckedReader(io.BytesIO(data), None, records._TokenGuard())
         source.structure = records._Structure(records.DEFAULT_MAX_DEPTH)
         while source.read(records.CHUNK_BYTES):
             pass
 
-    def transform(target: Any) -> Callable[[], None]:
+    def transform(target: Any, fmt: records.RecordFormat = "array") -> Callable[[], None]:
+        source = data if fmt == "array" else b"\n".join(lines)
+
         def run() -> None:
             records.transform_records(
-                io.BytesIO(data), "array", target, io.BytesIO(), lambda error: None
+                io.BytesIO(source), fmt, target, io.BytesIO(), lambda error: None
             )
 
         return run
@@ -138,7 +196,23 @@ def main() -> None:
             transform(_AcceptShaped(dataset)),
         ),
         "builder_events": ("event-by-event builder (before), reader and guard", event_builder),
-        "builder_c": ("C items() builder (now), reader, guard and structure", c_builder),
+        "transform_exact": (
+            "transform_records, exact numbers (items()), with the gate",
+            transform(dataclasses.replace(dataset, doubles_decide_alike=False)),
+        ),
+        "transform_no_gate": (
+            "transform_records, doubles, fastjsonschema alone",
+            transform(dataclasses.replace(dataset, gate=None)),
+        ),
+        "transform_before": (
+            "transform_records as before: exact numbers, fastjsonschema alone",
+            transform(dataclasses.replace(dataset, gate=None, doubles_decide_alike=False)),
+        ),
+        "builder_batches": (
+            "orjson batch builder (now), reader, guard and structure",
+            batch_builder,
+        ),
+        "builder_c": ("C items() builder (before), reader, guard and structure", c_builder),
         "reader_guards": ("reader, token guard and structure pre-scan only", reader_and_guards),
         "items_exact": (
             "ijson C items(), Decimal numbers",
@@ -163,6 +237,25 @@ def main() -> None:
             "fastjsonschema as compiled, doubles",
             _validating(dataset._fast_validate, doubles),
         ),
+        "fastjsonschema_batched": (
+            "fastjsonschema, 1,000 records a call (array schema), doubles",
+            _batched(fastjsonschema.compile({"type": "array", "items": schema}), doubles),
+        ),
+        "gate": (
+            "the gate (now), then fastjsonschema when it says no, doubles",
+            lambda: sum(map(dataset.is_valid, doubles)),
+        ),
+        "orjson_loads": (
+            "orjson.loads of the whole file (one document)",
+            lambda: orjson.loads(data),
+        ),
+        "lines_transform": ("JSON Lines: transform_records (now)", transform(dataset, "lines")),
+        "lines_transform_before": (
+            "JSON Lines: transform_records, json.loads and fastjsonschema alone (before)",
+            transform(dataclasses.replace(dataset, gate=None, doubles_decide_alike=False), "lines"),
+        ),
+        "lines_json_loads": ("JSON Lines: json.loads per line, Decimal (sluice)", lines_json),
+        "lines_orjson": ("JSON Lines: orjson.loads per line", lines_orjson),
         "project": ("Dataset.project", lambda: sum(len(dataset.project(item)) for item in valid)),
         "json_dumps": ("json.dumps as sluice wrote (before)", _each(records._encode_exactly)),
         "orjson": ("orjson.dumps (now)", _each(orjson.dumps)),
@@ -178,6 +271,20 @@ def main() -> None:
         cases["jsonschema_rs_doubles"] = (
             "jsonschema-rs is_valid, doubles",
             lambda: sum(map(rust.is_valid, doubles)),
+        )
+    except ImportError:  # not a dependency of sluice: measured where installed
+        pass
+    try:
+        import msgspec
+
+        decoder = msgspec.json.Decoder()
+        cases["msgspec_decode"] = (
+            "msgspec.json.decode of the whole file (one document)",
+            lambda: decoder.decode(data),
+        )
+        cases["lines_msgspec"] = (
+            "JSON Lines: msgspec.json.decode per line",
+            lambda: [decoder.decode(line) for line in lines],
         )
     except ImportError:  # not a dependency of sluice: measured where installed
         pass

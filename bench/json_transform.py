@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """JSON transform: records per second and peak memory, sluice vs common vs parse-only.
 
-    .venv/bin/python bench/json_transform.py [--quick] [--no-moto] [--before SRC]
+    .venv/bin/python bench/json_transform.py [--quick] [--no-moto] [--before SRC] [--profile]
 
 Inputs: retina-scan files (one JSON array of records, as ``retina/*.json``) of 10 MB,
 100 MB and 1 GB, generated from a seed under ``build/bench/json/``; 1% of the records
@@ -34,7 +34,8 @@ ratio to parse_only is given by CPU time too: on a shared machine wall time coun
 waits for a core, CPU time does not. Unless ``--no-moto``, one more run pushes the 100 MB file
 (1 MB with ``--quick``) through the transform's ``process`` against a moto server (S3 GET,
 multipart PUT of the output), in a child, for its time and peak memory. ``--profile``
-adds a cProfile of sluice's path on the smallest file.
+adds a cProfile of sluice's path on the smallest file, after one warm-up run (so that
+imports and the validator built on the first invalid record are not in it).
 """
 
 from __future__ import annotations
@@ -494,9 +495,13 @@ def main() -> None:
     result["target_vs_common_met"] = worst_ratio >= TARGET_VS_COMMON
     result["target_flat_memory_met"] = growth <= TARGET_FLAT_BYTES
     floor_sizes = [label for label in labels if args.quick or label in TARGET_OF_PARSE_ONLY_SIZES]
+    floor_sizes = floor_sizes or labels  # --sizes without 100MB or 1GB: judge what ran
     worst_of_floor = min(per_size[label]["sluice_vs_parse_only"] for label in floor_sizes)
+    worst_of_floor_cpu = min(per_size[label]["sluice_vs_parse_only_cpu"] for label in floor_sizes)
     result["sluice_vs_parse_only_min"] = worst_of_floor
     result["target_of_parse_only_met"] = worst_of_floor >= TARGET_OF_PARSE_ONLY
+    result["sluice_vs_parse_only_cpu_min"] = worst_of_floor_cpu
+    result["target_of_parse_only_cpu_met"] = worst_of_floor_cpu >= TARGET_OF_PARSE_ONLY
 
     if not args.no_moto:
         moto_label = labels[0] if args.quick else "100MB"
@@ -523,6 +528,8 @@ def main() -> None:
              f"+{fmt_mib(growth)}", verdict(result["target_flat_memory_met"])],
             [f"sluice >= {TARGET_OF_PARSE_ONLY:.0%} of parse-only ({', '.join(floor_sizes)})",
              f"{worst_of_floor}", verdict(result["target_of_parse_only_met"])],
+            ["the same by CPU time (what a shared machine leaves comparable)",
+             f"{worst_of_floor_cpu}", verdict(result["target_of_parse_only_cpu_met"])],
         ],
     )  # fmt: skip
     if "profile_sluice" in result:
@@ -540,6 +547,7 @@ def _before_of_floor(entry: dict[str, Any]) -> str:
 
 
 def profile_sluice(path: Path) -> list[str]:
+    child_sluice(path)  # once first: imports and the first invalid record's validator
     profiler = cProfile.Profile()
     profiler.enable()
     child_sluice(path)

@@ -28,6 +28,7 @@ SCRIPTS = (
     "thumbnail",
     "json_transform",
     "json_candidates",
+    "json_instructions",
     "bundle",
     "cost_model",
     "end_to_end",

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import fastjsonschema
 
 from sluice.config import ConfigError
+from sluice.datasets.gate import Gate, compile_gate, doubles_decide_alike
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG_FILE = "datasets.json"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_KEY_CHARS_IN_PATH = 100
+NOT_NUMBERS = ("string", "boolean", "null")
+"""Types a projected field may have for its record to be written without the care a
+double needs (``sluice.records._encode_doubles``)."""
 
 
 class DatasetConfigError(ValueError):
@@ -228,6 +232,13 @@ class Dataset:
     projection: tuple[str, ...]
     schema: Mapping[str, Any]
     _fast_validate: Any
+    gate: Gate | None = None
+    """True only for records fastjsonschema accepts (``sluice.datasets.gate``), if any."""
+    doubles_decide_alike: bool = False
+    """Whether records may be read with doubles for numbers (``sluice.datasets.gate``)."""
+    projects_numbers: bool = True
+    """Whether a valid record's projection may hold a number (one the schema does not
+    type as a string, a boolean or null)."""
 
     @classmethod
     def compile(
@@ -250,6 +261,13 @@ class Dataset:
             projection=tuple(projection),
             schema=schema,
             _fast_validate=fast_validate,
+            gate=compile_gate(schema, fast_validate),
+            doubles_decide_alike=doubles_decide_alike(schema),
+            projects_numbers=any(
+                not isinstance(properties[field], Mapping)
+                or properties[field].get("type") not in NOT_NUMBERS
+                for field in projection
+            ),
         )
 
     def check_schema(self) -> None:
@@ -269,6 +287,10 @@ class Dataset:
         return Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
     def is_valid(self, record: Any) -> bool:
+        """fastjsonschema's verdict; the gate answers the common valid record for it."""
+        gate = self.gate
+        if gate is not None and gate(record):
+            return True
         try:
             self._fast_validate(record)
         except fastjsonschema.JsonSchemaValueException:
