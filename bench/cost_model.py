@@ -11,7 +11,7 @@ Measurements reuse the other bench scripts (their inputs, children and moto serv
 * transform, image: ``sluice.images.make_thumbnails`` on thumbnail.py's seeded 12 MP JPEG,
   against its "common" Pillow thumbnailer, each in its own child (CPU time, VmHWM). This is
   the handler's CPU work; its S3/DynamoDB calls are counted as requests below, not timed.
-* transform, JSON: json_transform.py's ``moto`` child (the whole ``transform_object``
+* transform, JSON: json_transform.py's ``moto`` child (the whole ``process``
   through a moto server) at 100 KB and 10 MB; 1 GB is extrapolated from the per-MB rate of
   the largest measured file unless ``--full``. Naive: json_transform.py's ``common`` child.
 * bundle: bundle.py (``write_bundle_zip`` against moto) at 200 images; archive: archive.py
@@ -392,7 +392,7 @@ def main() -> None:
         for case, name in (("sluice", "transform"), ("common", "naive JSON")):
             got = entry[case]
             how = (
-                "moto, whole transform_object"
+                "moto, the whole transform process()"
                 if case == "sluice"
                 else "json.load + jsonschema.validate per record"
             )
