@@ -52,13 +52,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.hookimpl(tryfirst=True, optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadgroup`` by module or group (tests/parallel.py); tryfirst, since the
-    first scheduler returned is the one xdist uses."""
-    if config.getvalue("dist") != "loadgroup":
-        return None
-    return parallel.make_scheduler(config, log)
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The xdist groups and their order (tests/parallel.py); tryfirst: a worker's xdist
+    plugin reads the groups in a hook of its own."""
+    parallel.arrange(items)
 
 
 @pytest.hookimpl(tryfirst=True)

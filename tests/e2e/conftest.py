@@ -165,33 +165,26 @@ SHARED_STACK_GROUP = "shared-stack"
 """The xdist group of every test that uses ``stack``: one worker, one stack, in order
 (tests/parallel.py)."""
 
-E2E_DIR = Path(__file__).resolve().parent
-
 
 NOT_RUN_ON_THIS_TARGET: dict[str, list[str]] = {}
 """Reason -> the tests deselected for it on this target (printed in the run's summary)."""
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """The tests that use the shared stack form one xdist group (tests/parallel.py)."""
+    if "stack" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group(SHARED_STACK_GROUP))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The end-to-end tier first, and in it the modules that read the untouched sample run
-    first (a stable sort: the order within and among the other modules stays as collected).
-    The tests that use the shared stack form one xdist group; each other end-to-end module
-    is a unit of its own (tests/parallel.py): the slowest units start first when
-    ``./scripts/test.sh`` runs the suite side by side.
+    """Run the modules that read the untouched sample run first (a stable sort: the order
+    within and among the other modules stays as collected).
 
     On LocalStack, deselect the tests marked ``not_on_localstack``: they need what its
     community edition cannot create. Deselected, not skipped: nothing of them runs, and
     the summary lists every one with its reason, so a green LocalStack run never reads as
     having covered them (the moto run does)."""
-    items.sort(
-        key=lambda item: (
-            E2E_DIR not in item.path.parents,
-            item.path.name not in FIRST_ON_THE_SHARED_STACK,
-        )
-    )
-    for item in items:
-        if E2E_DIR in item.path.parents and "stack" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(SHARED_STACK_GROUP))
+    items.sort(key=lambda item: item.path.name not in FIRST_ON_THE_SHARED_STACK)
     if TARGET != "localstack":
         return
     kept: list[pytest.Item] = []
