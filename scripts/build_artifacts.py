@@ -611,7 +611,8 @@ def download_wheels(requirements: Path, target: Target, cache_root: Path) -> Pat
         return wheel_dir
     cache_root.mkdir(parents=True, exist_ok=True)
     for stale in cache_root.glob(f"wheels-{target.arch}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale != wheel_dir:  # a concurrent build may have just filled it
+            shutil.rmtree(stale, ignore_errors=True)
     log(f"{target.arch}: downloading wheels for {target.description}")
     partial = Path(tempfile.mkdtemp(prefix=f".wheels-{target.arch}-", dir=cache_root))
     try:

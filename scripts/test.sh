@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: static checks, then unit, integration and end-to-end tiers.
-#   ./scripts/test.sh                 everything
-#   ./scripts/test.sh tests/unit      just one tier (any pytest arguments pass through)
+#   ./scripts/test.sh                 everything, the tiers side by side on $SLUICE_TEST_WORKERS
+#                                     pytest-xdist workers (default 6; tests/parallel.py)
+#   ./scripts/test.sh tests/unit      just one tier (any pytest arguments pass through, serially)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,7 +20,11 @@ if (($# == 0)); then
   ruff format --check .
   echo "== mypy"
   mypy
-  echo "== pytest (unit, integration, e2e)"
-  exec pytest tests --durations=20
+  # Six workers on two cores: the four end-to-end units (the shared stack's modules, the
+  # chaos run, the security plan, the Terraform round trip) mostly wait on their own
+  # emulators, and two more keep the cores busy with the unit and integration tiers.
+  workers=${SLUICE_TEST_WORKERS:-6}
+  echo "== pytest (e2e, integration, unit: $workers workers side by side)"
+  exec pytest tests --durations=20 -n "$workers" --dist loadgroup --no-loadscope-reorder
 fi
 exec pytest "$@"

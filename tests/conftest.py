@@ -18,6 +18,8 @@ from typing import Any
 import boto3
 import pytest
 
+from tests import parallel
+
 REGION = "us-east-1"
 NOTIFY_TOPIC_PREFIX = "sluice-test-notify-"
 """Name prefix of the bundle handler's per-request topics in the tests' environment."""
@@ -43,6 +45,24 @@ def pytest_configure(config: pytest.Config) -> None:
         " deselected on SLUICE_E2E_TARGET=localstack, each listed with its reason in the"
         " run's summary",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{parallel.XDIST_GROUP}(name): tests that must run on one xdist worker, in order"
+        " (tests/parallel.py)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The xdist groups and their order (tests/parallel.py); tryfirst: a worker's xdist
+    plugin reads the groups in a hook of its own."""
+    parallel.arrange(items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under xdist, the fast tiers yield the CPU to the end-to-end one (tests/parallel.py)."""
+    parallel.yield_to_the_end_to_end_tier(item)
 
 
 @pytest.fixture(autouse=True)

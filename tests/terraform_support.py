@@ -10,6 +10,7 @@ CLI configuration that ``scripts/terraformrc.sh`` writes, and are cached in
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from sluice.local import awsenv
 from sluice.local.stack import localstack
 from sluice.local.stack.emulator import EmulatorError
 from sluice.local.stack.state import StateDir
+from sluice.local.stack.terraform import PARALLELISM
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "terraform"
@@ -36,6 +38,8 @@ MODULES = ("s3", "iam", "lambda", "layers", "dynamodb", "notifications", "auth",
 FUNCTIONS = ("transform", "archive", "tag", "bundle")
 PLUGIN_CACHE_DIR = workdir.plugin_cache(REPO_ROOT)
 COMMAND_TIMEOUT_SECONDS = 600
+PARALLEL = ("plan", "apply", "destroy")
+"""The commands that take ``-parallelism`` (given through ``TF_CLI_ARGS_<command>``)."""
 E2E_TARGET_VARIABLE = "SLUICE_E2E_TARGET"
 
 
@@ -137,6 +141,9 @@ def terraform_env(work_dir: Path, extra: Mapping[str, str] | None = None) -> dic
             "TF_IN_AUTOMATION": "1",
             "TF_INPUT": "0",
             "CHECKPOINT_DISABLE": "1",
+            # As `sluice up` (sluice.local.stack.terraform.PARALLELISM): the provider's fixed
+            # waits on the emulator overlap instead of queueing for Terraform's 10 slots.
+            **{f"TF_CLI_ARGS_{command}": f"-parallelism={PARALLELISM}" for command in PARALLEL},
         }
     )
     env.update(extra or {})
@@ -150,16 +157,18 @@ def terraform(
     env: Mapping[str, str],
     expect_codes: Sequence[int] = (0,),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``terraform args`` in ``cwd``; an unexpected exit code fails with its output."""
-    result = subprocess.run(
-        [terraform_binary(), *args, "-no-color"],
-        cwd=cwd,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_SECONDS,
-        check=False,
-    )
+    """Run ``terraform args`` in ``cwd``; an unexpected exit code fails with its output.
+    An ``init`` holds the plugin cache's lock."""
+    with _plugin_cache_lock() if args and args[0] == "init" else contextlib.nullcontext():
+        result = subprocess.run(
+            [terraform_binary(), *args, "-no-color"],
+            cwd=cwd,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_SECONDS,
+            check=False,
+        )
     if result.returncode not in expect_codes:
         pytest.fail(
             f"terraform {' '.join(args)} in {cwd} exited {result.returncode},"
@@ -168,6 +177,19 @@ def terraform(
             pytrace=False,
         )
     return result
+
+
+@contextlib.contextmanager
+def _plugin_cache_lock() -> Iterator[None]:
+    """The plugin cache directory itself, locked: Terraform does not make the cache safe
+    for concurrent inits, and the suite runs on several workers (tests/parallel.py)."""
+    PLUGIN_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(PLUGIN_CACHE_DIR, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def copy_configuration(destination: Path) -> Path:

@@ -30,10 +30,14 @@ environments = {
     deny_insecure_transport = false
     force_destroy           = true
 
-    # The chaos run does not use the web app: not applying it saves its 23 resources
-    # (the distribution, its bucket and files) from every run's setup. As
-    # env/local.tfvars, sign-in by password (moto has no hosted UI).
+    # The chaos run uses neither the web app nor the HTTP API and its sign-in: not
+    # applying them saves their 56 resources (the distribution, its bucket and files; the
+    # API's routes, its function and roles; the user pool) from every run's setup, and
+    # `sluice up` starts no API server. As env/local.tfvars, sign-in by password (moto has
+    # no hosted UI) should the switches be turned back on.
     web         = { enabled = false }
+    api         = { enabled = false }
+    auth        = { enabled = false }
     web_sign_in = "password"
   }
 }

@@ -161,9 +161,19 @@ FIRST_ON_THE_SHARED_STACK = ("test_local_pipeline.py",)
 archive, label counts and a clean audit); the others upload, bundle and delete through the
 API and the web app, so they run after these."""
 
+SHARED_STACK_GROUP = "shared-stack"
+"""The xdist group of every test that uses ``stack``: one worker, one stack, in order
+(tests/parallel.py)."""
+
 
 NOT_RUN_ON_THIS_TARGET: dict[str, list[str]] = {}
 """Reason -> the tests deselected for it on this target (printed in the run's summary)."""
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """The tests that use the shared stack form one xdist group (tests/parallel.py)."""
+    if "stack" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group(SHARED_STACK_GROUP))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
