@@ -26,14 +26,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal, cast
 
 import fastjsonschema
 
+from sluice.events import normalize_etag
 from sluice.keys import bundle_status_key
-from sluice.s3io import get
+from sluice.s3io import get, get_json
 
 Match = Literal["any", "all"]
 MATCH_MODES: tuple[Match, ...] = ("any", "all")
@@ -88,6 +91,14 @@ class BundleRequest:
         if self.notify is None:
             return None
         return "sms" if _PHONE.fullmatch(self.notify) else "email"
+
+
+INVALID_KEY_ERROR = {
+    "code": "invalid_request_key",
+    "path": "$",
+    "message": "request keys must look like requests/<id>.json, <id> being 1-128 of"
+    " A-Z a-z 0-9 . _ - and starting with a letter or digit",
+}
 
 
 def _clip(message: str) -> str:
@@ -158,6 +169,25 @@ def parse_request(body: bytes) -> BundleRequest:
     return validate_request(document)
 
 
+@dataclass(frozen=True)
+class RequestObject:
+    body: bytes
+    """At most one byte more than the limit: enough to tell it is too large."""
+    etag: str
+    written_at: datetime
+
+
+def read_request(s3: Any, bucket: str, key: str, etag: str | None) -> RequestObject | None:
+    """The request object of ETag ``etag`` (any, when None); None when superseded or gone."""
+    response = get(s3, bucket, key, if_match=etag)
+    if response is None:
+        return None
+    written_at = response.get("LastModified") or datetime.now(UTC)
+    with closing(response["Body"]) as body:
+        data = body.read(MAX_REQUEST_BYTES + 1)
+    return RequestObject(data, normalize_etag(response.get("ETag")) or etag or "", written_at)
+
+
 def request_document(
     labels: Sequence[str], match: str = "any", notify: str | None = None, name: str | None = None
 ) -> dict[str, Any]:
@@ -201,15 +231,10 @@ def new_status(
 
 
 def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
-    """``bundles/<id>.json`` as written, or None when there is none (or it is unreadable)."""
-    response = get(s3, bucket, bundle_status_key(bundle_id))
-    if response is None:
-        return None
-    try:
-        status = json.loads(response["Body"].read())
-    except ValueError:
-        return None  # being replaced: a reader waits, the handler rebuilds
-    return status if isinstance(status, dict) and status.get("status") in STATUSES else None
+    """``bundles/<id>.json`` as written, or None when there is none (or it is unreadable:
+    being replaced, a reader waits and the handler rebuilds)."""
+    status, _ = get_json(s3, bucket, bundle_status_key(bundle_id))
+    return status if status is not None and status.get("status") in STATUSES else None
 
 
 def answers(status: Mapping[str, Any], request_etag: str | None) -> bool:
@@ -272,6 +297,17 @@ def recipient_notification(status: Mapping[str, Any]) -> dict[str, Any]:
         reasons = _lines(error.get("message", "") for error in status.get("errors") or [])
         text = f"Your sluice bundle {bundle_id} could not be made.{reasons}"
     return {"Subject": f"Your sluice bundle is {state}"[:100], "Message": text}
+
+
+def outcome_message(
+    s3: Any, bucket: str, bundle_id: str, request_etag: str
+) -> dict[str, Any] | None:
+    """The recipient's message once the request with ``request_etag`` has its outcome (what
+    :func:`sluice.request_topics.sweep` delivers), else None."""
+    status = read_status(s3, bucket, bundle_id) if bundle_id else None
+    if status is None or status["status"] not in FINAL_STATUSES:
+        return None
+    return recipient_notification(status) if answers(status, request_etag) else None
 
 
 def _lines(messages: Iterable[str]) -> str:

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from sluice import restores
+from sluice.handlers.bundle import sweep
 from sluice.keys import image_id
 from sluice.labels import add_membership
-from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.conftest import FakeContext, Pipeline
 from tests.integration.test_bundle import (
     JPEG_MAGIC,
+    BundleFunction,
+    bundle_function,
     notifications,
     open_zip,
     put_request,
@@ -75,15 +77,15 @@ def calls_of(client: Any, operation: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def bundle(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+def bundle(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> BundleFunction:
     monkeypatch.setenv("ARCHIVE_COLD_STORAGE", "glacier")
     monkeypatch.setenv("RESTORE_TIER", "Bulk")
     monkeypatch.setenv("RESTORE_DAYS", "2")
-    return load_handler("bundle")
+    return bundle_function()
 
 
 def test_a_bundle_over_glacier_images_restores_them_then_is_made(
-    pipeline: Pipeline, bundle: ModuleType
+    pipeline: Pipeline, bundle: BundleFunction
 ) -> None:
     operators = subscribe(pipeline)
     bodies = {
@@ -91,8 +93,8 @@ def test_a_bundle_over_glacier_images_restores_them_then_is_made(
         "images/cold/b.jpg": store(pipeline, "images/cold/b.jpg", "Dog", "GLACIER"),
         "images/warm/c.jpg": store(pipeline, "images/warm/c.jpg", "Dog"),
     }
-    slow = SlowRestores(bundle._s3)
-    restore_calls = calls_of(bundle._s3, "RestoreObject")
+    slow = SlowRestores(bundle.deps.s3)
+    restore_calls = calls_of(bundle.deps.s3, "RestoreObject")
     key = put_request(pipeline, "cold-dogs", {"labels": ["Dog"], "notify": "a@example.org"})
     written = pipeline.s3.head_object(Bucket=pipeline.work, Key=key)["LastModified"]
 
@@ -118,7 +120,7 @@ def test_a_bundle_over_glacier_images_restores_them_then_is_made(
 
     # Due, still under way: no second RestoreObject, and the next check is further away.
     first = written + timedelta(minutes=6)
-    bundle.sweep(bundle._s3, bundle._sns, bundle.CONFIG, first, dynamodb=pipeline.dynamodb)
+    sweep(bundle.deps, first)
     assert status_of(pipeline, "cold-dogs")["status"] == "restoring"
     assert len(restore_calls) == 2
     marker = restores.read_marker(pipeline.s3, pipeline.work, "cold-dogs")
@@ -127,7 +129,7 @@ def test_a_bundle_over_glacier_images_restores_them_then_is_made(
 
     slow.finish()
     done = first + timedelta(minutes=11)
-    bundle.sweep(bundle._s3, bundle._sns, bundle.CONFIG, done, dynamodb=pipeline.dynamodb)
+    sweep(bundle.deps, done)
 
     status = status_of(pipeline, "cold-dogs")
     assert status["status"] == "ready"
@@ -144,19 +146,19 @@ def test_a_bundle_over_glacier_images_restores_them_then_is_made(
 
     # Nothing left for a later sweep to do.
     later = done + timedelta(hours=3)
-    bundle.sweep(bundle._s3, bundle._sns, bundle.CONFIG, later, dynamodb=pipeline.dynamodb)
+    sweep(bundle.deps, later)
     assert notifications(pipeline, operators, expected=0) == []
 
 
 def test_a_restore_already_under_way_is_not_asked_for_again(
-    pipeline: Pipeline, bundle: ModuleType
+    pipeline: Pipeline, bundle: BundleFunction
 ) -> None:
     store(pipeline, "images/cold/a.jpg", "Dog", "GLACIER")
     pipeline.s3.restore_object(
         Bucket=pipeline.archive, Key="images/cold/a.jpg", RestoreRequest={"Days": 1}
     )
-    SlowRestores(bundle._s3)
-    restore_calls = calls_of(bundle._s3, "RestoreObject")
+    SlowRestores(bundle.deps.s3)
+    restore_calls = calls_of(bundle.deps.s3, "RestoreObject")
 
     run_request(bundle, pipeline, put_request(pipeline, "asked", {"labels": ["Dog"]}))
 
@@ -168,9 +170,9 @@ def test_an_environment_without_cold_storage_never_looks_first(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ARCHIVE_COLD_STORAGE", raising=False)
-    bundle = load_handler("bundle")
+    bundle = bundle_function()
     store(pipeline, "images/warm/c.jpg", "Dog")
-    heads = calls_of(bundle._s3, "HeadObject")
+    heads = calls_of(bundle.deps.s3, "HeadObject")
 
     run_request(bundle, pipeline, put_request(pipeline, "warm", {"labels": ["Dog"]}))
 
