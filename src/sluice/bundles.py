@@ -10,7 +10,9 @@ the CLI and the API understand. Keys and the bundle-id pattern are in :mod:`slui
   ``schemas/bundle_request.schema.json`` by every writer and by the handler.
 * **Status** (WORK ``bundles/<id>.json``): written by the handler while the bundle waits
   for archived images to be restored (``restoring``) and at every outcome (``ready``,
-  ``empty``, ``error``: the final ones).
+  ``empty``, ``error``: the final ones). It is also the bundle's *claim*: one invocation
+  at a time works on a bundle (:func:`claim`), so a sweep and a redelivery of one request
+  never both build it.
 * **Notifications**: the operators' message on the environment's bundle topic (JSON, for
   machines), and the recipient's message on the request's own topic (plain text, for a
   person).
@@ -33,10 +35,12 @@ from importlib import resources
 from typing import Any, Literal, cast
 
 import fastjsonschema
+from botocore.exceptions import ClientError
 
 from sluice.events import normalize_etag
 from sluice.keys import bundle_status_key
-from sluice.s3io import get, get_json
+from sluice.s3io import get, get_json, is_conditional_conflict
+from sluice.timestamps import parse_utc_iso, utc_iso
 
 Match = Literal["any", "all"]
 MATCH_MODES: tuple[Match, ...] = ("any", "all")
@@ -45,6 +49,9 @@ RESTORING = "restoring"
 """Waiting for archived images to be restored; the handler comes back to it."""
 FINAL_STATUSES = frozenset({"ready", "empty", "error"})
 STATUSES = frozenset({RESTORING, *FINAL_STATUSES})
+PENDING = "pending"
+"""A claim on a request that has no status yet: readers see no status (the API says
+``pending`` for a request without one), only :func:`claim` reads it."""
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_REPORTED_ERRORS = 20
@@ -223,6 +230,7 @@ def new_status(
         "errors": [],
         "restore": None,
         "notification": None,
+        "lease": None,
         "status_key": bundle_status_key(bundle_id),
         "request_key": request_key,
         "request_etag": request_etag,
@@ -232,7 +240,7 @@ def new_status(
 
 def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
     """``bundles/<id>.json`` as written, or None when there is none (or it is unreadable:
-    being replaced, a reader waits and the handler rebuilds)."""
+    being replaced, a reader waits and the handler rebuilds; or a claim, :data:`PENDING`)."""
     status, _ = get_json(s3, bucket, bundle_status_key(bundle_id))
     return status if status is not None and status.get("status") in STATUSES else None
 
@@ -244,13 +252,84 @@ def answers(status: Mapping[str, Any], request_etag: str | None) -> bool:
     return not (answered and request_etag and answered != request_etag.strip('"'))
 
 
-def write_status(s3: Any, bucket: str, status: Mapping[str, Any]) -> None:
-    s3.put_object(
+def _put_status(s3: Any, status: Mapping[str, Any], bucket: str, **condition: str) -> str:
+    response = s3.put_object(
         Bucket=bucket,
         Key=status["status_key"],
         Body=json.dumps(status, ensure_ascii=False, indent=2).encode("utf-8"),
         ContentType="application/json",
+        **condition,
     )
+    return str(response["ETag"])
+
+
+# Claim -----------------------------------------------------------------------------------
+class BundleBusyError(RuntimeError):
+    """Another invocation works on this bundle; the message is retried later (by then it
+    has its outcome, or the other invocation's claim has lapsed)."""
+
+
+class ClaimLostError(RuntimeError):
+    """The status object changed under a claim (which had lapsed): nothing is written."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An invocation's hold on ``bundles/<id>.json``: every later write is conditional on
+    ``etag``, so a write after the claim was taken over fails instead of overwriting."""
+
+    etag: str
+    document: Mapping[str, Any]
+
+
+def claim(
+    s3: Any, bucket: str, fresh: Mapping[str, Any], *, owner: str, now: datetime, until: datetime
+) -> Claim | None:
+    """Hold the bundle that ``fresh`` (a :func:`new_status`) describes until ``until``.
+
+    None when its request already has an outcome (a duplicate delivery: nothing to do).
+    Raises :class:`BundleBusyError` while another owner's claim runs, or when another
+    invocation claimed it between the read and the write: the claim is a conditional
+    write (``IfNoneMatch``/``IfMatch`` the version read), so of two exactly one wins. A
+    ``restoring`` status keeps its contents while claimed; otherwise the claim is a
+    :data:`PENDING` status. A claim lapses at ``until`` (the invocation's deadline plus a
+    margin), so one left by a killed invocation stops nobody for long.
+    """
+    stored, etag = get_json(s3, bucket, fresh["status_key"])
+    held = stored or {}
+    same_request = held.get("request_etag") == fresh["request_etag"]
+    if same_request and held.get("status") in FINAL_STATUSES:
+        return None
+    lease = held.get("lease") or {}
+    if lease.get("owner") != owner and (parse_utc_iso(lease.get("until")) or now) > now:
+        raise BundleBusyError("another invocation is working on this bundle")
+    keep = same_request and held.get("status") == RESTORING
+    base = held if keep else {**fresh, "status": PENDING}
+    document = {**base, "lease": {"owner": owner, "until": utc_iso(until)}}
+    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        etag = _put_status(s3, document, bucket, **condition)
+    except ClientError as error:
+        if is_conditional_conflict(error):
+            raise BundleBusyError("another invocation claimed this bundle first") from None
+        raise
+    return Claim(etag, document)
+
+
+def write_status(s3: Any, bucket: str, status: Mapping[str, Any], held: Claim) -> None:
+    """Write ``status`` in place of the claim ``held``, only if nobody took the bundle over
+    meanwhile (else :class:`ClaimLostError`); the status written holds no claim."""
+    try:
+        _put_status(s3, {**status, "lease": None}, bucket, IfMatch=held.etag)
+    except ClientError as error:
+        if is_conditional_conflict(error):
+            raise ClaimLostError("the bundle was taken over; its status is not ours") from None
+        raise
+
+
+def release(s3: Any, bucket: str, held: Claim) -> None:
+    """Give the claim up without an outcome (a failed run), so a retry need not wait."""
+    write_status(s3, bucket, held.document, held)
 
 
 # Notifications ---------------------------------------------------------------------------

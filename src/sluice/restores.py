@@ -176,7 +176,9 @@ def due_markers(s3: Any, bucket: str, now: datetime) -> Iterator[dict[str, Any]]
 
 
 # The bundle handler's side ---------------------------------------------------------------
-def wait(s3: Any, bucket: str, status: dict[str, Any], now: datetime) -> datetime:
+def wait(
+    s3: Any, bucket: str, status: dict[str, Any], held: bundles.Claim, now: datetime
+) -> datetime:
     """Make ``status`` wait for its restores: the marker the sweep comes back to, then status
     ``restoring`` (in this order, so a crash in between never leaves a wait that nobody
     comes back to). Returns when the next check is due."""
@@ -189,21 +191,29 @@ def wait(s3: Any, bucket: str, status: dict[str, Any], now: datetime) -> datetim
         now=now,
     )
     status["status"] = bundles.RESTORING
-    bundles.write_status(s3, bucket, status)
+    bundles.write_status(s3, bucket, status, held)
     return due
 
 
-def serve_due(s3: Any, bucket: str, now: datetime, serve: Callable[[S3ObjectRef], object]) -> int:
+def serve_due(
+    s3: Any, bucket: str, now: datetime, serve: Callable[[S3ObjectRef], object]
+) -> tuple[int, int]:
     """Serve each bundle whose check is due through the request path (``serve``); a marker
-    goes once its bundle no longer waits for that request. Returns the bundles served."""
-    served = 0
+    goes once its bundle no longer waits for that request. A bundle another invocation
+    holds (:class:`~sluice.bundles.BundleBusyError`) keeps its marker for the next sweep.
+    Returns (served, busy)."""
+    served = busy = 0
     for marker in list(due_markers(s3, bucket, now)):
         bundle_id, etag = str(marker.get("bundle_id")), str(marker.get("request_etag") or "")
         key = str(marker.get("request_key"))
-        serve(S3ObjectRef(bucket, key, "ObjectCreated:Put", etag=etag or None))
+        try:
+            serve(S3ObjectRef(bucket, key, "ObjectCreated:Put", etag=etag or None))
+        except bundles.BundleBusyError:
+            busy += 1
+            continue
         served += 1
         status = bundles.read_status(s3, bucket, bundle_id)
         waiting = status is not None and status["status"] == bundles.RESTORING
         if not (waiting and status is not None and bundles.answers(status, etag)):
             delete_marker(s3, bucket, bundle_id)
-    return served
+    return served, busy

@@ -5,7 +5,8 @@ streaming writes with bounded memory.
 ``NoSuchVersion`` (a version id), ``NotFound`` or a bare ``404`` (HEAD has no body);
 a conditional request whose condition no longer holds answers ``PreconditionFailed`` /
 ``412``. :func:`is_missing`, :func:`is_precondition_failed` and :func:`is_gone_or_changed`
-say which, by code or HTTP status, so no caller lists the codes again; :func:`head`, :func:`get` and
+say which (:func:`is_conditional_conflict`: a conditional write lost a race), by code or
+HTTP status, so no caller lists the codes again; :func:`head`, :func:`get` and
 :func:`get_json` return None instead of raising for an object that is gone (or, with
 ``if_match``, changed).
 
@@ -61,6 +62,13 @@ def is_missing(error: Any) -> bool:
 def is_precondition_failed(error: Any) -> bool:
     """A conditional request (``IfMatch``, ``IfNoneMatch``) found the object changed."""
     return error_code(error) in PRECONDITION_FAILED_CODES or _http_status(error) == 412
+
+
+def is_conditional_conflict(error: Any) -> bool:
+    """A conditional write lost: the object changed (412), or another conditional write on
+    the same key was under way (409 ``ConditionalRequestConflict``)."""
+    conflict = error_code(error) == "ConditionalRequestConflict" or _http_status(error) == 409
+    return conflict or is_precondition_failed(error)
 
 
 def is_gone_or_changed(error: Any) -> bool:

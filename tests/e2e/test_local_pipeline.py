@@ -25,6 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
+from sluice.bundles import FINAL_STATUSES
 from sluice.datasets import Registry, env_datasets
 from sluice.keys import (
     ARCHIVE_IMAGES_PREFIX,
@@ -280,15 +281,7 @@ def test_a_bundle_for_the_top_label_holds_exactly_its_images(
     bundle_id = f"e2e-{int(time.time())}"
     stack.aws("s3", "cp", str(request), f"s3://{env.work_bucket}/requests/{bundle_id}.json")
 
-    deadline = time.monotonic() + BUNDLE_TIMEOUT_SECONDS
-    status: dict[str, Any] | None = None
-    while status is None and time.monotonic() < deadline:
-        body = _get_or_none(stack, env.work_bucket, f"bundles/{bundle_id}.json")
-        if body is None:
-            time.sleep(1)
-        else:
-            status = json.loads(body)
-    assert status is not None, f"no bundle status within {BUNDLE_TIMEOUT_SECONDS} s"
+    status = _wait_for_outcome(stack, bundle_id)
     assert status["status"] == "ready", status
     assert status["image_count"] == count
     assert status["url"]
@@ -300,6 +293,18 @@ def test_a_bundle_for_the_top_label_holds_exactly_its_images(
     members = [item["archive_key"]["S"] for item in _memberships(stack, top_label)]
     expected = sorted(_md5(_get(stack, env.archive_bucket, key)) for key in members)
     assert in_zip == expected
+
+
+def _wait_for_outcome(stack: Stack, bundle_id: str) -> dict[str, Any]:
+    """The bundle's status once it is final (``ready``, ``empty``, ``error``)."""
+    deadline = time.monotonic() + BUNDLE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        body = _get_or_none(stack, stack.environment.work_bucket, f"bundles/{bundle_id}.json")
+        status: dict[str, Any] | None = None if body is None else json.loads(body)
+        if status is not None and status["status"] in FINAL_STATUSES:
+            return status
+        time.sleep(1)
+    pytest.fail(f"no bundle outcome within {BUNDLE_TIMEOUT_SECONDS} s", pytrace=False)
 
 
 def test_nothing_is_dead_lettered(stack: Stack, receipts: dict[str, dict[str, Any]]) -> None:

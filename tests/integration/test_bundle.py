@@ -9,8 +9,9 @@ import tempfile
 import time
 import tracemalloc
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -101,6 +102,11 @@ def bundle_function(**changes: Any) -> BundleFunction:
     """Built from the current environment; ``changes`` replace dependencies."""
     deps = replace(bundle_handler.Dependencies.from_env(os.environ), **changes)
     return BundleFunction(deps, bundle_handler.make_handler(deps))
+
+
+def turn(now: datetime | None = None) -> bundle_handler.Turn:
+    """An invocation's turn at ``now`` (default: the clock), as the handler makes one."""
+    return bundle_handler.Turn.of(FakeContext(), now or datetime.now(UTC))
 
 
 def run_request(bundle: BundleFunction, pipeline: Pipeline, key: str) -> dict[str, Any]:
@@ -521,6 +527,76 @@ def test_new_request_under_the_same_id_rebuilds(
     assert status_of(pipeline, "reused")["image_count"] == 2
 
 
+class MidBuild:
+    """An S3 client that runs ``meanwhile`` once, synchronously, when it first reads an
+    archived image: its invocation has claimed the bundle and is writing the zip. Two
+    invocations interleave there deterministically, with no thread and no sleep."""
+
+    def __init__(self, s3: Any, archive_bucket: str, meanwhile: Callable[[], None]) -> None:
+        self._s3 = s3
+        self._archive = archive_bucket
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def get_object(self, **kwargs: Any) -> Any:
+        if kwargs["Bucket"] == self._archive and self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+        return self._s3.get_object(**kwargs)
+
+
+def zip_versions(pipeline: Pipeline, bundle_id: str) -> int:
+    key = f"bundles/{bundle_id}.zip"
+    listed = pipeline.s3.list_object_versions(Bucket=pipeline.work, Prefix=key)
+    return len([v for v in listed.get("Versions", []) if v["Key"] == key])
+
+
+def test_a_delivery_that_meets_another_one_building_is_retried_and_the_bundle_built_once(
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
+) -> None:
+    """Two deliveries of one request (S3 and SQS deliver at least once) overlap: the one
+    that finds the bundle claimed fails, and its retry finds the outcome."""
+    queue = subscribe(pipeline)
+    key = put_request(pipeline, "overlap", {"labels": ["Dog"]})
+    event = object_event_for(pipeline.s3, pipeline.work, key)
+    second: list[dict[str, Any]] = []
+
+    def deliver_again() -> None:
+        second.append(bundle.handler(event, FakeContext()))
+
+    first = bundle_handler.make_handler(
+        replace(bundle.deps, s3=MidBuild(bundle.deps.s3, pipeline.archive, deliver_again))
+    )
+    assert first(event, FakeContext()) == {"batchItemFailures": []}
+
+    assert second == [{"batchItemFailures": [{"itemIdentifier": "msg-0"}]}]
+    assert status_of(pipeline, "overlap")["status"] == "ready"
+    assert zip_versions(pipeline, "overlap") == 1
+    run_request(bundle, pipeline, key)  # the retry: a duplicate now
+    assert zip_versions(pipeline, "overlap") == 1
+    assert len(notifications(pipeline, queue, expected=1)) == 1
+
+
+def test_a_claim_left_by_a_killed_run_lapses_at_its_deadline(
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
+) -> None:
+    key = put_request(pipeline, "killed", {"labels": ["Dog"]})
+    etag = pipeline.s3.head_object(Bucket=pipeline.work, Key=key)["ETag"].strip('"')
+    fresh = bundles.new_status("killed", request_key=key, request_etag=etag, created_at="-")
+    # A run killed 10 minutes ago with 5 minutes left: its claim lapsed 4.5 minutes ago.
+    killed = turn(datetime.now(UTC) - timedelta(minutes=10))
+    claimed = bundles.claim(
+        pipeline.s3, pipeline.work, fresh, owner=killed.owner, now=killed.now, until=killed.until
+    )
+    assert claimed is not None
+
+    run_request(bundle, pipeline, key)
+
+    assert status_of(pipeline, "killed")["status"] == "ready"
+
+
 def test_only_created_request_objects_are_acted_on(
     pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
@@ -558,7 +634,11 @@ def test_crash_halfway_leaves_nothing_and_a_retry_succeeds(
         bundle.deps.s3.get_object = real_get
 
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["msg-0"]
-    assert work_keys(pipeline) == {key}
+    # No zip; the status object holds the released claim, which no reader takes for a
+    # status (the API says "pending"), and which a retry takes at once.
+    assert work_keys(pipeline) == {key, bundle_status_key("crash")}
+    assert bundles.read_status(pipeline.s3, pipeline.work, "crash") is None
+    assert status_of(pipeline, "crash")["lease"] is None
     assert pipeline.s3.list_multipart_uploads(Bucket=pipeline.work).get("Uploads", []) == []
 
     run_request(bundle, pipeline, key)
@@ -641,7 +721,7 @@ def test_memory_stays_bounded_while_streaming_thirty_megabytes(
         sink = DiskSink(pipeline.s3, Path(directory) / "bundle.zip")
         tracemalloc.start()
         try:
-            outcome = bundle_handler.process(replace(bundle.deps, s3=sink), ref, datetime.now(UTC))
+            outcome = bundle_handler.process(replace(bundle.deps, s3=sink), ref, turn())
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

@@ -31,6 +31,7 @@ from tests.integration.test_bundle import (
     run_request,
     status_of,
     subscribe,
+    turn,
 )
 from tests.s3events import golden, sqs_batch
 from tests.security_support import CapturedLogs, install_capture, remove_capture
@@ -269,10 +270,10 @@ def test_a_never_confirmed_topic_is_deleted_once_its_request_expires(
     [topic] = request_topics_left(pipeline)
     written = pipeline.s3.head_object(Bucket=pipeline.work, Key=key)["LastModified"]
 
-    before = bundle_handler.sweep(bundle.deps, written + timedelta(hours=23))
+    before = bundle_handler.sweep(bundle.deps, turn(written + timedelta(hours=23)))
     assert (before.expired, before.waiting, request_topics_left(pipeline)) == (0, 1, [topic])
 
-    after = bundle_handler.sweep(bundle.deps, written + timedelta(days=1))
+    after = bundle_handler.sweep(bundle.deps, turn(written + timedelta(days=1)))
     assert (after.expired, request_topics_left(pipeline)) == (1, [])
 
 
@@ -298,7 +299,7 @@ def test_a_function_that_dies_after_subscribing_leaves_nothing_past_the_expiry(
     assert len(request_topics_left(pipeline)) == 1  # created and subscribed, then the crash
 
     far = datetime.now(UTC) + timedelta(days=1, minutes=1)
-    report = bundle_handler.sweep(bundle.deps, far)
+    report = bundle_handler.sweep(bundle.deps, turn(far))
 
     assert report.expired == 1
     assert request_topics_left(pipeline) == []

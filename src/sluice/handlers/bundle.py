@@ -14,8 +14,14 @@ Steps for one request object:
 2. The request is read with ``IfMatch`` = the event's ETag. 412: it was overwritten since,
    the newer version has its own event, so this one is skipped (an older event arriving
    late never overwrites a newer bundle).
-3. If ``bundles/<id>.json`` already records an outcome for this request ETag, the
-   delivery is a duplicate and nothing is done (no second notification).
+3. The bundle is claimed (:func:`sluice.bundles.claim`): an outcome for this request ETag
+   means a duplicate delivery, and nothing is done (no second notification). Otherwise a
+   conditional write of the status object holds the bundle until this invocation's
+   deadline plus a margin, and every later status write is conditional on it. Another
+   invocation's claim (the sweep and an S3 redelivery of one request, or two deliveries)
+   fails this delivery with ``BundleBusyError``; its retry, a visibility timeout (six
+   function timeouts) later, finds the outcome: a bundle is built once (decision 38). A
+   failed run gives its claim up; a killed run's lapses.
 4. The request is validated (:mod:`sluice.bundles`, which owns the request, status and
    notification formats). Not JSON, not valid, or over 64 KiB: error status, no retry.
 5. A request with ``notify`` gets a topic of its own (:mod:`sluice.request_topics`) with
@@ -34,9 +40,9 @@ Steps for one request object:
    crash after the status leaves the topic to the sweep, never a second subscription.
 
 The sweep: an EventBridge rule puts a scheduled event on the bundle queue every few
-minutes; the handler serves the bundles whose restore check is due, delivers to recipients
-who have confirmed since and deletes every topic past its request's expiry
-(docs/decisions.md, 34).
+minutes; the handler serves the bundles whose restore check is due (a busy one waits for
+the next sweep), delivers to recipients who have confirmed since and deletes every topic
+past its request's expiry (docs/decisions.md, 34).
 
 Personal data: ``notify`` (a recipient) and ``name`` (free text) stay in the request object
 (which WORK's lifecycle rule expires) and, for ``notify``, in SNS's subscription of the
@@ -46,7 +52,9 @@ message or log line.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -60,7 +68,7 @@ from sluice.bundle_contents import (
     presigned_zip_url,
     write_bundle_zip,
 )
-from sluice.bundles import BundleRequest, BundleRequestError, RequestObject
+from sluice.bundles import BundleRequest, BundleRequestError, Claim, RequestObject
 from sluice.events import S3ObjectRef, is_scheduled_event, split_scheduled
 from sluice.keys import REQUESTS_PREFIX, bundle_id_for, invalid_bundle_id
 from sluice.metrics import REJECTED, Outcome
@@ -68,6 +76,7 @@ from sluice.runtime import Handler, client, entry_point, make_logger, run
 from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
 from sluice.timestamps import utc_iso
 
+LEASE_MARGIN_SECONDS = 30.0
 NOW = partial(datetime.now, UTC)
 
 LOGGED = ("bundle_id", "status", "image_count", "bytes")
@@ -94,8 +103,25 @@ class Dependencies:
         return cls(settings, client("s3"), client("dynamodb"), client("sns"))
 
 
-def process(deps: Dependencies, ref: S3ObjectRef, now: datetime) -> Status | None:
+@dataclass(frozen=True)
+class Turn:
+    """An invocation's turn at a bundle: who, when, and until when its claim holds (step 3)."""
+
+    owner: str
+    now: datetime
+    until: datetime
+
+    @classmethod
+    def of(cls, context: Any, now: datetime) -> Turn:
+        # The claim outlives this invocation's deadline, after which a killed run is dead.
+        seconds = context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS
+        owner = f"{context.aws_request_id}/{uuid.uuid4().hex}"
+        return cls(owner, now, now + timedelta(seconds=seconds))
+
+
+def process(deps: Dependencies, ref: S3ObjectRef, turn: Turn) -> Status | None:
     """Serve one request object; its outcome, or None when there is nothing to do now."""
+    bucket = deps.settings.work_bucket
     # 1. The bundle id, or one no valid id can take.
     bundle_id = bundle_id_for(ref.key) or invalid_bundle_id(ref.key)
     # 2. The request as the event named it.
@@ -103,35 +129,38 @@ def process(deps: Dependencies, ref: S3ObjectRef, now: datetime) -> Status | Non
     if fetched is None:
         logger.info("request was overwritten or deleted since this event; nothing to do")
         return None
-    # 3. A duplicate delivery stops here.
-    previous = bundles.read_status(deps.s3, deps.settings.work_bucket, bundle_id)
-    if (
-        previous is not None
-        and previous.get("request_etag") == fetched.etag
-        and previous.get("status") in bundles.FINAL_STATUSES
-    ):
+    # 3. Claim the bundle; a duplicate delivery stops here.
+    status = bundles.new_status(
+        bundle_id, request_key=ref.key, request_etag=fetched.etag, created_at=utc_iso(turn.now)
+    )
+    held = bundles.claim(deps.s3, bucket, status, owner=turn.owner, now=turn.now, until=turn.until)
+    if held is None:
         logger.info("duplicate delivery: this request already has an outcome", bundle_id=bundle_id)
         return None
-    status = bundles.new_status(
-        bundle_id, request_key=ref.key, request_etag=fetched.etag, created_at=utc_iso(now)
-    )
-    # 4. A request that cannot be served as written gets its verdict, not a retry.
     try:
-        if bundle_id_for(ref.key) is None:
-            raise BundleRequestError([bundles.INVALID_KEY_ERROR])
-        request = bundles.parse_request(fetched.body)
-    except BundleRequestError as error:
-        status["errors"] = error.errors
-        logger.warning("request rejected", bundle_id=bundle_id, errors=len(error.errors))
-        return finish(deps, status)
-    status.update(request.summary(), notification=request.notify_protocol)
-    return build(deps, now, status, request, fetched)
+        # 4. A request that cannot be served as written gets its verdict, not a retry.
+        try:
+            if bundle_id_for(ref.key) is None:
+                raise BundleRequestError([bundles.INVALID_KEY_ERROR])
+            request = bundles.parse_request(fetched.body)
+        except BundleRequestError as error:
+            status["errors"] = error.errors
+            logger.warning("request rejected", bundle_id=bundle_id, errors=len(error.errors))
+            return finish(deps, status, held)
+        status.update(request.summary(), notification=request.notify_protocol)
+        return build(deps, turn, status, held, request, fetched)
+    except BaseException:
+        # Best effort, so a retry need not wait for the claim to lapse; never mask the error.
+        with contextlib.suppress(Exception):
+            bundles.release(deps.s3, bucket, held)
+        raise
 
 
 def build(
     deps: Dependencies,
-    now: datetime,
+    turn: Turn,
     status: dict[str, Any],
+    held: Claim,
     request: BundleRequest,
     fetched: RequestObject,
 ) -> Status | None:
@@ -148,7 +177,7 @@ def build(
         restore = restores.check(deps.s3, settings.archive_bucket, keys, tier=tier, days=days)
         status["restore"] = restore.as_status()
         if restore.waiting:
-            due = restores.wait(deps.s3, settings.work_bucket, status, now)
+            due = restores.wait(deps.s3, settings.work_bucket, status, held, turn.now)
             # The counts are in the status; when to look again, here.
             logger.info("waiting for restores", bundle_id=bundle_id, next_check_at=utc_iso(due))
             return None
@@ -168,7 +197,7 @@ def build(
         )
     except NothingToBundleError:
         status.update(status="empty", missing=[image.archive_key for image in images])
-        return finish(deps, status, topic)
+        return finish(deps, status, held, topic)
     ttl = min(settings.url_ttl_seconds, MAX_URL_TTL_SECONDS)
     status.update(
         contents.as_status(),
@@ -177,7 +206,7 @@ def build(
         expires_at=utc_iso(deps.clock() + timedelta(seconds=ttl)),
     )
     # 8-9. The operators, the status, the recipient.
-    return finish(deps, status, topic)
+    return finish(deps, status, held, topic)
 
 
 def open_recipient_topic(
@@ -199,11 +228,11 @@ def open_recipient_topic(
 
 
 def finish(
-    deps: Dependencies, status: dict[str, Any], recipient_topic: str | None = None
+    deps: Dependencies, status: dict[str, Any], held: Claim, recipient_topic: str | None = None
 ) -> Status:
     """Notify the operators, record the outcome, then tell the recipient (steps 8-9)."""
     deps.sns.publish(TopicArn=deps.settings.topic_arn, **bundles.operator_notification(status))
-    bundles.write_status(deps.s3, deps.settings.work_bucket, status)
+    bundles.write_status(deps.s3, deps.settings.work_bucket, status, held)
     delivery = None
     if recipient_topic is not None:
         message = bundles.recipient_notification(status)
@@ -214,14 +243,14 @@ def finish(
     return outcome
 
 
-def sweep(deps: Dependencies, now: datetime) -> request_topics.SweepReport:
+def sweep(deps: Dependencies, turn: Turn) -> request_topics.SweepReport:
     """The scheduled sweep: serve each bundle whose restore check is due, then deliver to
     recipients who confirmed since and delete expired topics (sluice.request_topics)."""
     s3, bucket = deps.s3, deps.settings.work_bucket
-    served = restores.serve_due(s3, bucket, now, lambda ref: process(deps, ref, now))
+    served, busy = restores.serve_due(s3, bucket, turn.now, lambda ref: process(deps, ref, turn))
     outcome = partial(bundles.outcome_message, s3, bucket)
-    report = request_topics.sweep(deps.sns, deps.settings.notify_topic_prefix, outcome, now)
-    logger.info("sweep done", restores_served=served, **asdict(report))
+    report = request_topics.sweep(deps.sns, deps.settings.notify_topic_prefix, outcome, turn.now)
+    logger.info("sweep done", restores_served=served, restores_busy=busy, **asdict(report))
     return report
 
 
@@ -234,12 +263,12 @@ def make_handler(deps: Dependencies) -> Handler:
     same queue) run the sweep, a failed one handed back like a failed object."""
 
     def serve(ref: S3ObjectRef, context: Any) -> Outcome | None:
-        outcome = process(deps, ref, deps.clock())
+        outcome = process(deps, ref, Turn.of(context, deps.clock()))
         return REJECTED if outcome == "error" else None  # an invalid request is rejected
 
     def swept(context: Any, tick: Mapping[str, Any]) -> bool:
         try:
-            sweep(deps, deps.clock())
+            sweep(deps, Turn.of(context, deps.clock()))
         except Exception:
             logger.exception("sweep failed; handed back", message_id=tick.get("messageId"))
             return False
@@ -247,7 +276,7 @@ def make_handler(deps: Dependencies) -> Handler:
 
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if is_scheduled_event(event):
-            sweep(deps, deps.clock())
+            sweep(deps, Turn.of(context, deps.clock()))
             return {"swept": 1}
         ticks, rest = split_scheduled(event)
         serving = partial(serve, context=context)
