@@ -108,6 +108,12 @@ INVALID_KEY_ERROR = {
 }
 
 
+def refused_recipient_error(code: str) -> dict[str, str]:
+    """The error of a request whose ``notify`` SNS refused: SNS's code, never the address."""
+    message = f"SNS refused the notify address ({code}); check it and send the request again"
+    return {"code": "notify_refused", "path": "$.notify", "message": message}
+
+
 def _clip(message: str) -> str:
     return (
         message if len(message) <= MAX_ERROR_MESSAGE else message[: MAX_ERROR_MESSAGE - 3] + "..."

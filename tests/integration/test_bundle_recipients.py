@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from sluice import request_topics
 from sluice.handlers import bundle as bundle_handler
@@ -228,6 +229,60 @@ def test_a_request_without_notify_creates_no_topic(
 
     assert [name for name, _ in calls.made] == ["Publish"]  # the operators' topic only
     assert status_of(pipeline, "quiet")["notification"] is None
+
+
+class Refusal:
+    """SNS refusing the endpoint at ``Subscribe``: HTTP 400 ``InvalidParameter`` (SNS API
+    reference, Subscribe, Errors), its message quoting the endpoint as moto's does for a
+    number it does not take ("Invalid SMS endpoint: <number>")."""
+
+    def __init__(self, sns: Any) -> None:
+        sns.meta.events.register("before-call.sns.Subscribe", self._refuse)
+
+    def _refuse(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+        endpoint = params["body"]["Endpoint"]
+        error = {"Code": "InvalidParameter", "Message": f"Invalid parameter: {endpoint}"}
+        answer = {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return AWSResponse("https://sns.us-east-1.amazonaws.com/", 400, {}, None), answer
+
+
+@pytest.mark.parametrize("address", [EMAIL, PHONE])
+def test_an_address_sns_refuses_gets_an_error_verdict_not_a_retry(
+    pipeline: Pipeline,
+    bundle: BundleFunction,
+    dogs: None,
+    logs: CapturedLogs,
+    capsys: pytest.CaptureFixture[str],
+    address: str,
+) -> None:
+    operators = subscribe(pipeline)
+    Refusal(bundle.deps.sns)
+    calls = Calls(bundle.deps.sns)
+    key = put_request(pipeline, "refused", {"labels": ["Dog"], "notify": address})
+
+    run_request(bundle, pipeline, key)  # no batchItemFailures: nothing to retry
+
+    status = status_of(pipeline, "refused")
+    assert status["status"] == "error"
+    assert [(e["code"], e["path"]) for e in status["errors"]] == [("notify_refused", "$.notify")]
+    assert "InvalidParameter" in status["errors"][0]["message"]
+    assert status["zip_key"] is None
+    assert request_topics_left(pipeline) == []  # created, refused, deleted
+    [notice] = notifications(pipeline, operators, expected=1)
+    assert json.loads(notice["Message"])["errors"] == status["errors"]
+    run_request(bundle, pipeline, key)  # a redelivery finds the verdict
+    assert len(calls.named("Subscribe")) == 1
+    # The address is in the request the requester wrote, and nowhere else.
+    request_versions = {
+        f"s3://{pipeline.work}/{key}?{v['VersionId']}"
+        for v in pipeline.s3.list_object_versions(Bucket=pipeline.work, Prefix=key)["Versions"]
+    }
+    assert {where for where, _ in leaks(everything_stored(pipeline))} == request_versions
+    printed = capsys.readouterr()
+    assert logs.lines(), "the handler logged nothing: the capture is not working"
+    said = {f"log line {n}": line for n, line in enumerate(logs.lines())}
+    said.update(operators=json.dumps(notice), stdout=printed.out, stderr=printed.err)
+    assert leaks(said) == []
 
 
 # --- confirmation, the sweep, expiry ------------------------------------------------------

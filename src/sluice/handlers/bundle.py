@@ -26,7 +26,7 @@ Steps for one request object:
    notification formats). Not JSON, not valid, or over 64 KiB: error status, no retry.
 5. A request with ``notify`` gets a topic of its own (:mod:`sluice.request_topics`) with
    the address subscribed now, so an email confirmation is under way while the zip is
-   made.
+   made. An address SNS refuses gets an error status, not a retry (decision 39).
 6. The images are matched (:mod:`sluice.bundle_contents`). With cold storage
    (``ARCHIVE_COLD_STORAGE``) each is looked at first (:mod:`sluice.restores`): archived
    ones are restored, the status is ``restoring`` with counts, and the sweep serves the
@@ -47,7 +47,7 @@ past its request's expiry (docs/decisions.md, 34).
 Personal data: ``notify`` (a recipient) and ``name`` (free text) stay in the request object
 (which WORK's lifecycle rule expires) and, for ``notify``, in SNS's subscription of the
 request's topic; they are copied into no status, manifest, topic name or tag, operators'
-message or log line.
+message or log line (an SNS error's text may quote the address: only its code is kept).
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ from sluice.bundles import BundleRequest, BundleRequestError, Claim, RequestObje
 from sluice.events import S3ObjectRef, is_scheduled_event, split_scheduled
 from sluice.keys import REQUESTS_PREFIX, bundle_id_for, invalid_bundle_id
 from sluice.metrics import REJECTED, Outcome
+from sluice.request_topics import RecipientRefusedError
 from sluice.runtime import Handler, client, entry_point, make_logger, run
 from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
 from sluice.timestamps import utc_iso
@@ -167,7 +168,12 @@ def build(
     """Steps 5-9 for a valid request."""
     settings, bundle_id = deps.settings, status["bundle_id"]
     # 5. The recipient's topic, subscribed before the zip is made.
-    topic = open_recipient_topic(deps, bundle_id, request, fetched)
+    try:
+        topic = open_recipient_topic(deps, bundle_id, request, fetched)
+    except RecipientRefusedError as refused:
+        status["errors"] = [bundles.refused_recipient_error(refused.code)]
+        logger.warning("SNS refused the recipient's address", bundle_id=bundle_id)
+        return finish(deps, status, held)
     # 6. The matching images; archived ones are restored first.
     images = find_images(deps.dynamodb, settings.labels_table, request)
     logger.info("request matched", bundle_id=bundle_id, matched=len(images))
