@@ -10,7 +10,7 @@ marker, which is all a stored zip entry needs) and the images table an item for 
 Cases, each in its own child process that reports its wall time and peak RSS (VmHWM),
 interleaved and repeated:
 
-* bundle: ``sluice.handlers.bundle.write_bundle_zip`` for the first 200 / all 2,000 images
+* bundle: ``sluice.bundle_contents.write_bundle_zip`` for the first 200 / all 2,000 images
   (the handler's plain function with injected boto3 clients: metadata from DynamoDB, each
   image streamed from S3 into a stored zip entry, the zip a multipart upload to WORK);
 * copy: a plain GET + PUT of each of the same objects to WORK through the same endpoint,
@@ -28,6 +28,7 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import pstats
 import random
 import sys
@@ -137,24 +138,25 @@ def clear_work_bucket() -> None:
 def child_bundle(count: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
     import boto3
 
-    from sluice import bundles
-    from sluice.handlers import bundle
+    from sluice import bundle_contents, bundles
     from sluice.keys import image_id
+    from sluice.settings import BundleSettings
 
     s3 = boto3.client("s3")
     dynamodb = boto3.client("dynamodb")
     images = [
-        bundle.MatchedImage(image_id(image_key(n)), image_key(n), ("Bench",)) for n in range(count)
+        bundle_contents.MatchedImage(image_id(image_key(n)), image_key(n), ("Bench",))
+        for n in range(count)
     ]
     request = bundles.BundleRequest(labels=("Bench",))
     before = peak_rss_bytes()
     if profiler is not None:
         profiler.enable()
     started, cpu_started = time.perf_counter(), time.process_time()
-    contents = bundle.write_bundle_zip(
+    contents = bundle_contents.write_bundle_zip(
         s3,
         dynamodb,
-        bundle.CONFIG,
+        BundleSettings.from_env(os.environ),
         f"bench-{count}",
         request,
         images,

@@ -10,7 +10,9 @@ the CLI and the API understand. Keys and the bundle-id pattern are in :mod:`slui
   ``schemas/bundle_request.schema.json`` by every writer and by the handler.
 * **Status** (WORK ``bundles/<id>.json``): written by the handler while the bundle waits
   for archived images to be restored (``restoring``) and at every outcome (``ready``,
-  ``empty``, ``error``: the final ones).
+  ``empty``, ``error``: the final ones). It is also the bundle's *claim*: one invocation
+  at a time works on a bundle (:func:`claim`), so a sweep and a redelivery of one request
+  never both build it.
 * **Notifications**: the operators' message on the environment's bundle topic (JSON, for
   machines), and the recipient's message on the request's own topic (plain text, for a
   person).
@@ -26,14 +28,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal, cast
 
 import fastjsonschema
+from botocore.exceptions import ClientError
 
+from sluice.events import normalize_etag
 from sluice.keys import bundle_status_key
-from sluice.s3io import get
+from sluice.s3io import get, get_json, is_conditional_conflict
+from sluice.timestamps import parse_utc_iso, utc_iso
 
 Match = Literal["any", "all"]
 MATCH_MODES: tuple[Match, ...] = ("any", "all")
@@ -42,6 +49,9 @@ RESTORING = "restoring"
 """Waiting for archived images to be restored; the handler comes back to it."""
 FINAL_STATUSES = frozenset({"ready", "empty", "error"})
 STATUSES = frozenset({RESTORING, *FINAL_STATUSES})
+PENDING = "pending"
+"""A claim on a request that has no status yet: readers see no status (the API says
+``pending`` for a request without one), only :func:`claim` reads it."""
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_REPORTED_ERRORS = 20
@@ -88,6 +98,20 @@ class BundleRequest:
         if self.notify is None:
             return None
         return "sms" if _PHONE.fullmatch(self.notify) else "email"
+
+
+INVALID_KEY_ERROR = {
+    "code": "invalid_request_key",
+    "path": "$",
+    "message": "request keys must look like requests/<id>.json, <id> being 1-128 of"
+    " A-Z a-z 0-9 . _ - and starting with a letter or digit",
+}
+
+
+def refused_recipient_error(code: str) -> dict[str, str]:
+    """The error of a request whose ``notify`` SNS refused: SNS's code, never the address."""
+    message = f"SNS refused the notify address ({code}); check it and send the request again"
+    return {"code": "notify_refused", "path": "$.notify", "message": message}
 
 
 def _clip(message: str) -> str:
@@ -158,6 +182,25 @@ def parse_request(body: bytes) -> BundleRequest:
     return validate_request(document)
 
 
+@dataclass(frozen=True)
+class RequestObject:
+    body: bytes
+    """At most one byte more than the limit: enough to tell it is too large."""
+    etag: str
+    written_at: datetime
+
+
+def read_request(s3: Any, bucket: str, key: str, etag: str | None) -> RequestObject | None:
+    """The request object of ETag ``etag`` (any, when None); None when superseded or gone."""
+    response = get(s3, bucket, key, if_match=etag)
+    if response is None:
+        return None
+    written_at = response.get("LastModified") or datetime.now(UTC)
+    with closing(response["Body"]) as body:
+        data = body.read(MAX_REQUEST_BYTES + 1)
+    return RequestObject(data, normalize_etag(response.get("ETag")) or etag or "", written_at)
+
+
 def request_document(
     labels: Sequence[str], match: str = "any", notify: str | None = None, name: str | None = None
 ) -> dict[str, Any]:
@@ -193,6 +236,7 @@ def new_status(
         "errors": [],
         "restore": None,
         "notification": None,
+        "lease": None,
         "status_key": bundle_status_key(bundle_id),
         "request_key": request_key,
         "request_etag": request_etag,
@@ -201,15 +245,10 @@ def new_status(
 
 
 def read_status(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
-    """``bundles/<id>.json`` as written, or None when there is none (or it is unreadable)."""
-    response = get(s3, bucket, bundle_status_key(bundle_id))
-    if response is None:
-        return None
-    try:
-        status = json.loads(response["Body"].read())
-    except ValueError:
-        return None  # being replaced: a reader waits, the handler rebuilds
-    return status if isinstance(status, dict) and status.get("status") in STATUSES else None
+    """``bundles/<id>.json`` as written, or None when there is none (or it is unreadable:
+    being replaced, a reader waits and the handler rebuilds; or a claim, :data:`PENDING`)."""
+    status, _ = get_json(s3, bucket, bundle_status_key(bundle_id))
+    return status if status is not None and status.get("status") in STATUSES else None
 
 
 def answers(status: Mapping[str, Any], request_etag: str | None) -> bool:
@@ -219,13 +258,84 @@ def answers(status: Mapping[str, Any], request_etag: str | None) -> bool:
     return not (answered and request_etag and answered != request_etag.strip('"'))
 
 
-def write_status(s3: Any, bucket: str, status: Mapping[str, Any]) -> None:
-    s3.put_object(
+def _put_status(s3: Any, status: Mapping[str, Any], bucket: str, **condition: str) -> str:
+    response = s3.put_object(
         Bucket=bucket,
         Key=status["status_key"],
         Body=json.dumps(status, ensure_ascii=False, indent=2).encode("utf-8"),
         ContentType="application/json",
+        **condition,
     )
+    return str(response["ETag"])
+
+
+# Claim -----------------------------------------------------------------------------------
+class BundleBusyError(RuntimeError):
+    """Another invocation works on this bundle; the message is retried later (by then it
+    has its outcome, or the other invocation's claim has lapsed)."""
+
+
+class ClaimLostError(RuntimeError):
+    """The status object changed under a claim (which had lapsed): nothing is written."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An invocation's hold on ``bundles/<id>.json``: every later write is conditional on
+    ``etag``, so a write after the claim was taken over fails instead of overwriting."""
+
+    etag: str
+    document: Mapping[str, Any]
+
+
+def claim(
+    s3: Any, bucket: str, fresh: Mapping[str, Any], *, owner: str, now: datetime, until: datetime
+) -> Claim | None:
+    """Hold the bundle that ``fresh`` (a :func:`new_status`) describes until ``until``.
+
+    None when its request already has an outcome (a duplicate delivery: nothing to do).
+    Raises :class:`BundleBusyError` while another owner's claim runs, or when another
+    invocation claimed it between the read and the write: the claim is a conditional
+    write (``IfNoneMatch``/``IfMatch`` the version read), so of two exactly one wins. A
+    ``restoring`` status keeps its contents while claimed; otherwise the claim is a
+    :data:`PENDING` status. A claim lapses at ``until`` (the invocation's deadline plus a
+    margin), so one left by a killed invocation stops nobody for long.
+    """
+    stored, etag = get_json(s3, bucket, fresh["status_key"])
+    held = stored or {}
+    same_request = held.get("request_etag") == fresh["request_etag"]
+    if same_request and held.get("status") in FINAL_STATUSES:
+        return None
+    lease = held.get("lease") or {}
+    if lease.get("owner") != owner and (parse_utc_iso(lease.get("until")) or now) > now:
+        raise BundleBusyError("another invocation is working on this bundle")
+    keep = same_request and held.get("status") == RESTORING
+    base = held if keep else {**fresh, "status": PENDING}
+    document = {**base, "lease": {"owner": owner, "until": utc_iso(until)}}
+    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        etag = _put_status(s3, document, bucket, **condition)
+    except ClientError as error:
+        if is_conditional_conflict(error):
+            raise BundleBusyError("another invocation claimed this bundle first") from None
+        raise
+    return Claim(etag, document)
+
+
+def write_status(s3: Any, bucket: str, status: Mapping[str, Any], held: Claim) -> None:
+    """Write ``status`` in place of the claim ``held``, only if nobody took the bundle over
+    meanwhile (else :class:`ClaimLostError`); the status written holds no claim."""
+    try:
+        _put_status(s3, {**status, "lease": None}, bucket, IfMatch=held.etag)
+    except ClientError as error:
+        if is_conditional_conflict(error):
+            raise ClaimLostError("the bundle was taken over; its status is not ours") from None
+        raise
+
+
+def release(s3: Any, bucket: str, held: Claim) -> None:
+    """Give the claim up without an outcome (a failed run), so a retry need not wait."""
+    write_status(s3, bucket, held.document, held)
 
 
 # Notifications ---------------------------------------------------------------------------
@@ -272,6 +382,17 @@ def recipient_notification(status: Mapping[str, Any]) -> dict[str, Any]:
         reasons = _lines(error.get("message", "") for error in status.get("errors") or [])
         text = f"Your sluice bundle {bundle_id} could not be made.{reasons}"
     return {"Subject": f"Your sluice bundle is {state}"[:100], "Message": text}
+
+
+def outcome_message(
+    s3: Any, bucket: str, bundle_id: str, request_etag: str
+) -> dict[str, Any] | None:
+    """The recipient's message once the request with ``request_etag`` has its outcome (what
+    :func:`sluice.request_topics.sweep` delivers), else None."""
+    status = read_status(s3, bucket, bundle_id) if bundle_id else None
+    if status is None or status["status"] not in FINAL_STATUSES:
+        return None
+    return recipient_notification(status) if answers(status, request_etag) else None
 
 
 def _lines(messages: Iterable[str]) -> str:

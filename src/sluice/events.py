@@ -161,3 +161,30 @@ def refs_from_event(event: Mapping[str, Any]) -> list[S3ObjectRef]:
     if kind == "eventbridge":
         return refs_from_eventbridge(event)
     raise UnsupportedEventError("an SQS batch must be processed message by message")
+
+
+def is_scheduled_event(payload: Any) -> bool:
+    """An EventBridge ``Scheduled Event`` (a schedule rule's), itself or as an SQS message
+    body (a JSON string): it names no object, it only says that it is time."""
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return False
+    return (
+        isinstance(payload, Mapping)
+        and payload.get("source") == "aws.events"
+        and payload.get("detail-type") == "Scheduled Event"
+    )
+
+
+def split_scheduled(event: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], dict[str, Any]]:
+    """An SQS batch's scheduled events, and the same batch without them (a queue that gets
+    both S3 notifications and a schedule rule's events)."""
+    records = event.get("Records") or []
+    ticks = [
+        r
+        for r in records
+        if r.get("eventSource") == "aws:sqs" and is_scheduled_event(r.get("body"))
+    ]
+    return ticks, {**event, "Records": [record for record in records if record not in ticks]}

@@ -12,7 +12,10 @@ Lifecycle of a topic (every step idempotent, so a retry or a sweep can repeat it
 1. :func:`open_topic`: ``CreateTopic`` with its tags (one call: there is never a topic
    without its expiry), then ``Subscribe``. SMS subscriptions are active at once; an email
    subscription waits until its owner clicks the link in AWS's "Subscription Confirmation"
-   email, and SNS delivers nothing to it before that.
+   email, and SNS delivers nothing to it before that. An address SNS refuses
+   (``InvalidParameter``: the only parameter of ours it can mean is the endpoint) will
+   never be reached: the topic is deleted and :class:`RecipientRefusedError` says so, so
+   the bundle gets a verdict instead of a retry that can only fail again.
 2. :func:`deliver`, when the bundle has its outcome: if no subscription is waiting for
    confirmation, publish the recipient's message and delete the topic; otherwise leave
    it for the sweep.
@@ -46,6 +49,18 @@ PENDING = "PendingConfirmation"
 
 DELIVERED = "delivered"
 AWAITING_CONFIRMATION = "awaiting_confirmation"
+REFUSED_CODES = frozenset({"InvalidParameter"})
+"""What SNS answers ``Subscribe`` with for an endpoint it does not take (SNS API
+reference, Subscribe, Errors)."""
+
+
+class RecipientRefusedError(ValueError):
+    """SNS refused the recipient's address. Only SNS's error code is kept: its message may
+    quote the address (moto's does: "Invalid SMS endpoint: <number>")."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"SNS refused the recipient's address ({code})")
+        self.code = code
 
 
 def topic_name(prefix: str, bundle_id: str, request_etag: str) -> str:
@@ -66,6 +81,7 @@ def open_topic(
     expires_at: datetime,
 ) -> str:
     """Create the request's topic (with its expiry) and subscribe ``endpoint``; its ARN.
+    Raises :class:`RecipientRefusedError` (the topic deleted) when SNS refuses ``endpoint``.
 
     The same arguments give the same topic and subscription again (SNS returns the existing
     ones), so a retried invocation does not subscribe twice. ``expires_at`` must therefore
@@ -77,7 +93,15 @@ def open_topic(
         {"Key": TAG_REQUEST_ETAG, "Value": request_etag},
     ]
     arn: str = sns.create_topic(Name=name, Tags=tags)["TopicArn"]
-    sns.subscribe(TopicArn=arn, Protocol=protocol, Endpoint=endpoint)
+    try:
+        sns.subscribe(TopicArn=arn, Protocol=protocol, Endpoint=endpoint)
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code not in REFUSED_CODES:
+            raise
+        delete_topic(sns, arn)
+        # Not chained: the SNS error's text may hold the address.
+        raise RecipientRefusedError(code) from None
     return arn
 
 

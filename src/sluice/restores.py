@@ -13,24 +13,27 @@ with ``InvalidObjectState`` until a ``RestoreObject`` has made a temporary copy 
 
 :func:`check` sorts a bundle's images into readable, restoring and archived, and asks for
 the restores still missing (``RestoreAlreadyInProgress`` is fine: another bundle or an
-earlier attempt asked first). The bundle handler writes status ``restoring`` with the counts
-and a marker under ``bundles/_restoring/``; its scheduled sweep re-checks markers that are
-due, with a back-off that doubles up to a bound, and builds the bundle once nothing is left
-to restore. No Lambda waits for a restore.
+earlier attempt asked first). :func:`wait` writes a marker under ``bundles/_restoring/`` and
+status ``restoring`` with the counts; the bundle handler's scheduled sweep serves the
+markers that are due again (:func:`serve_due`), with a back-off that doubles up to a
+bound, and builds the bundle once nothing is left to restore. No Lambda waits for a
+restore.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from sluice import bundles
+from sluice.events import S3ObjectRef
 from sluice.keys import BUNDLES_PREFIX
-from sluice.s3io import get, head
+from sluice.s3io import get_json, head
 from sluice.timestamps import parse_utc_iso, utc_iso
 
 RESTORING_PREFIX = f"{BUNDLES_PREFIX}_restoring/"
@@ -122,19 +125,15 @@ def check(s3: Any, bucket: str, keys: Iterable[str], *, tier: str, days: int) ->
 
 # Markers (WORK bundles/_restoring/<id>.json) --------------------------------------------------
 def write_marker(
-    s3: Any,
-    bucket: str,
-    bundle_id: str,
-    *,
-    request_key: str,
-    request_etag: str,
-    checks: int,
-    now: datetime,
+    s3: Any, bucket: str, bundle_id: str, *, request_key: str, request_etag: str, now: datetime
 ) -> datetime:
     """Record that ``bundle_id`` waits, and when to look again; returns that time.
 
-    The interval doubles with each check, from 5 minutes up to 2 hours.
+    The interval doubles with each check of the same request (the earlier marker counts
+    them), from 5 minutes up to 2 hours; a new request under the id starts again at 5.
     """
+    earlier = read_marker(s3, bucket, bundle_id) or {}
+    checks = int(earlier.get("checks") or 0) if earlier.get("request_etag") == request_etag else 0
     interval: timedelta = min(FIRST_CHECK * (2 ** min(checks, 16)), LAST_CHECK_INTERVAL)
     due: datetime = now + interval
     marker = {
@@ -154,14 +153,7 @@ def write_marker(
 
 
 def read_marker(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
-    response = get(s3, bucket, marker_key(bundle_id))
-    if response is None:
-        return None
-    try:
-        marker = json.loads(response["Body"].read())
-    except ValueError:
-        return None
-    return marker if isinstance(marker, dict) else None
+    return get_json(s3, bucket, marker_key(bundle_id))[0]
 
 
 def delete_marker(s3: Any, bucket: str, bundle_id: str) -> None:
@@ -181,3 +173,47 @@ def due_markers(s3: Any, bucket: str, now: datetime) -> Iterator[dict[str, Any]]
             due = parse_utc_iso(marker.get("next_check_at"))
             if due is None or due <= now:
                 yield marker
+
+
+# The bundle handler's side ---------------------------------------------------------------
+def wait(
+    s3: Any, bucket: str, status: dict[str, Any], held: bundles.Claim, now: datetime
+) -> datetime:
+    """Make ``status`` wait for its restores: the marker the sweep comes back to, then status
+    ``restoring`` (in this order, so a crash in between never leaves a wait that nobody
+    comes back to). Returns when the next check is due."""
+    due = write_marker(
+        s3,
+        bucket,
+        status["bundle_id"],
+        request_key=status["request_key"],
+        request_etag=status["request_etag"],
+        now=now,
+    )
+    status["status"] = bundles.RESTORING
+    bundles.write_status(s3, bucket, status, held)
+    return due
+
+
+def serve_due(
+    s3: Any, bucket: str, now: datetime, serve: Callable[[S3ObjectRef], object]
+) -> tuple[int, int]:
+    """Serve each bundle whose check is due through the request path (``serve``); a marker
+    goes once its bundle no longer waits for that request. A bundle another invocation
+    holds (:class:`~sluice.bundles.BundleBusyError`) keeps its marker for the next sweep.
+    Returns (served, busy)."""
+    served = busy = 0
+    for marker in list(due_markers(s3, bucket, now)):
+        bundle_id, etag = str(marker.get("bundle_id")), str(marker.get("request_etag") or "")
+        key = str(marker.get("request_key"))
+        try:
+            serve(S3ObjectRef(bucket, key, "ObjectCreated:Put", etag=etag or None))
+        except bundles.BundleBusyError:
+            busy += 1
+            continue
+        served += 1
+        status = bundles.read_status(s3, bucket, bundle_id)
+        waiting = status is not None and status["status"] == bundles.RESTORING
+        if not (waiting and status is not None and bundles.answers(status, etag)):
+            delete_marker(s3, bucket, bundle_id)
+    return served, busy

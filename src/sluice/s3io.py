@@ -5,8 +5,9 @@ streaming writes with bounded memory.
 ``NoSuchVersion`` (a version id), ``NotFound`` or a bare ``404`` (HEAD has no body);
 a conditional request whose condition no longer holds answers ``PreconditionFailed`` /
 ``412``. :func:`is_missing`, :func:`is_precondition_failed` and :func:`is_gone_or_changed`
-say which, by code or HTTP status, so no caller lists the codes again; :func:`head` and
-:func:`get` return None instead of raising for an object that is gone (or, with
+say which (:func:`is_conditional_conflict`: a conditional write lost a race), by code or
+HTTP status, so no caller lists the codes again; :func:`head`, :func:`get` and
+:func:`get_json` return None instead of raising for an object that is gone (or, with
 ``if_match``, changed).
 
 **Streaming writes.**
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -60,6 +62,13 @@ def is_missing(error: Any) -> bool:
 def is_precondition_failed(error: Any) -> bool:
     """A conditional request (``IfMatch``, ``IfNoneMatch``) found the object changed."""
     return error_code(error) in PRECONDITION_FAILED_CODES or _http_status(error) == 412
+
+
+def is_conditional_conflict(error: Any) -> bool:
+    """A conditional write lost: the object changed (412), or another conditional write on
+    the same key was under way (409 ``ConditionalRequestConflict``)."""
+    conflict = error_code(error) == "ConditionalRequestConflict" or _http_status(error) == 409
+    return conflict or is_precondition_failed(error)
 
 
 def is_gone_or_changed(error: Any) -> bool:
@@ -98,6 +107,19 @@ def get(
         # The quoted form is what HTTP specifies (and what every S3 implementation accepts).
         extra["IfMatch"] = '"' + if_match.strip('"') + '"'
     return _unless_gone(s3.get_object, Bucket=bucket, Key=key, **extra)
+
+
+def get_json(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object stored at ``key`` and its ETag (for a conditional write over it):
+    ``(None, None)`` when there is none, ``(None, etag)`` when it is not a JSON object."""
+    response = get(s3, bucket, key)
+    if response is None:
+        return None, None
+    try:
+        document = json.loads(response["Body"].read())
+    except ValueError:
+        document = None
+    return (document if isinstance(document, dict) else None), str(response["ETag"])
 
 
 class MultipartWriter(io.RawIOBase):

@@ -17,6 +17,7 @@ import json
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
+from sluice import request_topics
+from sluice.bundles import FINAL_STATUSES
 from sluice.datasets import Registry, env_datasets
 from sluice.keys import (
     ARCHIVE_IMAGES_PREFIX,
@@ -115,8 +118,12 @@ def _get_or_none(stack: Stack, bucket: str, key: str) -> bytes | None:
 
 
 def _transform_environment(stack: Stack) -> dict[str, str]:
+    return _function_environment(stack, "transform")
+
+
+def _function_environment(stack: Stack, function: str) -> dict[str, str]:
     config = stack.client("lambda").get_function_configuration(
-        FunctionName=stack.environment.function_names["transform"]
+        FunctionName=stack.environment.function_names[function]
     )
     variables: dict[str, str] = config["Environment"]["Variables"]
     return variables
@@ -280,15 +287,7 @@ def test_a_bundle_for_the_top_label_holds_exactly_its_images(
     bundle_id = f"e2e-{int(time.time())}"
     stack.aws("s3", "cp", str(request), f"s3://{env.work_bucket}/requests/{bundle_id}.json")
 
-    deadline = time.monotonic() + BUNDLE_TIMEOUT_SECONDS
-    status: dict[str, Any] | None = None
-    while status is None and time.monotonic() < deadline:
-        body = _get_or_none(stack, env.work_bucket, f"bundles/{bundle_id}.json")
-        if body is None:
-            time.sleep(1)
-        else:
-            status = json.loads(body)
-    assert status is not None, f"no bundle status within {BUNDLE_TIMEOUT_SECONDS} s"
+    status = _wait_for_outcome(stack, bundle_id)
     assert status["status"] == "ready", status
     assert status["image_count"] == count
     assert status["url"]
@@ -300,6 +299,89 @@ def test_a_bundle_for_the_top_label_holds_exactly_its_images(
     members = [item["archive_key"]["S"] for item in _memberships(stack, top_label)]
     expected = sorted(_md5(_get(stack, env.archive_bucket, key)) for key in members)
     assert in_zip == expected
+
+
+def _wait_for_outcome(stack: Stack, bundle_id: str) -> dict[str, Any]:
+    """The bundle's status once it is final (``ready``, ``empty``, ``error``)."""
+    deadline = time.monotonic() + BUNDLE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        body = _get_or_none(stack, stack.environment.work_bucket, f"bundles/{bundle_id}.json")
+        status: dict[str, Any] | None = None if body is None else json.loads(body)
+        if status is not None and status["status"] in FINAL_STATUSES:
+            return status
+        time.sleep(1)
+    pytest.fail(f"no bundle outcome within {BUNDLE_TIMEOUT_SECONDS} s", pytrace=False)
+
+
+def _received(sqs: Any, queue_url: str, *, at_least: int) -> list[dict[str, Any]]:
+    """The queue's messages: received until ``at_least`` came (or a deadline), then until
+    a receive finds none, so a duplicate is among them."""
+    received: list[dict[str, Any]] = []
+    deadline = time.monotonic() + BUNDLE_TIMEOUT_SECONDS
+    while True:
+        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        batch = answer.get("Messages", [])
+        received += batch
+        if not batch and (len(received) >= at_least or time.monotonic() > deadline):
+            return received
+
+
+@pytest.fixture
+def mailbox(stack: Stack) -> Iterator[tuple[str, str]]:
+    """An SQS queue (URL, ARN) standing in for a recipient's inbox; deleted afterwards."""
+    sqs = stack.client("sqs")
+    url = sqs.create_queue(QueueName=f"e2e-mailbox-{int(time.time())}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    yield url, arn["QueueArn"]
+    sqs.delete_queue(QueueUrl=url)
+
+
+@pytest.mark.not_on_localstack(
+    "relies on moto: the request's topic is made first by the test (moto's CreateTopic"
+    " returns an existing topic whatever the tags, SNS refuses other tags) and moto"
+    " confirms an email subscription at once"
+)
+def test_a_bundle_that_notifies_is_ready_and_its_topic_sent_the_link_once(
+    stack: Stack, receipts: dict[str, dict[str, Any]], mailbox: tuple[str, str]
+) -> None:
+    """Issue 12: a request naming a recipient reaches ``ready``, and its own topic gets one
+    message, with the link and without the address; then the topic is gone.
+
+    What a topic sent is not readable afterwards: moto delivers nothing to an email
+    address, and its ``/moto-api/data.json`` (every model object, deleted topics' messages
+    included) answers 500 on this stack (serialising a Lambda function asks Docker for a
+    client). So the topic is made first, under the name the handler derives from the
+    bundle id and the request's ETag (a single PUT's is the body's MD5), with an SQS queue
+    subscribed: CreateTopic and Subscribe return what exists, and SNS delivers every
+    Publish to every subscription. moto confirms the email subscription at once."""
+    env = stack.environment
+    sns, sqs = stack.client("sns"), stack.client("sqs")
+    (top_label, _), *_ = label_counts(stack.client("dynamodb"), _labels_table(stack))
+    recipient = "e2e.recipient@example.org"
+    body = json.dumps({"labels": [top_label], "notify": recipient}).encode()
+    bundle_id = f"e2e-notify-{int(time.time())}"
+    prefix = _function_environment(stack, "bundle")["NOTIFY_TOPIC_PREFIX"]
+    name = request_topics.topic_name(prefix, bundle_id, _md5(body))
+    topic = sns.create_topic(Name=name)["TopicArn"]
+    queue_url, queue_arn = mailbox
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+
+    key = f"requests/{bundle_id}.json"
+    written = stack.client("s3").put_object(Bucket=env.work_bucket, Key=key, Body=body)
+    assert written["ETag"].strip('"') == _md5(body), "the request's ETag is not its MD5"
+    status = _wait_for_outcome(stack, bundle_id)
+
+    assert (status["status"], status["notification"]) == ("ready", "email"), status
+    # The recipient is told after the status is written (the handler's steps 8-9).
+    [message] = _received(sqs, queue_url, at_least=1)
+    envelope = json.loads(message["Body"])
+    assert status["url"] in envelope["Message"]
+    assert status["expires_at"] in envelope["Message"]
+    assert "e2e.recipient" not in message["Body"] and "example.org" not in message["Body"]
+    deadline = time.monotonic() + BUNDLE_TIMEOUT_SECONDS
+    while topic in [t["TopicArn"] for t in sns.list_topics()["Topics"]]:
+        assert time.monotonic() < deadline, f"{name} not deleted after the delivery"
+        time.sleep(1)
 
 
 def test_nothing_is_dead_lettered(stack: Stack, receipts: dict[str, dict[str, Any]]) -> None:

@@ -9,19 +9,24 @@ import tempfile
 import time
 import tracemalloc
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from sluice import bundles
+from sluice.bundle_contents import presigned_zip_url
 from sluice.events import S3ObjectRef
+from sluice.handlers import bundle as bundle_handler
 from sluice.keys import bundle_status_key, image_id, invalid_bundle_id
 from sluice.labels import add_membership
+from sluice.runtime import Handler
 from sluice.s3io import MIB
-from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.conftest import FakeContext, Pipeline
 from tests.s3events import object_event_for, s3_event, s3_record, sqs_batch
 
 JPEG_MAGIC = b"\xff\xd8\xff\xe0"
@@ -84,7 +89,27 @@ def notifications(pipeline: Pipeline, queue_url: str, *, expected: int) -> list[
             time.sleep(0.05)
 
 
-def run_request(bundle: ModuleType, pipeline: Pipeline, key: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BundleFunction:
+    """The bundle function as its cold start builds it, on the test's moto clients: its
+    dependencies (to hook a client, or to replace one) and the handler made of them."""
+
+    deps: bundle_handler.Dependencies
+    handler: Handler
+
+
+def bundle_function(**changes: Any) -> BundleFunction:
+    """Built from the current environment; ``changes`` replace dependencies."""
+    deps = replace(bundle_handler.Dependencies.from_env(os.environ), **changes)
+    return BundleFunction(deps, bundle_handler.make_handler(deps))
+
+
+def turn(now: datetime | None = None) -> bundle_handler.Turn:
+    """An invocation's turn at ``now`` (default: the clock), as the handler makes one."""
+    return bundle_handler.Turn.of(FakeContext(), now or datetime.now(UTC))
+
+
+def run_request(bundle: BundleFunction, pipeline: Pipeline, key: str) -> dict[str, Any]:
     response: dict[str, Any] = bundle.handler(
         object_event_for(pipeline.s3, pipeline.work, key), FakeContext()
     )
@@ -109,8 +134,8 @@ def work_keys(pipeline: Pipeline) -> set[str]:
 
 
 @pytest.fixture
-def bundle(pipeline: Pipeline) -> ModuleType:
-    return load_handler("bundle")
+def bundle(pipeline: Pipeline) -> BundleFunction:
+    return bundle_function()
 
 
 @pytest.fixture
@@ -128,7 +153,7 @@ def animals(pipeline: Pipeline) -> dict[str, bytes]:
 
 # Matching and contents -------------------------------------------------------------------
 def test_any_bundles_exactly_the_images_with_either_label(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     queue = subscribe(pipeline)
     key = put_request(pipeline, "pets-any", {"labels": ["Dog", "Cat"], "match": "any"})
@@ -184,7 +209,7 @@ def test_any_bundles_exactly_the_images_with_either_label(
 
 
 def test_all_bundles_only_the_images_with_every_label(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     key = put_request(pipeline, "pets-all", {"labels": ["Cat", "Dog"], "match": "all"})
 
@@ -197,7 +222,7 @@ def test_all_bundles_only_the_images_with_every_label(
 
 
 def test_match_defaults_to_any_and_images_are_not_duplicated(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     key = put_request(pipeline, "pets-default", {"labels": ["Dog", "Cat", "Bird"]})
 
@@ -210,7 +235,7 @@ def test_match_defaults_to_any_and_images_are_not_duplicated(
 
 
 def test_non_jpeg_text_entries_are_deflated_and_odd_paths_made_safe(
-    pipeline: Pipeline, bundle: ModuleType
+    pipeline: Pipeline, bundle: BundleFunction
 ) -> None:
     text = b"plain text compresses well " * 200
     archive_image(pipeline, "images/notes/readme.txt", ["Doc"], body=text)
@@ -232,7 +257,7 @@ def test_presigned_url_lifetime_comes_from_configuration(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, animals: dict[str, bytes]
 ) -> None:
     monkeypatch.setenv("BUNDLE_URL_TTL_SECONDS", "3600")
-    bundle = load_handler("bundle")
+    bundle = bundle_function()
     key = put_request(pipeline, "ttl", {"labels": ["Bird"]})
 
     run_request(bundle, pipeline, key)
@@ -250,17 +275,17 @@ def test_presigned_url_lifetime_comes_from_configuration(
 
 
 def test_presigned_url_lifetime_is_capped_at_seven_days(
-    pipeline: Pipeline, bundle: ModuleType
+    pipeline: Pipeline, bundle: BundleFunction
 ) -> None:
     # The handler's own client: it signs with SigV4, whose X-Amz-Expires this checks.
     for ttl, expected in ((604_800, "604800"), (10**7, "604800"), (60, "60")):
-        url = bundle.presigned_zip_url(bundle._s3, pipeline.work, "capped", ttl)
+        url = presigned_zip_url(bundle.deps.s3, pipeline.work, "capped", ttl)
         assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == [expected]
 
 
 # Other outcomes --------------------------------------------------------------------------
 def test_no_match_gives_empty_status_and_notification_but_no_zip(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     queue = subscribe(pipeline)
     key = put_request(pipeline, "unicorns", {"labels": ["Unicorn"]})
@@ -293,7 +318,7 @@ RECIPIENT = "jeanne.dupont-quirrell@example.org"
 )
 def test_a_requests_name_and_recipient_reach_neither_status_manifest_nor_notification(
     pipeline: Pipeline,
-    bundle: ModuleType,
+    bundle: BundleFunction,
     animals: dict[str, bytes],
     request_document: dict[str, Any],
     outcome: str,
@@ -321,7 +346,7 @@ def test_a_requests_name_and_recipient_reach_neither_status_manifest_nor_notific
 
 
 def test_all_with_a_label_nobody_has_is_empty(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     key = put_request(pipeline, "dog-unicorn", {"labels": ["Dog", "Unicorn"], "match": "all"})
 
@@ -332,7 +357,7 @@ def test_all_with_a_label_nobody_has_is_empty(
 
 
 def test_images_gone_from_the_archive_are_left_out_and_listed(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     pipeline.s3.delete_object(Bucket=pipeline.archive, Key="images/dogs/rex.jpg")
     key = put_request(pipeline, "dogs", {"labels": ["Dog"]})
@@ -363,7 +388,7 @@ def test_images_gone_from_the_archive_are_left_out_and_listed(
     ],
 )
 def test_invalid_request_gets_an_error_status_not_a_retry(
-    pipeline: Pipeline, bundle: ModuleType, body: bytes, codes: list[str], fragment: str
+    pipeline: Pipeline, bundle: BundleFunction, body: bytes, codes: list[str], fragment: str
 ) -> None:
     queue = subscribe(pipeline)
     key = put_request(pipeline, "bad", body)
@@ -440,7 +465,7 @@ def test_a_problem_only_the_fast_check_sees_is_still_reported_with_path_and_reas
 
 
 def test_invalid_request_id_gets_an_error_status_inside_bundles(
-    pipeline: Pipeline, bundle: ModuleType
+    pipeline: Pipeline, bundle: BundleFunction
 ) -> None:
     key = put_request(pipeline, "../../etc/passwd", {"labels": ["Dog"]})
     before = work_keys(pipeline)
@@ -458,7 +483,7 @@ def test_invalid_request_id_gets_an_error_status_inside_bundles(
 
 # Delivery semantics ----------------------------------------------------------------------
 def test_duplicate_delivery_notifies_once(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     queue = subscribe(pipeline)
     key = put_request(pipeline, "twice", {"labels": ["Dog"]})
@@ -473,7 +498,7 @@ def test_duplicate_delivery_notifies_once(
 
 
 def test_older_event_after_an_overwrite_is_skipped(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     queue = subscribe(pipeline)
     key = put_request(pipeline, "changed", {"labels": ["Bird"]})
@@ -491,7 +516,7 @@ def test_older_event_after_an_overwrite_is_skipped(
 
 
 def test_new_request_under_the_same_id_rebuilds(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     key = put_request(pipeline, "reused", {"labels": ["Bird"]})
     run_request(bundle, pipeline, key)
@@ -502,8 +527,78 @@ def test_new_request_under_the_same_id_rebuilds(
     assert status_of(pipeline, "reused")["image_count"] == 2
 
 
+class MidBuild:
+    """An S3 client that runs ``meanwhile`` once, synchronously, when it first reads an
+    archived image: its invocation has claimed the bundle and is writing the zip. Two
+    invocations interleave there deterministically, with no thread and no sleep."""
+
+    def __init__(self, s3: Any, archive_bucket: str, meanwhile: Callable[[], None]) -> None:
+        self._s3 = s3
+        self._archive = archive_bucket
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def get_object(self, **kwargs: Any) -> Any:
+        if kwargs["Bucket"] == self._archive and self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+        return self._s3.get_object(**kwargs)
+
+
+def zip_versions(pipeline: Pipeline, bundle_id: str) -> int:
+    key = f"bundles/{bundle_id}.zip"
+    listed = pipeline.s3.list_object_versions(Bucket=pipeline.work, Prefix=key)
+    return len([v for v in listed.get("Versions", []) if v["Key"] == key])
+
+
+def test_a_delivery_that_meets_another_one_building_is_retried_and_the_bundle_built_once(
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
+) -> None:
+    """Two deliveries of one request (S3 and SQS deliver at least once) overlap: the one
+    that finds the bundle claimed fails, and its retry finds the outcome."""
+    queue = subscribe(pipeline)
+    key = put_request(pipeline, "overlap", {"labels": ["Dog"]})
+    event = object_event_for(pipeline.s3, pipeline.work, key)
+    second: list[dict[str, Any]] = []
+
+    def deliver_again() -> None:
+        second.append(bundle.handler(event, FakeContext()))
+
+    first = bundle_handler.make_handler(
+        replace(bundle.deps, s3=MidBuild(bundle.deps.s3, pipeline.archive, deliver_again))
+    )
+    assert first(event, FakeContext()) == {"batchItemFailures": []}
+
+    assert second == [{"batchItemFailures": [{"itemIdentifier": "msg-0"}]}]
+    assert status_of(pipeline, "overlap")["status"] == "ready"
+    assert zip_versions(pipeline, "overlap") == 1
+    run_request(bundle, pipeline, key)  # the retry: a duplicate now
+    assert zip_versions(pipeline, "overlap") == 1
+    assert len(notifications(pipeline, queue, expected=1)) == 1
+
+
+def test_a_claim_left_by_a_killed_run_lapses_at_its_deadline(
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
+) -> None:
+    key = put_request(pipeline, "killed", {"labels": ["Dog"]})
+    etag = pipeline.s3.head_object(Bucket=pipeline.work, Key=key)["ETag"].strip('"')
+    fresh = bundles.new_status("killed", request_key=key, request_etag=etag, created_at="-")
+    # A run killed 10 minutes ago with 5 minutes left: its claim lapsed 4.5 minutes ago.
+    killed = turn(datetime.now(UTC) - timedelta(minutes=10))
+    claimed = bundles.claim(
+        pipeline.s3, pipeline.work, fresh, owner=killed.owner, now=killed.now, until=killed.until
+    )
+    assert claimed is not None
+
+    run_request(bundle, pipeline, key)
+
+    assert status_of(pipeline, "killed")["status"] == "ready"
+
+
 def test_only_created_request_objects_are_acted_on(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     removed = s3_record(pipeline.work, "requests/x.json", event_name="ObjectRemoved:Delete")
     elsewhere = s3_record(pipeline.work, "bundles/x.json", etag="abc")
@@ -515,14 +610,14 @@ def test_only_created_request_objects_are_acted_on(
 
 
 def test_crash_halfway_leaves_nothing_and_a_retry_succeeds(
-    pipeline: Pipeline, bundle: ModuleType, animals: dict[str, bytes]
+    pipeline: Pipeline, bundle: BundleFunction, animals: dict[str, bytes]
 ) -> None:
     # Enough data for a part to be uploaded before the failure.
     for index in range(10):
         archive_image(pipeline, f"images/big/{index:02}.jpg", ["Big"], JPEG_MAGIC + os.urandom(MIB))
     key = put_request(pipeline, "crash", {"labels": ["Big"]})
     event = object_event_for(pipeline.s3, pipeline.work, key)
-    real_get = bundle._s3.get_object
+    real_get = bundle.deps.s3.get_object
     calls = {"count": 0}
 
     def failing_get(**kwargs: Any) -> Any:
@@ -532,14 +627,18 @@ def test_crash_halfway_leaves_nothing_and_a_retry_succeeds(
                 raise ConnectionError("archive read failed")
         return real_get(**kwargs)
 
-    bundle._s3.get_object = failing_get
+    bundle.deps.s3.get_object = failing_get
     try:
         response = bundle.handler(event, FakeContext())
     finally:
-        bundle._s3.get_object = real_get
+        bundle.deps.s3.get_object = real_get
 
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["msg-0"]
-    assert work_keys(pipeline) == {key}
+    # No zip; the status object holds the released claim, which no reader takes for a
+    # status (the API says "pending"), and which a retry takes at once.
+    assert work_keys(pipeline) == {key, bundle_status_key("crash")}
+    assert bundles.read_status(pipeline.s3, pipeline.work, "crash") is None
+    assert status_of(pipeline, "crash")["lease"] is None
     assert pipeline.s3.list_multipart_uploads(Bucket=pipeline.work).get("Uploads", []) == []
 
     run_request(bundle, pipeline, key)
@@ -549,7 +648,7 @@ def test_crash_halfway_leaves_nothing_and_a_retry_succeeds(
 
 # Size and memory -------------------------------------------------------------------------
 def test_large_bundle_goes_through_a_multipart_upload(
-    pipeline: Pipeline, bundle: ModuleType
+    pipeline: Pipeline, bundle: BundleFunction
 ) -> None:
     images = {
         f"images/big/{index:02}.jpg": archive_image(
@@ -604,7 +703,7 @@ class DiskSink:
 
 
 def test_memory_stays_bounded_while_streaming_thirty_megabytes(
-    pipeline: Pipeline, bundle: ModuleType
+    pipeline: Pipeline, bundle: BundleFunction
 ) -> None:
     count = 30
     for index in range(count):
@@ -622,9 +721,7 @@ def test_memory_stays_bounded_while_streaming_thirty_megabytes(
         sink = DiskSink(pipeline.s3, Path(directory) / "bundle.zip")
         tracemalloc.start()
         try:
-            outcome = bundle.process_request(
-                ref, s3=sink, dynamodb=pipeline.dynamodb, sns=pipeline.sns, config=bundle.CONFIG
-            )
+            outcome = bundle_handler.process(replace(bundle.deps, s3=sink), ref, turn())
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

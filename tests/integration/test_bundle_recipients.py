@@ -14,21 +14,25 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from types import ModuleType
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from sluice import request_topics
-from tests.conftest import NOTIFY_TOPIC_PREFIX, FakeContext, Pipeline, load_handler
+from sluice.handlers import bundle as bundle_handler
+from tests.conftest import NOTIFY_TOPIC_PREFIX, FakeContext, Pipeline
 from tests.integration.test_bundle import (
+    BundleFunction,
     archive_image,
+    bundle_function,
     notifications,
     open_zip,
     put_request,
     run_request,
     status_of,
     subscribe,
+    turn,
 )
 from tests.s3events import golden, sqs_batch
 from tests.security_support import CapturedLogs, install_capture, remove_capture
@@ -69,12 +73,11 @@ class Confirmation:
 
 
 @pytest.fixture
-def bundle(pipeline: Pipeline) -> Iterator[ModuleType]:
-    module = load_handler("bundle")
-    level = module.logger.log_level
-    module.logger.setLevel(logging.DEBUG)
-    yield module
-    module.logger.setLevel(level)
+def bundle(pipeline: Pipeline) -> Iterator[BundleFunction]:
+    level = bundle_handler.logger.log_level
+    bundle_handler.logger.setLevel(logging.DEBUG)
+    yield bundle_function()
+    bundle_handler.logger.setLevel(level)
 
 
 @pytest.fixture
@@ -126,13 +129,13 @@ def scheduled_tick() -> dict[str, Any]:
 # --- delivery ---------------------------------------------------------------------------
 def test_an_email_recipient_gets_a_topic_of_its_own_deleted_once_the_link_is_published(
     pipeline: Pipeline,
-    bundle: ModuleType,
+    bundle: BundleFunction,
     dogs: None,
     logs: CapturedLogs,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     operators = subscribe(pipeline)
-    calls = Calls(bundle._sns)
+    calls = Calls(bundle.deps.sns)
     key = put_request(pipeline, "for-a-person", {"labels": ["Dog"], "notify": EMAIL})
 
     run_request(bundle, pipeline, key)
@@ -183,9 +186,9 @@ def test_an_email_recipient_gets_a_topic_of_its_own_deleted_once_the_link_is_pub
 
 
 def test_a_phone_number_is_texted_the_same_way(
-    pipeline: Pipeline, bundle: ModuleType, dogs: None
+    pipeline: Pipeline, bundle: BundleFunction, dogs: None
 ) -> None:
-    calls = Calls(bundle._sns)
+    calls = Calls(bundle.deps.sns)
     key = put_request(pipeline, "for-a-phone", {"labels": ["Dog"], "notify": PHONE})
 
     run_request(bundle, pipeline, key)
@@ -204,9 +207,9 @@ def test_a_phone_number_is_texted_the_same_way(
 
 
 def test_an_empty_bundle_is_announced_to_the_recipient_too(
-    pipeline: Pipeline, bundle: ModuleType, dogs: None
+    pipeline: Pipeline, bundle: BundleFunction, dogs: None
 ) -> None:
-    calls = Calls(bundle._sns)
+    calls = Calls(bundle.deps.sns)
     key = put_request(pipeline, "no-unicorns", {"labels": ["Unicorn"], "notify": EMAIL})
 
     run_request(bundle, pipeline, key)
@@ -218,9 +221,9 @@ def test_an_empty_bundle_is_announced_to_the_recipient_too(
 
 
 def test_a_request_without_notify_creates_no_topic(
-    pipeline: Pipeline, bundle: ModuleType, dogs: None
+    pipeline: Pipeline, bundle: BundleFunction, dogs: None
 ) -> None:
-    calls = Calls(bundle._sns)
+    calls = Calls(bundle.deps.sns)
 
     run_request(bundle, pipeline, put_request(pipeline, "quiet", {"labels": ["Dog"]}))
 
@@ -228,12 +231,66 @@ def test_a_request_without_notify_creates_no_topic(
     assert status_of(pipeline, "quiet")["notification"] is None
 
 
+class Refusal:
+    """SNS refusing the endpoint at ``Subscribe``: HTTP 400 ``InvalidParameter`` (SNS API
+    reference, Subscribe, Errors), its message quoting the endpoint as moto's does for a
+    number it does not take ("Invalid SMS endpoint: <number>")."""
+
+    def __init__(self, sns: Any) -> None:
+        sns.meta.events.register("before-call.sns.Subscribe", self._refuse)
+
+    def _refuse(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+        endpoint = params["body"]["Endpoint"]
+        error = {"Code": "InvalidParameter", "Message": f"Invalid parameter: {endpoint}"}
+        answer = {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return AWSResponse("https://sns.us-east-1.amazonaws.com/", 400, {}, None), answer
+
+
+@pytest.mark.parametrize("address", [EMAIL, PHONE])
+def test_an_address_sns_refuses_gets_an_error_verdict_not_a_retry(
+    pipeline: Pipeline,
+    bundle: BundleFunction,
+    dogs: None,
+    logs: CapturedLogs,
+    capsys: pytest.CaptureFixture[str],
+    address: str,
+) -> None:
+    operators = subscribe(pipeline)
+    Refusal(bundle.deps.sns)
+    calls = Calls(bundle.deps.sns)
+    key = put_request(pipeline, "refused", {"labels": ["Dog"], "notify": address})
+
+    run_request(bundle, pipeline, key)  # no batchItemFailures: nothing to retry
+
+    status = status_of(pipeline, "refused")
+    assert status["status"] == "error"
+    assert [(e["code"], e["path"]) for e in status["errors"]] == [("notify_refused", "$.notify")]
+    assert "InvalidParameter" in status["errors"][0]["message"]
+    assert status["zip_key"] is None
+    assert request_topics_left(pipeline) == []  # created, refused, deleted
+    [notice] = notifications(pipeline, operators, expected=1)
+    assert json.loads(notice["Message"])["errors"] == status["errors"]
+    run_request(bundle, pipeline, key)  # a redelivery finds the verdict
+    assert len(calls.named("Subscribe")) == 1
+    # The address is in the request the requester wrote, and nowhere else.
+    request_versions = {
+        f"s3://{pipeline.work}/{key}?{v['VersionId']}"
+        for v in pipeline.s3.list_object_versions(Bucket=pipeline.work, Prefix=key)["Versions"]
+    }
+    assert {where for where, _ in leaks(everything_stored(pipeline))} == request_versions
+    printed = capsys.readouterr()
+    assert logs.lines(), "the handler logged nothing: the capture is not working"
+    said = {f"log line {n}": line for n, line in enumerate(logs.lines())}
+    said.update(operators=json.dumps(notice), stdout=printed.out, stderr=printed.err)
+    assert leaks(said) == []
+
+
 # --- confirmation, the sweep, expiry ------------------------------------------------------
 def test_an_unconfirmed_email_is_sent_the_link_by_the_sweep_once_confirmed(
-    pipeline: Pipeline, bundle: ModuleType, dogs: None
+    pipeline: Pipeline, bundle: BundleFunction, dogs: None
 ) -> None:
-    confirmation = Confirmation(bundle._sns)
-    calls = Calls(bundle._sns)
+    confirmation = Confirmation(bundle.deps.sns)
+    calls = Calls(bundle.deps.sns)
     key = put_request(pipeline, "later", {"labels": ["Dog"], "notify": EMAIL})
 
     run_request(bundle, pipeline, key)
@@ -260,28 +317,35 @@ def test_an_unconfirmed_email_is_sent_the_link_by_the_sweep_once_confirmed(
 
 
 def test_a_never_confirmed_topic_is_deleted_once_its_request_expires(
-    pipeline: Pipeline, bundle: ModuleType, dogs: None
+    pipeline: Pipeline, bundle: BundleFunction, dogs: None
 ) -> None:
-    Confirmation(bundle._sns)
+    Confirmation(bundle.deps.sns)
     key = put_request(pipeline, "ignored", {"labels": ["Dog"], "notify": EMAIL})
     run_request(bundle, pipeline, key)
     [topic] = request_topics_left(pipeline)
     written = pipeline.s3.head_object(Bucket=pipeline.work, Key=key)["LastModified"]
 
-    before = bundle.sweep(pipeline.s3, bundle._sns, bundle.CONFIG, written + timedelta(hours=23))
+    before = bundle_handler.sweep(bundle.deps, turn(written + timedelta(hours=23)))
     assert (before.expired, before.waiting, request_topics_left(pipeline)) == (0, 1, [topic])
 
-    after = bundle.sweep(pipeline.s3, bundle._sns, bundle.CONFIG, written + timedelta(days=1))
+    after = bundle_handler.sweep(bundle.deps, turn(written + timedelta(days=1)))
     assert (after.expired, request_topics_left(pipeline)) == (1, [])
 
 
-def test_a_function_that_dies_after_subscribing_leaves_nothing_past_the_expiry(
-    pipeline: Pipeline, bundle: ModuleType, dogs: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def dies(*args: Any, **kwargs: Any) -> Any:
-        raise ConnectionError("DynamoDB unreachable")
+class Unreachable:
+    """A client every call of which fails, as when the network to a service is down."""
 
-    monkeypatch.setattr(bundle, "find_images", dies)
+    def __getattr__(self, operation: str) -> Any:
+        def fails(*args: Any, **kwargs: Any) -> Any:
+            raise ConnectionError(f"unreachable ({operation})")
+
+        return fails
+
+
+def test_a_function_that_dies_after_subscribing_leaves_nothing_past_the_expiry(
+    pipeline: Pipeline, dogs: None
+) -> None:
+    bundle = bundle_function(dynamodb=Unreachable())  # the images cannot be matched
     key = put_request(pipeline, "crashed", {"labels": ["Dog"], "notify": EMAIL})
     response = bundle.handler(
         sqs_batch(json.loads(json.dumps(_event(pipeline, key)))), FakeContext()
@@ -290,19 +354,19 @@ def test_a_function_that_dies_after_subscribing_leaves_nothing_past_the_expiry(
     assert len(request_topics_left(pipeline)) == 1  # created and subscribed, then the crash
 
     far = datetime.now(UTC) + timedelta(days=1, minutes=1)
-    report = bundle.sweep(pipeline.s3, bundle._sns, bundle.CONFIG, far)
+    report = bundle_handler.sweep(bundle.deps, turn(far))
 
     assert report.expired == 1
     assert request_topics_left(pipeline) == []
 
 
 def test_a_failing_sweep_is_handed_back_and_requests_in_the_batch_still_served(
-    pipeline: Pipeline, bundle: ModuleType, dogs: None, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, bundle: BundleFunction, dogs: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def fails(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("SNS unreachable")
 
-    monkeypatch.setattr(bundle, "sweep", fails)
+    monkeypatch.setattr(bundle_handler, "sweep", fails)
     key = put_request(pipeline, "beside", {"labels": ["Dog"]})
     batch = sqs_batch(golden("eventbridge_scheduled.json"), _event(pipeline, key))
 

@@ -11,27 +11,33 @@ documentation (tests/events/eventbridge_scheduled.json).
 from __future__ import annotations
 
 import json
-from datetime import timedelta
-from types import ModuleType
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from sluice import restores
+from sluice.handlers.bundle import make_handler, sweep
 from sluice.keys import image_id
 from sluice.labels import add_membership
-from tests.conftest import FakeContext, Pipeline, load_handler
+from tests.conftest import FakeContext, Pipeline
 from tests.integration.test_bundle import (
     JPEG_MAGIC,
+    BundleFunction,
+    MidBuild,
+    bundle_function,
     notifications,
     open_zip,
     put_request,
     run_request,
     status_of,
     subscribe,
+    turn,
     work_keys,
+    zip_versions,
 )
-from tests.s3events import golden, sqs_batch
+from tests.s3events import golden, object_event_for, sqs_batch
 
 
 class SlowRestores:
@@ -75,15 +81,15 @@ def calls_of(client: Any, operation: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def bundle(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+def bundle(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> BundleFunction:
     monkeypatch.setenv("ARCHIVE_COLD_STORAGE", "glacier")
     monkeypatch.setenv("RESTORE_TIER", "Bulk")
     monkeypatch.setenv("RESTORE_DAYS", "2")
-    return load_handler("bundle")
+    return bundle_function()
 
 
 def test_a_bundle_over_glacier_images_restores_them_then_is_made(
-    pipeline: Pipeline, bundle: ModuleType
+    pipeline: Pipeline, bundle: BundleFunction
 ) -> None:
     operators = subscribe(pipeline)
     bodies = {
@@ -91,8 +97,8 @@ def test_a_bundle_over_glacier_images_restores_them_then_is_made(
         "images/cold/b.jpg": store(pipeline, "images/cold/b.jpg", "Dog", "GLACIER"),
         "images/warm/c.jpg": store(pipeline, "images/warm/c.jpg", "Dog"),
     }
-    slow = SlowRestores(bundle._s3)
-    restore_calls = calls_of(bundle._s3, "RestoreObject")
+    slow = SlowRestores(bundle.deps.s3)
+    restore_calls = calls_of(bundle.deps.s3, "RestoreObject")
     key = put_request(pipeline, "cold-dogs", {"labels": ["Dog"], "notify": "a@example.org"})
     written = pipeline.s3.head_object(Bucket=pipeline.work, Key=key)["LastModified"]
 
@@ -118,7 +124,7 @@ def test_a_bundle_over_glacier_images_restores_them_then_is_made(
 
     # Due, still under way: no second RestoreObject, and the next check is further away.
     first = written + timedelta(minutes=6)
-    bundle.sweep(bundle._s3, bundle._sns, bundle.CONFIG, first, dynamodb=pipeline.dynamodb)
+    sweep(bundle.deps, turn(first))
     assert status_of(pipeline, "cold-dogs")["status"] == "restoring"
     assert len(restore_calls) == 2
     marker = restores.read_marker(pipeline.s3, pipeline.work, "cold-dogs")
@@ -127,7 +133,7 @@ def test_a_bundle_over_glacier_images_restores_them_then_is_made(
 
     slow.finish()
     done = first + timedelta(minutes=11)
-    bundle.sweep(bundle._s3, bundle._sns, bundle.CONFIG, done, dynamodb=pipeline.dynamodb)
+    sweep(bundle.deps, turn(done))
 
     status = status_of(pipeline, "cold-dogs")
     assert status["status"] == "ready"
@@ -144,19 +150,19 @@ def test_a_bundle_over_glacier_images_restores_them_then_is_made(
 
     # Nothing left for a later sweep to do.
     later = done + timedelta(hours=3)
-    bundle.sweep(bundle._s3, bundle._sns, bundle.CONFIG, later, dynamodb=pipeline.dynamodb)
+    sweep(bundle.deps, turn(later))
     assert notifications(pipeline, operators, expected=0) == []
 
 
 def test_a_restore_already_under_way_is_not_asked_for_again(
-    pipeline: Pipeline, bundle: ModuleType
+    pipeline: Pipeline, bundle: BundleFunction
 ) -> None:
     store(pipeline, "images/cold/a.jpg", "Dog", "GLACIER")
     pipeline.s3.restore_object(
         Bucket=pipeline.archive, Key="images/cold/a.jpg", RestoreRequest={"Days": 1}
     )
-    SlowRestores(bundle._s3)
-    restore_calls = calls_of(bundle._s3, "RestoreObject")
+    SlowRestores(bundle.deps.s3)
+    restore_calls = calls_of(bundle.deps.s3, "RestoreObject")
 
     run_request(bundle, pipeline, put_request(pipeline, "asked", {"labels": ["Dog"]}))
 
@@ -168,14 +174,90 @@ def test_an_environment_without_cold_storage_never_looks_first(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ARCHIVE_COLD_STORAGE", raising=False)
-    bundle = load_handler("bundle")
+    bundle = bundle_function()
     store(pipeline, "images/warm/c.jpg", "Dog")
-    heads = calls_of(bundle._s3, "HeadObject")
+    heads = calls_of(bundle.deps.s3, "HeadObject")
 
     run_request(bundle, pipeline, put_request(pipeline, "warm", {"labels": ["Dog"]}))
 
     assert heads == []
     assert status_of(pipeline, "warm")["restore"] is None
+
+
+# The sweep and an S3 redelivery of one restoring request -----------------------------------
+@pytest.fixture
+def restoring(pipeline: Pipeline, bundle: BundleFunction) -> tuple[str, datetime]:
+    """A request with a recipient, waiting for two Glacier images since ``written``; then
+    the restores finish (AWS: hours later). Returns the request key and ``written``."""
+    store(pipeline, "images/cold/a.jpg", "Dog", "GLACIER")
+    store(pipeline, "images/cold/b.jpg", "Dog", "GLACIER")
+    slow = SlowRestores(bundle.deps.s3)
+    key = put_request(pipeline, "raced", {"labels": ["Dog"], "notify": "a@example.org"})
+    written = pipeline.s3.head_object(Bucket=pipeline.work, Key=key)["LastModified"]
+    first = make_handler(replace(bundle.deps, clock=lambda: written))
+    assert first(object_event_for(pipeline.s3, pipeline.work, key), FakeContext()) == {
+        "batchItemFailures": []
+    }
+    assert status_of(pipeline, "raced")["status"] == "restoring"
+    slow.finish()
+    return key, written
+
+
+def test_a_redelivery_during_the_sweeps_build_is_retried_and_the_bundle_built_once(
+    pipeline: Pipeline, bundle: BundleFunction, restoring: tuple[str, datetime]
+) -> None:
+    key, written = restoring
+    operators = subscribe(pipeline)
+    recipient = calls_of(bundle.deps.sns, "Publish")
+    redelivered: list[dict[str, Any]] = []
+    redelivery = make_handler(replace(bundle.deps, clock=lambda: written + timedelta(minutes=6)))
+
+    def redeliver() -> None:
+        event = object_event_for(pipeline.s3, pipeline.work, key)
+        redelivered.append(redelivery(event, FakeContext()))
+
+    # The sweep serves the due request and, while it writes the zip, S3 redelivers it.
+    mid_build = MidBuild(bundle.deps.s3, pipeline.archive, redeliver)
+    sweep(replace(bundle.deps, s3=mid_build), turn(written + timedelta(minutes=6)))
+
+    assert redelivered == [{"batchItemFailures": [{"itemIdentifier": "msg-0"}]}]
+    assert status_of(pipeline, "raced")["status"] == "ready"
+    # The redelivery's retry finds the outcome.
+    run_request(bundle, pipeline, key)
+    assert zip_versions(pipeline, "raced") == 1
+    assert len(notifications(pipeline, operators, expected=1)) == 1
+    assert len([c for c in recipient if c["TopicArn"] != pipeline.topic_arn]) == 1
+    assert restores.read_marker(pipeline.s3, pipeline.work, "raced") is None
+
+
+def test_a_sweep_during_a_redeliverys_build_leaves_the_bundle_to_it(
+    pipeline: Pipeline, bundle: BundleFunction, restoring: tuple[str, datetime]
+) -> None:
+    key, written = restoring
+    operators = subscribe(pipeline)
+    recipient = calls_of(bundle.deps.sns, "Publish")
+    reports: list[Any] = []
+
+    def sweep_now() -> None:
+        reports.append(sweep(bundle.deps, turn(written + timedelta(minutes=7))))
+
+    # S3 redelivers the request after the first check was due; while it writes the zip,
+    # the scheduled sweep comes.
+    mid_build = MidBuild(bundle.deps.s3, pipeline.archive, sweep_now)
+    at_six = replace(bundle.deps, s3=mid_build, clock=lambda: written + timedelta(minutes=6))
+    event = object_event_for(pipeline.s3, pipeline.work, key)
+    assert make_handler(at_six)(event, FakeContext()) == {"batchItemFailures": []}
+
+    assert len(reports) == 1
+    assert status_of(pipeline, "raced")["status"] == "ready"
+    assert zip_versions(pipeline, "raced") == 1
+    # The sweep left its marker (the build was not its own); the next one removes it.
+    assert restores.read_marker(pipeline.s3, pipeline.work, "raced") is not None
+    sweep(bundle.deps, turn(written + timedelta(minutes=8)))
+    assert restores.read_marker(pipeline.s3, pipeline.work, "raced") is None
+    assert zip_versions(pipeline, "raced") == 1
+    assert len(notifications(pipeline, operators, expected=1)) == 1
+    assert len([c for c in recipient if c["TopicArn"] != pipeline.topic_arn]) == 1
 
 
 # What HeadObject answers (S3 API reference), and what is asked for each archive -----------

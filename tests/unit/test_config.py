@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sluice.config import (
@@ -12,7 +14,8 @@ from sluice.config import (
     env_int_list,
     env_str,
 )
-from tests.conftest import load_handler
+from sluice.handlers.bundle import Dependencies
+from sluice.settings import BundleSettings
 
 
 def test_env_str_value_is_stripped() -> None:
@@ -107,11 +110,16 @@ def bundle_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
+def bundle_cold_start() -> BundleSettings:
+    """What the bundle function's cold start builds (settings and clients), its settings."""
+    return Dependencies.from_env(os.environ).settings
+
+
 def test_bundle_cold_start_reads_its_configuration(bundle_env: pytest.MonkeyPatch) -> None:
     bundle_env.setenv("BUNDLE_URL_TTL_SECONDS", "3600")
     bundle_env.setenv("BUNDLE_EXPIRATION_DAYS", "7")
 
-    config = load_handler("bundle").CONFIG
+    config = bundle_cold_start()
 
     assert config.work_bucket == "work"
     assert config.archive_bucket == "archive"
@@ -124,7 +132,7 @@ def test_bundle_cold_start_reads_its_configuration(bundle_env: pytest.MonkeyPatc
 
 
 def test_bundle_url_lifetime_defaults_to_one_day(bundle_env: pytest.MonkeyPatch) -> None:
-    assert load_handler("bundle").CONFIG.url_ttl_seconds == 86400
+    assert bundle_cold_start().url_ttl_seconds == 86400
 
 
 @pytest.mark.parametrize("raw", ["0", "-5", "604801", "one day", "86400.5"])
@@ -134,7 +142,7 @@ def test_bundle_cold_start_rejects_bad_url_lifetime(
     bundle_env.setenv("BUNDLE_URL_TTL_SECONDS", raw)
 
     with pytest.raises(ConfigError, match="BUNDLE_URL_TTL_SECONDS"):
-        load_handler("bundle")
+        bundle_cold_start()
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLE_ENV))
@@ -144,4 +152,4 @@ def test_bundle_cold_start_names_a_missing_variable(
     bundle_env.delenv(name)
 
     with pytest.raises(ConfigError, match=f"{name} is required"):
-        load_handler("bundle")
+        bundle_cold_start()

@@ -23,7 +23,7 @@ PREFIXES: dict[str, dict[str, str]] = json.loads((PACKAGE / "keys.json").read_te
 ALL_PREFIXES = sorted({prefix for names in PREFIXES.values() for prefix in names.values()})
 
 NOT_KEYS = {
-    ("handlers/bundle.py", "images/"): "the folder inside a bundle's zip, not an S3 key",
+    ("bundle_contents.py", "images/"): "the folder inside a bundle's zip, not an S3 key",
 }
 """Literals that look like a prefix but name something else, with the reason."""
 
