@@ -17,6 +17,11 @@ locals {
     }
   }
 
+  # What the transform writes for an input beside its receipt (PROCESSED), and where the
+  # archive handler keeps an input's current copy (ARCHIVE; older versions: superseded/).
+  input_outputs   = [local.objects.processed.data, local.objects.processed.errors, local.objects.processed.thumbnails]
+  archived_copies = [local.objects.archive.images, local.objects.archive.data, local.objects.archive.rejected]
+
   # Multipart writes (streamed outputs, server-side copies of large objects) abort their
   # upload when they fail, so that needs its own action beside PutObject.
   put_object_actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
@@ -126,14 +131,9 @@ data "aws_iam_policy_document" "remove_deleted_inputs" {
   }
 
   statement {
-    sid     = "RemoveDeletedInputsOutputs"
-    actions = ["s3:DeleteObject"]
-    resources = [
-      local.objects.processed.receipts,
-      local.objects.processed.data,
-      local.objects.processed.errors,
-      local.objects.processed.thumbnails,
-    ]
+    sid       = "RemoveDeletedInputsOutputs"
+    actions   = ["s3:DeleteObject"]
+    resources = concat([local.objects.processed.receipts], local.input_outputs)
   }
 }
 
@@ -163,40 +163,27 @@ data "aws_iam_policy_document" "transform" {
   }
 
   statement {
-    sid     = "WriteProcessedOutputs"
-    actions = local.put_object_actions
-    resources = [
-      local.objects.processed.data,
-      local.objects.processed.errors,
-      local.objects.processed.thumbnails,
-      local.objects.processed.receipts,
-    ]
+    sid       = "WriteProcessedOutputs"
+    actions   = local.put_object_actions
+    resources = concat(local.input_outputs, [local.objects.processed.receipts])
   }
 
   # A new version of an input can produce fewer outputs than the one before (a fixed file
   # has no errors report, a now-rejected image no thumbnails): the stale ones are found
   # with HeadObject and removed.
   statement {
-    sid     = "ReplaceStaleOutputs"
-    actions = ["s3:GetObject", "s3:DeleteObject"]
-    resources = [
-      local.objects.processed.data,
-      local.objects.processed.errors,
-      local.objects.processed.thumbnails,
-    ]
+    sid       = "ReplaceStaleOutputs"
+    actions   = ["s3:GetObject", "s3:DeleteObject"]
+    resources = local.input_outputs
   }
 
   # A version deleted from RAW while it was transformed wrote over the outputs of the
   # key's archived version (same names): they are copied back from their own versions
   # (PROCESSED is versioned), found by listing the key's versions.
   statement {
-    sid     = "RestoreOverwrittenOutputs"
-    actions = ["s3:GetObjectVersion"]
-    resources = [
-      local.objects.processed.data,
-      local.objects.processed.errors,
-      local.objects.processed.thumbnails,
-    ]
+    sid       = "RestoreOverwrittenOutputs"
+    actions   = ["s3:GetObjectVersion"]
+    resources = local.input_outputs
   }
 
   statement {
@@ -264,13 +251,9 @@ data "aws_iam_policy_document" "archive" {
   # A copy of an older version under a key's current names is kept under superseded/,
   # then made noncurrent (a delete marker; the bucket is versioned).
   statement {
-    sid     = "SupersedeArchivedCopies"
-    actions = ["s3:DeleteObject"]
-    resources = [
-      local.objects.archive.images,
-      local.objects.archive.data,
-      local.objects.archive.rejected,
-    ]
+    sid       = "SupersedeArchivedCopies"
+    actions   = ["s3:DeleteObject"]
+    resources = local.archived_copies
   }
 
   # A key whose newest version is a rejected image withdraws the older image from the
@@ -292,25 +275,15 @@ data "aws_iam_policy_document" "archive" {
   # Destination of the copy. Copies replace tags with none (TaggingDirective REPLACE), so
   # neither GetObjectTagging on RAW nor PutObjectTagging here is needed.
   statement {
-    sid     = "WriteArchive"
-    actions = local.put_object_actions
-    resources = [
-      local.objects.archive.images,
-      local.objects.archive.data,
-      local.objects.archive.rejected,
-      local.objects.archive.superseded,
-    ]
+    sid       = "WriteArchive"
+    actions   = local.put_object_actions
+    resources = concat(local.archived_copies, [local.objects.archive.superseded])
   }
 
   statement {
-    sid     = "VerifyArchive"
-    actions = ["s3:GetObject", "s3:GetObjectVersion"]
-    resources = [
-      local.objects.archive.images,
-      local.objects.archive.data,
-      local.objects.archive.rejected,
-      local.objects.archive.superseded,
-    ]
+    sid       = "VerifyArchive"
+    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = concat(local.archived_copies, [local.objects.archive.superseded])
   }
 }
 
