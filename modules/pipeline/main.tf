@@ -149,16 +149,36 @@ locals {
   }
 }
 
-# --- Encryption key ------------------------------------------------------------------------
+# --- Encryption keys -----------------------------------------------------------------------
 
 # With kms_cmk_enabled the environment's data at rest (buckets, tables, queues) is under a
 # key of its own: its use shows in CloudTrail, it can be disabled to cut off all access, and
-# rotation is on. The key policy only (1) makes the account root the administrator, which is
-# what lets IAM policies grant its use (each function role gets Decrypt for its queue from
-# modules/lambda, Decrypt/GenerateDataKey for the buckets from policies.tf), and (2) lets S3 encrypt the event notifications it sends to the
-# encrypted queues of this account. DynamoDB uses the key through grants it creates itself.
-data "aws_iam_policy_document" "data_key" {
-  count = var.kms_cmk_enabled ? 1 : 0
+# rotation is on. CloudWatch alarms cannot publish to a topic encrypted with the AWS managed
+# SNS key (its key policy does not admit cloudwatch.amazonaws.com), so the alerts topic has
+# a key of its own too. Each key's policy only makes the account root its administrator,
+# which is what lets IAM policies grant its use (each function role gets Decrypt for its
+# queue from modules/lambda, Decrypt/GenerateDataKey for the buckets from policies.tf), and
+# lets the AWS services below use it for this account (aws:SourceAccount). DynamoDB uses
+# the data key through grants it creates itself.
+locals {
+  key_policies = {
+    for key, policy in {
+      data = {
+        actions = ["kms:Decrypt", "kms:GenerateDataKey"]
+        # By statement id: S3 encrypts the event notifications it sends to the encrypted
+        # queues, and the sweep rule its scheduled events to the bundle queue.
+        services = { EventBridgeSchedulesEncryptedQueues = "events", S3NotifiesEncryptedQueues = "s3" }
+      }
+      alerts = {
+        actions  = ["kms:Decrypt", "kms:GenerateDataKey*"]
+        services = { CloudWatchAlarmsPublish = "cloudwatch" }
+      }
+    } : key => policy if key != "data" || var.kms_cmk_enabled
+  }
+}
+
+data "aws_iam_policy_document" "key" {
+  for_each = local.key_policies
 
   #checkov:skip=CKV_AWS_109:A key policy's Resource "*" means this key only; the account root keeps administration as AWS requires.
   #checkov:skip=CKV_AWS_111:A key policy's Resource "*" means this key only.
@@ -174,38 +194,24 @@ data "aws_iam_policy_document" "data_key" {
     }
   }
 
-  # The sweep rule sends its scheduled events to the (encrypted) bundle queue.
-  statement {
-    sid       = "EventBridgeSchedulesEncryptedQueues"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = ["*"]
+  dynamic "statement" {
+    for_each = each.value.services
 
-    principals {
-      type        = "Service"
-      identifiers = ["events.amazonaws.com"]
-    }
+    content {
+      sid       = statement.key
+      actions   = each.value.actions
+      resources = ["*"]
 
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
+      principals {
+        type        = "Service"
+        identifiers = ["${statement.value}.amazonaws.com"]
+      }
 
-  statement {
-    sid       = "S3NotifiesEncryptedQueues"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = ["*"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["s3.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
+      condition {
+        test     = "StringEquals"
+        variable = "aws:SourceAccount"
+        values   = [local.account_id]
+      }
     }
   }
 }
@@ -216,7 +222,7 @@ resource "aws_kms_key" "data" {
   description             = "Encrypts the ${local.name} buckets, tables and queues."
   enable_key_rotation     = true
   deletion_window_in_days = 30
-  policy                  = data.aws_iam_policy_document.data_key[0].json
+  policy                  = data.aws_iam_policy_document.key["data"].json
   tags                    = local.tags
 
   lifecycle {
@@ -647,46 +653,12 @@ resource "aws_sns_topic_policy" "bundles" {
   policy = data.aws_iam_policy_document.bundles_topic.json
 }
 
-# CloudWatch alarms cannot publish to a topic encrypted with the AWS managed SNS key (its key
-# policy does not admit cloudwatch.amazonaws.com), so the alerts topic has its own key.
-data "aws_iam_policy_document" "alerts_key" {
-  #checkov:skip=CKV_AWS_109:A key policy's Resource "*" means this key only; the account root keeps administration as AWS requires.
-  #checkov:skip=CKV_AWS_111:A key policy's Resource "*" means this key only.
-  #checkov:skip=CKV_AWS_356:A key policy's Resource "*" means this key only.
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
-    }
-  }
-
-  statement {
-    sid       = "CloudWatchAlarmsPublish"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
-    resources = ["*"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["cloudwatch.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-}
-
+# The alerts topic's own key (policy: "Encryption keys" above).
 resource "aws_kms_key" "alerts" {
   description             = "Encrypts the ${local.name} alerts topic; usable by CloudWatch alarms."
   enable_key_rotation     = true
   deletion_window_in_days = 7
-  policy                  = data.aws_iam_policy_document.alerts_key.json
+  policy                  = data.aws_iam_policy_document.key["alerts"].json
   tags                    = local.tags
 }
 
