@@ -34,7 +34,7 @@ from sluice.local.stack.terraform import PARALLELISM
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "terraform"
-MODULES = ("s3", "iam", "lambda", "layers", "dynamodb", "notifications", "auth", "api", "pipeline")
+MODULES = ("s3", "lambda", "layers", "dynamodb", "notifications", "auth", "api", "pipeline")
 FUNCTIONS = ("transform", "archive", "tag", "bundle")
 PLUGIN_CACHE_DIR = workdir.plugin_cache(REPO_ROOT)
 COMMAND_TIMEOUT_SECONDS = 600

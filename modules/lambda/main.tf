@@ -1,8 +1,9 @@
 # One handler: its queue (redriving to the environment's dead-letter queue), its log group,
-# the function, and the event source mapping that feeds the queue to the function with
-# partial batch responses. Without queue_trigger (the api function, invoked by API Gateway)
-# only the log group and the function. With snap_start, every change publishes a version, the `live`
-# alias follows it and the mapping invokes the alias: SnapStart only applies to versions.
+# its execution role, the function, and the event source mapping that feeds the queue to
+# the function with partial batch responses. Without queue_trigger (the api function,
+# invoked by API Gateway) only the log group, the role and the function. With snap_start,
+# every change publishes a version, the `live` alias follows it and the mapping invokes the
+# alias: SnapStart only applies to versions.
 
 locals {
   # AWS guidance for SQS event sources: at least six times the function timeout, plus the
@@ -55,6 +56,77 @@ resource "aws_cloudwatch_log_group" "this" {
   tags              = var.tags
 }
 
+# --- Execution role --------------------------------------------------------------------------
+
+# The role is the function's own (as in terraform-aws-modules/lambda): its queue, log group
+# and the queue's key are granted here from those resources' own ARNs; what the handler's
+# code does beyond them comes in as policy_json, written by the caller, which knows the
+# buckets, tables and topics. Both go into one inline policy named after the function.
+data "aws_iam_policy_document" "assume_role" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "this" {
+  name               = var.function_name
+  description        = coalesce(var.role_description, "Execution role of the ${var.function_name} function.")
+  assume_role_policy = data.aws_iam_policy_document.assume_role.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "own" {
+  # The Lambda service polls the queue with the function's role.
+  dynamic "statement" {
+    for_each = aws_sqs_queue.this[*].arn
+
+    content {
+      sid = "ConsumeOwnQueue"
+      actions = [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
+      ]
+      resources = [statement.value]
+    }
+  }
+
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.this.arn}:*"]
+  }
+
+  # Messages of a queue under a customer managed key are decrypted with the role's rights.
+  dynamic "statement" {
+    for_each = var.queue_trigger && var.queue_kms_key_arn != null ? [var.queue_kms_key_arn] : []
+
+    content {
+      sid       = "DecryptOwnQueue"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "this" {
+  source_policy_documents = compact([data.aws_iam_policy_document.own.json, var.policy_json])
+}
+
+resource "aws_iam_role_policy" "this" {
+  name   = var.function_name
+  role   = aws_iam_role.this.id
+  policy = data.aws_iam_policy_document.this.json
+}
+
+# --- Function ----------------------------------------------------------------------------------
+
 resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_116:The function is fed by SQS; failed messages go to the queue's dead-letter queue, so a function DLQ would never receive anything.
   #checkov:skip=CKV_AWS_117:The handlers only call AWS APIs; a VPC would add NAT or endpoints and protect nothing.
@@ -63,7 +135,7 @@ resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_115:Concurrency is bounded by the event source mapping's maximum_concurrency; reserved concurrency would take from the account's unreserved pool.
   #checkov:skip=CKV_AWS_173:The environment holds only resource names, no secrets; Lambda encrypts it at rest with an AWS managed key.
   function_name    = var.function_name
-  role             = var.role_arn
+  role             = aws_iam_role.this.arn
   handler          = var.handler
   runtime          = var.runtime
   architectures    = [var.architecture]
@@ -91,8 +163,9 @@ resource "aws_lambda_function" "this" {
   }
 
   # The log group (with its retention) must exist before the function's first log line
-  # makes Lambda create one without retention.
-  depends_on = [aws_cloudwatch_log_group.this]
+  # makes Lambda create one without retention; the role's policy before the function (and
+  # so before the mapping, which AWS refuses unless the role may already read the queue).
+  depends_on = [aws_cloudwatch_log_group.this, aws_iam_role_policy.this]
 }
 
 resource "aws_lambda_alias" "live" {

@@ -8,6 +8,21 @@ output "function_arn" {
   value       = aws_lambda_function.this.arn
 }
 
+output "role_arn" {
+  description = "ARN of the function's execution role (its inline policy may still be on its way; the function and its mapping wait for it)."
+  value       = aws_iam_role.this.arn
+}
+
+output "role_name" {
+  description = "Name of the function's execution role (the function's name)."
+  value       = aws_iam_role.this.name
+}
+
+output "role_policy_json" {
+  description = "The role's inline policy: the module's own statements (queue, log group, queue key) merged with policy_json."
+  value       = data.aws_iam_policy_document.this.json
+}
+
 output "invoked_function_arn" {
   description = "ARN the event source mapping (or API Gateway) invokes: the `live` alias with snap_start, else the function."
   value       = local.invoked_function_arn

@@ -8,9 +8,16 @@ variable "handler" {
   type        = string
 }
 
-variable "role_arn" {
-  description = "ARN of the execution role (its policy must already allow reading the queue)."
+variable "role_description" {
+  description = "Description of the function's execution role (named after the function); null says whose role it is."
   type        = string
+  default     = null
+}
+
+variable "policy_json" {
+  description = "IAM policy document (JSON, e.g. an aws_iam_policy_document's json) with what the handler's code may do beyond its own queue, log group and queue key, which the module grants itself; merged into the role's inline policy. Its statement ids must differ from ConsumeOwnQueue, WriteOwnLogs and DecryptOwnQueue. null: the module's statements only."
+  type        = string
+  default     = null
 }
 
 variable "code_zip_path" {

@@ -62,16 +62,6 @@ locals {
     )
   }
 
-  # The roles name each function's queue and log group by ARN. They are derived from the
-  # names the lambda module gives them (both are named after the function) rather than
-  # read from its outputs: the functions need the roles, so reading back would be a cycle.
-  function_resource_arns = {
-    for function in keys(local.function_defaults) : function => {
-      queue_arn     = "arn:${local.partition}:sqs:${local.region}:${local.account_id}:${local.name}-${function}"
-      log_group_arn = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/lambda/${local.name}-${function}"
-    }
-  }
-
   # Cold storage of archived images (var.archive_cold_storage): the bucket's tiering or
   # transition, and what the bundle handler must know to restore (sluice.restores).
   cold_storage = var.archive_cold_storage == null ? "none" : var.archive_cold_storage.mode
@@ -92,7 +82,6 @@ locals {
     { memory_size = 512, timeout = 29 },
     { for key, value in try(var.functions["api"], {}) : key => value if value != null && contains(["memory_size", "timeout"], key) },
   )
-  api_log_group_arn = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/lambda/${local.name}-api"
 
   common_environment = {
     SLUICE_ENV           = var.environment
@@ -143,7 +132,7 @@ locals {
       RESTORE_DAYS = var.archive_cold_storage == null ? null : tostring(var.archive_cold_storage.restore_days)
     }
     api = {
-      UPLOAD_ROLE_ARN        = module.iam.upload_role_arn
+      UPLOAD_ROLE_ARN        = local.upload_role_arn
       MAX_UPLOAD_BYTES       = tostring(var.max_upload_bytes)
       MAX_DATA_BYTES         = tostring(var.max_data_bytes)
       UPLOAD_URL_TTL_SECONDS = tostring(var.upload_url_ttl_seconds)
@@ -160,16 +149,36 @@ locals {
   }
 }
 
-# --- Encryption key ------------------------------------------------------------------------
+# --- Encryption keys -----------------------------------------------------------------------
 
 # With kms_cmk_enabled the environment's data at rest (buckets, tables, queues) is under a
 # key of its own: its use shows in CloudTrail, it can be disabled to cut off all access, and
-# rotation is on. The key policy only (1) makes the account root the administrator, which is
-# what lets IAM policies grant its use (the function roles get Decrypt/GenerateDataKey on
-# this key in modules/iam), and (2) lets S3 encrypt the event notifications it sends to the
-# encrypted queues of this account. DynamoDB uses the key through grants it creates itself.
-data "aws_iam_policy_document" "data_key" {
-  count = var.kms_cmk_enabled ? 1 : 0
+# rotation is on. CloudWatch alarms cannot publish to a topic encrypted with the AWS managed
+# SNS key (its key policy does not admit cloudwatch.amazonaws.com), so the alerts topic has
+# a key of its own too. Each key's policy only makes the account root its administrator,
+# which is what lets IAM policies grant its use (each function role gets Decrypt for its
+# queue from modules/lambda, Decrypt/GenerateDataKey for the buckets from policies.tf), and
+# lets the AWS services below use it for this account (aws:SourceAccount). DynamoDB uses
+# the data key through grants it creates itself.
+locals {
+  key_policies = {
+    for key, policy in {
+      data = {
+        actions = ["kms:Decrypt", "kms:GenerateDataKey"]
+        # By statement id: S3 encrypts the event notifications it sends to the encrypted
+        # queues, and the sweep rule its scheduled events to the bundle queue.
+        services = { EventBridgeSchedulesEncryptedQueues = "events", S3NotifiesEncryptedQueues = "s3" }
+      }
+      alerts = {
+        actions  = ["kms:Decrypt", "kms:GenerateDataKey*"]
+        services = { CloudWatchAlarmsPublish = "cloudwatch" }
+      }
+    } : key => policy if key != "data" || var.kms_cmk_enabled
+  }
+}
+
+data "aws_iam_policy_document" "key" {
+  for_each = local.key_policies
 
   #checkov:skip=CKV_AWS_109:A key policy's Resource "*" means this key only; the account root keeps administration as AWS requires.
   #checkov:skip=CKV_AWS_111:A key policy's Resource "*" means this key only.
@@ -185,38 +194,24 @@ data "aws_iam_policy_document" "data_key" {
     }
   }
 
-  # The sweep rule sends its scheduled events to the (encrypted) bundle queue.
-  statement {
-    sid       = "EventBridgeSchedulesEncryptedQueues"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = ["*"]
+  dynamic "statement" {
+    for_each = each.value.services
 
-    principals {
-      type        = "Service"
-      identifiers = ["events.amazonaws.com"]
-    }
+    content {
+      sid       = statement.key
+      actions   = each.value.actions
+      resources = ["*"]
 
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
+      principals {
+        type        = "Service"
+        identifiers = ["${statement.value}.amazonaws.com"]
+      }
 
-  statement {
-    sid       = "S3NotifiesEncryptedQueues"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = ["*"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["s3.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
+      condition {
+        test     = "StringEquals"
+        variable = "aws:SourceAccount"
+        values   = [local.account_id]
+      }
     }
   }
 }
@@ -227,7 +222,7 @@ resource "aws_kms_key" "data" {
   description             = "Encrypts the ${local.name} buckets, tables and queues."
   enable_key_rotation     = true
   deletion_window_in_days = 30
-  policy                  = data.aws_iam_policy_document.data_key[0].json
+  policy                  = data.aws_iam_policy_document.key["data"].json
   tags                    = local.tags
 
   lifecycle {
@@ -344,13 +339,16 @@ module "function" {
 
   function_name = "${local.name}-${each.key}"
   handler       = "sluice.handlers.${each.key}.handler"
-  role_arn      = module.iam.role_arns[each.key]
   code_zip_path = local.code_zip_path
   layer_arns    = [module.layer.layer_version_arn]
   architecture  = var.architecture
   memory_size   = each.value.memory_size
   timeout       = each.value.timeout
   tags          = local.tags
+
+  # The role, with its queue, log group and queue key; the rest of its grants: policies.tf.
+  role_description = "Execution role of the sluice ${each.key} handler."
+  policy_json      = local.handler_policies[each.key]
 
   environment_variables = merge(
     local.function_environment[each.key],
@@ -369,41 +367,6 @@ module "function" {
   maximum_concurrency                = each.value.maximum_concurrency
   event_source_mapping_enabled       = var.event_source_mappings_enabled
   snap_start                         = var.snap_start
-}
-
-module "iam" {
-  source = "../iam"
-
-  name_prefix       = local.name
-  key_prefixes      = var.key_prefixes
-  functions         = local.function_resource_arns
-  api_enabled       = var.api_enabled
-  api_log_group_arn = local.api_log_group_arn
-  bucket_arns = {
-    raw       = module.bucket["raw"].bucket_arn
-    processed = module.bucket["processed"].bucket_arn
-    archive   = module.bucket["archive"].bucket_arn
-    work      = module.bucket["work"].bucket_arn
-  }
-  images_table_arn    = module.images_table.table_arn
-  labels_table_arn    = module.labels_table.table_arn
-  bundle_topic_arn    = aws_sns_topic.bundles.arn
-  rekognition_enabled = var.labeler == "rekognition"
-
-  cold_storage_enabled       = local.cold_storage != "none"
-  request_topics_arn_pattern = "arn:${local.partition}:sns:${local.region}:${local.account_id}:${local.request_topic_prefix}*"
-  kms_key_arn                = local.data_key_arn
-  tags                       = local.tags
-}
-
-check "function_resource_arns" {
-  assert {
-    condition = alltrue([
-      for function, arns in local.function_resource_arns :
-      module.function[function].queue_arn == arns.queue_arn && module.function[function].log_group_arn == arns.log_group_arn
-    ]) && alltrue([for api in module.api_function : api.log_group_arn == local.api_log_group_arn])
-    error_message = "The queue or log group ARNs granted to the execution roles differ from the ones the lambda module created."
-  }
 }
 
 # --- The HTTP API: sign-in, the api function, the API ------------------------------------
@@ -431,7 +394,6 @@ module "api_function" {
 
   function_name = "${local.name}-api"
   handler       = "sluice.handlers.api.handler"
-  role_arn      = module.iam.api_role_arn
   code_zip_path = local.code_zip_path
   layer_arns    = [module.layer.layer_version_arn]
   architecture  = var.architecture
@@ -440,6 +402,9 @@ module "api_function" {
   tags          = local.tags
   queue_trigger = false
   snap_start    = var.snap_start
+
+  role_description = "Execution role of the sluice api handler."
+  policy_json      = data.aws_iam_policy_document.api[0].json
 
   environment_variables = merge(local.function_environment["api"], {
     POWERTOOLS_SERVICE_NAME = "sluice-api"
@@ -660,7 +625,7 @@ data "aws_iam_policy_document" "bundles_topic" {
 
     principals {
       type        = "AWS"
-      identifiers = [module.iam.role_arns["bundle"]]
+      identifiers = [module.function["bundle"].role_arn]
     }
   }
 
@@ -678,7 +643,7 @@ data "aws_iam_policy_document" "bundles_topic" {
     condition {
       test     = "ArnNotEquals"
       variable = "aws:PrincipalArn"
-      values   = [module.iam.role_arns["bundle"]]
+      values   = [module.function["bundle"].role_arn]
     }
   }
 }
@@ -688,46 +653,12 @@ resource "aws_sns_topic_policy" "bundles" {
   policy = data.aws_iam_policy_document.bundles_topic.json
 }
 
-# CloudWatch alarms cannot publish to a topic encrypted with the AWS managed SNS key (its key
-# policy does not admit cloudwatch.amazonaws.com), so the alerts topic has its own key.
-data "aws_iam_policy_document" "alerts_key" {
-  #checkov:skip=CKV_AWS_109:A key policy's Resource "*" means this key only; the account root keeps administration as AWS requires.
-  #checkov:skip=CKV_AWS_111:A key policy's Resource "*" means this key only.
-  #checkov:skip=CKV_AWS_356:A key policy's Resource "*" means this key only.
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
-    }
-  }
-
-  statement {
-    sid       = "CloudWatchAlarmsPublish"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
-    resources = ["*"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["cloudwatch.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-}
-
+# The alerts topic's own key (policy: "Encryption keys" above).
 resource "aws_kms_key" "alerts" {
   description             = "Encrypts the ${local.name} alerts topic; usable by CloudWatch alarms."
   enable_key_rotation     = true
   deletion_window_in_days = 7
-  policy                  = data.aws_iam_policy_document.alerts_key.json
+  policy                  = data.aws_iam_policy_document.key["alerts"].json
   tags                    = local.tags
 }
 
@@ -826,4 +757,87 @@ moved {
 moved {
   from = module.api
   to   = module.api[0]
+}
+
+# The execution roles moved from modules/iam into each function's lambda module, and the
+# upload role here (issue 11): an environment applied before keeps its roles and policies.
+moved {
+  from = module.iam.aws_iam_role.this["transform"]
+  to   = module.function["transform"].aws_iam_role.this
+}
+
+moved {
+  from = module.iam.aws_iam_role_policy.this["transform"]
+  to   = module.function["transform"].aws_iam_role_policy.this
+}
+
+moved {
+  from = module.iam.aws_iam_role.this["archive"]
+  to   = module.function["archive"].aws_iam_role.this
+}
+
+moved {
+  from = module.iam.aws_iam_role_policy.this["archive"]
+  to   = module.function["archive"].aws_iam_role_policy.this
+}
+
+moved {
+  from = module.iam.aws_iam_role.this["tag"]
+  to   = module.function["tag"].aws_iam_role.this
+}
+
+moved {
+  from = module.iam.aws_iam_role_policy.this["tag"]
+  to   = module.function["tag"].aws_iam_role_policy.this
+}
+
+moved {
+  from = module.iam.aws_iam_role.this["bundle"]
+  to   = module.function["bundle"].aws_iam_role.this
+}
+
+moved {
+  from = module.iam.aws_iam_role_policy.this["bundle"]
+  to   = module.function["bundle"].aws_iam_role_policy.this
+}
+
+# The api's roles: first given a count (api_enabled) inside modules/iam, then moved out.
+moved {
+  from = module.iam.aws_iam_role.api
+  to   = module.iam.aws_iam_role.api[0]
+}
+
+moved {
+  from = module.iam.aws_iam_role.api[0]
+  to   = module.api_function[0].aws_iam_role.this
+}
+
+moved {
+  from = module.iam.aws_iam_role_policy.api
+  to   = module.iam.aws_iam_role_policy.api[0]
+}
+
+moved {
+  from = module.iam.aws_iam_role_policy.api[0]
+  to   = module.api_function[0].aws_iam_role_policy.this
+}
+
+moved {
+  from = module.iam.aws_iam_role.upload
+  to   = module.iam.aws_iam_role.upload[0]
+}
+
+moved {
+  from = module.iam.aws_iam_role.upload[0]
+  to   = aws_iam_role.upload[0]
+}
+
+moved {
+  from = module.iam.aws_iam_role_policy.upload
+  to   = module.iam.aws_iam_role_policy.upload[0]
+}
+
+moved {
+  from = module.iam.aws_iam_role_policy.upload[0]
+  to   = aws_iam_role_policy.upload[0]
 }

@@ -68,7 +68,7 @@ output "function_names" {
 
 output "function_role_arns" {
   description = "Map of function to the ARN of its execution role."
-  value       = module.iam.role_arns
+  value       = { for function, fn in module.function : function => fn.role_arn }
 }
 
 output "region" {
@@ -83,7 +83,7 @@ output "api_function_name" {
 
 output "api_role_arn" {
   description = "ARN of the api function's execution role; null without the API."
-  value       = module.iam.api_role_arn
+  value       = one(module.api_function[*].role_arn)
 }
 
 output "api_id" {

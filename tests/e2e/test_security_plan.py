@@ -252,10 +252,12 @@ def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _role_key(resource: dict[str, Any]) -> str:
-    """Whose role or policy: the queue handlers' are indexed by function; the api's and the
-    upload role's are named after them (each ``[0]``: they exist only with the API)."""
-    index = resource.get("index")
-    return index if isinstance(index, str) else str(resource["name"])
+    """Whose role or policy, by the role's name (``sluice-local-<function>``, ``-api``,
+    ``-upload``), wherever the configuration declares it (each function's role is its lambda
+    module's, the upload role the pipeline's)."""
+    values = resource["values"]
+    role = values["name"] if resource["type"] == "aws_iam_role" else values["role"]
+    return str(role).removeprefix("sluice-local-")
 
 
 @pytest.fixture(scope="module")
@@ -1204,10 +1206,15 @@ def test_only_the_emulator_environment_turns_the_tls_policy_off() -> None:
 def test_production_policies_use_the_wildcard_only_for_actions_without_resources(
     views: TerraformViews,
 ) -> None:
+    # Each handler's own grants are the pipeline's document named after it (passed to its
+    # lambda module as policy_json); the module's statements name only its queue, log
+    # group and key, so they never hold a wildcard (the deployed policies are checked whole
+    # above).
     changes = {
         _function_of(c["address"]): c["change"]
         for c in views.prod_plan["resource_changes"]
-        if c["type"] == "aws_iam_policy_document" and "module.iam." in c["address"]
+        if c["type"] == "aws_iam_policy_document"
+        and c.get("module_address") == 'module.pipeline["prod"]'
     }
     wildcards = {
         (function, action)

@@ -207,15 +207,30 @@ def test_disjoint_notification_filters_plan(config_copy: Path) -> None:
     assert "Plan: 1 to add, 0 to change, 0 to destroy." in result.stdout
 
 
-def test_queue_invokes_the_live_alias_only_with_snap_start(config_copy: Path) -> None:
-    # tests/fixtures/terraform/lambda/snap_start.tftest.hcl, against a mock provider.
+def _test_lambda_module(config_copy: Path, test_file: str) -> str:
+    """``terraform test`` of one file of tests/fixtures/terraform/lambda; its output."""
     fixture = config_copy / "tests" / "fixtures" / "terraform" / "lambda"
     with zipfile.ZipFile(fixture / "code.zip", "w") as code:
         code.writestr("sluice/__init__.py", "")
     env = terraform_env(fixture)
-    terraform(["init", "-backend=false"], cwd=fixture, env=env)
-    result = terraform(["test"], cwd=fixture, env=env)
-    assert "2 passed, 0 failed" in result.stdout, result.stdout
+    if not (fixture / ".terraform").is_dir():
+        terraform(["init", "-backend=false"], cwd=fixture, env=env)
+    return terraform(["test", f"-filter={test_file}"], cwd=fixture, env=env).stdout
+
+
+def test_queue_invokes_the_live_alias_only_with_snap_start(config_copy: Path) -> None:
+    # snap_start.tftest.hcl, against a mock provider.
+    output = _test_lambda_module(config_copy, "snap_start.tftest.hcl")
+    assert "2 passed, 0 failed" in output, output
+
+
+def test_the_lambda_module_grants_its_role_its_own_queue_log_group_and_key(
+    config_copy: Path,
+) -> None:
+    # role.tftest.hcl: the statements name the resources' own ARNs (overridden with ones no
+    # name would give), the caller's policy_json is merged in, nothing of a queue without one.
+    output = _test_lambda_module(config_copy, "role.tftest.hcl")
+    assert "2 passed, 0 failed" in output, output
 
 
 def test_archive_versions_retention_and_object_lock_plan_as_asked(config_copy: Path) -> None:

@@ -1,98 +1,156 @@
-# One execution role per handler, each with one inline policy that names exactly the
-# queue, log group, bucket prefixes, tables and topic that handler uses (docs/contracts.md).
+# What each handler's code may do beyond its own queue, log group and queue key, which the
+# lambda module grants its role itself: one policy document per function, passed to the
+# module as policy_json and merged into the role's one inline policy. Each names exactly
+# the bucket prefixes, tables and topics its handler uses (docs/contracts.md). A grant is
+# added only for a call the handler's code makes; tests/e2e/test_security_plan.py fails on
+# a call a policy denies and on a grant no call uses, apart from those it lists with their
+# reason (the Lambda service's queue and log calls, ListBucket for 404s, failure-only paths).
 
 locals {
-  raw       = var.bucket_arns.raw
-  processed = var.bucket_arns.processed
-  archive   = var.bucket_arns.archive
-  work      = var.bucket_arns.work
+  bucket_arns = { for bucket, created in module.bucket : bucket => created.bucket_arn }
 
   # The objects under each key prefix, e.g. local.objects.processed.receipts is
   # "<PROCESSED ARN>/receipts/*": the prefixes are the handlers' own (src/sluice/keys.json).
   objects = {
     for bucket, prefixes in var.key_prefixes : bucket => {
-      for name, prefix in prefixes : name => "${var.bucket_arns[bucket]}/${prefix}*"
+      for name, prefix in prefixes : name => "${local.bucket_arns[bucket]}/${prefix}*"
     }
   }
+
+  # What the transform writes for an input beside its receipt (PROCESSED), and where the
+  # archive handler keeps an input's current copy (ARCHIVE; older versions: superseded/).
+  input_outputs   = [local.objects.processed.data, local.objects.processed.errors, local.objects.processed.thumbnails]
+  archived_copies = [local.objects.archive.images, local.objects.archive.data, local.objects.archive.rejected]
 
   # Multipart writes (streamed outputs, server-side copies of large objects) abort their
   # upload when they fail, so that needs its own action beside PutObject.
   put_object_actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
 
-  # Handlers that write S3 objects, so need kms:GenerateDataKey under SSE-KMS.
-  object_writers = ["transform", "archive", "tag", "bundle"]
+  # Where the api lets clients write in RAW: <dataset prefix or nothing>uploads/<user>/...
+  # (sluice.uploads). `*` in an IAM resource spans slashes, so */uploads/* covers every
+  # dataset prefix without naming them here.
+  upload_objects = [local.objects.raw.uploads, "${local.bucket_arns.raw}/*/${var.key_prefixes.raw.uploads}*"]
 
-  policy_documents = {
+  # Known at plan time (the key's ARN may not be): whether the data is under a KMS key.
+  data_key_enabled = var.kms_cmk_enabled || var.kms_key_arn != null
+  data_key_policy  = data.aws_iam_policy_document.use_data_key[*].json
+
+  handler_policies = {
     transform = data.aws_iam_policy_document.transform.json
     archive   = data.aws_iam_policy_document.archive.json
     tag       = data.aws_iam_policy_document.tag.json
     bundle    = data.aws_iam_policy_document.bundle.json
   }
+
+  # The role the api hands out one-key credentials of, passed to the api once its policy is
+  # attached (credentials handed out before would write nothing).
+  upload_role_arn = one([for policy in aws_iam_role_policy.upload : aws_iam_role.upload[0].arn])
 }
 
-data "aws_iam_policy_document" "assume_role" {
-  statement {
-    actions = ["sts:AssumeRole"]
+# --- Grants several roles hold for the same reason -----------------------------------------
 
-    principals {
-      type        = "Service"
-      identifiers = ["lambda.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "this" {
-  for_each = var.functions
-
-  name               = "${var.name_prefix}-${each.key}"
-  description        = "Execution role of the sluice ${each.key} handler."
-  assume_role_policy = data.aws_iam_policy_document.assume_role.json
-  tags               = var.tags
-}
-
-# What every handler needs: its own queue, its own log group, and the bucket key if any.
-data "aws_iam_policy_document" "common" {
-  for_each = var.functions
+# The environment's key (buckets; the queues' own key is the lambda module's grant): every
+# role reads objects and writes some (tag: the version ledger's `deleted` records), and a
+# multipart upload under SSE-KMS needs Decrypt as well (S3 reads the data key per part).
+data "aws_iam_policy_document" "use_data_key" {
+  count = local.data_key_enabled ? 1 : 0
 
   statement {
-    sid = "ConsumeOwnQueue"
-    actions = [
-      "sqs:ReceiveMessage",
-      "sqs:DeleteMessage",
-      "sqs:GetQueueAttributes",
-      "sqs:ChangeMessageVisibility",
-    ]
-    resources = [each.value.queue_arn]
+    sid       = "UseDataKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [local.data_key_arn]
+  }
+}
+
+# Per-key leases (sluice.leases): conditional PutObject takes one, conditional DeleteObject
+# releases it, GetObject reads who holds it.
+data "aws_iam_policy_document" "key_leases" {
+  statement {
+    sid       = "KeyLeases"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = [local.objects.processed.leases]
+  }
+}
+
+data "aws_iam_policy_document" "read_receipts" {
+  statement {
+    sid       = "ReadReceipts"
+    actions   = ["s3:GetObject"]
+    resources = [local.objects.processed.receipts]
+  }
+
+  # Without ListBucket a missing receipt, record or lease reads as 403 instead of 404.
+  statement {
+    sid       = "ListProcessed"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arns.processed]
+  }
+}
+
+# A presigned URL carries its signer's permissions: a bundle link only works if the role
+# that signs it may read the bundle. Reading the status also makes reruns idempotent.
+data "aws_iam_policy_document" "read_bundles" {
+  statement {
+    sid       = "ReadBundles"
+    actions   = ["s3:GetObject"]
+    resources = [local.objects.work.bundles]
+  }
+
+  # Without ListBucket a missing bundle status reads as 403 instead of 404.
+  statement {
+    sid       = "ListWork"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arns.work]
+  }
+}
+
+# The api signs uploads (presigned PUTs and parts carry the signer's permissions) and the
+# upload role's one-key credentials write them.
+data "aws_iam_policy_document" "write_upload_keys" {
+  statement {
+    sid       = "WriteUploadKeys"
+    actions   = local.put_object_actions
+    resources = local.upload_objects
+  }
+}
+
+# What removing a deleted input takes (sluice.deletion, decision 30), for the archive
+# handler (deleted from RAW after its receipt) and the tag handler (removed from ARCHIVE):
+# under the key's transform lease (a new upload's outputs have the same names), read the
+# receipt, record the version deleted, then remove the outputs it lists and the receipt.
+data "aws_iam_policy_document" "remove_deleted_inputs" {
+  source_policy_documents = [
+    data.aws_iam_policy_document.read_receipts.json,
+    data.aws_iam_policy_document.key_leases.json,
+  ]
+
+  statement {
+    sid       = "RecordDeletedInputs"
+    actions   = ["s3:PutObject"]
+    resources = [local.objects.processed.versions]
   }
 
   statement {
-    sid       = "WriteOwnLogs"
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = ["${each.value.log_group_arn}:*"]
-  }
-
-  # The environment's key (buckets, queues; DynamoDB uses it through its own grants): every
-  # handler decrypts its queue's messages and the objects it reads; only the ones that
-  # write objects need new data keys.
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
-
-    content {
-      sid       = "UseDataKey"
-      actions   = contains(local.object_writers, each.key) ? ["kms:Decrypt", "kms:GenerateDataKey"] : ["kms:Decrypt"]
-      resources = [statement.value]
-    }
+    sid       = "RemoveDeletedInputsOutputs"
+    actions   = ["s3:DeleteObject"]
+    resources = concat([local.objects.processed.receipts], local.input_outputs)
   }
 }
+
+# --- transform -------------------------------------------------------------------------------
 
 data "aws_iam_policy_document" "transform" {
-  source_policy_documents = [data.aws_iam_policy_document.common["transform"].json]
+  # Receipts are read for idempotency; one transform per key holds its lease.
+  source_policy_documents = concat(local.data_key_policy, [
+    data.aws_iam_policy_document.read_receipts.json,
+    data.aws_iam_policy_document.key_leases.json,
+  ])
 
   # The upload is read by ETag (IfMatch), never by version id.
   statement {
     sid       = "ReadRaw"
     actions   = ["s3:GetObject"]
-    resources = ["${local.raw}/*"]
+    resources = ["${local.bucket_arns.raw}/*"]
   }
 
   # An event without a version id (an emitter that omits it) of a version deleted before
@@ -101,64 +159,37 @@ data "aws_iam_policy_document" "transform" {
   statement {
     sid       = "ListRawVersions"
     actions   = ["s3:ListBucketVersions"]
-    resources = [local.raw]
+    resources = [local.bucket_arns.raw]
   }
 
   statement {
-    sid     = "WriteProcessedOutputs"
-    actions = local.put_object_actions
-    resources = [
-      local.objects.processed.data,
-      local.objects.processed.errors,
-      local.objects.processed.thumbnails,
-      local.objects.processed.receipts,
-    ]
-  }
-
-  statement {
-    sid       = "ReadReceipts"
-    actions   = ["s3:GetObject"]
-    resources = [local.objects.processed.receipts]
+    sid       = "WriteProcessedOutputs"
+    actions   = local.put_object_actions
+    resources = concat(local.input_outputs, [local.objects.processed.receipts])
   }
 
   # A new version of an input can produce fewer outputs than the one before (a fixed file
   # has no errors report, a now-rejected image no thumbnails): the stale ones are found
   # with HeadObject and removed.
   statement {
-    sid     = "ReplaceStaleOutputs"
-    actions = ["s3:GetObject", "s3:DeleteObject"]
-    resources = [
-      local.objects.processed.data,
-      local.objects.processed.errors,
-      local.objects.processed.thumbnails,
-    ]
+    sid       = "ReplaceStaleOutputs"
+    actions   = ["s3:GetObject", "s3:DeleteObject"]
+    resources = local.input_outputs
   }
 
   # A version deleted from RAW while it was transformed wrote over the outputs of the
   # key's archived version (same names): they are copied back from their own versions
   # (PROCESSED is versioned), found by listing the key's versions.
   statement {
-    sid     = "RestoreOverwrittenOutputs"
-    actions = ["s3:GetObjectVersion"]
-    resources = [
-      local.objects.processed.data,
-      local.objects.processed.errors,
-      local.objects.processed.thumbnails,
-    ]
+    sid       = "RestoreOverwrittenOutputs"
+    actions   = ["s3:GetObjectVersion"]
+    resources = local.input_outputs
   }
 
   statement {
     sid       = "ListProcessedVersions"
     actions   = ["s3:ListBucketVersions"]
-    resources = [local.processed]
-  }
-
-  # Per-key leases (sluice.leases): conditional PutObject takes one, conditional
-  # DeleteObject releases it, GetObject reads who holds it.
-  statement {
-    sid       = "KeyLeases"
-    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
-    resources = [local.objects.processed.leases]
+    resources = [local.bucket_arns.processed]
   }
 
   # The version ledger records a version deleted from RAW before it could be processed.
@@ -168,69 +199,22 @@ data "aws_iam_policy_document" "transform" {
     resources = [local.objects.processed.versions]
   }
 
-  # Without ListBucket a missing receipt reads as 403 instead of 404.
-  statement {
-    sid       = "ListProcessed"
-    actions   = ["s3:ListBucket"]
-    resources = [local.processed]
-  }
-
   # DeleteItem: the item of a version that died before its receipt and was then deleted
   # from RAW (sluice.image_items.forget_unreceipted).
   statement {
     sid       = "WriteImageMetadata"
     actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
-    resources = [var.images_table_arn]
+    resources = [module.images_table.table_arn]
   }
 }
 
-# What removing a deleted input takes (sluice.deletion, decision 30), for the archive
-# handler (deleted from RAW after its receipt) and the tag handler (removed from ARCHIVE):
-# under the key's transform lease (a new upload's outputs have the same names), record the
-# version deleted, then remove the outputs the receipt lists and the receipt itself.
-data "aws_iam_policy_document" "remove_deleted_inputs" {
-  statement {
-    sid       = "RecordDeletedInputs"
-    actions   = ["s3:PutObject"]
-    resources = [local.objects.processed.versions]
-  }
-
-  statement {
-    sid     = "RemoveDeletedInputsOutputs"
-    actions = ["s3:DeleteObject"]
-    resources = [
-      local.objects.processed.receipts,
-      local.objects.processed.data,
-      local.objects.processed.errors,
-      local.objects.processed.thumbnails,
-    ]
-  }
-
-  statement {
-    sid       = "HoldKeyLeases"
-    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
-    resources = [local.objects.processed.leases]
-  }
-
-  # Without ListBucket a missing receipt, record or lease reads as 403 instead of 404.
-  statement {
-    sid       = "ListProcessedLedger"
-    actions   = ["s3:ListBucket"]
-    resources = [local.processed]
-  }
-}
+# --- archive ---------------------------------------------------------------------------------
 
 data "aws_iam_policy_document" "archive" {
-  source_policy_documents = [
-    data.aws_iam_policy_document.common["archive"].json,
+  # Its trigger, the receipt, is read through remove_deleted_inputs (read_receipts).
+  source_policy_documents = concat(local.data_key_policy, [
     data.aws_iam_policy_document.remove_deleted_inputs.json,
-  ]
-
-  statement {
-    sid       = "ReadReceipts"
-    actions   = ["s3:GetObject"]
-    resources = [local.objects.processed.receipts]
-  }
+  ])
 
   # Source of the server-side copy, deleted once the copy is verified.
   statement {
@@ -241,20 +225,20 @@ data "aws_iam_policy_document" "archive" {
       "s3:DeleteObject",
       "s3:DeleteObjectVersion",
     ]
-    resources = ["${local.raw}/*"]
+    resources = ["${local.bucket_arns.raw}/*"]
   }
 
   statement {
     sid       = "ListRawAndArchive"
     actions   = ["s3:ListBucket"]
-    resources = [local.raw, local.archive]
+    resources = [local.bucket_arns.raw, local.bucket_arns.archive]
   }
 
   # Every RAW version older than the one archived is archived too (superseded/).
   statement {
     sid       = "ListRawVersions"
     actions   = ["s3:ListBucketVersions"]
-    resources = [local.raw]
+    resources = [local.bucket_arns.raw]
   }
 
   # Each superseded version is recorded in the version ledger.
@@ -267,13 +251,9 @@ data "aws_iam_policy_document" "archive" {
   # A copy of an older version under a key's current names is kept under superseded/,
   # then made noncurrent (a delete marker; the bucket is versioned).
   statement {
-    sid     = "SupersedeArchivedCopies"
-    actions = ["s3:DeleteObject"]
-    resources = [
-      local.objects.archive.images,
-      local.objects.archive.data,
-      local.objects.archive.rejected,
-    ]
+    sid       = "SupersedeArchivedCopies"
+    actions   = ["s3:DeleteObject"]
+    resources = local.archived_copies
   }
 
   # A key whose newest version is a rejected image withdraws the older image from the
@@ -283,46 +263,37 @@ data "aws_iam_policy_document" "archive" {
   statement {
     sid       = "WithdrawImages"
     actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
-    resources = [var.images_table_arn]
+    resources = [module.images_table.table_arn]
   }
 
   statement {
     sid       = "WithdrawLabels"
     actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
-    resources = [var.labels_table_arn]
+    resources = [module.labels_table.table_arn]
   }
 
   # Destination of the copy. Copies replace tags with none (TaggingDirective REPLACE), so
   # neither GetObjectTagging on RAW nor PutObjectTagging here is needed.
   statement {
-    sid     = "WriteArchive"
-    actions = local.put_object_actions
-    resources = [
-      local.objects.archive.images,
-      local.objects.archive.data,
-      local.objects.archive.rejected,
-      local.objects.archive.superseded,
-    ]
+    sid       = "WriteArchive"
+    actions   = local.put_object_actions
+    resources = concat(local.archived_copies, [local.objects.archive.superseded])
   }
 
   statement {
-    sid     = "VerifyArchive"
-    actions = ["s3:GetObject", "s3:GetObjectVersion"]
-    resources = [
-      local.objects.archive.images,
-      local.objects.archive.data,
-      local.objects.archive.rejected,
-      local.objects.archive.superseded,
-    ]
+    sid       = "VerifyArchive"
+    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = concat(local.archived_copies, [local.objects.archive.superseded])
   }
 }
 
+# --- tag -------------------------------------------------------------------------------------
+
 data "aws_iam_policy_document" "tag" {
   #checkov:skip=CKV_AWS_356:rekognition:DetectLabels has no resource-level permissions; "*" is the only resource it accepts.
-  source_policy_documents = [
-    data.aws_iam_policy_document.common["tag"].json,
+  source_policy_documents = concat(local.data_key_policy, [
     data.aws_iam_policy_document.remove_deleted_inputs.json,
-  ]
+  ])
 
   statement {
     sid       = "ReadArchivedImages"
@@ -331,7 +302,7 @@ data "aws_iam_policy_document" "tag" {
   }
 
   dynamic "statement" {
-    for_each = var.rekognition_enabled ? [1] : []
+    for_each = var.labeler == "rekognition" ? [1] : []
 
     content {
       sid       = "DetectLabels"
@@ -346,7 +317,7 @@ data "aws_iam_policy_document" "tag" {
   statement {
     sid       = "UpdateImageMetadata"
     actions   = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
-    resources = [var.images_table_arn]
+    resources = [module.images_table.table_arn]
   }
 
   # Removing an archived input (sluice.deletion, decision 30): is the name still current,
@@ -370,14 +341,14 @@ data "aws_iam_policy_document" "tag" {
   statement {
     sid       = "ListArchiveVersions"
     actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
-    resources = [local.archive]
+    resources = [local.bucket_arns.archive]
   }
 
-  # The removed input's receipt, or a removed superseded copy's record.
+  # A removed superseded copy's record (the removed input's receipt: remove_deleted_inputs).
   statement {
-    sid       = "ReadRecords"
+    sid       = "ReadVersionRecords"
     actions   = ["s3:GetObject"]
-    resources = [local.objects.processed.receipts, local.objects.processed.versions]
+    resources = [local.objects.processed.versions]
   }
 
   # TransactWriteItems is authorised per contained action (conditional Put, Update,
@@ -389,12 +360,16 @@ data "aws_iam_policy_document" "tag" {
       "dynamodb:UpdateItem",
       "dynamodb:DeleteItem",
     ]
-    resources = [var.labels_table_arn]
+    resources = [module.labels_table.table_arn]
   }
 }
 
+# --- bundle ----------------------------------------------------------------------------------
+
 data "aws_iam_policy_document" "bundle" {
-  source_policy_documents = [data.aws_iam_policy_document.common["bundle"].json]
+  source_policy_documents = concat(local.data_key_policy, [
+    data.aws_iam_policy_document.read_bundles.json,
+  ])
 
   statement {
     sid       = "ReadRequests"
@@ -408,21 +383,6 @@ data "aws_iam_policy_document" "bundle" {
     resources = [local.objects.work.bundles]
   }
 
-  # A presigned URL carries its signer's permissions: the URL the handler hands out for a
-  # bundle only works if this role may read it. Reading the status also makes reruns idempotent.
-  statement {
-    sid       = "ReadBundles"
-    actions   = ["s3:GetObject"]
-    resources = [local.objects.work.bundles]
-  }
-
-  # Without ListBucket a missing bundle status reads as 403 instead of 404.
-  statement {
-    sid       = "ListWork"
-    actions   = ["s3:ListBucket"]
-    resources = [local.work]
-  }
-
   statement {
     sid       = "ReadArchivedImages"
     actions   = ["s3:GetObject"]
@@ -433,19 +393,19 @@ data "aws_iam_policy_document" "bundle" {
   statement {
     sid       = "FindImagesByLabel"
     actions   = ["dynamodb:Query", "dynamodb:GetItem"]
-    resources = [var.labels_table_arn]
+    resources = [module.labels_table.table_arn]
   }
 
   statement {
     sid       = "ReadImageMetadata"
     actions   = ["dynamodb:BatchGetItem"]
-    resources = [var.images_table_arn]
+    resources = [module.images_table.table_arn]
   }
 
   statement {
     sid       = "NotifyBundleReady"
     actions   = ["sns:Publish"]
-    resources = [var.bundle_topic_arn]
+    resources = [aws_sns_topic.bundles.arn]
   }
 
   # A request that names a recipient gets a topic of its own (sluice.request_topics):
@@ -464,13 +424,13 @@ data "aws_iam_policy_document" "bundle" {
       "sns:ListTagsForResource",
       "sns:DeleteTopic",
     ]
-    resources = [var.request_topics_arn_pattern]
+    resources = ["arn:${local.partition}:sns:${local.region}:${local.account_id}:${local.request_topic_prefix}*"]
   }
 
   # Archived images in an archive tier are restored before a bundle reads them, and the
   # bundle waits under a marker its sweep deletes once it is made (sluice.restores).
   dynamic "statement" {
-    for_each = var.cold_storage_enabled ? [1] : []
+    for_each = local.cold_storage != "none" ? [1] : []
 
     content {
       sid       = "RestoreArchivedImages"
@@ -480,12 +440,12 @@ data "aws_iam_policy_document" "bundle" {
   }
 
   dynamic "statement" {
-    for_each = var.cold_storage_enabled ? [1] : []
+    for_each = local.cold_storage != "none" ? [1] : []
 
     content {
       sid       = "ForgetRestoreMarkers"
       actions   = ["s3:DeleteObject"]
-      resources = ["${var.bucket_arns.work}/${var.key_prefixes.work.bundles}_restoring/*"] # sluice.restores.RESTORING_PREFIX
+      resources = ["${local.bucket_arns.work}/${var.key_prefixes.work.bundles}_restoring/*"] # sluice.restores.RESTORING_PREFIX
     }
   }
 
@@ -497,55 +457,28 @@ data "aws_iam_policy_document" "bundle" {
   }
 }
 
-resource "aws_iam_role_policy" "this" {
-  for_each = var.functions
-
-  name   = "${var.name_prefix}-${each.key}"
-  role   = aws_iam_role.this[each.key].id
-  policy = local.policy_documents[each.key]
-}
-
-# --- The api function and the upload role it hands out -------------------------------------
-
-locals {
-  # Where the api lets clients write in RAW: <dataset prefix or nothing>uploads/<user>/...
-  # (sluice.uploads). `*` in an IAM resource spans slashes, so */uploads/* covers every
-  # dataset prefix without naming them here.
-  upload_objects = [local.objects.raw.uploads, "${local.raw}/*/${var.key_prefixes.raw.uploads}*"]
-}
-
-resource "aws_iam_role" "api" {
-  count = var.api_enabled ? 1 : 0
-
-  name               = "${var.name_prefix}-api"
-  description        = "Execution role of the sluice api handler."
-  assume_role_policy = data.aws_iam_policy_document.assume_role.json
-  tags               = var.tags
-}
+# --- api, and the upload role it hands out ---------------------------------------------------
 
 # Presigned URLs carry their signer's permissions: the api may write the upload keys it
 # signs for, and read the thumbnails, originals and bundles it links to.
 data "aws_iam_policy_document" "api" {
   count = var.api_enabled ? 1 : 0
 
-  statement {
-    sid       = "WriteOwnLogs"
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = ["${var.api_log_group_arn}:*"]
-  }
-
-  statement {
-    sid       = "SignUploads"
-    actions   = local.put_object_actions
-    resources = local.upload_objects
-  }
+  # Receipts: GET /inputs lists and reads them. The key's lease and bundle statuses:
+  # DELETE /images/{id} and GET /bundles/{id}.
+  source_policy_documents = concat(local.data_key_policy, [
+    data.aws_iam_policy_document.write_upload_keys.json,
+    data.aws_iam_policy_document.read_receipts.json,
+    data.aws_iam_policy_document.key_leases.json,
+    data.aws_iam_policy_document.read_bundles.json,
+  ])
 
   # Tells "uploaded, no receipt yet" from "never uploaded" (GET /inputs/{key}) without
   # reading what was uploaded.
   statement {
     sid       = "FindPendingUploads"
     actions   = ["s3:ListBucket"]
-    resources = [local.raw]
+    resources = [local.bucket_arns.raw]
 
     condition {
       test     = "StringLike"
@@ -558,19 +491,6 @@ data "aws_iam_policy_document" "api" {
     sid       = "HandOutOneKeyCredentials"
     actions   = ["sts:AssumeRole"]
     resources = [aws_iam_role.upload[0].arn]
-  }
-
-  statement {
-    sid       = "ReadReceipts"
-    actions   = ["s3:GetObject"]
-    resources = [local.objects.processed.receipts]
-  }
-
-  # Lists receipts (GET /inputs); without ListBucket a missing receipt reads as 403, not 404.
-  statement {
-    sid       = "ListReceipts"
-    actions   = ["s3:ListBucket"]
-    resources = [local.processed]
   }
 
   # Thumbnails are linked (presigned GET) and removed when an image is withdrawn.
@@ -599,7 +519,7 @@ data "aws_iam_policy_document" "api" {
   statement {
     sid       = "ListArchiveVersions"
     actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
-    resources = [local.archive]
+    resources = [local.bucket_arns.archive]
   }
 
   statement {
@@ -615,34 +535,15 @@ data "aws_iam_policy_document" "api" {
   }
 
   statement {
-    sid       = "KeyLeases"
-    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
-    resources = [local.objects.processed.leases]
-  }
-
-  statement {
     sid       = "RequestBundles"
     actions   = ["s3:PutObject"]
     resources = [local.objects.work.requests]
   }
 
   statement {
-    sid       = "ReadBundleStatus"
-    actions   = ["s3:GetObject"]
-    resources = [local.objects.work.bundles]
-  }
-
-  # Without ListBucket a missing bundle status reads as 403 instead of 404.
-  statement {
-    sid       = "ListWork"
-    actions   = ["s3:ListBucket"]
-    resources = [local.work]
-  }
-
-  statement {
     sid       = "ReadAndWithdrawImages"
     actions   = ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
-    resources = [var.images_table_arn]
+    resources = [module.images_table.table_arn]
   }
 
   # TransactWriteItems is authorised per contained action (withdrawal: delete membership,
@@ -650,26 +551,8 @@ data "aws_iam_policy_document" "api" {
   statement {
     sid       = "ReadAndWithdrawLabels"
     actions   = ["dynamodb:Query", "dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"]
-    resources = [var.labels_table_arn]
+    resources = [module.labels_table.table_arn]
   }
-
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
-
-    content {
-      sid       = "UseBucketKey"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-    }
-  }
-}
-
-resource "aws_iam_role_policy" "api" {
-  count = var.api_enabled ? 1 : 0
-
-  name   = "${var.name_prefix}-api"
-  role   = aws_iam_role.api[0].id
-  policy = data.aws_iam_policy_document.api[0].json
 }
 
 # Assumed only by the api, with a session policy naming exactly one key: the credentials
@@ -682,7 +565,7 @@ data "aws_iam_policy_document" "upload_trust" {
 
     principals {
       type        = "AWS"
-      identifiers = [aws_iam_role.api[0].arn]
+      identifiers = [module.api_function[0].role_arn]
     }
   }
 }
@@ -690,59 +573,25 @@ data "aws_iam_policy_document" "upload_trust" {
 resource "aws_iam_role" "upload" {
   count = var.api_enabled ? 1 : 0
 
-  name                 = "${var.name_prefix}-upload"
+  name                 = "${local.name}-upload"
   description          = "Assumed by the sluice api with a one-key session policy, for SDK and aws CLI uploads to RAW."
   assume_role_policy   = data.aws_iam_policy_document.upload_trust[0].json
   max_session_duration = 3600
-  tags                 = var.tags
+  tags                 = local.tags
 }
 
 data "aws_iam_policy_document" "upload" {
   count = var.api_enabled ? 1 : 0
 
-  statement {
-    sid       = "UploadToRaw"
-    actions   = local.put_object_actions
-    resources = local.upload_objects
-  }
-
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
-
-    # Multipart uploads under SSE-KMS also need Decrypt (S3 reads the data key per part).
-    content {
-      sid       = "UseBucketKey"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-    }
-  }
+  source_policy_documents = concat(local.data_key_policy, [
+    data.aws_iam_policy_document.write_upload_keys.json,
+  ])
 }
 
 resource "aws_iam_role_policy" "upload" {
   count = var.api_enabled ? 1 : 0
 
-  name   = "${var.name_prefix}-upload"
+  name   = "${local.name}-upload"
   role   = aws_iam_role.upload[0].id
   policy = data.aws_iam_policy_document.upload[0].json
-}
-
-# The api's roles became optional (api_enabled); an environment applied before keeps them.
-moved {
-  from = aws_iam_role.api
-  to   = aws_iam_role.api[0]
-}
-
-moved {
-  from = aws_iam_role_policy.api
-  to   = aws_iam_role_policy.api[0]
-}
-
-moved {
-  from = aws_iam_role.upload
-  to   = aws_iam_role.upload[0]
-}
-
-moved {
-  from = aws_iam_role_policy.upload
-  to   = aws_iam_role_policy.upload[0]
 }
