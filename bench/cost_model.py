@@ -8,7 +8,7 @@ have, and the monthly bill for 1 million photos and 1 TB of JSON against the nai
 
 Measurements reuse the other bench scripts (their inputs, children and moto server):
 
-* transform, image: ``sluice.images.make_thumbnails`` on thumbnail.py's seeded 12 MP JPEG,
+* transform, image: ``sluice.thumbnails.make_thumbnails`` on thumbnail.py's seeded 12 MP JPEG,
   against its "common" Pillow thumbnailer, each in its own child (CPU time, VmHWM). This is
   the handler's CPU work; its S3/DynamoDB calls are counted as requests below, not timed.
 * transform, JSON: json_transform.py's ``moto`` child (the whole ``process``

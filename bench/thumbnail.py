@@ -10,7 +10,7 @@ regions, texture and sensor-like noise, so the codecs do realistic work), saved 
 Each case makes every configured thumbnail size (``THUMBNAIL_SIZES`` default 128,512; JPEG
 quality 85) from the file's bytes:
 
-* sluice: ``sluice.images.make_thumbnails`` (what the transform handler calls);
+* sluice: ``sluice.thumbnails.make_thumbnails`` (what the transform handler calls);
 * common: for each size, Pillow ``Image.open`` -> ``thumbnail((size, size))`` -> ``save``,
   the AWS Lambda S3 tutorial's ``resize_image`` applied once per size;
 * pyvips: ``pyvips.Image.thumbnail_buffer(data, size).jpegsave_buffer(Q=85)`` per size, with
@@ -48,7 +48,7 @@ from benchlib import (
 from numpy.typing import NDArray
 from PIL import Image
 
-from sluice.images import make_thumbnails
+from sluice.thumbnails import make_thumbnails
 
 SEED = 12
 SIZES = (128, 512)  # THUMBNAIL_SIZES default (docs/contracts.md)

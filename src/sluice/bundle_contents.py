@@ -37,7 +37,7 @@ from sluice.bundles import BundleRequest, Match
 from sluice.events import normalize_etag
 from sluice.image_items import fetch_image_metadata
 from sluice.keys import ARCHIVE_IMAGES_PREFIX, bundle_zip_key
-from sluice.labels import LabelledImage, iter_images_for_label, label_count
+from sluice.label_items import LabelledImage, iter_images_for_label, label_count
 from sluice.s3io import MIB, MultipartWriter, get
 from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
 from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_time

@@ -121,7 +121,7 @@ MISSING_RESOURCE_CODES = frozenset(
     {"NoSuchBucket", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 )
 
-Runner = Callable[[argparse.Namespace], int]
+Command = Callable[[argparse.Namespace], int]
 
 
 class UsageError(Exception):
@@ -196,7 +196,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, on_subcommand: bool)
 
 
 def _subcommand(
-    subparsers: Any, name: str, summary: str, description: str, run: Runner
+    subparsers: Any, name: str, summary: str, description: str, run: Command
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         name,
@@ -965,7 +965,7 @@ def _unreachable_hint(args: argparse.Namespace) -> str:
     return "cannot reach AWS: check the network and the region"
 
 
-def _run(args: argparse.Namespace, run: Runner) -> int:
+def _run(args: argparse.Namespace, run: Command) -> int:
     try:
         return run(args)
     except UsageError as exc:
@@ -1013,7 +1013,7 @@ def _run(args: argparse.Namespace, run: Runner) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    run: Runner | None = getattr(args, "run", None) or getattr(args, "func", None)
+    run: Command | None = getattr(args, "run", None) or getattr(args, "func", None)
     if run is None:  # pragma: no cover - every subcommand sets one
         parser.error(f"subcommand {args.command!r} has no action")
     if args.output is not None and not getattr(args, "prints_report", False):

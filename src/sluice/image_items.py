@@ -16,7 +16,7 @@ label's count). Each party writes only its own attributes:
   through readers that take both item shapes (:func:`thumbnails_of`,
   :func:`source_bytes_of`, :func:`label_confidences`);
 * :func:`withdraw_under_lease` removes an image from the catalogue, memberships first
-  (each with its count, through :func:`sluice.labels.remove_membership`, so counts stay
+  (each with its count, through :func:`sluice.label_items.remove_membership`, so counts stay
   exact under retries) and the item last, so a retry after a crash still finds what is
   left. It takes the tag handler's lease, so it never runs while a labelling run could
   still add a membership. Its callers: the archive handler, when a key's newest version
@@ -40,7 +40,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from sluice.labels import confidence_value, remove_membership
+from sluice.label_items import confidence_value, remove_membership
 from sluice.receipts import utc_now
 
 _deserializer = TypeDeserializer()

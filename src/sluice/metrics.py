@@ -3,7 +3,7 @@
 Why: a handler reports a failed object in its partial batch response instead of raising,
 so Lambda's own ``Errors`` metric never sees it; only the dead-letter queue alarm did,
 after ``max_receive_count`` visibility timeouts (about 36 minutes in dev). Every
-invocation of :func:`sluice.runtime.run` therefore ends with one EMF line on stdout:
+invocation of :func:`sluice.runtime.process_event` therefore ends with one EMF line on stdout:
 
 * ``ItemsProcessed``: objects a handler finished (duplicates and stale events included);
 * ``ItemsRejected``: objects a handler judged bad input (the transform's rejected

@@ -161,7 +161,7 @@ def _process_refs(
     return done
 
 
-def run(
+def process_event(
     event: Mapping[str, Any],
     context: Any,
     process: ObjectProcessor,

@@ -145,7 +145,7 @@ def region() -> Any:
 
 
 def _thumbnail_formats() -> tuple[str, ...]:
-    from sluice.images import OUTPUT_FORMATS
+    from sluice.thumbnails import OUTPUT_FORMATS
 
     return tuple(OUTPUT_FORMATS)
 

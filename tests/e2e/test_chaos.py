@@ -61,14 +61,13 @@ from typing import Any
 
 import pytest
 
-from sluice.images import OUTPUT_FORMATS
 from sluice.keys import (
     ARCHIVE_SUPERSEDED_PREFIX,
     RECEIPTS_PREFIX,
     receipt_key,
     superseded_archive_key,
 )
-from sluice.labels import label_counts
+from sluice.label_items import label_counts
 from sluice.local import awsenv
 from sluice.local.lambdas.wiring import discover
 from sluice.local.lambdas.worker import function_process_env, worker_command
@@ -79,6 +78,7 @@ from sluice.ops.objects import list_objects, read_version_records
 from sluice.ops.queues import queue_depth
 from sluice.ops.redrive import redrive
 from sluice.receipts import MAX_RECEIPT_ERRORS
+from sluice.thumbnails import OUTPUT_FORMATS
 from tests.chaos import faults
 from tests.chaos.inputs import Corpus, Input, build
 from tests.e2e.conftest import (

@@ -37,7 +37,7 @@ from sluice.keys import (
     derived_key,
     receipt_key,
 )
-from sluice.labels import label_counts
+from sluice.label_items import label_counts
 from sluice.ops.audit import pending_messages, wait_until_drained
 from sluice.ops.objects import list_objects
 from sluice.ops.queues import queue_depth

@@ -32,7 +32,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from sluice.image_items import plain
-from sluice.labels import images_for_label, label_counts
+from sluice.label_items import images_for_label, label_counts
 from sluice.local.stack.state import StateDir
 from sluice.ops.audit import pending_messages, wait_until_drained
 from tests.e2e.conftest import ROOT, Stack

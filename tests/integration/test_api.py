@@ -26,7 +26,7 @@ from PIL import Image
 
 from sluice.handlers.api import Dependencies
 from sluice.keys import receipt_key
-from sluice.labels import images_for_label
+from sluice.label_items import images_for_label
 from tests.conftest import REGION, FakeContext, Pipeline, load_handler
 from tests.integration.api_support import (
     ADMIN,

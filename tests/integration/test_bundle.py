@@ -23,7 +23,7 @@ from sluice.bundle_contents import presigned_zip_url
 from sluice.events import S3ObjectRef
 from sluice.handlers import bundle as bundle_handler
 from sluice.keys import bundle_status_key, image_id, invalid_bundle_id
-from sluice.labels import add_membership
+from sluice.label_items import add_membership
 from sluice.runtime import Handler
 from sluice.s3io import MIB
 from tests.conftest import FakeContext, Pipeline

@@ -20,7 +20,7 @@ import pytest
 from sluice import restores
 from sluice.handlers.bundle import make_handler, sweep
 from sluice.keys import image_id
-from sluice.labels import add_membership
+from sluice.label_items import add_membership
 from tests.conftest import FakeContext, Pipeline
 from tests.integration.test_bundle import (
     JPEG_MAGIC,

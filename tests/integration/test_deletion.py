@@ -23,7 +23,7 @@ from PIL import Image
 from sluice import image_items
 from sluice.archive_copy import ArchiveRequest
 from sluice.keys import image_id, receipt_key, version_record_key
-from sluice.labels import label_counts
+from sluice.label_items import label_counts
 from sluice.leases import LeaseTerms, key_lease
 from sluice.ops.audit import AuditReport, audit
 from sluice.receipts import parse_receipt

@@ -20,7 +20,7 @@ from sluice.cli import main
 from sluice.events import S3ObjectRef
 from sluice.image_items import get_image
 from sluice.keys import image_id, superseded_archive_key, thumbnail_key, version_record_key
-from sluice.labels import label_counts
+from sluice.label_items import label_counts
 from sluice.ops.environment import Environment
 from sluice.ops.reprocess import Selection, SelectionError, reprocess
 from sluice.receipts import REPROCESS_METADATA, history

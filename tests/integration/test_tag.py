@@ -15,8 +15,8 @@ from sluice.events import S3ObjectRef
 from sluice.handlers.tag import Dependencies
 from sluice.image_items import label_confidences, plain
 from sluice.keys import image_id
+from sluice.label_items import images_for_label, label_counts
 from sluice.labelers import ImageObject, Label
-from sluice.labels import images_for_label, label_counts
 from tests.conftest import FakeContext, Pipeline, load_handler
 from tests.s3events import object_event_for
 

@@ -37,7 +37,7 @@ from sluice.keys import (
     thumbnail_key,
     version_record_key,
 )
-from sluice.labels import label_counts
+from sluice.label_items import label_counts
 from sluice.ops.audit import AuditReport, audit
 from sluice.transform import data_files, image_files, sources
 from tests.conftest import FakeContext, Pipeline, load_handler

@@ -27,7 +27,7 @@ from sluice.metrics import (
     REJECTED,
     Outcome,
 )
-from sluice.runtime import run
+from sluice.runtime import process_event
 from tests.conftest import FakeContext
 from tests.s3events import s3_event, s3_record, sqs_batch
 from tests.terraform_support import REPO_ROOT
@@ -87,7 +87,7 @@ def test_a_partial_batch_publishes_processed_rejected_and_failed_items(
     process = by_key({"ok": None, "bad": REJECTED, "boom": RuntimeError("transient")})
     event = sqs_batch(put("ok"), put("bad"), put("boom"))
 
-    response = run(event, FakeContext(), process, logger)
+    response = process_event(event, FakeContext(), process, logger)
 
     assert len(response["batchItemFailures"]) == 1
     (line,) = emf_lines(capsys)
@@ -103,7 +103,7 @@ def test_a_partial_batch_publishes_processed_rejected_and_failed_items(
 def test_a_message_that_is_not_an_s3_event_counts_as_failed(
     logger: Logger, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run(sqs_batch("not json", put("ok")), FakeContext(), by_key({"ok": None}), logger)
+    process_event(sqs_batch("not json", put("ok")), FakeContext(), by_key({"ok": None}), logger)
 
     (line,) = emf_lines(capsys)
     assert values(line)[ITEMS_FAILED] == 1.0
@@ -115,7 +115,7 @@ def test_a_direct_invocation_that_raises_still_publishes_its_failure(
     logger: Logger, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(RuntimeError):
-        run(put("boom"), FakeContext(), by_key({"boom": RuntimeError("x")}), logger)
+        process_event(put("boom"), FakeContext(), by_key({"boom": RuntimeError("x")}), logger)
 
     (line,) = emf_lines(capsys)
     assert values(line)[ITEMS_FAILED] == 1.0
@@ -134,7 +134,7 @@ def test_datasets_get_their_own_line_with_a_dataset_dimension(
         }
     )
 
-    run(sqs_batch(put("a"), put("b"), put("c"), put("d")), FakeContext(), process, logger)
+    process_event(sqs_batch(put("a"), put("b"), put("c"), put("d")), FakeContext(), process, logger)
 
     function_line, dataset_line = (values(line) for line in emf_lines(capsys))
     assert function_line[ITEMS_PROCESSED] == 1.0 and function_line[ITEMS_REJECTED] == 3.0
@@ -149,7 +149,7 @@ def test_nothing_is_printed_when_metrics_are_disabled(
     logger: Logger, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The suite's default (tests/conftest.py): stdout holds log lines only.
-    run(sqs_batch(put("ok")), FakeContext(), by_key({"ok": None}), logger)
+    process_event(sqs_batch(put("ok")), FakeContext(), by_key({"ok": None}), logger)
 
     assert emf_lines(capsys) == []
 

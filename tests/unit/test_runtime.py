@@ -15,7 +15,7 @@ import pytest
 from aws_lambda_powertools import Logger
 
 from sluice.events import S3ObjectRef, UnsupportedEventError
-from sluice.runtime import register_snapshot_hooks, run
+from sluice.runtime import process_event, register_snapshot_hooks
 from tests.conftest import FakeContext
 from tests.s3events import golden, s3_event, s3_record, sqs_batch
 
@@ -60,7 +60,7 @@ def logger() -> Logger:
 def make_handler(process: Recorder, logger: Logger) -> Handler:
     @logger.inject_lambda_context
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return run(event, context, process, logger)
+        return process_event(event, context, process, logger)
 
     return handler
 
@@ -195,7 +195,7 @@ def test_custom_filter_skips_with_a_log_line(
 
     @logger.inject_lambda_context
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return run(event, context, process, logger, accepts=requests_only)
+        return process_event(event, context, process, logger, accepts=requests_only)
 
     response = handler(sqs_batch(put("bundles/x.json"), put("requests/y.json")), FakeContext())
 
@@ -213,7 +213,7 @@ def test_log_lines_are_json_with_object_and_request_identity(
 
     @logger.inject_lambda_context
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return run(event, context, process, logger)
+        return process_event(event, context, process, logger)
 
     event = sqs_batch(put("requests/a b.json", etag="etag-a"), put("requests/c.json", "etag-c"))
     handler(event, FakeContext())

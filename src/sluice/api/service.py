@@ -2,7 +2,7 @@
 
 :class:`Api` is plain: it takes its clients (S3, DynamoDB, STS) and its settings, so a test
 builds one against moto. Storage goes through the modules that own it (``sluice.uploads``,
-``sluice.image_items``, ``sluice.labels``, ``sluice.receipts``, ``sluice.bundles``,
+``sluice.image_items``, ``sluice.label_items``, ``sluice.receipts``, ``sluice.bundles``,
 ``sluice.deletion``); what a client sees is shaped by :mod:`sluice.api.views`. Refusals are
 :class:`~sluice.api.protocol.ApiError` (or the storage modules' own errors, which the
 handler answers too).
@@ -27,7 +27,7 @@ from sluice.keys import (
     bundle_request_key,
     raw_key_of_receipt_key,
 )
-from sluice.labels import images_for_label, label_counts
+from sluice.label_items import images_for_label, label_counts
 from sluice.leases import DEFAULT_LEASE_SECONDS, KeyBusyError, LeaseTerms
 from sluice.ops.bundle import write_request
 from sluice.receipts import read_receipt

@@ -46,7 +46,7 @@ from sluice.api.protocol import (
 )
 from sluice.api.service import Api
 from sluice.image_items import InvalidCursorError
-from sluice.labels import InvalidPageTokenError
+from sluice.label_items import InvalidPageTokenError
 from sluice.leases import LEASE_MARGIN_SECONDS
 from sluice.runtime import Handler, client, entry_point, make_logger
 from sluice.settings import ApiSettings

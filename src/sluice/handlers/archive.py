@@ -60,7 +60,7 @@ from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import RECEIPTS_PREFIX, SOURCE_ETAG_METADATA, image_id, images_archive_key
 from sluice.leases import LEASE_MARGIN_SECONDS, LeaseTerms
 from sluice.receipts import InvalidReceiptError, load_receipt
-from sluice.runtime import Handler, client, entry_point, make_logger, run
+from sluice.runtime import Handler, client, entry_point, make_logger, process_event
 from sluice.s3io import head_with_checksums
 from sluice.settings import ArchiveSettings
 from sluice.supersession import (
@@ -244,7 +244,7 @@ def make_handler(deps: Dependencies) -> Handler:
         def one(ref: S3ObjectRef) -> None:
             process(invocation, ref.bucket, ref.key)
 
-        return run(event, context, one, logger, accepts)
+        return process_event(event, context, one, logger, accepts)
 
     return handle
 

@@ -73,7 +73,7 @@ from sluice.events import S3ObjectRef, is_scheduled_event, split_scheduled
 from sluice.keys import REQUESTS_PREFIX, bundle_id_for, invalid_bundle_id
 from sluice.metrics import REJECTED, Outcome
 from sluice.request_topics import RecipientRefusedError
-from sluice.runtime import Handler, client, entry_point, make_logger, run
+from sluice.runtime import Handler, client, entry_point, make_logger, process_event
 from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
 from sluice.timestamps import utc_iso
 
@@ -265,8 +265,8 @@ def is_request(ref: S3ObjectRef) -> bool:
 
 
 def make_handler(deps: Dependencies) -> Handler:
-    """Request objects go through :func:`sluice.runtime.run`; the sweep rule's messages (the
-    same queue) run the sweep, a failed one handed back like a failed object."""
+    """Request objects go through :func:`sluice.runtime.process_event`; the sweep rule's
+    messages (the same queue) run the sweep, a failed one handed back like a failed object."""
 
     def serve(ref: S3ObjectRef, context: Any) -> Outcome | None:
         outcome = process(deps, ref, Turn.of(context, deps.clock()))
@@ -287,9 +287,11 @@ def make_handler(deps: Dependencies) -> Handler:
         ticks, rest = split_scheduled(event)
         serving = partial(serve, context=context)
         if not ticks:
-            return run(event, context, serving, logger, is_request)
+            return process_event(event, context, serving, logger, is_request)
         failures = [{"itemIdentifier": t["messageId"]} for t in ticks if not swept(context, t)]
-        response = run(rest, context, serving, logger, is_request) if rest["Records"] else {}
+        response = (
+            process_event(rest, context, serving, logger, is_request) if rest["Records"] else {}
+        )
         response["batchItemFailures"] = failures + list(response.get("batchItemFailures") or [])
         return response
 

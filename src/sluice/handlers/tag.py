@@ -25,7 +25,7 @@ removal it makes can trigger it again (decision 30). For each image created:
 4. Label it (:mod:`sluice.labelers`). An image that cannot be labelled gets an empty
    label set and ``label_error`` on its item, instead of a retry loop.
 5. Diff against what the image may already have, and apply each change in its own
-   transaction (:mod:`sluice.labels`), so counts never move on a duplicate. Before any
+   transaction (:mod:`sluice.label_items`), so counts never move on a duplicate. Before any
    membership is written, its label is added to the item's ``labels_touched`` set, so the
    item always names a superset of the image's memberships; a run that crashed halfway
    leaves no membership a later run (even for different content) cannot find and remove.
@@ -56,6 +56,7 @@ from sluice.keys import (
     ARCHIVE_SUPERSEDED_PREFIX,
     image_id,
 )
+from sluice.label_items import add_membership, remove_membership
 from sluice.labelers import (
     ImageObject,
     Labeler,
@@ -63,9 +64,8 @@ from sluice.labelers import (
     RekognitionLabeler,
     UnlabelableImageError,
 )
-from sluice.labels import add_membership, remove_membership
 from sluice.leases import LeaseTerms
-from sluice.runtime import Handler, client, entry_point, make_logger, run
+from sluice.runtime import Handler, client, entry_point, make_logger, process_event
 from sluice.s3io import head
 from sluice.settings import TagSettings
 
@@ -250,7 +250,9 @@ def make_handler(deps: Dependencies) -> Handler:
         )
 
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return run(event, context, lambda ref: process(deps, ref, context), logger, accepts)
+        return process_event(
+            event, context, lambda ref: process(deps, ref, context), logger, accepts
+        )
 
     return handle
 

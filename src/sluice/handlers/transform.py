@@ -73,7 +73,7 @@ from sluice.receipts import (
     replacement,
     write_receipt,
 )
-from sluice.runtime import Handler, client, entry_point, make_logger, run
+from sluice.runtime import Handler, client, entry_point, make_logger, process_event
 from sluice.settings import TransformSettings
 from sluice.transform.data_files import Deadline, transform_data
 from sluice.transform.image_files import ImageItem, put_image_item, transform_image
@@ -226,7 +226,7 @@ def make_handler(deps: Dependencies) -> Handler:
             receipt = process(deps, ref, deadline, lease=lease)
             return None if receipt is None else Outcome(receipt.status, receipt.dataset)
 
-        return run(event, context, transform, logger, accepts)
+        return process_event(event, context, transform, logger, accepts)
 
     return handle
 

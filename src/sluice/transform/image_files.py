@@ -1,7 +1,7 @@
 """An image's outputs: its thumbnails in PROCESSED and what its metadata item will say.
 
 A ``.jpg``/``.jpeg``/``.png``/``.webp``/``.gif``/``.tif``/``.tiff`` file gets one thumbnail
-per configured size at ``thumbnails/<size>/<raw key>.<ext>`` (:mod:`sluice.images` makes
+per configured size at ``thumbnails/<size>/<raw key>.<ext>`` (:mod:`sluice.thumbnails` makes
 them; the source's extension is kept in the name so ``a.png`` and ``a.jpg`` never share
 one, :mod:`sluice.keys`). An image that cannot be made into thumbnails (empty, over
 ``MAX_IMAGE_BYTES``, not the format its name says, truncated, a decompression bomb) is
@@ -21,17 +21,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice import image_items
-from sluice.images import (
+from sluice.keys import archive_key_for, image_id, split_extension, thumbnail_key
+from sluice.receipts import Receipt
+from sluice.runtime import make_logger
+from sluice.settings import TransformSettings
+from sluice.thumbnails import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
     ImageRejectedError,
     ImageResult,
     make_thumbnails,
 )
-from sluice.keys import archive_key_for, image_id, split_extension, thumbnail_key
-from sluice.receipts import Receipt
-from sluice.runtime import make_logger
-from sluice.settings import TransformSettings
 from sluice.transform.outputs import delete_if_present, output_entry
 from sluice.transform.sources import Source
 

@@ -29,7 +29,6 @@ from typing import Any
 
 from sluice import image_items
 from sluice.events import S3ObjectRef
-from sluice.images import OUTPUT_FORMATS
 from sluice.keys import (
     DATA_PREFIX,
     ERRORS_PREFIX,
@@ -48,6 +47,7 @@ from sluice.receipts import (
 from sluice.runtime import make_logger
 from sluice.s3io import head
 from sluice.settings import TransformSettings
+from sluice.thumbnails import OUTPUT_FORMATS
 from sluice.transform.sources import Deleted, Source, kind_of, version_id_by_etag
 
 logger = make_logger("transform")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluice.keys import RECEIPTS_PREFIX, THUMBNAILS_PREFIX
-from sluice.labels import label_counts
+from sluice.label_items import label_counts
 from sluice.ops.environment import Environment
 from sluice.ops.objects import list_objects, read_receipts
 from sluice.ops.queues import queue_depth

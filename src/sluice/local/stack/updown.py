@@ -57,7 +57,7 @@ from typing import Any, TextIO
 
 from sluice import workdir
 from sluice.keys import RECEIPTS_PREFIX, receipt_key
-from sluice.labels import label_counts
+from sluice.label_items import label_counts
 from sluice.local import awsenv, procs
 from sluice.local.lambdas.supervisor import read_records, remove_record
 from sluice.local.stack import localstack, summary

@@ -1,4 +1,4 @@
-"""Page tokens and key validation in sluice.labels (pure; no DynamoDB)."""
+"""Page tokens and key validation in sluice.label_items (pure; no DynamoDB)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from sluice.labels import (
+from sluice.label_items import (
     MAX_LABEL_LENGTH,
     InvalidPageTokenError,
     decode_page_token,

@@ -1,4 +1,4 @@
-"""sluice.images: geometry, orientation, colour modes, and refusal of bad input."""
+"""sluice.thumbnails: geometry, orientation, colour modes, and refusal of bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageFile
 
-from sluice.images import ImageRejectedError, make_thumbnails
+from sluice.thumbnails import ImageRejectedError, make_thumbnails
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from sluice import labels
-from sluice.labels import (
+from sluice import label_items
+from sluice.label_items import (
     InvalidPageTokenError,
     add_membership,
     images_for_label,
@@ -159,7 +159,7 @@ def test_transaction_conflicts_are_retried_and_count_once(pipeline: Pipeline) ->
 
 
 def test_other_cancellations_propagate(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(labels, "_BACKOFF_BASE_SECONDS", 0.0)
+    monkeypatch.setattr(label_items, "_BACKOFF_BASE_SECONDS", 0.0)
     dynamodb = ConflictingDynamoDB(pipeline.dynamodb, conflicts=100)
     with pytest.raises(ClientError):
         add_membership(
