@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 from sluice import bundles
 from sluice.events import S3ObjectRef
 from sluice.keys import RESTORING_PREFIX, bundle_id_of_restore_marker, restore_marker_key
-from sluice.s3io import get_json, head
+from sluice.s3io import error_code, get_json, head
 from sluice.timestamps import parse_utc_iso, utc_iso
 
 TIERS = ("Standard", "Bulk", "Expedited")
@@ -111,7 +111,7 @@ def check(s3: Any, bucket: str, keys: Iterable[str], *, tier: str, days: int) ->
                 )
                 result.requested += 1
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != "RestoreAlreadyInProgress":
+                if error_code(error) != "RestoreAlreadyInProgress":
                     raise
         result.restoring.append(key)
     return result
