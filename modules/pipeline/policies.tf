@@ -445,7 +445,7 @@ data "aws_iam_policy_document" "bundle" {
     content {
       sid       = "ForgetRestoreMarkers"
       actions   = ["s3:DeleteObject"]
-      resources = ["${local.bucket_arns.work}/${var.key_prefixes.work.bundles}_restoring/*"] # sluice.restores.RESTORING_PREFIX
+      resources = [local.objects.work.restoring]
     }
   }
 

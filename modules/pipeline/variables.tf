@@ -16,7 +16,7 @@ variable "key_prefixes" {
     raw       = object({ uploads = string })
     processed = object({ data = string, errors = string, thumbnails = string, receipts = string, versions = string, leases = string })
     archive   = object({ images = string, data = string, rejected = string, superseded = string })
-    work      = object({ requests = string, bundles = string })
+    work      = object({ requests = string, bundles = string, restoring = string })
   })
 }
 

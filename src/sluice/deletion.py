@@ -58,7 +58,7 @@ from sluice.receipts import (
     version_record_key_of,
     write_version_record,
 )
-from sluice.s3io import head, is_gone_or_changed
+from sluice.s3io import get, head, is_gone_or_changed
 
 RemovalOutcome = Literal["removed", "present", "not_owned", "pending", "nothing"]
 """``removed``: the version and what it owned are gone and recorded; ``present``: the name
@@ -99,9 +99,8 @@ class _Entry:
 
 
 def _read(s3: Any, bucket: str, key: str) -> _Entry | None:
-    try:
-        response = s3.get_object(Bucket=bucket, Key=key)
-    except s3.exceptions.NoSuchKey:
+    response = get(s3, bucket, key)
+    if response is None:
         return None
     return _Entry(json.loads(response["Body"].read()), str(response["ETag"]))
 

@@ -53,6 +53,10 @@ REQUESTS_PREFIX = PREFIXES["work"]["requests"]
 """WORK: bundle requests, ``requests/<bundle id>.json`` (the bundle trigger)."""
 BUNDLES_PREFIX = PREFIXES["work"]["bundles"]
 """WORK: each bundle's zip and status, ``bundles/<bundle id>.zip`` and ``.json``."""
+RESTORING_PREFIX = PREFIXES["work"]["restoring"]
+"""WORK: one marker per bundle waiting for restores (sluice.restores), ``<bundles
+prefix>_restoring/<bundle id>.json``: inside the bundles prefix (its expiry rule covers the
+markers too), in a segment starting with ``_``, which no bundle id does."""
 UPLOADS_SEGMENT = PREFIXES["raw"]["uploads"]
 """RAW keys the API hands out: ``[<dataset prefix>]uploads/<user>/<date>/<uuid>-<name>``."""
 
@@ -202,6 +206,14 @@ def bundle_status_key(bundle_id: str) -> str:
 
 def bundle_zip_key(bundle_id: str) -> str:
     return f"{BUNDLES_PREFIX}{bundle_id}.zip"
+
+
+def restore_marker_key(bundle_id: str) -> str:
+    return f"{RESTORING_PREFIX}{bundle_id}.json"
+
+
+def bundle_id_of_restore_marker(marker_key: str) -> str:
+    return marker_key.removeprefix(RESTORING_PREFIX).removesuffix(".json")
 
 
 def invalid_bundle_id(request_key: str) -> str:

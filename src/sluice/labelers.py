@@ -42,7 +42,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-MAX_OFFLINE_IMAGE_BYTES = 100 * 1024 * 1024
+from sluice.s3io import MIB
+
+MAX_OFFLINE_IMAGE_BYTES = 100 * MIB
 MAX_OFFLINE_IMAGE_PIXELS = 64_000_000
 _SAMPLE_SIDE = 64
 _SQUARE_TOLERANCE = 0.02

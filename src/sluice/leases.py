@@ -34,14 +34,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sluice.keys import lease_key
-from sluice.s3io import error_code, is_missing
+from sluice.s3io import get, is_conditional_conflict, is_missing
 
 LEASE_MARGIN_SECONDS = 30.0
 DEFAULT_LEASE_SECONDS = 900.0 + LEASE_MARGIN_SECONDS
 """The Lambda maximum timeout plus the margin, for callers without a context."""
-
-# 412: the condition failed; 409: a concurrent conditional write on the same key won.
-_LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
 
 class KeyBusyError(RuntimeError):
@@ -71,19 +68,18 @@ def _acquire(s3: Any, bucket: str, key: str, terms: LeaseTerms) -> str:
     try:
         return _put(s3, bucket, key, terms, IfNoneMatch="*")
     except ClientError as error:
-        if error_code(error) not in _LOST_RACE:
+        if not is_conditional_conflict(error):  # 412 or 409: another taker won
             raise
-    try:
-        held = s3.get_object(Bucket=bucket, Key=key)
-    except s3.exceptions.NoSuchKey:
-        raise KeyBusyError("lease released while being read; retry") from None
+    held = get(s3, bucket, key)
+    if held is None:
+        raise KeyBusyError("lease released while being read; retry")
     lease = json.loads(held["Body"].read())
     if lease.get("owner") != terms.owner and float(lease.get("until", 0)) > terms.clock():
         raise KeyBusyError("another invocation is transforming this key")
     try:
         return _put(s3, bucket, key, terms, IfMatch=str(held["ETag"]))
     except ClientError as error:
-        if error_code(error) in _LOST_RACE:
+        if is_conditional_conflict(error):
             raise KeyBusyError("another invocation took the expired lease first") from None
         raise
 
@@ -92,7 +88,7 @@ def _release(s3: Any, bucket: str, key: str, etag: str) -> None:
     try:
         s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
     except ClientError as error:
-        if error_code(error) not in _LOST_RACE and not is_missing(error):
+        if not is_conditional_conflict(error) and not is_missing(error):
             raise  # the message is retried, and the retry releases it (release_own)
         # lost (expired and taken over) or already gone: nothing of ours to release
 
@@ -101,9 +97,8 @@ def release_own(s3: Any, bucket: str, raw_key: str, owner: str) -> None:
     """Release the lease of ``raw_key`` if ``owner`` holds it: a retry whose earlier run did
     its work but could not release the lease (the work is done, so it needs no lease)."""
     key = lease_key(raw_key)
-    try:
-        held = s3.get_object(Bucket=bucket, Key=key)
-    except s3.exceptions.NoSuchKey:
+    held = get(s3, bucket, key)
+    if held is None:
         return
     if json.loads(held["Body"].read()).get("owner") == owner:
         _release(s3, bucket, key, str(held["ETag"]))

@@ -54,6 +54,7 @@ KINDS: tuple[Kind, ...] = get_args(Kind)
 MAX_RECEIPT_BYTES = 16 * MIB
 """Far above any real receipt (errors are capped at 1,000); reading stops there."""
 VersionStatus = Literal["superseded", "deleted"]
+VERSION_STATUSES: tuple[VersionStatus, ...] = get_args(VersionStatus)
 DeletedFrom = Literal["raw", "archive"]
 VERSION_RECORD_VERSION = 1
 REPROCESS_METADATA = "sluice-reprocess-of"
@@ -114,12 +115,7 @@ def write_receipt(s3: Any, processed_bucket: str, receipt: Receipt) -> str:
 
 def read_receipt(s3: Any, processed_bucket: str, raw_key: str) -> dict[str, Any] | None:
     """The receipt of ``raw_key``, or None when there is none yet."""
-    try:
-        response = s3.get_object(Bucket=processed_bucket, Key=receipt_key(raw_key))
-    except s3.exceptions.NoSuchKey:
-        return None
-    result: dict[str, Any] = json.loads(response["Body"].read())
-    return result
+    return read_version_record(s3, processed_bucket, receipt_key(raw_key))
 
 
 class InvalidReceiptError(ValueError):
@@ -250,11 +246,7 @@ def history(s3: Any, processed_bucket: str, raw_key: str) -> list[dict[str, Any]
         pointer = summary.get("replaces")
         if not isinstance(pointer, str):
             break
-        try:
-            body = s3.get_object(Bucket=processed_bucket, Key=pointer)["Body"].read()
-        except s3.exceptions.NoSuchKey:
-            break
-        record = json.loads(body)
+        record = read_version_record(s3, processed_bucket, pointer)
         summary = record.get("receipt") if isinstance(record, dict) else None
     return found
 
@@ -285,10 +277,9 @@ def version_record(
 
 
 def read_version_record(s3: Any, processed_bucket: str, key: str) -> dict[str, Any] | None:
-    """The version record stored at ``key``, or None when there is none."""
-    try:
-        response = s3.get_object(Bucket=processed_bucket, Key=key)
-    except s3.exceptions.NoSuchKey:
+    """The version record (or receipt) stored at ``key``, or None when there is none."""
+    response = get(s3, processed_bucket, key)
+    if response is None:
         return None
     result: dict[str, Any] = json.loads(response["Body"].read())
     return result

@@ -73,6 +73,7 @@ import orjson
 
 from sluice.datasets import Dataset
 from sluice.datasets.gate import EXACT_DIGITS
+from sluice.s3io import MIB
 
 try:
     _ijson: Any = ijson.get_backend("yajl2_c")
@@ -91,7 +92,7 @@ Problem = tuple[str, str, str]
 CHUNK_BYTES = 64 * 1024
 FLUSH_BYTES = 256 * 1024
 DEFAULT_MAX_DEPTH = 32
-DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+DEFAULT_MAX_RECORD_BYTES = MIB
 DEFAULT_MAX_ERRORS = 1000
 DEFAULT_DETAILED_RECORDS = 10_000
 DEFAULT_MAX_RECORD_ERRORS = 20

@@ -32,22 +32,16 @@ from botocore.exceptions import ClientError
 
 from sluice import bundles
 from sluice.events import S3ObjectRef
-from sluice.keys import BUNDLES_PREFIX
-from sluice.s3io import get_json, head
+from sluice.keys import RESTORING_PREFIX, bundle_id_of_restore_marker, restore_marker_key
+from sluice.s3io import error_code, get_json, head
 from sluice.timestamps import parse_utc_iso, utc_iso
 
-RESTORING_PREFIX = f"{BUNDLES_PREFIX}_restoring/"
-"""WORK: one marker per bundle waiting for restores; no bundle id starts with ``_``."""
 TIERS = ("Standard", "Bulk", "Expedited")
 ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 FIRST_CHECK = timedelta(minutes=5)
 LAST_CHECK_INTERVAL = timedelta(hours=2)
 """The back-off's bound: Glacier Flexible Retrieval takes 3-5 h (Standard) to 5-12 h
 (Bulk), Deep Archive up to 48 h; checking more often than this only costs requests."""
-
-
-def marker_key(bundle_id: str) -> str:
-    return f"{RESTORING_PREFIX}{bundle_id}.json"
 
 
 @dataclass
@@ -117,13 +111,13 @@ def check(s3: Any, bucket: str, keys: Iterable[str], *, tier: str, days: int) ->
                 )
                 result.requested += 1
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != "RestoreAlreadyInProgress":
+                if error_code(error) != "RestoreAlreadyInProgress":
                     raise
         result.restoring.append(key)
     return result
 
 
-# Markers (WORK bundles/_restoring/<id>.json) --------------------------------------------------
+# Markers (keys.restore_marker_key) ---------------------------------------------------------
 def write_marker(
     s3: Any, bucket: str, bundle_id: str, *, request_key: str, request_etag: str, now: datetime
 ) -> datetime:
@@ -145,7 +139,7 @@ def write_marker(
     }
     s3.put_object(
         Bucket=bucket,
-        Key=marker_key(bundle_id),
+        Key=restore_marker_key(bundle_id),
         Body=json.dumps(marker).encode("utf-8"),
         ContentType="application/json",
     )
@@ -153,11 +147,11 @@ def write_marker(
 
 
 def read_marker(s3: Any, bucket: str, bundle_id: str) -> dict[str, Any] | None:
-    return get_json(s3, bucket, marker_key(bundle_id))[0]
+    return get_json(s3, bucket, restore_marker_key(bundle_id))[0]
 
 
 def delete_marker(s3: Any, bucket: str, bundle_id: str) -> None:
-    s3.delete_object(Bucket=bucket, Key=marker_key(bundle_id))
+    s3.delete_object(Bucket=bucket, Key=restore_marker_key(bundle_id))
 
 
 def due_markers(s3: Any, bucket: str, now: datetime) -> Iterator[dict[str, Any]]:
@@ -166,7 +160,7 @@ def due_markers(s3: Any, bucket: str, now: datetime) -> Iterator[dict[str, Any]]
         Bucket=bucket, Prefix=RESTORING_PREFIX
     ):
         for item in page.get("Contents", []):
-            bundle_id = item["Key"].removeprefix(RESTORING_PREFIX).removesuffix(".json")
+            bundle_id = bundle_id_of_restore_marker(item["Key"])
             marker = read_marker(s3, bucket, bundle_id)
             if marker is None:
                 continue

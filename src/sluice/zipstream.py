@@ -21,7 +21,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import IO, Protocol
 
-CHUNK_SIZE = 1024 * 1024
+from sluice.s3io import MIB
+
+CHUNK_SIZE = MIB
 
 STORED_EXTENSIONS = frozenset(
     {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import hcl2  # type: ignore[import-untyped]
 
-from sluice import keys
+from sluice import keys, restores
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = REPO_ROOT / "src" / "sluice"
@@ -51,13 +51,36 @@ def test_sluice_keys_exposes_the_prefixes_of_keys_json() -> None:
     assert (
         PREFIXES["work"]["requests"],
         PREFIXES["work"]["bundles"],
+        PREFIXES["work"]["restoring"],
         PREFIXES["raw"]["uploads"],
-    ) == (keys.REQUESTS_PREFIX, keys.BUNDLES_PREFIX, keys.UPLOADS_SEGMENT)
+    ) == (keys.REQUESTS_PREFIX, keys.BUNDLES_PREFIX, keys.RESTORING_PREFIX, keys.UPLOADS_SEGMENT)
 
 
-def test_every_prefix_is_one_path_segment() -> None:
-    for prefix in ALL_PREFIXES:
-        assert re.fullmatch(r"[a-z][a-z0-9_-]*/", prefix), prefix
+SUB_PREFIXES = {("work", "restoring"): "bundles"}
+"""Prefixes inside another prefix of their bucket (name -> the enclosing prefix's name)."""
+
+
+def test_every_prefix_is_one_path_segment_or_one_inside_another() -> None:
+    for bucket, names in PREFIXES.items():
+        for name, prefix in names.items():
+            outer = SUB_PREFIXES.get((bucket, name))
+            segment = prefix.removeprefix(names[outer]) if outer else prefix
+            assert outer is None or prefix.startswith(names[outer]), (bucket, name)
+            assert re.fullmatch(r"[a-z_][a-z0-9_-]*/", segment), (bucket, name, prefix)
+
+
+def test_restore_markers_are_keyed_apart_from_every_bundle() -> None:
+    """Markers live under the bundles prefix (its expiry rule covers them), in a segment
+    no bundle id can start, and restores and the IAM grant read them from keys.json."""
+    segment = keys.RESTORING_PREFIX.removeprefix(keys.BUNDLES_PREFIX)
+    assert keys.RESTORING_PREFIX.startswith(keys.BUNDLES_PREFIX)
+    assert segment.startswith("_") and not keys.BUNDLE_ID_PATTERN.match(segment)
+    assert restores.RESTORING_PREFIX is keys.RESTORING_PREFIX
+    marker = keys.restore_marker_key("b-1")
+    assert marker == f"{PREFIXES['work']['restoring']}b-1.json"
+    assert keys.bundle_id_of_restore_marker(marker) == "b-1"
+    policies = (REPO_ROOT / "modules" / "pipeline" / "policies.tf").read_text("utf-8")
+    assert "resources = [local.objects.work.restoring]" in policies
 
 
 def _terraform_files() -> list[Path]:
@@ -77,6 +100,28 @@ def test_terraform_restates_no_key_prefix() -> None:
             if literal.search(code) and not code.strip().startswith("description"):
                 found.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
     assert not found, "key prefixes written as literals:\n" + "\n".join(found)
+
+
+PREFIX_REFERENCE = re.compile(r"(?:var\.key_prefixes|local\.objects)\.(\w+)\.(\w+)")
+
+
+def test_terraform_names_only_prefixes_of_keys_json_and_extends_none_by_hand() -> None:
+    """A prefix renamed on one side only, or a sub-prefix written as the literal rest of
+    one (``"${var.key_prefixes.work.bundles}_restoring/*"``), fails: sub-prefixes are
+    entries of keys.json too. An interpolated prefix may only be followed by ``*``."""
+    extended = re.compile(r"\$\{(?:var\.key_prefixes|local\.objects)\.\w+\.\w+\}(?!\*?\")")
+    unknown, by_hand = [], []
+    for path in _terraform_files():
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            where = f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}"
+            for bucket, name in PREFIX_REFERENCE.findall(code):
+                if name not in PREFIXES.get(bucket, {}):
+                    unknown.append(where)
+            if extended.search(code):
+                by_hand.append(where)
+    assert not unknown, "prefixes keys.json does not have:\n" + "\n".join(unknown)
+    assert not by_hand, "prefixes extended by hand:\n" + "\n".join(by_hand)
 
 
 def test_the_root_module_reads_keys_json_and_the_notifications_filter_by_it() -> None:
@@ -116,6 +161,47 @@ def _string_literals(path: Path) -> list[tuple[int, str]]:
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
                 found.append((node.lineno, first.value + "{"))
     return found
+
+
+def _prefix_name(node: ast.expr) -> bool:
+    name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+    return str(name).endswith(("_PREFIX", "_SEGMENT"))
+
+
+def _extended_prefixes(path: Path) -> list[int]:
+    """Lines where a prefix constant is followed by literal path text: ``f"{X_PREFIX}a/"``
+    or ``X_PREFIX + "a/"`` (a sub-prefix belongs in keys.json)."""
+    found: list[int] = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.JoinedStr):
+            pairs = zip(node.values, node.values[1:], strict=False)
+            for first, second in pairs:
+                if (
+                    isinstance(first, ast.FormattedValue)
+                    and _prefix_name(first.value)
+                    and isinstance(second, ast.Constant)
+                    and "/" in str(second.value)
+                ):
+                    found.append(node.lineno)
+        elif (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Add)
+            and _prefix_name(node.left)
+            and isinstance(node.right, ast.Constant)
+            and "/" in str(node.right.value)
+        ):
+            found.append(node.lineno)
+    return found
+
+
+def test_the_package_extends_no_prefix_by_hand() -> None:
+    found = [
+        f"{path.relative_to(PACKAGE).as_posix()}:{number}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != PACKAGE / "keys.py"
+        for number in _extended_prefixes(path)
+    ]
+    assert not found, "sub-prefixes built outside keys.json:\n" + "\n".join(found)
 
 
 def test_the_package_builds_keys_only_through_sluice_keys() -> None:

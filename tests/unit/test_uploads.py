@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sluice.datasets import load_registry
+from sluice.s3io import MIB
 from sluice.uploads import (
     MEDIA_TYPES,
     PlannedUpload,
@@ -21,7 +22,6 @@ from sluice.uploads import (
     session_policy,
 )
 
-MIB = 1024 * 1024
 NOW = datetime(2026, 11, 30, 23, 59, tzinfo=UTC)
 
 

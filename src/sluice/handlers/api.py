@@ -48,6 +48,7 @@ from sluice.api.service import Api
 from sluice.image_items import InvalidCursorError
 from sluice.label_items import InvalidPageTokenError
 from sluice.leases import LEASE_MARGIN_SECONDS
+from sluice.receipts import STATUSES
 from sluice.runtime import Handler, client, entry_point, make_logger
 from sluice.settings import ApiSettings
 from sluice.uploads import UploadError
@@ -190,8 +191,8 @@ def get_bundle(bundle_id: str) -> Response[str]:
 def list_inputs() -> Response[str]:
     caller = _caller()
     status = _query("status") or None
-    if status is not None and status not in ("processed", "rejected"):
-        raise ApiError(400, "invalid_query", "status must be processed or rejected")
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, "invalid_query", "status must be " + " or ".join(STATUSES))
     prefix = _query("prefix") or ""
     if len(prefix) > 1024:
         raise ApiError(400, "invalid_query", "prefix must be at most 1024 characters")

@@ -1,4 +1,4 @@
-"""``sluice audit``: check the ledger (DESIGN decisions 2 and 12).
+"""``sluice audit``: check the ledger (docs/decisions.md, decisions 2 and 12).
 
 Every object that reaches RAW ends with exactly one receipt, and the archive handler then
 moves it from RAW to ARCHIVE, so at rest: inputs = receipts = archived objects, and the

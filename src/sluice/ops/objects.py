@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from sluice.events import normalize_etag
 from sluice.keys import RECEIPTS_PREFIX, VERSIONS_PREFIX
-from sluice.receipts import STATUSES
+from sluice.receipts import STATUSES, VERSION_STATUSES
+from sluice.s3io import get
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -46,16 +47,15 @@ class ReceiptRead:
 
 
 RECEIPT_STATUSES: tuple[str, ...] = STATUSES
-VERSION_STATUSES = ("superseded", "deleted")
 
 
 def _read_receipt(
     s3: S3Client, bucket: str, key: str, statuses: tuple[str, ...] = RECEIPT_STATUSES
 ) -> ReceiptRead:
-    try:
-        raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
+    response = get(s3, bucket, key)
+    if response is None:
         return ReceiptRead(key, None, "deleted while being read")
+    raw = response["Body"].read()
     try:
         body = json.loads(raw)
     except ValueError as exc:
@@ -70,21 +70,24 @@ def _read_receipt(
     return ReceiptRead(key, body)
 
 
+def _read_ledger(
+    s3: S3Client, bucket: str, prefix: str, keys: Iterable[str] | None, statuses: tuple[str, ...]
+) -> Iterator[ReceiptRead]:
+    if keys is None:
+        keys = (item.key for item in list_objects(s3, bucket, prefix))
+    with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
+        yield from pool.map(lambda key: _read_receipt(s3, bucket, key, statuses), keys)
+
+
 def read_receipts(
     s3: S3Client, bucket: str, keys: Iterable[str] | None = None
 ) -> Iterator[ReceiptRead]:
     """Every receipt in ``bucket`` (or the given receipt keys), read concurrently."""
-    if keys is None:
-        keys = (item.key for item in list_objects(s3, bucket, RECEIPTS_PREFIX))
-    with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
-        yield from pool.map(lambda key: _read_receipt(s3, bucket, key), keys)
+    return _read_ledger(s3, bucket, RECEIPTS_PREFIX, keys, RECEIPT_STATUSES)
 
 
 def read_version_records(
     s3: S3Client, bucket: str, keys: Iterable[str] | None = None
 ) -> Iterator[ReceiptRead]:
     """Every record of the version ledger (``versions/``: superseded and deleted versions)."""
-    if keys is None:
-        keys = (item.key for item in list_objects(s3, bucket, VERSIONS_PREFIX))
-    with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
-        yield from pool.map(lambda key: _read_receipt(s3, bucket, key, VERSION_STATUSES), keys)
+    return _read_ledger(s3, bucket, VERSIONS_PREFIX, keys, VERSION_STATUSES)

@@ -24,7 +24,7 @@ never existed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sluice import image_items
@@ -48,6 +48,7 @@ from sluice.runtime import make_logger
 from sluice.s3io import head
 from sluice.settings import TransformSettings
 from sluice.thumbnails import OUTPUT_FORMATS
+from sluice.timestamps import parse_utc_iso
 from sluice.transform.sources import Deleted, Source, kind_of, version_id_by_etag
 
 logger = make_logger("transform")
@@ -165,7 +166,9 @@ def restore_outputs(s3: Any, bucket: str, receipt: Mapping[str, Any]) -> list[st
     """Put back each PROCESSED output ``receipt`` lists as that receipt's transform wrote
     it: the newest version of the key, of the listed size, written before the receipt
     (PROCESSED is versioned). Returns the keys whose version is gone (expired)."""
-    written = datetime.fromisoformat(str(receipt["processed_at"]).replace("Z", "+00:00"))
+    written = parse_utc_iso(receipt["processed_at"])
+    if written is None:
+        raise ValueError(f"receipt processed_at is no time: {receipt['processed_at']!r}")
     # LastModified may be truncated to the second: a version of that second still counts.
     latest = written.replace(microsecond=0) + timedelta(seconds=1)
     lost = []

@@ -17,9 +17,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from sluice.s3io import MIB
+
 # CloudWatch Logs PutLogEvents limits.
 _MAX_BATCH_EVENTS = 10_000
-_MAX_BATCH_BYTES = 1_048_576
+_MAX_BATCH_BYTES = MIB
 _EVENT_OVERHEAD_BYTES = 26
 _MAX_EVENT_BYTES = 256 * 1024 - _EVENT_OVERHEAD_BYTES
 

@@ -57,6 +57,7 @@ from sluice.local.stack.httpapi import (
     build_event,
     error_body,
     find_route,
+    request_time,
     to_http_response,
 )
 from sluice.local.stack.jwtauth import (
@@ -247,7 +248,7 @@ class Gateway:
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         started = time.monotonic()
-        values: dict[str, Any] = {"routeKey": "-", "requestTime": _clf_now()}
+        values: dict[str, Any] = {"routeKey": "-", "requestTime": request_time()}
         response = self._answer(request, values)
         values.update(
             status=response.status,
@@ -355,10 +356,6 @@ class Gateway:
 
 def _gateway_error(status: int, message: str) -> HttpResponse:
     return HttpResponse(status, [("Content-Type", "application/json")], error_body(message))
-
-
-def _clf_now() -> str:
-    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
 
 
 def _context_values(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -114,6 +114,12 @@ def _joined(pairs: Sequence[tuple[str, str]], *, lower: bool) -> dict[str, str]:
     return out
 
 
+def request_time(moment: datetime | None = None) -> str:
+    """API Gateway's ``$context.requestTime`` (common log format, UTC): the event's
+    ``requestContext.time`` and the access log's ``requestTime`` (default: now)."""
+    return (moment or datetime.now(UTC)).strftime("%d/%b/%Y:%H:%M:%S +0000")
+
+
 def build_event(
     request: HttpRequest,
     route: Route,
@@ -168,7 +174,7 @@ def build_event(
             "requestId": request_id,
             "routeKey": route.key,
             "stage": stage,
-            "time": moment.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "time": request_time(moment),
             "timeEpoch": int(moment.timestamp() * 1000),
         },
         "isBase64Encoded": not text,
