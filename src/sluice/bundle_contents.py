@@ -38,8 +38,9 @@ from sluice.events import normalize_etag
 from sluice.image_items import fetch_image_metadata
 from sluice.keys import ARCHIVE_IMAGES_PREFIX, bundle_zip_key
 from sluice.label_items import LabelledImage, iter_images_for_label, label_count
-from sluice.s3io import MIB, MultipartWriter, get
+from sluice.s3io import MultipartWriter, get
 from sluice.settings import MAX_URL_TTL_SECONDS, BundleSettings
+from sluice.units import MIB
 from sluice.zipstream import EntryNames, add_stream, safe_entry_name, zip_date_time
 
 METADATA_BATCH = 100  # BatchGetItem's limit

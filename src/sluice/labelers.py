@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sluice.s3io import MIB
+from sluice.units import MIB
 
 MAX_OFFLINE_IMAGE_BYTES = 100 * MIB
 MAX_OFFLINE_IMAGE_PIXELS = 64_000_000

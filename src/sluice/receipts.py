@@ -40,8 +40,9 @@ from typing import Any, Literal, get_args
 from sluice import __version__
 from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import receipt_key, version_record_key, version_token
-from sluice.s3io import MIB, get, is_precondition_failed
+from sluice.s3io import get, is_precondition_failed
 from sluice.timestamps import utc_iso
+from sluice.units import MIB
 
 RECEIPT_VERSION = 1
 MAX_RECEIPT_ERRORS = 1000

@@ -73,7 +73,7 @@ import orjson
 
 from sluice.datasets import Dataset
 from sluice.datasets.gate import EXACT_DIGITS
-from sluice.s3io import MIB
+from sluice.units import MIB
 
 try:
     _ijson: Any = ijson.get_backend("yajl2_c")

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sluice.s3io import GIB, MAX_PARTS, MIB
+from sluice.s3io import MAX_PARTS
+from sluice.units import GIB, MIB
 
 MAX_SINGLE_COPY_BYTES = 5 * GIB
 """CopyObject's limit; larger objects need a multipart copy."""

@@ -34,8 +34,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-MIB = 1024 * 1024
-GIB = 1024 * MIB
+from sluice.units import MIB
+
 MIN_PART_SIZE = 5 * MIB
 DEFAULT_PART_SIZE = 8 * MIB
 MAX_PARTS = 10_000

@@ -27,7 +27,8 @@ from sluice.s3copy import (
     DEFAULT_COPY_PART_SIZE,
     MAX_SINGLE_COPY_BYTES,
 )
-from sluice.s3io import GIB, MIB, MIN_PART_SIZE
+from sluice.s3io import MIN_PART_SIZE
+from sluice.units import GIB, MIB
 
 if TYPE_CHECKING:
     from sluice.datasets import Registry

@@ -41,9 +41,10 @@ from typing import Any, Literal
 from sluice.datasets import Registry
 from sluice.keys import UPLOADS_SEGMENT, split_extension
 from sluice.records import DATA_FORMATS
-from sluice.s3io import GIB, MAX_PARTS, MIB, error_code
+from sluice.s3io import MAX_PARTS, error_code
 from sluice.thumbnails import INPUT_FORMATS
 from sluice.timestamps import utc_iso
+from sluice.units import GIB, MIB
 
 MAX_SINGLE_PUT_BYTES = 5 * GIB
 """S3's limit for one PUT; larger files need a multipart upload."""

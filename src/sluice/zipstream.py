@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import IO, Protocol
 
-from sluice.s3io import MIB
+from sluice.units import MIB
 
 CHUNK_SIZE = MIB
 

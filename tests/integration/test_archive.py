@@ -21,8 +21,8 @@ from sluice.leases import LEASE_MARGIN_SECONDS
 from sluice.receipts import Receipt, parse_receipt, write_receipt
 from sluice.runtime import Handler
 from sluice.s3copy import part_ranges
-from sluice.s3io import MIB
 from sluice.settings import ArchiveSettings
+from sluice.units import MIB
 from tests.conftest import FakeContext, Pipeline
 from tests.s3events import object_event_for
 

@@ -25,7 +25,7 @@ from sluice.handlers import bundle as bundle_handler
 from sluice.keys import bundle_status_key, image_id, invalid_bundle_id
 from sluice.label_items import add_membership
 from sluice.runtime import Handler
-from sluice.s3io import MIB
+from sluice.units import MIB
 from tests.conftest import FakeContext, Pipeline
 from tests.s3events import object_event_for, s3_event, s3_record, sqs_batch
 

@@ -11,7 +11,7 @@ from boto3.s3.transfer import TransferConfig
 from sluice.cli import main
 from sluice.ops import upload as upload_module
 from sluice.ops.upload import Progress, files_to_upload, upload_folder
-from sluice.s3io import MIB
+from sluice.units import MIB
 from tests.cli_output import keys_of, one_json_document
 from tests.conftest import Pipeline
 from tests.integration.ops_support import ENVIRONMENT, make_environment, write_outputs_file

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from sluice.s3io import MIB, MultipartWriter
+from sluice.s3io import MultipartWriter
+from sluice.units import MIB
 from tests.conftest import Pipeline
 
 

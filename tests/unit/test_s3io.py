@@ -12,7 +12,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sluice import s3io
-from sluice.s3io import MIB, MultipartWriter
+from sluice.s3io import MultipartWriter
+from sluice.units import MIB
 
 
 class FakeS3Error(Exception):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sluice.datasets import load_registry
-from sluice.s3io import MIB
+from sluice.units import MIB
 from sluice.uploads import (
     MEDIA_TYPES,
     PlannedUpload,

@@ -23,7 +23,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 
 from sluice.datasets import Dataset
-from sluice.s3io import MIB
+from sluice.units import MIB
 
 MAX_BODY_BYTES = MIB
 """A complete request lists up to 10,000 parts (about 600 KB); API Gateway takes 10 MB."""

@@ -17,7 +17,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from sluice.keys import MAX_KEY_BYTES
-from sluice.s3io import MIB
+from sluice.units import MIB
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from sluice.s3io import MIB
+from sluice.units import MIB
 
 # CloudWatch Logs PutLogEvents limits.
 _MAX_BATCH_EVENTS = 10_000
