@@ -42,10 +42,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sluice import image_defaults
 from sluice.units import MIB
 
 MAX_OFFLINE_IMAGE_BYTES = 100 * MIB
-MAX_OFFLINE_IMAGE_PIXELS = 64_000_000
+MAX_OFFLINE_IMAGE_PIXELS = image_defaults.MAX_IMAGE_PIXELS
 _SAMPLE_SIDE = 64
 _SQUARE_TOLERANCE = 0.02
 _DARK_BELOW = 64

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from sluice import image_defaults
 from sluice.config import env_choice, env_float, env_int, env_int_list, env_str
 from sluice.leases import DEFAULT_LEASE_SECONDS
 from sluice.s3copy import (
@@ -186,8 +187,10 @@ class TransformSettings(Settings):
         "THUMBNAIL_SIZES", (128, 512), minimum=16, maximum=4096
     )
     thumbnail_format: str = choice("THUMBNAIL_FORMAT", "JPEG", _thumbnail_formats)
-    thumbnail_quality: int = integer("THUMBNAIL_QUALITY", 85, minimum=1, maximum=95)
-    max_image_pixels: int = integer("MAX_IMAGE_PIXELS", 64_000_000, minimum=1)
+    thumbnail_quality: int = integer(
+        "THUMBNAIL_QUALITY", image_defaults.THUMBNAIL_QUALITY, minimum=1, maximum=95
+    )
+    max_image_pixels: int = integer("MAX_IMAGE_PIXELS", image_defaults.MAX_IMAGE_PIXELS, minimum=1)
     max_image_bytes: int = integer("MAX_IMAGE_BYTES", 100 * MIB, minimum=1)
     datasets: Registry = dataset_registry()  # noqa: RUF009 (a Field: the default is a factory)
     max_data_bytes: int = integer("MAX_DATA_BYTES", 512 * MIB, minimum=1)

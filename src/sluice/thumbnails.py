@@ -30,6 +30,8 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from sluice import image_defaults
+
 ORIENTATION_TAG = 0x0112
 MAKE_TAG = 0x010F
 MODEL_TAG = 0x0110
@@ -268,8 +270,8 @@ def make_thumbnails(
     expected_format: str,
     sizes: tuple[int, ...],
     output_format: str = "JPEG",
-    quality: int = 85,
-    max_pixels: int = 64_000_000,
+    quality: int = image_defaults.THUMBNAIL_QUALITY,
+    max_pixels: int = image_defaults.MAX_IMAGE_PIXELS,
 ) -> ImageResult:
     """Decode ``data`` (which must be an ``expected_format`` image) and thumbnail it.
 

@@ -14,7 +14,13 @@ import sys
 
 import pytest
 
-PURE = ("sluice.records", "sluice.thumbnails", "sluice.zipstream", "sluice.units")
+PURE = (
+    "sluice.records",
+    "sluice.thumbnails",
+    "sluice.zipstream",
+    "sluice.units",
+    "sluice.image_defaults",
+)
 AWS = ("boto3", "botocore", "aws_lambda_powertools")
 
 

@@ -198,3 +198,59 @@ def test_settings_module_is_the_only_reader_of_function_variables() -> None:
     for path in handlers.glob("*.py"):
         source = path.read_text(encoding="utf-8")
         assert "env_str(" not in source and "env_int(" not in source, path.name
+
+
+_ONE_VARIABLE = re.compile(r"^\$\{(?:tostring\()?var\.(\w+)\)?\}$")
+
+
+def _terraform_defaults() -> dict[tuple[str, str], Any]:
+    """(function, environment name) -> the default of the module variable it is set from,
+    for every name set from exactly one variable (``var.x`` or ``tostring(var.x)``)."""
+    variables: dict[str, Any] = {}
+    for block in _parse(PIPELINE_MAIN.with_name("variables.tf")).get("variable", []):
+        for name, body in block.items():
+            if "default" in body:
+                variables[name] = _only(body["default"])
+    local = _locals(_parse(PIPELINE_MAIN))
+    defaults: dict[tuple[str, str], Any] = {}
+    for function, names in _only(local["function_variables"]).items():
+        for name, expression in names.items():
+            match = _ONE_VARIABLE.match(str(_only(expression)))
+            if match and match.group(1) in variables:
+                defaults[function, name] = variables[match.group(1)]
+    return defaults
+
+
+def _settings_default(function: str, name: str) -> Any:
+    (field,) = [
+        f
+        for f in fields(settings_of(function))
+        if f.metadata and f.metadata["sluice.variable"].name == name  # type: ignore[attr-defined]
+    ]
+    return field.default
+
+
+def _same(terraform: Any, settings: Any) -> bool:
+    if isinstance(settings, int | float) and isinstance(terraform, int | float):
+        return float(terraform) == float(settings)
+    if isinstance(settings, tuple):
+        return list(terraform) == list(settings)
+    return str(terraform) == str(settings)
+
+
+def test_terraform_defaults_are_the_settings_defaults() -> None:
+    """A module variable's default is what the function would use unset: one value, two
+    spellings. THUMBNAIL_QUALITY's 85 once lived in six places; a default changed on one
+    side only would make a deployed function behave unlike the tests' (which use the
+    settings' defaults)."""
+    checked = _terraform_defaults()
+    assert ("transform", "THUMBNAIL_QUALITY") in checked and ("tag", "LABELER") in checked
+    differ = {
+        (function, name): (terraform, settings)
+        for (function, name), terraform in checked.items()
+        # None: the function has no limit of its own and is given another's (the api's
+        # MAX_DATA_BYTES is the transform's, checked on the transform's row).
+        if (settings := _settings_default(function, name)) is not None
+        and not _same(terraform, settings)
+    }
+    assert not differ, f"(function, variable): (Terraform's default, settings' default) {differ}"
