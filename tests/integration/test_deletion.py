@@ -14,6 +14,7 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -29,6 +30,8 @@ from sluice.ops.audit import AuditReport, audit
 from sluice.receipts import parse_receipt
 from sluice.settings import ArchiveSettings
 from sluice.supersession import supersede_archived_copies
+from sluice.timestamps import utc_iso
+from sluice.transform.outputs import restore_outputs
 from tests.conftest import IKERIAN_SAMPLE, FakeContext, Pipeline, load_handler
 from tests.integration.api_support import ADMIN, ApiClient, api_handler
 from tests.integration.ops_support import make_environment
@@ -623,3 +626,59 @@ def test_a_newer_version_deleted_while_transformed_leaves_the_archived_ones_outp
     }
     assert after == before
     assert_clean(flow.audit())
+
+
+def test_outputs_put_back_are_the_versions_the_receipt_wrote_not_same_sized_ones(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newer version's outputs have the same size as the archived one's (the same
+    records in another order) and are written within the second of its receipt: only the
+    version id the receipt lists tells them apart."""
+    records = json.loads(IKERIAN_SAMPLE.read_bytes())
+    flow.upload("retina/same.json", json.dumps(records).encode())
+    receipt = json.loads(
+        flow.p.s3.get_object(Bucket=flow.p.processed, Key=receipt_key("retina/same.json"))[
+            "Body"
+        ].read()
+    )
+    [output] = receipt["outputs"]
+    assert output["key"] == "data/retina/same.json" and output["version_id"]
+    before = flow.p.s3.get_object(Bucket=flow.p.processed, Key=output["key"])["Body"].read()
+    transform = flow.handlers["transform"]
+    real = transform.transform_data
+
+    def delete_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        flow.p.s3.delete_object(Bucket=flow.p.raw, Key="retina/same.json")
+        return result
+
+    monkeypatch.setattr(transform, "transform_data", delete_meanwhile)
+    swapped = json.dumps(records[::-1]).encode()
+    flow.p.s3.put_object(Bucket=flow.p.raw, Key="retina/same.json", Body=swapped)
+    flow.invoke("transform", object_event_for(flow.p.s3, flow.p.raw, "retina/same.json"))
+
+    versions = flow.p.s3.list_object_versions(Bucket=flow.p.processed, Prefix=output["key"])
+    sizes = {v["Size"] for v in versions["Versions"] if v["Key"] == output["key"]}
+    assert sizes == {output["size"]} and len(versions["Versions"]) >= 2
+    after = flow.p.s3.get_object(Bucket=flow.p.processed, Key=output["key"])["Body"].read()
+    assert after == before
+    assert_clean(flow.audit())
+
+
+def test_restoring_an_output_by_etag_or_as_an_older_receipt_lists_it(flow: Flow) -> None:
+    """Without a version id (a bucket without versioning answers none) the ETag decides;
+    a receipt from before outputs named their version is matched by size and time."""
+    s3, bucket, key = flow.p.s3, flow.p.processed, "data/retina/old.json"
+    first = s3.put_object(Bucket=bucket, Key=key, Body=b"[1, 2]")
+    s3.put_object(Bucket=bucket, Key=key, Body=b"[2, 1]")  # same size, not the receipt's
+    by_etag = {"bucket": bucket, "key": key, "size": 6, "version_id": None, "etag": first["ETag"]}
+    assert restore_outputs(s3, bucket, {"outputs": [by_etag]}) == []
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"[1, 2]"
+
+    s3.put_object(Bucket=bucket, Key=key, Body=b"[3, 4, 5]")
+    legacy = {"bucket": bucket, "key": key, "size": 6}
+    later = utc_iso(datetime.now(UTC) + timedelta(hours=1))
+    assert restore_outputs(s3, bucket, {"processed_at": later, "outputs": [legacy]}) == []
+    assert len(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == 6
+    gone = {**by_etag, "etag": '"0123456789abcdef0123456789abcdef"'}
+    assert restore_outputs(s3, bucket, {"outputs": [gone]}) == [key]
