@@ -6,9 +6,13 @@ noncurrent retention (30 days, a year in prod; docs/contracts.md). For sluice th
 is removed when its archive name (``images/``, ``data/``, ``rejected/`` + raw key) has no
 current version any more and the newest version still listed under the name (the copy
 that was removed) is a copy of the version its receipt names. Deleting *every* version of
-a copy by version id bypasses the bucket's retention and is not a removal sluice
-recognises: nothing says which version it was, and the audit reports the receipt as
-``not archived``.
+the name by version id (``ObjectRemoved:Delete`` events, the bucket's retention bypassed)
+leaves no version to compare; it is the same removal when RAW no longer holds the
+receipt's version either: the archive handler deletes that version from RAW (by version
+id) only after its copy is archived, so a receipt whose version is in neither bucket had
+its copy archived and deleted. Recorded with ``archived_copy_kept: false`` (a delete
+marker's removal keeps the copy as a noncurrent version: ``true``). While RAW still holds
+the version it is simply not archived yet (``pending``).
 
 **What goes.** The removed version's receipt names what it owns: its PROCESSED outputs
 (thumbnails; a data file's ``data/`` and ``errors/``) are deleted; for an image, its item in
@@ -128,6 +132,15 @@ def _names_version(source: dict[str, Any], copy: dict[str, Any]) -> bool:
     )
 
 
+def _raw_keeps(s3: Any, settings: DeletionSettings, source: dict[str, Any]) -> bool:
+    """Does RAW still hold the version ``source`` names, current or not? (The archive
+    handler deletes it by version id once it is archived.)"""
+    if not source.get("version_id"):
+        return _raw_holds(s3, settings, source)
+    kept = head(s3, settings.raw_bucket, str(source["key"]), VersionId=source["version_id"])
+    return kept is not None
+
+
 def _raw_holds(s3: Any, settings: DeletionSettings, source: dict[str, Any]) -> bool:
     """Is the version ``source`` names RAW's current version of its key?"""
     current_head = head(s3, settings.raw_bucket, str(source["key"]))
@@ -164,6 +177,7 @@ def _remove_version(
     archive_key: str | None,
     deleted_from: Literal["raw", "archive"],
     terms: LeaseTerms,
+    archived_copy_kept: bool | None = None,
 ) -> None:
     """Record the receipt's version as deleted, remove what it owns, then the receipt."""
     body = receipt.body
@@ -178,6 +192,7 @@ def _remove_version(
         archive_key=archive_key,
         deleted_from=deleted_from,
         outputs_removed=outputs,
+        archived_copy_kept=archived_copy_kept,
     )
     write_version_record(s3, settings.processed_bucket, record)
     if body.get("kind") == "image" and body.get("status") == "processed":
@@ -272,8 +287,9 @@ def remove_archived(
             if copy is not None:
                 _record_unaccounted(s3, settings, raw_key, archive_key, copy)
             return "not_owned"
-        if copy is None:
+        if copy is None and _raw_keeps(s3, settings, source):
             return "pending"
+        # No version left under the name: every one was deleted by version id.
         _remove_version(
             s3,
             dynamodb,
@@ -283,6 +299,7 @@ def remove_archived(
             archive_key=archive_key,
             deleted_from="archive",
             terms=terms,
+            archived_copy_kept=copy is not None,
         )
     return "removed"
 

@@ -13,7 +13,9 @@ record under ``versions/<version>/<raw key>.json`` (docs/contracts.md):
   after its receipt but before it was archived (the archive handler), or its archived copy
   removed from ARCHIVE (the tag handler, or the API's ``DELETE /images/{id}``); then the
   receipt is gone too, and ``outputs_removed`` lists what went with it
-  (``sluice.deletion``).
+  (``sluice.deletion``); for a removal from ARCHIVE, ``archived_copy_kept`` says whether
+  the removed copy stays as a noncurrent version (a delete marker) or every version of
+  it was deleted.
 
 History (``sluice reprocess``, or any newer upload of a key): a receipt that replaces the
 receipt of another version of its key names it in ``replaces`` (:func:`replacement`): that
@@ -261,6 +263,7 @@ def version_record(
     deleted_from: DeletedFrom | None = None,
     outputs_removed: list[str] | None = None,
     receipt: dict[str, Any] | None = None,
+    archived_copy_kept: bool | None = None,
 ) -> dict[str, Any]:
     """The ledger record of one version that is not its key's newest (module docstring);
     ``receipt`` is that version's receipt in brief, when it had one (:func:`replacement`)."""
@@ -272,6 +275,7 @@ def version_record(
         "superseded_by": superseded_by,
         "deleted_from": deleted_from,
         "outputs_removed": outputs_removed,
+        "archived_copy_kept": archived_copy_kept,
         "receipt": receipt,
         "recorded_at": utc_now(),
     }

@@ -150,6 +150,8 @@ class MultipartWriter(io.RawIOBase):
         self._written = 0
         self._finished = False
         self.etag: str | None = None
+        self.version_id: str | None = None
+        """The object's version once complete (None in a bucket without versioning)."""
 
     # io.RawIOBase protocol -------------------------------------------------------------
     def writable(self) -> bool:
@@ -260,6 +262,7 @@ class MultipartWriter(io.RawIOBase):
         self._buffer = bytearray()
         self._finished = True
         self.etag = str(response.get("ETag", "")).strip('"') or None
+        self.version_id = response.get("VersionId") or None
         super().close()
 
     def abort(self) -> None:

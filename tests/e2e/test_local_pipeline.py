@@ -38,6 +38,7 @@ from sluice.keys import (
     receipt_key,
 )
 from sluice.label_items import label_counts
+from sluice.local.lambdas.schedules import discover_schedules
 from sluice.ops.audit import pending_messages, wait_until_drained
 from sluice.ops.objects import list_objects
 from sluice.ops.queues import queue_depth
@@ -382,6 +383,22 @@ def test_a_bundle_that_notifies_is_ready_and_its_topic_sent_the_link_once(
     while topic in [t["TopicArn"] for t in sns.list_topics()["Topics"]]:
         assert time.monotonic() < deadline, f"{name} not deleted after the delivery"
         time.sleep(1)
+
+
+def test_the_sweep_rule_terraform_made_is_one_the_runner_fires(stack: Stack) -> None:
+    """moto fires no schedule, so the runner does (decision 42): the rule and target that
+    Terraform created read back as the runner reads them, at `bundle_sweep_minutes` of
+    env/local.tfvars. The firing itself: tests/integration/test_runner_process.py."""
+    sqs = stack.client("sqs")
+    bundle_queue = stack.environment.queue_urls["bundle"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=bundle_queue, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    warnings: list[str] = []
+    [rule] = discover_schedules(stack.client("events"), sqs, {queue_arn}, warn=warnings.append)
+    assert rule.name.endswith("-bundle-sweep") and rule.period_seconds == 5 * 60
+    assert [target.queue_url for target in rule.targets] == [bundle_queue]
+    assert warnings == []
 
 
 def test_nothing_is_dead_lettered(stack: Stack, receipts: dict[str, dict[str, Any]]) -> None:

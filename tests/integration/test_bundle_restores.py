@@ -15,12 +15,14 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
 
 from sluice import restores
 from sluice.handlers.bundle import make_handler, sweep
 from sluice.keys import image_id
 from sluice.label_items import add_membership
+from sluice.local.lambdas.schedules import Scheduler, discover_schedules
 from tests.conftest import FakeContext, Pipeline
 from tests.integration.test_bundle import (
     JPEG_MAGIC,
@@ -309,3 +311,66 @@ def test_restore_request_fits_the_archive(
     asked = restores._restore_request(head, tier, 3)
     flat = {**{k: v for k, v in asked.items() if k == "Days"}, **asked["GlacierJobParameters"]}
     assert flat == expected
+
+
+def test_the_local_runners_schedule_rule_brings_a_restoring_bundle_to_ready(
+    pipeline: Pipeline, bundle: BundleFunction
+) -> None:
+    """Locally nothing but the runner fires the sweep rule (moto fires no schedules): the
+    rule and its target are read back from the emulator, and the event sent to the bundle
+    queue is one the bundle handler sweeps on."""
+    events = boto3.client("events", region_name=pipeline.sqs.meta.region_name)
+    queues = {}
+    for name in ("sluice-test-bundle", "sluice-other-bundle"):
+        url = pipeline.sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = pipeline.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        queues[name] = (url, arn["Attributes"]["QueueArn"])
+    bundle_url, bundle_arn = queues["sluice-test-bundle"]
+    rules = {
+        # Terraform's sweep rule (modules/pipeline), at bundle_sweep_minutes = 1.
+        "sluice-test-bundle-sweep": ({"ScheduleExpression": "rate(1 minute)"}, bundle_arn),
+        "sluice-test-disabled": (
+            {"ScheduleExpression": "rate(1 minute)", "State": "DISABLED"},
+            bundle_arn,
+        ),
+        "sluice-other-bundle-sweep": (
+            {"ScheduleExpression": "rate(1 minute)"},
+            queues["sluice-other-bundle"][1],
+        ),
+        "sluice-test-pattern": ({"EventPattern": json.dumps({"source": ["aws.s3"]})}, bundle_arn),
+        "sluice-test-cron": ({"ScheduleExpression": "cron(0/5 * * * ? *)"}, bundle_arn),
+    }
+    for name, (settings, target) in rules.items():
+        events.put_rule(Name=name, **settings)
+        events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": target}])
+
+    warnings: list[str] = []
+    [rule] = discover_schedules(events, pipeline.sqs, {bundle_arn}, warn=warnings.append)
+    assert (rule.name, rule.period_seconds) == ("sluice-test-bundle-sweep", 60)
+    assert [t.queue_url for t in rule.targets] == [bundle_url]
+    assert warnings == [
+        "  ! schedule sluice-test-cron: cron(0/5 * * * ? *) is not a rate; not fired locally"
+    ]
+
+    store(pipeline, "images/cold/a.jpg", "Dog", "GLACIER")
+    slow = SlowRestores(bundle.deps.s3)
+    key = put_request(pipeline, "swept", {"labels": ["Dog"]})
+    written = pipeline.s3.head_object(Bucket=pipeline.work, Key=key)["LastModified"]
+    run_request(bundle, pipeline, key)
+    assert status_of(pipeline, "swept")["status"] == "restoring"
+    slow.finish()
+
+    clock = [0.0]
+    scheduler = Scheduler([rule], pipeline.sqs, clock=lambda: clock[0])
+    assert scheduler.fire_due() == []
+    clock[0] += 60
+    assert scheduler.fire_due() == [rule.name]
+    [message] = pipeline.sqs.receive_message(QueueUrl=bundle_url, MaxNumberOfMessages=10)[
+        "Messages"
+    ]
+    tick = sqs_batch(message["Body"])
+    # The bundle function's own clock: the first restore check is due.
+    at_six = make_handler(replace(bundle.deps, clock=lambda: written + timedelta(minutes=6)))
+    assert at_six(tick, FakeContext()) == {"batchItemFailures": []}
+    assert status_of(pipeline, "swept")["status"] == "ready"
+    assert restores.read_marker(pipeline.s3, pipeline.work, "swept") is None

@@ -14,6 +14,7 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -29,6 +30,8 @@ from sluice.ops.audit import AuditReport, audit
 from sluice.receipts import parse_receipt
 from sluice.settings import ArchiveSettings
 from sluice.supersession import supersede_archived_copies
+from sluice.timestamps import utc_iso
+from sluice.transform.outputs import restore_outputs
 from tests.conftest import IKERIAN_SAMPLE, FakeContext, Pipeline, load_handler
 from tests.integration.api_support import ADMIN, ApiClient, api_handler
 from tests.integration.ops_support import make_environment
@@ -120,6 +123,42 @@ def removal_event(bucket: str, key: str, marker_version: str | None) -> dict[str
     return sqs_batch(s3_event(record))
 
 
+def version_removal_event(bucket: str, key: str, version_id: str) -> dict[str, Any]:
+    """``ObjectRemoved:Delete`` as AWS sends it for a ``DeleteObject`` with a version id:
+    the version deleted, no ETag, no size (Amazon S3 user guide, "Event message
+    structure")."""
+    record = s3_record(
+        bucket,
+        key,
+        event_name="ObjectRemoved:Delete",
+        version_id=version_id,
+        sequencer="0066A1B2C3D4E5F602",
+    )
+    del record["s3"]["object"]["size"]
+    return sqs_batch(s3_event(record))
+
+
+def delete_every_version(flow: Flow, archive_key: str) -> list[dict[str, Any]]:
+    """``aws s3api delete-object --version-id`` of every version of the name, newest first
+    as ``list-object-versions`` lists them, and the event AWS sends for each."""
+    listing = flow.p.s3.list_object_versions(Bucket=flow.p.archive, Prefix=archive_key)
+    events = []
+    for version in [*listing.get("Versions", []), *listing.get("DeleteMarkers", [])]:
+        if version["Key"] != archive_key:
+            continue
+        flow.p.s3.delete_object(
+            Bucket=flow.p.archive, Key=archive_key, VersionId=version["VersionId"]
+        )
+        events.append(version_removal_event(flow.p.archive, archive_key, version["VersionId"]))
+    assert (
+        flow.p.s3.list_object_versions(Bucket=flow.p.archive, Prefix=archive_key).get(
+            "Versions", []
+        )
+        == []
+    )
+    return events
+
+
 def assert_clean(report: AuditReport) -> None:
     assert report.discrepancies == [], report.discrepancies
     assert report.clean
@@ -171,6 +210,7 @@ def test_removing_an_archived_image_removes_thumbnails_item_memberships_and_coun
     record = flow.record("photos/red.jpg")
     assert record["status"] == "deleted" and record["deleted_from"] == "archive"
     assert record["archive_key"] == gone
+    assert record["archived_copy_kept"] is True  # noncurrent, under the delete marker
     assert sorted(record["outputs_removed"]) == sorted(thumbnails)
     report = flow.audit()
     assert_clean(report)
@@ -208,6 +248,83 @@ def test_removing_a_rejected_input_and_a_superseded_copy_keeps_the_ledger_exact(
     assert sorted(r["status"] for r in records) == ["deleted", "deleted"]
     assert flow.keys(flow.p.processed, "receipts/") == []
     assert_clean(flow.audit())
+
+
+def test_deleting_every_version_of_an_archived_image_is_the_same_removal(flow: Flow) -> None:
+    gone, kept, before = tagged_twins(flow)
+    thumbnails = [k for k in flow.keys(flow.p.processed, "thumbnails/") if "/photos/red.jpg" in k]
+    [event] = delete_every_version(flow, gone)
+
+    flow.invoke("tag", event)
+    flow.invoke("tag", event)  # a duplicate moves nothing
+
+    assert [k for k in flow.keys(flow.p.processed, "thumbnails/") if "/photos/red.jpg" in k] == []
+    assert flow.item(gone) is None and flow.item(kept) is not None
+    assert flow.counts() == {label: count - 1 for label, count in before.items()}
+    assert_counts_match_memberships(flow)
+    assert receipt_key("photos/red.jpg") not in flow.keys(flow.p.processed, "receipts/")
+    record = flow.record("photos/red.jpg")
+    assert (record["status"], record["deleted_from"]) == ("deleted", "archive")
+    assert record["archive_key"] == gone
+    assert record["archived_copy_kept"] is False
+    assert sorted(record["outputs_removed"]) == sorted(thumbnails)
+    report = flow.audit()
+    assert_clean(report)
+    assert report.ledger.versions_deleted == 1
+
+
+def test_deleting_every_version_of_a_name_with_older_copies_removes_the_newest_once(
+    flow: Flow,
+) -> None:
+    """The name also holds an older upload's copy (noncurrent under a delete marker, kept
+    under superseded/ and recorded so): deleting the current copy by id leaves that older
+    copy newest, which is not the receipt's version, so only the deletion of the last
+    copy removes the input; then a replay of every event changes nothing."""
+    flow.upload("data/a.txt", b"first")
+    flow.upload("data/a.txt", b"second")
+    name = "rejected/data/a.txt"
+    listing = flow.p.s3.list_object_versions(Bucket=flow.p.archive, Prefix=name)
+    copies = listing["Versions"]
+    assert len(copies) == 2  # and the delete marker that made the older one noncurrent
+    events = []
+    # Newest first, the copies then the marker, each event delivered as it comes: the
+    # input is removed when its last copy goes, whatever markers are left.
+    for index, version in enumerate([*copies, *listing.get("DeleteMarkers", [])]):
+        flow.p.s3.delete_object(Bucket=flow.p.archive, Key=name, VersionId=version["VersionId"])
+        events.append(version_removal_event(flow.p.archive, name, version["VersionId"]))
+        flow.invoke("tag", events[-1])
+        removed = receipt_key("data/a.txt") not in flow.keys(flow.p.processed, "receipts/")
+        assert removed is (index >= len(copies) - 1)
+    for event in events:
+        flow.invoke("tag", event)
+
+    assert flow.keys(flow.p.processed, "receipts/") == []
+    records = [
+        json.loads(flow.p.s3.get_object(Bucket=flow.p.processed, Key=key)["Body"].read())
+        for key in flow.keys(flow.p.processed, "versions/")
+    ]
+    assert sorted(r["status"] for r in records) == ["deleted", "superseded"]
+    [removed] = [r for r in records if r["status"] == "deleted"]
+    assert removed["archived_copy_kept"] is False
+    assert_clean(flow.audit())
+
+
+def test_a_receipts_version_still_in_raw_is_not_taken_for_a_removal(flow: Flow) -> None:
+    """Not archived yet: the name's only version (an earlier upload's copy) deleted by id
+    while the newest version waits in RAW for the archive handler."""
+    flow.upload("photos/late.jpg", picture((1, 2, 3)))
+    flow.p.s3.put_object(Bucket=flow.p.raw, Key="photos/late.jpg", Body=picture((3, 2, 1)))
+    flow.invoke("transform", object_event_for(flow.p.s3, flow.p.raw, "photos/late.jpg"))
+    events = delete_every_version(flow, "images/photos/late.jpg")
+
+    for event in events:
+        flow.invoke("tag", event)
+
+    assert receipt_key("photos/late.jpg") in flow.keys(flow.p.processed, "receipts/")
+    flow.invoke(
+        "archive", object_event_for(flow.p.s3, flow.p.processed, receipt_key("photos/late.jpg"))
+    )
+    assert "images/photos/late.jpg" in flow.keys(flow.p.archive, "images/")
 
 
 # --- duplicates and order ---------------------------------------------------------------------
@@ -509,3 +626,59 @@ def test_a_newer_version_deleted_while_transformed_leaves_the_archived_ones_outp
     }
     assert after == before
     assert_clean(flow.audit())
+
+
+def test_outputs_put_back_are_the_versions_the_receipt_wrote_not_same_sized_ones(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newer version's outputs have the same size as the archived one's (the same
+    records in another order) and are written within the second of its receipt: only the
+    version id the receipt lists tells them apart."""
+    records = json.loads(IKERIAN_SAMPLE.read_bytes())
+    flow.upload("retina/same.json", json.dumps(records).encode())
+    receipt = json.loads(
+        flow.p.s3.get_object(Bucket=flow.p.processed, Key=receipt_key("retina/same.json"))[
+            "Body"
+        ].read()
+    )
+    [output] = receipt["outputs"]
+    assert output["key"] == "data/retina/same.json" and output["version_id"]
+    before = flow.p.s3.get_object(Bucket=flow.p.processed, Key=output["key"])["Body"].read()
+    transform = flow.handlers["transform"]
+    real = transform.transform_data
+
+    def delete_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        flow.p.s3.delete_object(Bucket=flow.p.raw, Key="retina/same.json")
+        return result
+
+    monkeypatch.setattr(transform, "transform_data", delete_meanwhile)
+    swapped = json.dumps(records[::-1]).encode()
+    flow.p.s3.put_object(Bucket=flow.p.raw, Key="retina/same.json", Body=swapped)
+    flow.invoke("transform", object_event_for(flow.p.s3, flow.p.raw, "retina/same.json"))
+
+    versions = flow.p.s3.list_object_versions(Bucket=flow.p.processed, Prefix=output["key"])
+    sizes = {v["Size"] for v in versions["Versions"] if v["Key"] == output["key"]}
+    assert sizes == {output["size"]} and len(versions["Versions"]) >= 2
+    after = flow.p.s3.get_object(Bucket=flow.p.processed, Key=output["key"])["Body"].read()
+    assert after == before
+    assert_clean(flow.audit())
+
+
+def test_restoring_an_output_by_etag_or_as_an_older_receipt_lists_it(flow: Flow) -> None:
+    """Without a version id (a bucket without versioning answers none) the ETag decides;
+    a receipt from before outputs named their version is matched by size and time."""
+    s3, bucket, key = flow.p.s3, flow.p.processed, "data/retina/old.json"
+    first = s3.put_object(Bucket=bucket, Key=key, Body=b"[1, 2]")
+    s3.put_object(Bucket=bucket, Key=key, Body=b"[2, 1]")  # same size, not the receipt's
+    by_etag = {"bucket": bucket, "key": key, "size": 6, "version_id": None, "etag": first["ETag"]}
+    assert restore_outputs(s3, bucket, {"outputs": [by_etag]}) == []
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"[1, 2]"
+
+    s3.put_object(Bucket=bucket, Key=key, Body=b"[3, 4, 5]")
+    legacy = {"bucket": bucket, "key": key, "size": 6}
+    later = utc_iso(datetime.now(UTC) + timedelta(hours=1))
+    assert restore_outputs(s3, bucket, {"processed_at": later, "outputs": [legacy]}) == []
+    assert len(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == 6
+    gone = {**by_etag, "etag": '"0123456789abcdef0123456789abcdef"'}
+    assert restore_outputs(s3, bucket, {"outputs": [gone]}) == [key]

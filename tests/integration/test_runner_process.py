@@ -220,6 +220,49 @@ def test_a_configuration_change_reaches_the_next_invocation_through_a_new_worker
     assert len(_worker_pids(out)) == 2
 
 
+def test_the_runner_fires_a_schedule_rule_at_its_queue_unless_told_not_to(
+    endpoint: str, tmp_path: Path
+) -> None:
+    queue_url = _deploy(endpoint)
+    sqs = awsenv.client("sqs", endpoint)
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    events = awsenv.client("events", endpoint)
+    events.put_rule(Name=f"{FUNCTION}-sweep", ScheduleExpression="rate(1 minute)")
+    events.put_targets(Rule=f"{FUNCTION}-sweep", Targets=[{"Id": "queue", "Arn": queue_arn}])
+    described = f"schedule {FUNCTION}-sweep: rate(1 minute) -> {queue_url}"
+
+    for argv, fires in (
+        (["--no-schedules"], False),  # LocalStack fires its rules itself
+        (["--schedule-every", "0.5"], True),  # the rule's minute, made short
+    ):
+        out = tmp_path / f"runner-{fires}.log"
+        with out.open("wb") as log:
+            runner = subprocess.Popen(
+                _runner_argv(endpoint, tmp_path) + argv,
+                env=_runner_env(endpoint),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(lambda: _ready(tmp_path / "workers"), "the worker to be ready")
+            # The rules are read before any worker starts.
+            assert (described in out.read_text()) is fires
+            if fires:
+                wait_for(
+                    lambda: _worker_log(tmp_path).count(": Scheduled Event") >= 2,
+                    "two scheduled events to reach the function",
+                )
+                assert f"runner: schedule {FUNCTION}-sweep fired" in out.read_text()
+            runner.send_signal(signal.SIGTERM)
+            assert runner.wait(timeout=60) == 0
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait()
+
+
 def test_workers_die_with_a_killed_supervisor(endpoint: str, tmp_path: Path) -> None:
     queue_url = _deploy(endpoint)
     sqs = awsenv.client("sqs", endpoint)

@@ -98,12 +98,15 @@ def test_valid_json_array_goes_to_data_projected_with_a_receipt(
     assert receipt["handler_version"]
     data, content_type = read(pipeline, f"data/{key}")
     assert content_type == "application/json"
+    written = pipeline.s3.head_object(Bucket=pipeline.processed, Key=f"data/{key}")
     assert receipt["outputs"] == [
         {
             "bucket": pipeline.processed,
             "key": f"data/{key}",
             "content_type": "application/json",
             "size": len(data),
+            "version_id": written["VersionId"],
+            "etag": written["ETag"].strip('"'),
         }
     ]
     records = json.loads(data)
@@ -568,9 +571,16 @@ def test_duplicate_without_version_id_redoes_the_same_work(
     run(transform, event, lambda_context)
     second = receipt_of(pipeline, key)
     second_item = image_item(pipeline, key)
-    assert {k: v for k, v in second.items() if k != "processed_at"} == {
-        k: v for k, v in first.items() if k != "processed_at"
-    }
+
+    def same_work(receipt: dict[str, Any]) -> dict[str, Any]:
+        """The receipt but its time and the versions it wrote (new ones, same bytes)."""
+        outputs = [{k: v for k, v in o.items() if k != "version_id"} for o in receipt["outputs"]]
+        return {**{k: v for k, v in receipt.items() if k != "processed_at"}, "outputs": outputs}
+
+    assert same_work(second) == same_work(first)
+    assert {o["version_id"] for o in second["outputs"]}.isdisjoint(
+        o["version_id"] for o in first["outputs"]
+    )
     assert processed_keys(pipeline) == before
     assert first_item is not None and second_item is not None
     assert second_item["created_at"] == first_item["created_at"]

@@ -114,6 +114,17 @@ class _LazyWriter:
             self.writer.complete()
 
 
+def _output_entry(written: MultipartWriter, content_type: str) -> dict[str, Any]:
+    return output_entry(
+        written.bucket,
+        written.key,
+        content_type,
+        written.bytes_written,
+        version_id=written.version_id,
+        etag=written.etag,
+    )
+
+
 def transform_data(
     s3: Any, settings: TransformSettings, source: Source, deadline: Deadline
 ) -> Receipt:
@@ -216,11 +227,9 @@ def _stream_records(
         raise
     data_out.complete()
     errors_out.complete()
-    outputs = [output_entry(bucket, data_key, DATA_CONTENT_TYPES[fmt], data_out.bytes_written)]
+    outputs = [_output_entry(data_out, DATA_CONTENT_TYPES[fmt])]
     if errors_out.writer is not None:
-        outputs.append(
-            output_entry(bucket, errors_key, ERRORS_CONTENT_TYPE, errors_out.writer.bytes_written)
-        )
+        outputs.append(_output_entry(errors_out.writer, ERRORS_CONTENT_TYPE))
     else:
         delete_if_present(s3, bucket, [errors_key])
     if result.bom_skipped:

@@ -83,7 +83,7 @@ def transform_image(
     entries = {}
     for thumbnail in result.thumbnails:
         out_key = thumbnail_key(key, thumbnail.size, output.extension)
-        s3.put_object(
+        written = s3.put_object(
             Bucket=bucket, Key=out_key, Body=thumbnail.data, ContentType=thumbnail.content_type
         )
         entries[str(thumbnail.size)] = image_items.thumbnail_entry(
@@ -94,7 +94,16 @@ def transform_image(
             size_bytes=len(thumbnail.data),
             content_type=thumbnail.content_type,
         )
-        outputs.append(output_entry(bucket, out_key, thumbnail.content_type, len(thumbnail.data)))
+        outputs.append(
+            output_entry(
+                bucket,
+                out_key,
+                thumbnail.content_type,
+                len(thumbnail.data),
+                version_id=written.get("VersionId"),
+                etag=written.get("ETag"),
+            )
+        )
     for note in result.info.notes:
         logger.info(note)
     receipt = Receipt(

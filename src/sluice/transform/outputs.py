@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from sluice import image_items
-from sluice.events import S3ObjectRef
+from sluice.events import S3ObjectRef, normalize_etag
 from sluice.keys import (
     DATA_PREFIX,
     ERRORS_PREFIX,
@@ -54,9 +54,26 @@ from sluice.transform.sources import Deleted, Source, kind_of, version_id_by_eta
 logger = make_logger("transform")
 
 
-def output_entry(bucket: str, key: str, content_type: str, size: int) -> dict[str, Any]:
-    """One output as a receipt lists it."""
-    return {"bucket": bucket, "key": key, "content_type": content_type, "size": size}
+def output_entry(
+    bucket: str,
+    key: str,
+    content_type: str,
+    size: int,
+    *,
+    version_id: str | None,
+    etag: str | None,
+) -> dict[str, Any]:
+    """One output as a receipt lists it, with the version id and ETag S3 answered the write
+    with: they say exactly which version of the name is this receipt's
+    (:func:`restore_outputs`)."""
+    return {
+        "bucket": bucket,
+        "key": key,
+        "content_type": content_type,
+        "size": size,
+        "version_id": version_id or None,
+        "etag": normalize_etag(etag),
+    }
 
 
 def possible_outputs(settings: TransformSettings, key: str) -> list[str]:
@@ -164,29 +181,18 @@ def deleted_while_processing(s3: Any, bucket: str, source: Source, receipt: Rece
 
 def restore_outputs(s3: Any, bucket: str, receipt: Mapping[str, Any]) -> list[str]:
     """Put back each PROCESSED output ``receipt`` lists as that receipt's transform wrote
-    it: the newest version of the key, of the listed size, written before the receipt
-    (PROCESSED is versioned). Returns the keys whose version is gone (expired)."""
-    written = parse_utc_iso(receipt["processed_at"])
-    if written is None:
-        raise ValueError(f"receipt processed_at is no time: {receipt['processed_at']!r}")
-    # LastModified may be truncated to the second: a version of that second still counts.
-    latest = written.replace(microsecond=0) + timedelta(seconds=1)
+    it (PROCESSED is versioned): the version the receipt names by version id, else (a
+    bucket without versioning) the newest of its ETag. Returns the keys whose version is
+    gone (expired). A receipt written before outputs named their version is matched as it
+    was then: the newest version of the listed size written before the receipt."""
     lost = []
     for output in receipt.get("outputs") or []:
         if output.get("bucket") != bucket:
             continue
         key = str(output["key"])
         listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
-        chosen = next(
-            (
-                version
-                for version in listing.get("Versions", [])
-                if version["Key"] == key
-                and version["Size"] == output.get("size")
-                and version["LastModified"] < latest
-            ),
-            None,
-        )
+        versions = [v for v in listing.get("Versions", []) if v["Key"] == key]
+        chosen = next((v for v in versions if _is_written_version(v, output, receipt)), None)
         if chosen is None:
             lost.append(key)
         elif not chosen.get("IsLatest"):
@@ -197,3 +203,20 @@ def restore_outputs(s3: Any, bucket: str, receipt: Mapping[str, Any]) -> list[st
             )
             logger.info("restored an output of the key's receipt", output_key=key)
     return lost
+
+
+def _is_written_version(
+    version: Mapping[str, Any], output: Mapping[str, Any], receipt: Mapping[str, Any]
+) -> bool:
+    """Is ``version`` (a ListObjectVersions entry) the one ``output`` of ``receipt`` was?"""
+    if output.get("version_id"):
+        return bool(version["VersionId"] == output["version_id"])
+    if output.get("etag"):
+        return normalize_etag(version.get("ETag")) == normalize_etag(str(output["etag"]))
+    # Receipts written before outputs named their version: by size, and written before
+    # the receipt (LastModified may be truncated to the second: that second still counts).
+    written = parse_utc_iso(receipt["processed_at"])
+    if written is None:
+        raise ValueError(f"receipt processed_at is no time: {receipt['processed_at']!r}")
+    latest = written.replace(microsecond=0) + timedelta(seconds=1)
+    return bool(version["Size"] == output.get("size") and version["LastModified"] < latest)

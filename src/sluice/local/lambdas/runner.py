@@ -23,6 +23,10 @@ does what the Lambda service does:
   is its REPORT line's ``Max Memory Used`` (:mod:`sluice.local.lambdas.sandbox` says how and why);
 - writes START/END/REPORT and everything the function prints to its CloudWatch log group
   in the emulator, one stream per worker, and to the worker's log file;
+- fires the environment's EventBridge schedule rules as EventBridge does (the bundle
+  sweep): each enabled ``rate(...)`` rule sends its target queue a ``Scheduled Event``
+  once a period (:mod:`sluice.local.lambdas.schedules`; ``--no-schedules`` where the
+  emulator fires them itself, ``--schedule-every`` to fire them more often);
 - follows configuration changes as Lambda does after `terraform apply` (new environment
   variables, such as a fixed ``DATASETS``; code, timeout, memory): once the update is made,
   no invocation runs with the old configuration. Before each invocation the worker
@@ -53,7 +57,8 @@ reported and left alone: the emulator owns them.
 Its parts: :mod:`~sluice.local.lambdas.supervisor` (this command's process: the workers'
 lifecycle), :mod:`~sluice.local.lambdas.worker` (one function's execution environment,
 with the test-harness hook ``SLUICE_RUNNER_PRELOAD``), :mod:`~sluice.local.lambdas.wiring`
-(what Terraform created, read back), :mod:`~sluice.local.lambdas.invocation` (event and
+(what Terraform created, read back), :mod:`~sluice.local.lambdas.schedules` (the schedule
+rules), :mod:`~sluice.local.lambdas.invocation` (event and
 settlement), :mod:`~sluice.local.lambdas.cloudwatch` and :mod:`~sluice.local.lambdas.sandbox`.
 
 Usage::
@@ -93,8 +98,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         help="report each worker, once ready, in <dir>/<function>.json (for `sluice up`/`down`)",
     )
+    parser.add_argument(
+        "--no-schedules",
+        dest="schedules",
+        action="store_false",
+        help="leave schedule rules to the emulator (LocalStack fires them; moto does not)",
+    )
+    parser.add_argument(
+        "--schedule-every",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="fire every schedule rule this often instead of at its rate (e.g. a sweep now)",
+    )
     args = parser.parse_args(argv)
-    return serve_all(args.endpoint_url, args.environment, args.log_dir, args.worker_dir)
+    return serve_all(
+        args.endpoint_url,
+        args.environment,
+        args.log_dir,
+        args.worker_dir,
+        schedules=args.schedules,
+        schedule_every=args.schedule_every,
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text}")
+    return seconds
 
 
 if __name__ == "__main__":

@@ -26,7 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from sluice.local import awsenv, procs
+from sluice.local.lambdas.schedules import Scheduler, discover_schedules
 from sluice.local.lambdas.wiring import FunctionWiring, discover
 from sluice.local.lambdas.worker import (
     EXIT_CONFIGURATION_CHANGED,
@@ -115,8 +118,10 @@ class Supervisor:
         python: str = sys.executable,
         out: TextIO = sys.stdout,
         worker_dir: Path | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._children = [_Child(wiring) for wiring in wirings]
+        self._scheduler = scheduler
         self._endpoint_url = endpoint_url
         self._log_dir = log_dir
         self._python = python
@@ -218,7 +223,21 @@ class Supervisor:
                     f" {child.backoff:.0f}s (see {self._log_dir / (child.wiring.name + '.log')})"
                 )
                 child.backoff = min(child.backoff * 2, 30.0)
+            self._fire_schedules()
         self.stop()
+
+    def _fire_schedules(self) -> None:
+        """EventBridge's part (:mod:`sluice.local.lambdas.schedules`): a send that fails
+        (the emulator restarting) is said and tried again on the next round."""
+        if self._scheduler is None:
+            return
+        try:
+            fired = self._scheduler.fire_due()
+        except (BotoCoreError, ClientError) as exc:
+            self._say(f"schedule: sending an event failed, trying again: {exc}")
+            return
+        for name in fired:
+            self._say(f"schedule {name} fired")
 
     def _reconfigure(self, child: _Child) -> None:
         """Read the function's configuration again; its new worker starts at once."""
@@ -249,7 +268,13 @@ class Supervisor:
 
 
 def serve_all(
-    endpoint_url: str, environment: str | None, log_dir: Path, worker_dir: Path | None
+    endpoint_url: str,
+    environment: str | None,
+    log_dir: Path,
+    worker_dir: Path | None,
+    *,
+    schedules: bool = True,
+    schedule_every: float | None = None,
 ) -> int:
     stop = StopFlag().install()
     wirings = discover(
@@ -279,5 +304,24 @@ def serve_all(
             file=sys.stderr,
         )
         return 2
-    Supervisor(served, endpoint_url, log_dir, worker_dir=worker_dir).run(stop)
+    scheduler = None
+    if schedules:
+        sqs = awsenv.client("sqs", endpoint_url)
+        queue_arns = {
+            source.queue_arn
+            for wiring in served
+            for source in wiring.sources
+            if not source.emulator_polls
+        }
+        rules = discover_schedules(
+            awsenv.client("events", endpoint_url), sqs, queue_arns, warn=_print
+        )
+        for rule in rules:
+            print(rule.describe(), flush=True)
+        scheduler = Scheduler(rules, sqs, every_seconds=schedule_every)
+    Supervisor(served, endpoint_url, log_dir, worker_dir=worker_dir, scheduler=scheduler).run(stop)
     return 0
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)

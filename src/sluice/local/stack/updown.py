@@ -274,8 +274,12 @@ def start_runner(
     console: _Console,
     *,
     environment_name: str = LOCAL_ENVIRONMENT,
+    emulator: str = EMULATORS[0],
 ) -> int:
     previous = stop_runner(state)
+    # LocalStack's EventBridge fires schedule rules itself; moto's does not, so the runner
+    # stands in (sluice.local.lambdas.schedules): the bundle sweep runs once a period.
+    schedules = ["--no-schedules"] if emulator == "localstack" else []
     if previous.anything:
         console.step(f"runner: stopped the previous runner ({_describe(previous)})")
     process = procs.spawn_detached(
@@ -291,6 +295,7 @@ def start_runner(
             str(state.worker_logs),
             "--worker-dir",
             str(state.workers),
+            *schedules,
         ],
         log_path=state.runner_log,
         env=awsenv.local_env(endpoint_url),
@@ -579,7 +584,12 @@ def up(
             emulator=options.emulator,
         )
         start_runner(
-            state, endpoint_url, environment, console, environment_name=options.environment
+            state,
+            endpoint_url,
+            environment,
+            console,
+            environment_name=options.environment,
+            emulator=options.emulator,
         )
         api_port = options.api_port or options.port + 1
         api_url = start_api(state, endpoint_url, environment, api_port, console)
