@@ -48,13 +48,13 @@ def imported_at_cold_start(handler: str) -> set[str]:
     return set(json.loads(completed.stdout.splitlines()[-1]))
 
 
-@pytest.mark.parametrize("handler", ["transform", "archive", "tag", "bundle"])
+@pytest.mark.parametrize("handler", ["transform", "archive", "tag", "bundle", "api"])
 def test_handlers_do_not_import_jsonschema_at_cold_start(handler: str) -> None:
     modules = imported_at_cold_start(handler)
     assert "sluice" in modules and "boto3" in modules
     assert "jsonschema" not in modules
     if handler != "transform":  # the transform makes thumbnails with Pillow
-        assert "PIL" not in modules
+        assert "PIL" not in modules  # the API needs the extensions only (image_formats)
 
 
 INIT_PHASE_PROBE = """
