@@ -31,7 +31,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sluice import image_defaults
-from sluice.image_formats import INPUT_FORMATS
+from sluice.file_formats import INPUT_FORMATS
 
 ORIENTATION_TAG = 0x0112
 MAKE_TAG = 0x010F

@@ -54,7 +54,9 @@ def test_handlers_do_not_import_jsonschema_at_cold_start(handler: str) -> None:
     assert "sluice" in modules and "boto3" in modules
     assert "jsonschema" not in modules
     if handler != "transform":  # the transform makes thumbnails with Pillow
-        assert "PIL" not in modules  # the API needs the extensions only (image_formats)
+        assert "PIL" not in modules  # the API needs the extensions only (file_formats)
+    if handler == "api":  # nor does it read records
+        assert not {"ijson", "orjson"} & modules
 
 
 INIT_PHASE_PROBE = """

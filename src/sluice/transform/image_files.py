@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice import image_items
-from sluice.image_formats import INPUT_FORMATS
+from sluice.file_formats import INPUT_FORMATS
 from sluice.keys import archive_key_for, image_id, split_extension, thumbnail_key
 from sluice.receipts import Receipt
 from sluice.runtime import make_logger
