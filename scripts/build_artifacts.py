@@ -40,6 +40,7 @@ gets one line per zip: path, size and sha256.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import os
@@ -685,7 +686,8 @@ def prune_botocore_data(site_dir: Path, services: Iterable[str] = LAYER_BOTOCORE
     a 280 ms init; the folders are also 26 of the layer's 58 MB unzipped. The kept services'
     files are untouched; ``endpoints.json`` keeps every partition's own data and the kept
     services' entries as they were (rewritten with ``json.dumps``: the same input gives the
-    same bytes, so the layer stays reproducible).
+    same bytes, so the layer stays reproducible). Every JSON file left is then minified
+    (:func:`minify_json`).
     """
     keep = set(services)
     data = site_dir / "botocore" / "data"
@@ -703,8 +705,30 @@ def prune_botocore_data(site_dir: Path, services: Iterable[str] = LAYER_BOTOCORE
         partition["services"] = {
             name: entry for name, entry in partition["services"].items() if name in keep
         }
-    endpoints.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    endpoints.write_text(json.dumps(document), encoding="utf-8")
+    for path in sorted(data.rglob("*.json*")):
+        minify_json(path)
     return len(dropped)
+
+
+def minify_json(path: Path) -> None:
+    """Rewrite a botocore ``.json`` or ``.json.gz`` as the same data in minified ``.json``.
+
+    botocore's loader reads ``<name>.json``, else ``<name>.json.gz``, and parses the whole
+    file at the first client of each service: the S3 model is 1.4 MB of indented JSON, its
+    endpoint rules 0.9 MB. Without the indentation and the gzip layer, the first S3, DynamoDB
+    and STS clients parse in 14 ms instead of 21 (the layer zip deflates the files anyway).
+    """
+    plain = path.with_name(path.name.removesuffix(".gz"))
+    if path.suffix == ".gz" and plain.exists():  # botocore reads the .json, never this
+        path.unlink()
+        return
+    text = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    minified = json.dumps(
+        json.loads(text.decode("utf-8")), ensure_ascii=False, separators=(",", ":")
+    )
+    path.unlink()
+    plain.write_text(minified, encoding="utf-8")
 
 
 def build_layer_zip(

@@ -9,6 +9,7 @@ machine (``SLUICE_LAMBDA_PYTHON``, ``python3.12`` on PATH, pyenv, uv).
 from __future__ import annotations
 
 import ast
+import gzip
 import hashlib
 import importlib.util
 import json
@@ -533,7 +534,8 @@ def _fake_botocore_data(site_dir: Path, services: list[str]) -> Path:
     data = site_dir / "botocore" / "data"
     for name in services:
         (data / name / "2020-01-01").mkdir(parents=True)
-        (data / name / "2020-01-01" / "service-2.json.gz").write_bytes(name.encode())
+        model = json.dumps({"metadata": {"serviceId": name, "doc": "é"}}, indent=2).encode()
+        (data / name / "2020-01-01" / "service-2.json.gz").write_bytes(gzip.compress(model))
     partition = {
         "partition": "aws",
         "regions": {"us-east-1": {"description": "US East (N. Virginia)"}},
@@ -552,7 +554,10 @@ def test_layer_keeps_botocore_data_of_the_listed_services_only(tmp_path: Path) -
     data = _fake_botocore_data(tmp_path, ["ec2", "dynamodb", "s3", "lambda"])
     assert ba.prune_botocore_data(tmp_path, ["s3", "dynamodb"]) == 2
     assert sorted(p.name for p in data.iterdir() if p.is_dir()) == ["dynamodb", "s3"]
-    assert (data / "s3" / "2020-01-01" / "service-2.json.gz").read_bytes() == b"s3"
+    # The same data, minified and without gzip: what botocore reads first.
+    model = data / "s3" / "2020-01-01" / "service-2.json"
+    assert not model.with_suffix(".json.gz").exists()
+    assert model.read_text("utf-8") == '{"metadata":{"serviceId":"s3","doc":"é"}}'
     assert (data / "partitions.json").read_text() == "{}"
     endpoints = json.loads((data / "endpoints.json").read_text())
     aws, china = endpoints["partitions"]
@@ -568,6 +573,15 @@ def test_pruning_botocore_data_gives_the_same_bytes_twice(tmp_path: Path) -> Non
         ba.prune_botocore_data(tmp_path / name, ["s3", "sts"])
         trees.append((data / "endpoints.json").read_bytes())
     assert trees[0] == trees[1]
+
+
+def test_minifying_keeps_the_json_botocore_reads_where_both_forms_exist(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text('{ "read": "this" }')
+    (tmp_path / "a.json.gz").write_bytes(gzip.compress(b'{"read": "not this"}'))
+    for path in sorted(tmp_path.iterdir()):
+        ba.minify_json(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    assert (tmp_path / "a.json").read_text() == '{"read":"this"}'
 
 
 def test_pruning_refuses_a_service_botocore_does_not_know(tmp_path: Path) -> None:
@@ -636,7 +650,8 @@ def test_real_x86_64_layer_build_from_pypi(real_layer: tuple[Path, Path]) -> Non
     assert "python/boto3/__pycache__/session.cpython-312.pyc" in names
     services = {n.split("/")[3] for n in names if n.count("/") > 4 and "/botocore/data/" in n}
     assert services == set(ba.LAYER_BOTOCORE_SERVICES)
-    assert "python/botocore/data/s3/2006-03-01/service-2.json.gz" in names
+    assert "python/botocore/data/s3/2006-03-01/service-2.json" in names
+    assert not any(n.startswith("python/botocore/data/") and n.endswith(".gz") for n in names)
     assert not any(n.startswith("python/bin/") for n in names)
     assert len(wheel_files) == len(ba.pinned_requirements(ba.REQUIREMENTS.read_text()))
     for name, text in wheel_files.items():
