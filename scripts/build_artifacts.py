@@ -683,11 +683,10 @@ def prune_botocore_data(site_dir: Path, services: Iterable[str] = LAYER_BOTOCORE
     Why: every first client of a cold start lists every service folder (``Loader.
     list_available_services``, ~900 directory reads for ~440 services) and parses all of
     ``endpoints.json`` (1.25 MB, every service in every partition), ~35 ms of CPU together on
-    a 280 ms init; the folders are also 26 of the layer's 58 MB unzipped. The kept services'
-    files are untouched; ``endpoints.json`` keeps every partition's own data and the kept
-    services' entries as they were (rewritten with ``json.dumps``: the same input gives the
-    same bytes, so the layer stays reproducible). Every JSON file left is then minified
-    (:func:`minify_json`).
+    a 280 ms init; the folders are also 26 of the layer's 58 MB unzipped. ``endpoints.json``
+    keeps every partition's own data and the kept services' entries as they were. Every JSON
+    file left is then rewritten minified (:func:`minify_json`) with ``json.dumps``: the same
+    data, and the same input gives the same bytes, so the layer stays reproducible.
     """
     keep = set(services)
     data = site_dir / "botocore" / "data"
