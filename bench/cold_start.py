@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cold start: each handler's init under CPython 3.12, with and without shipped bytecode.
 
-    .venv/bin/python bench/cold_start.py [--quick]
+    .venv/bin/python bench/cold_start.py [--quick] [--before TREE]
 
 The artifacts are built as they are deployed (``scripts/build_artifacts.py``: the code zip
 and this machine's layer, both carrying bytecode compiled by CPython 3.12) and unpacked the
@@ -20,10 +20,13 @@ Two layouts of the same zips:
 
 * ``bytecode``: as built today, ``__pycache__/*.cpython-312.pyc`` beside every source;
 * ``source``: the same files without any ``__pycache__``, which is what the zips held
-  before they carried bytecode ("as shipped before"): every cold start compiles every module.
+  before they carried bytecode ("as shipped before"): every cold start compiles every module;
+* ``before`` (with ``--before TREE``): the zips another checkout builds with its own
+  ``scripts/build_artifacts.py`` and ``src/`` (e.g. ``git worktree add build/before main``,
+  then ``--before build/before``), so a change is measured against it in the same run.
 
-The two are interleaved (for each repetition and handler, one sample of each, the order
-alternating between repetitions), so load from other work on the machine hits both alike:
+The layouts are interleaved (for each repetition and handler, one sample of each, the order
+rotating between repetitions), so load from other work on the machine hits both alike:
 the ratio is the figure to trust, the absolute times move with the load average (recorded).
 Each sample also reports the child's CPU time for the import, which other work on the
 machine stretches much less than the wall time (the import is CPU-bound: every file is in
@@ -48,6 +51,7 @@ paid after the restore, on first use.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import platform
@@ -76,10 +80,12 @@ from benchlib import (
     work_dir,
 )
 
-HANDLERS = ("transform", "archive", "tag", "bundle")
+HANDLERS = ("transform", "archive", "tag", "bundle", "api")
 LAYOUTS = ("bytecode", "source")
 TARGET_BYTECODE_SECONDS = 0.250
-TARGET_SECONDS = {"transform": 0.250, "archive": 0.150, "tag": 0.150, "bundle": 0.150}
+TARGET_SECONDS = {
+    "transform": 0.250, "archive": 0.150, "tag": 0.150, "bundle": 0.150, "api": 0.250,
+}  # fmt: skip
 TARGET_ZIP_BYTES = 200 * 1000
 HANDLER_ENV = {
     "SLUICE_ENV": "bench",
@@ -92,6 +98,7 @@ HANDLER_ENV = {
     "BUNDLE_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:bench-bundles",
     "NOTIFY_TOPIC_PREFIX": "bench-notify-",
     "LABELER": "rekognition",
+    "UPLOAD_ROLE_ARN": "arn:aws:iam::123456789012:role/bench-upload",
     "POWERTOOLS_LOG_LEVEL": "INFO",
     "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
     "AWS_LAMBDA_FUNCTION_NAME": "bench",
@@ -168,27 +175,40 @@ def zip_sizes(path: Path) -> dict[str, int]:
     }
 
 
-def build_layouts(root: Path) -> tuple[dict[str, Layout], dict[str, Path]]:
-    """Build the zips and unpack them twice: as built, and with every __pycache__ removed."""
-    arch = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
-    artifacts = root / "artifacts"
+def build_zips(tree: Path, out: Path, arch: str) -> dict[str, Path]:
+    """The code zip and layer that ``tree``'s build script makes from ``tree``'s sources."""
     subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "build_artifacts.py"), "--arch", arch,
-         "--out", str(artifacts), "--cache-dir", str(REPO_ROOT / "build" / "cache")],
+        [sys.executable, str(tree / "scripts" / "build_artifacts.py"), "--arch", arch,
+         "--out", str(out), "--cache-dir", str(REPO_ROOT / "build" / "cache")],
         check=True,
         capture_output=True,
     )  # fmt: skip
-    zips = {"code": artifacts / "sluice-code.zip", "layer": artifacts / f"sluice-layer-{arch}.zip"}
+    return {"code": out / "sluice-code.zip", "layer": out / f"sluice-layer-{arch}.zip"}
+
+
+def unpack(zips: dict[str, Path], layout: Layout, *, bytecode: bool) -> None:
+    for folder, artifact in ((layout.task, zips["code"]), (layout.opt, zips["layer"])):
+        shutil.rmtree(folder, ignore_errors=True)
+        with zipfile.ZipFile(artifact) as archive:
+            archive.extractall(folder)
+        if not bytecode:
+            for cache in sorted(folder.rglob("__pycache__")):
+                shutil.rmtree(cache)
+
+
+def build_layouts(
+    root: Path, before: Path | None = None
+) -> tuple[dict[str, Layout], dict[str, dict[str, Path]]]:
+    """Build the zips and unpack them twice (as built, and with every __pycache__ removed),
+    and ``before``'s zips as they are built there."""
+    arch = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
+    zips = {"bytecode": build_zips(REPO_ROOT, root / "artifacts", arch)}
+    if before is not None:
+        zips["before"] = build_zips(before, root / "artifacts-before", arch)
     layouts = {}
-    for name in LAYOUTS:
+    for name in (*LAYOUTS, *(("before",) if before is not None else ())):
         layout = Layout(root / name / "task", root / name / "opt")
-        for folder, artifact in ((layout.task, zips["code"]), (layout.opt, zips["layer"])):
-            shutil.rmtree(folder, ignore_errors=True)
-            with zipfile.ZipFile(artifact) as archive:
-                archive.extractall(folder)
-            if name == "source":
-                for cache in sorted(folder.rglob("__pycache__")):
-                    shutil.rmtree(cache)
+        unpack(zips.get(name, zips["bytecode"]), layout, bytecode=name != "source")
         layouts[name] = layout
     return layouts, zips
 
@@ -223,20 +243,27 @@ def import_breakdown(python: str, name: str, env: dict[str, str]) -> dict[str, f
     return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
+def rotations(names: list[str], repetition: int) -> list[str]:
+    """The layouts' order for one repetition: rotated, so none is always first."""
+    shift = repetition % len(names)
+    return names[shift:] + names[:shift]
+
+
 def sample_interleaved(
     python: str, layouts: dict[str, Layout], runs: int
 ) -> dict[str, dict[str, list[list[float]]]]:
-    """handler -> layout -> [wall, CPU] per init; repetitions alternate the layouts' order."""
+    """handler -> layout -> [wall, CPU] per init; repetitions rotate the layouts' order."""
     envs = {name: layout.env() for name, layout in layouts.items()}
-    for name in LAYOUTS:  # page cache warm-up
-        run_timer(python, TIMER.format(name=HANDLERS[0]), envs[name])
+    names = list(layouts)
+    for name in names:  # page cache warm-up
+        for handler in HANDLERS:
+            run_timer(python, TIMER.format(name=handler), envs[name])
     samples: dict[str, dict[str, list[list[float]]]] = {
-        handler: {name: [] for name in LAYOUTS} for handler in HANDLERS
+        handler: {name: [] for name in names} for handler in HANDLERS
     }
     for repetition in range(runs):
-        order = LAYOUTS if repetition % 2 == 0 else LAYOUTS[::-1]
         for handler in HANDLERS:
-            for name in order:
+            for name in rotations(names, repetition):
                 samples[handler][name].append(
                     run_timer(python, TIMER.format(name=handler), envs[name])
                 )
@@ -246,15 +273,15 @@ def sample_interleaved(
 def sample_deferred(
     python: str, layouts: dict[str, Layout], runs: int
 ) -> dict[str, dict[str, Summary]]:
+    names = [name for name in layouts if name in LAYOUTS]
     samples: dict[str, dict[str, list[float]]] = {
-        case: {name: [] for name in LAYOUTS} for case in DEFERRED
+        case: {name: [] for name in names} for case in DEFERRED
     }
     envs = {name: layout.env() for name, layout in layouts.items()}
     for repetition in range(runs):
-        order = LAYOUTS if repetition % 2 == 0 else LAYOUTS[::-1]
         for case, (handler, statement) in DEFERRED.items():
             code = DEFERRED_TIMER.format(name=handler, statement=statement)
-            for name in order:
+            for name in rotations(names, repetition):
                 samples[case][name].append(run_timer(python, code, envs[name])[0])
     return {
         case: {name: Summary.of(times) for name, times in by_layout.items()}
@@ -270,12 +297,26 @@ def python_version(python: str) -> str:
     return completed.stdout.strip()
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (its scripts/ and src/) whose zips run as the 'before' layout",
+    )
+
+
 def main() -> None:
-    args = parse_args(__doc__ or "")
+    args = parse_args(__doc__ or "", add_arguments)
     runs = 3 if args.quick else 21
     python = load_build_script().find_lambda_python()
-    layouts, zips = build_layouts(work_dir("cold_start"))
-    sizes = {name: zip_sizes(path) for name, path in zips.items()}
+    before = args.before.resolve() if args.before else None
+    layouts, zips = build_layouts(work_dir("cold_start"), before)
+    names = list(layouts)
+    sizes = {
+        f"{name}_{kind}" if name != "bytecode" else kind: zip_sizes(path)
+        for name, by_kind in zips.items()
+        for kind, path in by_kind.items()
+    }
     load_before = os.getloadavg()[0]
     samples = sample_interleaved(python, layouts, runs)
 
@@ -286,32 +327,41 @@ def main() -> None:
         "python": {"path": python, "version": python_version(python)},
         "repetitions": runs,
         "load_average_1m_before": round(load_before, 2),
+        "before_tree": str(before) if before else None,
         "artifacts": sizes,
         "code_zip_bytes": sizes["code"]["zip_bytes"],
         "handlers": {},
     }
     rows = []
     for handler in HANDLERS:
-        source = Summary.of([wall for wall, _ in samples[handler]["source"]])
-        bytecode = Summary.of([wall for wall, _ in samples[handler]["bytecode"]])
-        cpu = {name: Summary.of([c for _, c in samples[handler][name]]) for name in LAYOUTS}
+        wall = {name: Summary.of([w for w, _ in samples[handler][name]]) for name in names}
+        cpu = {name: Summary.of([c for _, c in samples[handler][name]]) for name in names}
+        bytecode, source = wall["bytecode"], wall["source"]
         breakdown = (
             {} if args.quick else import_breakdown(python, handler, layouts["bytecode"].env())
         )
         met = bytecode.median <= TARGET_BYTECODE_SECONDS
+        cpu_met = cpu["bytecode"].median <= TARGET_BYTECODE_SECONDS
         budget_met = bytecode.median <= TARGET_SECONDS[handler]
-        result["handlers"][handler] = {
+        entry: dict[str, Any] = {
             "source_seconds": source.as_dict(),
             "bytecode_seconds": bytecode.as_dict(),
             "bytecode_over_source": ratio(bytecode.median, source.median),
             "cpu_seconds": {name: summary.as_dict() for name, summary in cpu.items()},
+            "cpu_bytecode_over_source": ratio(cpu["bytecode"].median, cpu["source"].median),
             "target_bytecode_seconds": TARGET_BYTECODE_SECONDS,
             "target_bytecode_met": met,
+            "target_bytecode_cpu_met": cpu_met,
             "budget_seconds": TARGET_SECONDS[handler],
             "budget_met": budget_met,
             "breakdown_self_seconds": {k: round(v, 4) for k, v in list(breakdown.items())[:8]},
             "breakdown_total_seconds": round(sum(breakdown.values()), 4),
         }
+        if before:
+            entry["before_seconds"] = wall["before"].as_dict()
+            entry["bytecode_over_before"] = ratio(bytecode.median, wall["before"].median)
+            entry["cpu_bytecode_over_before"] = ratio(cpu["bytecode"].median, cpu["before"].median)
+        result["handlers"][handler] = entry
         shares = (
             ", ".join(f"{key} {value * 1000:.0f}" for key, value in list(breakdown.items())[:4])
             or "(--quick: no breakdown)"
@@ -320,10 +370,13 @@ def main() -> None:
             [
                 handler,
                 source.ms(),
+                *([wall["before"].ms()] if before else []),
                 bytecode.ms(),
-                f"{ratio(bytecode.median, source.median):.2f}",
-                f"{cpu['source'].median * 1000:.0f} / {cpu['bytecode'].median * 1000:.0f} ms",
-                verdict(met),
+                f"{entry['bytecode_over_source']:.2f}",
+                *([f"{entry['bytecode_over_before']:.2f}"] if before else []),
+                " / ".join(f"{cpu[name].median * 1000:.0f}" for name in names) + " ms",
+                *([f"{entry['cpu_bytecode_over_before']:.2f}"] if before else []),
+                f"wall {verdict(met)}, CPU {verdict(cpu_met)}",
                 f"<= {TARGET_SECONDS[handler] * 1000:.0f} ms: {verdict(budget_met)}",
                 shares,
             ]
@@ -331,12 +384,15 @@ def main() -> None:
     print(
         f"CPython {result['python']['version']} ({python}); median [min-max] of {runs} fresh "
         f"interpreters per handler and layout, interleaved; load {load_before:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after"
+        f"{os.getloadavg()[0]:.1f} after" + (f"; before = {before}" if before else "")
     )
     print_table(
         "Handler init (import) time",
-        ["handler", "source only (before)", "bytecode (now)", "ratio", "CPU source / bytecode",
-         "<= 250 ms", "first budget", "top self times with bytecode (ms)"],
+        ["handler", "source only (as shipped before bytecode)",
+         *(["before (bytecode)"] if before else []), "bytecode (now)", "now / source",
+         *(["now / before"] if before else []), f"CPU {' / '.join(names)}",
+         *(["CPU now / before"] if before else []), "<= 250 ms", "first budget",
+         "top self times with bytecode (ms)"],
         rows,
     )  # fmt: skip
 
@@ -358,29 +414,36 @@ def main() -> None:
         ["artifact", "zipped", "unzipped", "of which bytecode (zipped / unzipped)", "target"],
         [
             [
-                path.name,
-                f"{sizes[name]['zip_bytes']:,} B",
-                f"{sizes[name]['unzipped_bytes']:,} B",
-                f"{sizes[name]['pyc_compressed_bytes']:,} / {sizes[name]['pyc_unzipped_bytes']:,}"
-                f" B ({sizes[name]['pyc_files']} pycs)",
-                f"< 200,000 B: {verdict(zip_met)}" if name == "code" else "",
+                f"{path.name}{' (before)' if name == 'before' else ''}",
+                f"{sizes[key]['zip_bytes']:,} B",
+                f"{sizes[key]['unzipped_bytes']:,} B",
+                f"{sizes[key]['pyc_compressed_bytes']:,} / {sizes[key]['pyc_unzipped_bytes']:,}"
+                f" B ({sizes[key]['pyc_files']} pycs)",
+                f"< 200,000 B: {verdict(zip_met)}" if key == "code" else "",
             ]
-            for name, path in zips.items()
+            for name, by_kind in zips.items()
+            for kind, path in by_kind.items()
+            for key in [kind if name == "bytecode" else f"{name}_{kind}"]
         ],
     )
     handlers = result["handlers"]
     result["target_zip_met"] = zip_met
     result["target_bytecode_met"] = all(handlers[h]["target_bytecode_met"] for h in HANDLERS)
+    result["target_bytecode_cpu_met"] = all(
+        handlers[h]["target_bytecode_cpu_met"] for h in HANDLERS
+    )
     result["target_import_met"] = all(handlers[h]["budget_met"] for h in HANDLERS)
     result["import_median_seconds"] = {
         layout: {h: handlers[h][f"{layout}_seconds"]["median"] for h in HANDLERS}
-        for layout in LAYOUTS
+        for layout in names
     }
     result["cpu_median_seconds"] = {
         layout: {h: handlers[h]["cpu_seconds"][layout]["median"] for h in HANDLERS}
-        for layout in LAYOUTS
+        for layout in names
     }
     result["bytecode_over_source"] = {h: handlers[h]["bytecode_over_source"] for h in HANDLERS}
+    if before:
+        result["bytecode_over_before"] = {h: handlers[h]["bytecode_over_before"] for h in HANDLERS}
     result["median_of_medians"] = statistics.median(
         handlers[h]["bytecode_seconds"]["median"] for h in HANDLERS
     )

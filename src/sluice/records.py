@@ -73,6 +73,7 @@ import orjson
 
 from sluice.datasets import Dataset
 from sluice.datasets.gate import EXACT_DIGITS
+from sluice.file_formats import RecordFormat
 from sluice.units import MIB
 
 try:
@@ -80,11 +81,6 @@ try:
 except ImportError:  # pragma: no cover - the pure-Python backend is slower but equivalent
     _ijson = ijson
 
-RecordFormat = Literal["array", "lines"]
-
-DATA_FORMATS: dict[str, RecordFormat] = {".json": "array", ".jsonl": "lines", ".ndjson": "lines"}
-"""Data file extensions (lower case) and the record format each holds; the transform and the
-API's uploads (``sluice.uploads``) agree on them through this one table."""
 ErrorSink = Callable[[dict[str, Any]], None]
 Problem = tuple[str, str, str]
 """(JSON path, error code, message) for one thing wrong with a record."""

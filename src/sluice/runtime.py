@@ -52,6 +52,7 @@ from sluice.events import (
     refs_from_event,
     refs_from_sqs_body,
 )
+from sluice.init_phase import on_lambda, resume
 from sluice.metrics import ItemCounts, Outcome, publish
 
 ObjectProcessor = Callable[[S3ObjectRef], Outcome | None]
@@ -81,11 +82,6 @@ def client(service: str, **kwargs: Any) -> Any:
     return boto3.client(service, config=config, **kwargs)  # type: ignore[call-overload]
 
 
-def on_lambda(env: Mapping[str, str] = os.environ) -> bool:
-    """Running as a function (on AWS or in the local runtime), not imported by a tool."""
-    return bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
-
-
 def entry_point(
     logger: Logger, build: Callable[[], Handler], *, eager: bool | None = None
 ) -> Handler:
@@ -94,7 +90,8 @@ def entry_point(
     ``build`` reads the settings and creates the clients. It runs at import when
     :func:`on_lambda` (``eager`` overrides), so that work lands in the init phase, and
     otherwise on the first call. Powertools' Lambda context (request id, cold start) is
-    injected around every call.
+    injected around every call. It ends the init phase: the garbage collector, paused by
+    :mod:`sluice.handlers`, runs again (:func:`sluice.init_phase.resume`).
     """
     built: list[Handler] = []
 
@@ -107,8 +104,11 @@ def entry_point(
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return real()(event, context)
 
-    if on_lambda() if eager is None else eager:
-        real()
+    try:
+        if on_lambda() if eager is None else eager:
+            real()
+    finally:
+        resume()  # the end of the init phase: the collector runs again (sluice.init_phase)
     return handler
 
 

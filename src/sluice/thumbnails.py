@@ -31,6 +31,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sluice import image_defaults
+from sluice.file_formats import INPUT_FORMATS
 
 ORIENTATION_TAG = 0x0112
 MAKE_TAG = 0x010F
@@ -40,16 +41,6 @@ DATETIME_ORIGINAL_TAG = 0x9003
 DATETIME_DIGITIZED_TAG = 0x9004
 OFFSET_TIME_ORIGINAL_TAG = 0x9011
 
-INPUT_FORMATS = {
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".png": "PNG",
-    ".webp": "WEBP",
-    ".gif": "GIF",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-}
-"""Image extensions we accept, with the format their content must have."""
 
 # Pillow reports JPEGs with a multi-picture index (many phone cameras) as MPO.
 _SAME_FORMAT = {"MPO": "JPEG"}

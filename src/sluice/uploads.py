@@ -19,8 +19,8 @@ opaque id, not a name or address) makes the key the caller's: multipart completi
 receipts are only served to the key's owner.
 
 What may be sent follows what the transform processes: the image extensions of
-:data:`sluice.thumbnails.INPUT_FORMATS` and the data extensions of
-:data:`sluice.records.DATA_FORMATS`, each with the media types that name it; the file
+:data:`sluice.file_formats.INPUT_FORMATS` and the data extensions of
+:data:`sluice.file_formats.DATA_FORMATS`, each with the media types that name it; the file
 name's extension must agree with the content type, since the transform goes by extension.
 """
 
@@ -39,10 +39,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sluice.datasets import Registry
+from sluice.file_formats import DATA_FORMATS, INPUT_FORMATS
 from sluice.keys import UPLOADS_SEGMENT, split_extension
-from sluice.records import DATA_FORMATS
 from sluice.s3io import MAX_PARTS, error_code
-from sluice.thumbnails import INPUT_FORMATS
 from sluice.timestamps import utc_iso
 from sluice.units import GIB, MIB
 

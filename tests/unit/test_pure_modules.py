@@ -20,6 +20,7 @@ PURE = (
     "sluice.zipstream",
     "sluice.units",
     "sluice.image_defaults",
+    "sluice.file_formats",
 )
 AWS = ("boto3", "botocore", "aws_lambda_powertools")
 

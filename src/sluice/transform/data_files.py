@@ -37,13 +37,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice.datasets import Dataset
+from sluice.file_formats import DATA_FORMATS, RecordFormat
 from sluice.keys import DATA_PREFIX, ERRORS_PREFIX, derived_key, split_extension
 from sluice.receipts import MAX_RECEIPT_ERRORS, Receipt
 from sluice.records import (
-    DATA_FORMATS,
     FileRejectedError,
     OutOfTimeError,
-    RecordFormat,
     transform_records,
 )
 from sluice.runtime import make_logger

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice import image_items
+from sluice.file_formats import INPUT_FORMATS
 from sluice.keys import archive_key_for, image_id, split_extension, thumbnail_key
 from sluice.receipts import Receipt
 from sluice.runtime import make_logger
 from sluice.settings import TransformSettings
 from sluice.thumbnails import (
-    INPUT_FORMATS,
     OUTPUT_FORMATS,
     ImageRejectedError,
     ImageResult,

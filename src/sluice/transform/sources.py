@@ -29,12 +29,11 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from sluice.events import S3ObjectRef, normalize_etag
+from sluice.file_formats import DATA_FORMATS, INPUT_FORMATS
 from sluice.keys import split_extension
 from sluice.receipts import Kind, Receipt, read_receipt, source_of
-from sluice.records import DATA_FORMATS
 from sluice.runtime import make_logger
 from sluice.s3io import head, is_gone_or_changed
-from sluice.thumbnails import INPUT_FORMATS
 
 logger = make_logger("transform")
 
