@@ -11,7 +11,9 @@ Terraform uploaded, as CloudFront would:
   ``web_response_headers`` (the values of the response headers policy in AWS: CSP, HSTS,
   ``nosniff``...), so the browser tests run under the real Content-Security-Policy;
 - a key that does not exist is 404 (CloudFront with origin access control answers S3's
-  403 there; a 404 says more to a developer and no test depends on it).
+  403 there; a 404 says more to a developer and no test depends on it); any other failure
+  to read the origin is 502, as CloudFront answers an origin error, so an emulator that is
+  down or a denied read never passes for a missing file.
 
 Usage::
 
@@ -34,7 +36,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from sluice.local import awsenv
+from sluice.s3io import error_code, is_missing
 
 DEFAULT_WEB_PORT_OFFSET = 2
 """Without ``--web-port`` the app is served on the emulator's port + 2 (4566 -> 4568)."""
@@ -95,10 +100,15 @@ def answer(
     if method not in ("GET", "HEAD"):
         return Reply(405, [*headers, ("Allow", "GET, HEAD")], b"")
     key = object_key(path, distribution.default_root_object)
+    text = ("Content-Type", "text/plain; charset=utf-8")
     try:
         found = s3.get_object(Bucket=distribution.bucket, Key=key)
-    except (s3.exceptions.NoSuchKey, s3.exceptions.ClientError):
-        return Reply(404, [*headers, ("Content-Type", "text/plain; charset=utf-8")], b"Not Found")
+    except ClientError as error:
+        if is_missing(error):
+            return Reply(404, [*headers, text], b"Not Found")
+        return Reply(502, [*headers, text], f"Bad Gateway: {error_code(error)}".encode())
+    except BotoCoreError as error:  # the emulator cannot be reached
+        return Reply(502, [*headers, text], f"Bad Gateway: {type(error).__name__}".encode())
     etag = str(found.get("ETag", ""))
     headers += [("ETag", etag), ("Content-Type", str(found.get("ContentType", "")))]
     if found.get("CacheControl"):
