@@ -39,7 +39,7 @@ from urllib.parse import unquote
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sluice.local import awsenv
-from sluice.s3io import error_code, is_missing
+from sluice.s3io import error_code, get
 
 DEFAULT_WEB_PORT_OFFSET = 2
 """Without ``--web-port`` the app is served on the emulator's port + 2 (4566 -> 4568)."""
@@ -102,13 +102,13 @@ def answer(
     key = object_key(path, distribution.default_root_object)
     text = ("Content-Type", "text/plain; charset=utf-8")
     try:
-        found = s3.get_object(Bucket=distribution.bucket, Key=key)
+        found = get(s3, distribution.bucket, key)
     except ClientError as error:
-        if is_missing(error):
-            return Reply(404, [*headers, text], b"Not Found")
         return Reply(502, [*headers, text], f"Bad Gateway: {error_code(error)}".encode())
     except BotoCoreError as error:  # the emulator cannot be reached
         return Reply(502, [*headers, text], f"Bad Gateway: {type(error).__name__}".encode())
+    if found is None:
+        return Reply(404, [*headers, text], b"Not Found")
     etag = str(found.get("ETag", ""))
     headers += [("ETag", etag), ("Content-Type", str(found.get("ContentType", "")))]
     if found.get("CacheControl"):
