@@ -39,6 +39,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from sluice.s3io import error_code
 from sluice.timestamps import parse_utc_iso, utc_iso
 
 TAG_EXPIRES_AT = "sluice:expires-at"
@@ -96,7 +97,7 @@ def open_topic(
     try:
         sns.subscribe(TopicArn=arn, Protocol=protocol, Endpoint=endpoint)
     except ClientError as error:
-        code = str(error.response.get("Error", {}).get("Code", ""))
+        code = error_code(error)
         if code not in REFUSED_CODES:
             raise
         delete_topic(sns, arn)
@@ -168,7 +169,7 @@ def sweep(sns: Any, prefix: str, outcome: Outcome, now: datetime) -> SweepReport
         try:
             tags = _tags(sns, arn)
         except ClientError as error:  # deleted meanwhile by another invocation
-            if error.response.get("Error", {}).get("Code") in ("NotFound", "NotFoundException"):
+            if error_code(error) in ("NotFound", "NotFoundException"):
                 continue
             raise
         expires_at = parse_utc_iso(tags.get(TAG_EXPIRES_AT)) if tags.get(TAG_EXPIRES_AT) else None
