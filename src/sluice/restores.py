@@ -207,7 +207,10 @@ def serve_due(
             continue
         served += 1
         status = bundles.read_status(s3, bucket, bundle_id)
-        waiting = status is not None and status["status"] == bundles.RESTORING
-        if not (waiting and status is not None and bundles.answers(status, etag)):
+        if (
+            status is None
+            or status["status"] != bundles.RESTORING
+            or not bundles.answers(status, etag)
+        ):
             delete_marker(s3, bucket, bundle_id)
     return served, busy
