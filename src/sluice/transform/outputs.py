@@ -24,7 +24,7 @@ never existed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sluice import image_items
@@ -186,13 +186,14 @@ def restore_outputs(s3: Any, bucket: str, receipt: Mapping[str, Any]) -> list[st
     gone (expired). A receipt written before outputs named their version is matched as it
     was then: the newest version of the listed size written before the receipt."""
     lost = []
+    written_before = _legacy_cutoff(receipt)
     for output in receipt.get("outputs") or []:
         if output.get("bucket") != bucket:
             continue
         key = str(output["key"])
         listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
         versions = [v for v in listing.get("Versions", []) if v["Key"] == key]
-        chosen = next((v for v in versions if _is_written_version(v, output, receipt)), None)
+        chosen = next((v for v in versions if _is_written_version(v, output, written_before)), None)
         if chosen is None:
             lost.append(key)
         elif not chosen.get("IsLatest"):
@@ -205,18 +206,23 @@ def restore_outputs(s3: Any, bucket: str, receipt: Mapping[str, Any]) -> list[st
     return lost
 
 
+def _legacy_cutoff(receipt: Mapping[str, Any]) -> datetime | None:
+    """For receipts written before outputs named their version: their outputs were written
+    before this (``processed_at``; LastModified may be truncated to the second, so that
+    second still counts). None when it is no time (an error only if an output needs it)."""
+    written = parse_utc_iso(receipt.get("processed_at"))
+    return None if written is None else written.replace(microsecond=0) + timedelta(seconds=1)
+
+
 def _is_written_version(
-    version: Mapping[str, Any], output: Mapping[str, Any], receipt: Mapping[str, Any]
+    version: Mapping[str, Any], output: Mapping[str, Any], written_before: datetime | None
 ) -> bool:
-    """Is ``version`` (a ListObjectVersions entry) the one ``output`` of ``receipt`` was?"""
+    """Is ``version`` (a ListObjectVersions entry) the one ``output`` was?"""
     if output.get("version_id"):
         return bool(version["VersionId"] == output["version_id"])
     if output.get("etag"):
         return normalize_etag(version.get("ETag")) == normalize_etag(str(output["etag"]))
-    # Receipts written before outputs named their version: by size, and written before
-    # the receipt (LastModified may be truncated to the second: that second still counts).
-    written = parse_utc_iso(receipt["processed_at"])
-    if written is None:
-        raise ValueError(f"receipt processed_at is no time: {receipt['processed_at']!r}")
-    latest = written.replace(microsecond=0) + timedelta(seconds=1)
-    return bool(version["Size"] == output.get("size") and version["LastModified"] < latest)
+    # A receipt written before outputs named their version: by size, written before it.
+    if written_before is None:
+        raise ValueError("receipt processed_at is no time")
+    return bool(version["Size"] == output.get("size") and version["LastModified"] < written_before)
