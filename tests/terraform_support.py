@@ -4,7 +4,9 @@ Terraform writes into the directory it runs in (``.terraform.lock.hcl`` of a mod
 ``.terraform/``), so the static tests work on a copy of the configuration and every run gets
 its own ``TF_DATA_DIR``. Provider plugins come from the local filesystem mirror through the
 CLI configuration that ``scripts/terraformrc.sh`` writes, and are cached in
-``.sluice/plugin-cache`` (ignored by git) across runs.
+``.sluice/plugin-cache`` (ignored by git) across runs. Every init runs with the committed
+lock file, so that the cached provider is only ever linked, never installed again under a
+plan that another worker is running (``pin_providers``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "terraform"
 MODULES = ("s3", "lambda", "layers", "dynamodb", "notifications", "auth", "api", "pipeline")
 FUNCTIONS = ("transform", "archive", "tag", "bundle")
 PLUGIN_CACHE_DIR = workdir.plugin_cache(REPO_ROOT)
+LOCK_FILE = ".terraform.lock.hcl"
 COMMAND_TIMEOUT_SECONDS = 600
 PARALLEL = ("plan", "apply", "destroy")
 """The commands that take ``-parallelism`` (given through ``TF_CLI_ARGS_<command>``)."""
@@ -158,7 +161,9 @@ def terraform(
     expect_codes: Sequence[int] = (0,),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``terraform args`` in ``cwd``; an unexpected exit code fails with its output.
-    An ``init`` holds the plugin cache's lock."""
+    An ``init`` runs with the committed lock file and holds the plugin cache's lock."""
+    if args and args[0] == "init":
+        pin_providers(cwd)
     with _plugin_cache_lock() if args and args[0] == "init" else contextlib.nullcontext():
         result = subprocess.run(
             [terraform_binary(), *args, "-no-color"],
@@ -179,6 +184,18 @@ def terraform(
     return result
 
 
+def pin_providers(directory: Path) -> None:
+    """Give a configuration without a lock file the committed one.
+
+    Terraform links a cached provider only when the lock file records its checksum; without
+    one, init removes the cached provider and installs it again, and a plan, apply or destroy
+    that another worker runs through that cache entry meanwhile fails ("could not read
+    package directory"). Every configuration here uses the root module's providers."""
+    lock_file = directory / LOCK_FILE
+    if not lock_file.exists():
+        shutil.copy2(REPO_ROOT / LOCK_FILE, lock_file)
+
+
 @contextlib.contextmanager
 def _plugin_cache_lock() -> Iterator[None]:
     """The plugin cache directory itself, locked: Terraform does not make the cache safe
@@ -196,9 +213,9 @@ def copy_configuration(destination: Path) -> Path:
     """Copy the root module, modules/, env/ and the test fixtures; return the copy's root."""
     destination.mkdir(parents=True, exist_ok=True)
     for item in REPO_ROOT.iterdir():
-        if item.suffix == ".tf" or item.name == ".terraform.lock.hcl":
+        if item.suffix == ".tf" or item.name == LOCK_FILE:
             shutil.copy2(item, destination / item.name)
-    ignore = shutil.ignore_patterns(".terraform", ".terraform.lock.hcl", "*.tfstate*")
+    ignore = shutil.ignore_patterns(".terraform", LOCK_FILE, "*.tfstate*")
     shutil.copytree(REPO_ROOT / "modules", destination / "modules", ignore=ignore)
     shutil.copytree(REPO_ROOT / "env", destination / "env", ignore=ignore)
     # The root module reads the API's routes from its document.

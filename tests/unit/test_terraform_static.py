@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from tests.terraform_support import (
     MODULES,
+    PLUGIN_CACHE_DIR,
     REPO_ROOT,
     copy_configuration,
     terraform,
@@ -53,6 +55,35 @@ def test_root_module_validates_with_the_committed_lock_file(config_copy: Path) -
     report = json.loads(result.stdout)
     assert report["valid"], report
     assert report["warning_count"] == 0, report["diagnostics"]
+
+
+def _cached_providers() -> dict[Path, tuple[int, int]]:
+    """Each cached provider package, with its inode and modification time (not followed:
+    the cache entry is a link to the filesystem mirror)."""
+    return {
+        entry: (entry.lstat().st_ino, entry.lstat().st_mtime_ns)
+        for entry in PLUGIN_CACHE_DIR.glob("registry.terraform.io/*/*/*/*")
+    }
+
+
+def test_an_init_without_a_lock_file_links_the_cached_provider_and_never_reinstalls_it(
+    tmp_path: Path,
+) -> None:
+    """Workers plan and apply through the shared plugin cache while others init modules and
+    fixtures that have no lock file of their own. Such an init must not remove and install
+    the cached provider again under them: a destroy once failed that way in CI ("could not
+    read package directory")."""
+    ignore = shutil.ignore_patterns(".terraform", ".terraform.lock.hcl")
+    first, second = tmp_path / "first", tmp_path / "second"
+    for module in (first, second):
+        shutil.copytree(REPO_ROOT / "modules" / "s3", module, ignore=ignore)
+    terraform(["init", "-backend=false"], cwd=first, env=terraform_env(first))
+    cached = _cached_providers()
+    assert cached, f"the first init cached no provider in {PLUGIN_CACHE_DIR}"
+
+    terraform(["init", "-backend=false"], cwd=second, env=terraform_env(second))
+
+    assert _cached_providers() == cached
 
 
 @pytest.mark.parametrize("module", MODULES)
