@@ -6,7 +6,7 @@ its own ``TF_DATA_DIR``. Provider plugins come from the local filesystem mirror 
 CLI configuration that ``scripts/terraformrc.sh`` writes, and are cached in
 ``.sluice/plugin-cache`` (ignored by git) across runs. Every init runs with the committed
 lock file, so that the cached provider is only ever linked, never installed again under a
-plan that another worker is running (``pin_providers``).
+plan that another worker is running (``_prepared_init``).
 """
 
 from __future__ import annotations
@@ -162,9 +162,7 @@ def terraform(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``terraform args`` in ``cwd``; an unexpected exit code fails with its output.
     An ``init`` runs with the committed lock file and holds the plugin cache's lock."""
-    if args and args[0] == "init":
-        pin_providers(cwd)
-    with _plugin_cache_lock() if args and args[0] == "init" else contextlib.nullcontext():
+    with _prepared_init(cwd) if args and args[0] == "init" else contextlib.nullcontext():
         result = subprocess.run(
             [terraform_binary(), *args, "-no-color"],
             cwd=cwd,
@@ -184,22 +182,20 @@ def terraform(
     return result
 
 
-def pin_providers(directory: Path) -> None:
-    """Give a configuration without a lock file the committed one.
+@contextlib.contextmanager
+def _prepared_init(directory: Path) -> Iterator[None]:
+    """An init of ``directory``: with a lock file, holding the plugin cache's lock.
 
-    Terraform links a cached provider only when the lock file records its checksum; without
-    one, init removes the cached provider and installs it again, and a plan, apply or destroy
-    that another worker runs through that cache entry meanwhile fails ("could not read
-    package directory"). Every configuration here uses the root module's providers."""
+    A configuration without a lock file gets the committed one. Terraform links a cached
+    provider only when the lock file records its checksum; without one, init removes the
+    cached provider and installs it again, and a plan, apply or destroy that another worker
+    runs through that cache entry meanwhile fails ("could not read package directory").
+    Every configuration here uses the root module's providers. The lock: Terraform does not
+    make the cache safe for concurrent inits either, and the suite runs on several workers
+    (tests/parallel.py)."""
     lock_file = directory / LOCK_FILE
     if not lock_file.exists():
         shutil.copy2(REPO_ROOT / LOCK_FILE, lock_file)
-
-
-@contextlib.contextmanager
-def _plugin_cache_lock() -> Iterator[None]:
-    """The plugin cache directory itself, locked: Terraform does not make the cache safe
-    for concurrent inits, and the suite runs on several workers (tests/parallel.py)."""
     PLUGIN_CACHE_DIR.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(PLUGIN_CACHE_DIR, os.O_RDONLY)
     try:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.terraform_support import (
+    LOCK_FILE,
     MODULES,
     PLUGIN_CACHE_DIR,
     REPO_ROOT,
@@ -60,10 +61,11 @@ def test_root_module_validates_with_the_committed_lock_file(config_copy: Path) -
 def _cached_providers() -> dict[Path, tuple[int, int]]:
     """Each cached provider package, with its inode and modification time (not followed:
     the cache entry is a link to the filesystem mirror)."""
-    return {
-        entry: (entry.lstat().st_ino, entry.lstat().st_mtime_ns)
-        for entry in PLUGIN_CACHE_DIR.glob("registry.terraform.io/*/*/*/*")
-    }
+    cached = {}
+    for entry in PLUGIN_CACHE_DIR.glob("registry.terraform.io/*/*/*/*"):
+        status = entry.lstat()
+        cached[entry] = (status.st_ino, status.st_mtime_ns)
+    return cached
 
 
 def test_an_init_without_a_lock_file_links_the_cached_provider_and_never_reinstalls_it(
@@ -73,7 +75,7 @@ def test_an_init_without_a_lock_file_links_the_cached_provider_and_never_reinsta
     fixtures that have no lock file of their own. Such an init must not remove and install
     the cached provider again under them: a destroy once failed that way in CI ("could not
     read package directory")."""
-    ignore = shutil.ignore_patterns(".terraform", ".terraform.lock.hcl")
+    ignore = shutil.ignore_patterns(".terraform", LOCK_FILE)
     first, second = tmp_path / "first", tmp_path / "second"
     for module in (first, second):
         shutil.copytree(REPO_ROOT / "modules" / "s3", module, ignore=ignore)
